@@ -1,0 +1,1 @@
+"""Adapters: the only code that touches SDKs (boto3, faiss, onnxruntime, opensearch-py)."""

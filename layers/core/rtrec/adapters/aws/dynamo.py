@@ -1,0 +1,163 @@
+"""DynamoFeatureStore: user and item features in two DynamoDB tables."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from decimal import Decimal
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+from rtrec.adapters.aws.clients import aws_client
+from rtrec.adapters.aws.errors import translate_aws_errors
+from rtrec.domain.models import ItemFeatures, UserProfile
+from rtrec.errors import DependencyError
+
+_BATCH_WRITE_LIMIT = 25
+_BATCH_GET_LIMIT = 100
+_MAX_UNPROCESSED_ROUNDS = 8
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+
+def _to_attribute_map(record: dict[str, Any]) -> dict[str, Any]:
+    """Serialize, dropping None and empty collections (DynamoDB rejects empty sets and nulls are noise)."""
+    out = {}
+    for key, value in record.items():
+        if value is None or (isinstance(value, (list, tuple)) and not value):
+            continue
+        if isinstance(value, float):
+            value = Decimal(repr(value))
+        if isinstance(value, tuple):
+            value = list(value)
+        out[key] = _serializer.serialize(value)
+    return out
+
+
+def _from_attribute_map(item: dict[str, Any]) -> dict[str, Any]:
+    return {key: _deserializer.deserialize(value) for key, value in item.items()}
+
+
+def _chunks(values: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def user_to_record(user: UserProfile) -> dict[str, Any]:
+    return {
+        "user_id": user.user_id,
+        "age": user.age,
+        "gender": user.gender,
+        "occupation": user.occupation,
+        "zip_prefix": user.zip_prefix,
+        "history": list(user.history),
+        "interaction_count": user.interaction_count,
+        "last_seen": user.last_seen,
+    }
+
+
+def user_from_record(record: dict[str, Any]) -> UserProfile:
+    return UserProfile(
+        user_id=str(record["user_id"]),
+        age=int(record["age"]) if "age" in record else None,
+        gender=record.get("gender"),
+        occupation=record.get("occupation"),
+        zip_prefix=record.get("zip_prefix"),
+        history=tuple(str(i) for i in record.get("history", ())),
+        interaction_count=int(record.get("interaction_count", 0)),
+        last_seen=int(record["last_seen"]) if "last_seen" in record else None,
+    )
+
+
+def item_to_record(item: ItemFeatures) -> dict[str, Any]:
+    return {
+        "item_id": item.item_id,
+        "title": item.title,
+        "year": item.year,
+        "genres": list(item.genres),
+        "interaction_count": item.interaction_count,
+        "popularity": float(item.popularity),
+        "original_id": item.original_id,
+    }
+
+
+def item_from_record(record: dict[str, Any]) -> ItemFeatures:
+    return ItemFeatures(
+        item_id=str(record["item_id"]),
+        title=str(record.get("title", "")),
+        year=int(record["year"]) if "year" in record else None,
+        genres=tuple(record.get("genres", ())),
+        interaction_count=int(record.get("interaction_count", 0)),
+        popularity=float(record.get("popularity", 0.0)),
+        original_id=record.get("original_id"),
+    )
+
+
+class DynamoFeatureStore:
+    """FeatureStore over DynamoDB: one get_item per user lookup, batched writes with retry of unprocessed items."""
+
+    def __init__(self, user_table: str, item_table: str, client: Any = None, *, endpoint_url: str | None = None,
+                 region: str = "us-east-1") -> None:
+        self.user_table = user_table
+        self.item_table = item_table
+        self._client = client if client is not None else aws_client("dynamodb", endpoint_url, region)
+
+    def get_user(self, user_id: str) -> UserProfile | None:
+        with translate_aws_errors(f"reading user {user_id!r} from {self.user_table}"):
+            response = self._client.get_item(TableName=self.user_table, Key={"user_id": {"S": user_id}})
+        item = response.get("Item")
+        return user_from_record(_from_attribute_map(item)) if item else None
+
+    def put_users(self, users: Iterable[UserProfile]) -> int:
+        return self._batch_write(self.user_table, (user_to_record(u) for u in users))
+
+    def get_items(self, item_ids: Sequence[str]) -> dict[str, ItemFeatures]:
+        found: dict[str, ItemFeatures] = {}
+        unique_ids = list(dict.fromkeys(item_ids))
+        for chunk in _chunks(unique_ids, _BATCH_GET_LIMIT):
+            request = {self.item_table: {"Keys": [{"item_id": {"S": i}} for i in chunk]}}
+            for _ in range(_MAX_UNPROCESSED_ROUNDS):
+                with translate_aws_errors(f"reading items from {self.item_table}"):
+                    response = self._client.batch_get_item(RequestItems=request)
+                for raw in response.get("Responses", {}).get(self.item_table, []):
+                    item = item_from_record(_from_attribute_map(raw))
+                    found[item.item_id] = item
+                request = response.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+                time.sleep(0.05)
+            else:
+                raise DependencyError(f"reading items from {self.item_table}: keys left unprocessed after retries")
+        return found
+
+    def put_items(self, items: Iterable[ItemFeatures]) -> int:
+        return self._batch_write(self.item_table, (item_to_record(i) for i in items))
+
+    def ping(self) -> None:
+        with translate_aws_errors(f"describing {self.user_table}"):
+            self._client.describe_table(TableName=self.user_table)
+
+    def _batch_write(self, table: str, records: Iterable[dict[str, Any]]) -> int:
+        written = 0
+        batch: list[dict[str, Any]] = []
+        for record in records:
+            batch.append({"PutRequest": {"Item": _to_attribute_map(record)}})
+            if len(batch) == _BATCH_WRITE_LIMIT:
+                written += self._write_batch(table, batch)
+                batch = []
+        if batch:
+            written += self._write_batch(table, batch)
+        return written
+
+    def _write_batch(self, table: str, batch: list[dict[str, Any]]) -> int:
+        pending: dict[str, Any] = {table: batch}
+        for attempt in range(_MAX_UNPROCESSED_ROUNDS):
+            with translate_aws_errors(f"writing to {table}"):
+                response = self._client.batch_write_item(RequestItems=pending)
+            pending = response.get("UnprocessedItems") or {}
+            if not pending:
+                return len(batch)
+            time.sleep(min(0.05 * 2**attempt, 1.0))
+        raise DependencyError(f"writing to {table}: {len(pending.get(table, []))} items left unprocessed after retries")

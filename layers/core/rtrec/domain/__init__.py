@@ -1,0 +1,1 @@
+"""Pure domain logic: numpy and the standard library only, no SDKs."""

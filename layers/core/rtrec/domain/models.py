@@ -1,0 +1,64 @@
+"""Value objects shared by services, adapters and entry points."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# How many of a user's most recent items the profile keeps: the history the user tower pools.
+HISTORY_LENGTH = 50
+
+
+@dataclass(frozen=True)
+class UserProfile:
+    user_id: str
+    age: int | None = None
+    gender: str | None = None
+    occupation: str | None = None
+    zip_prefix: str | None = None
+    # Most recent last, at most HISTORY_LENGTH item ids.
+    history: tuple[str, ...] = ()
+    interaction_count: int = 0
+    last_seen: int | None = None  # unix seconds
+
+    @property
+    def has_demographics(self) -> bool:
+        return any(v is not None for v in (self.age, self.gender, self.occupation, self.zip_prefix))
+
+
+@dataclass(frozen=True)
+class ItemFeatures:
+    item_id: str
+    title: str
+    year: int | None = None
+    genres: tuple[str, ...] = ()
+    interaction_count: int = 0
+    popularity: float = 0.0  # time-decayed interaction count
+    original_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ScoredItem:
+    item_id: str
+    score: float
+    # Probability that the serving policy showed this item in this slot; 1.0 for a deterministic policy.
+    propensity: float = 1.0
+
+
+@dataclass(frozen=True)
+class PopularItems:
+    """A ranked snapshot of popular items, published by whoever last computed it."""
+
+    items: tuple[ScoredItem, ...]
+    generated_at: int  # unix seconds
+    half_life_days: float
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    request_id: str
+    user_id: str
+    model_version: str | None
+    cold_start: bool
+    strategy: str
+    items: tuple[ScoredItem, ...] = field(default_factory=tuple)

@@ -1,0 +1,1 @@
+"""The embedded local cloud: moto server in-process, provisioning, and the state folder."""

@@ -1,0 +1,77 @@
+"""The git-ignored state folder that makes the embedded cloud survive restarts.
+
+moto keeps nothing on disk. Objects in persistent buckets (models, counterfactual logs, the
+offline store) are written to `<state>/s3/<logical bucket name>/<key>` when the cloud stops and
+uploaded again when it starts. The MLflow store lives under `<state>/mlflow`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rtrec.resources import BUCKETS, ResourceNames
+
+
+@dataclass(frozen=True)
+class LocalState:
+    root: Path
+
+    @property
+    def s3_dir(self) -> Path:
+        return self.root / "s3"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.root / "mlflow"
+
+    def ensure(self) -> LocalState:
+        self.s3_dir.mkdir(parents=True, exist_ok=True)
+        self.mlflow_dir.mkdir(parents=True, exist_ok=True)
+        gitignore = self.root / ".gitignore"
+        if not gitignore.exists():
+            gitignore.write_text("*\n")
+        return self
+
+    def restore_buckets(self, s3: Any, names: ResourceNames) -> int:
+        """Upload every saved object into its bucket; returns how many."""
+        restored = 0
+        for spec in BUCKETS:
+            folder = self.s3_dir / spec.logical_name
+            if not spec.persistent or not folder.is_dir():
+                continue
+            bucket = names.bucket(spec)
+            for path in sorted(folder.rglob("*")):
+                if path.is_file():
+                    key = path.relative_to(folder).as_posix()
+                    s3.upload_file(str(path), bucket, key)
+                    restored += 1
+        return restored
+
+    def save_buckets(self, s3: Any, names: ResourceNames) -> int:
+        """Mirror every persistent bucket to disk (objects deleted in the bucket are deleted on disk)."""
+        saved = 0
+        for spec in BUCKETS:
+            if not spec.persistent:
+                continue
+            bucket = names.bucket(spec)
+            folder = self.s3_dir / spec.logical_name
+            keep: set[Path] = set()
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+                for obj in page.get("Contents", []):
+                    target = folder / obj["Key"]
+                    if not target.resolve().is_relative_to(folder.resolve()):
+                        continue  # a key like ../x must never write outside the state folder
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = target.with_name(target.name + ".part")
+                    s3.download_file(bucket, obj["Key"], str(tmp))
+                    os.replace(tmp, target)
+                    keep.add(target.resolve())
+                    saved += 1
+            if folder.is_dir():
+                for path in folder.rglob("*"):
+                    if path.is_file() and path.resolve() not in keep:
+                        path.unlink()
+        return saved

@@ -1,0 +1,1 @@
+"""Services orchestrate ports; they hold no SDK code."""

@@ -1,0 +1,90 @@
+"""Configuration: one pydantic-settings class per deployable, validated at start-up.
+
+Only entry points (handlers, the CLI) build these; they pass plain values to the core, which never
+reads the environment. An explicit argument beats an environment variable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from rtrec.resources import ResourceNames
+
+DEFAULT_LOCAL_ENDPOINT_PORT = 4566
+
+
+class AwsSettings(BaseSettings):
+    """Where the AWS APIs are: `AWS_ENDPOINT_URL` unset means real AWS; set, it names the
+    embedded cloud (moto server) or LocalStack, which the adapters treat the same."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+    endpoint_url: str | None = Field(default=None, validation_alias=AliasChoices("endpoint_url", "AWS_ENDPOINT_URL"))
+    region: str = Field(
+        default="us-east-1", validation_alias=AliasChoices("region", "AWS_REGION", "AWS_DEFAULT_REGION")
+    )
+    resource_prefix: str = Field(
+        default="rtrec",
+        pattern=r"^[a-z][a-z0-9-]{1,20}$",
+        validation_alias=AliasChoices("resource_prefix", "RTREC_PREFIX"),
+    )
+    bucket_suffix: str = Field(
+        default="",
+        pattern=r"^[a-z0-9-]{0,30}$",
+        validation_alias=AliasChoices("bucket_suffix", "RTREC_BUCKET_SUFFIX"),
+    )
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint_is_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"AWS_ENDPOINT_URL must start with http:// or https://, got {value!r}")
+        return value.rstrip("/")
+
+    @property
+    def target(self) -> Literal["aws", "local"]:
+        """`local` covers both the embedded cloud and LocalStack: same API, dummy credentials."""
+        return "aws" if self.endpoint_url is None else "local"
+
+    @property
+    def names(self) -> ResourceNames:
+        return ResourceNames(prefix=self.resource_prefix, bucket_suffix=self.bucket_suffix)
+
+
+class ApiSettings(AwsSettings):
+    """The `api` Lambda (and the same app under uvicorn locally)."""
+
+    popularity_refresh_seconds: float = Field(
+        default=60.0, gt=0, validation_alias=AliasChoices("popularity_refresh_seconds", "RTREC_POPULARITY_REFRESH_SECONDS")
+    )
+    default_k: int = Field(default=10, ge=1, le=100, validation_alias=AliasChoices("default_k", "RTREC_DEFAULT_K"))
+
+
+class LocalSettings(BaseSettings):
+    """The embedded local stack that `rtrec cloud up` / `rtrec run` starts on one machine."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+    cloud_host: str = Field(default="127.0.0.1", validation_alias=AliasChoices("cloud_host", "RTREC_CLOUD_HOST"))
+    cloud_port: int = Field(
+        default=DEFAULT_LOCAL_ENDPOINT_PORT, ge=0, le=65535, validation_alias=AliasChoices("cloud_port", "RTREC_CLOUD_PORT")
+    )
+    api_host: str = Field(default="127.0.0.1", validation_alias=AliasChoices("api_host", "RTREC_API_HOST"))
+    api_port: int = Field(default=8000, ge=0, le=65535, validation_alias=AliasChoices("api_port", "RTREC_API_PORT"))
+    state_dir: Path = Field(default=Path(".rtrec"), validation_alias=AliasChoices("state_dir", "RTREC_STATE_DIR"))
+    data_cache_dir: Path = Field(
+        default=Path.home() / ".cache" / "rtrec",
+        validation_alias=AliasChoices("data_cache_dir", "RTREC_DATA_CACHE"),
+    )
+    dataset: Literal["ml-1m", "ml-100k"] = Field(default="ml-1m", validation_alias=AliasChoices("dataset", "RTREC_DATASET"))
+
+    @property
+    def endpoint_url(self) -> str:
+        # `localhost`, not 127.0.0.1: `cdk deploy` against moto parses template URLs wrongly otherwise.
+        return f"http://localhost:{self.cloud_port}"

@@ -1,0 +1,95 @@
+"""`rtrec run` as a user starts it (what `make run` does), called over HTTP, stopped with Ctrl-C, restarted."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from rtrec.adapters.aws.clients import aws_client
+from rtrec.local.cloud import free_port
+
+pytestmark = pytest.mark.e2e
+
+RTREC = [sys.executable, "-m", "rtrec.cli"]
+
+
+def start(args: list[str], state_dir: Path, log: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RTREC_"))}
+    env.update({"RTREC_STATE_DIR": str(state_dir), "PYTHONUNBUFFERED": "1"})
+    return subprocess.Popen(RTREC + args, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+def wait_for(predicate, what: str, process: subprocess.Popen, log: Path, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"{what}: the process exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            if predicate():
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"{what}: not ready after {timeout_s:.0f}s:\n{log.read_text()}")
+
+
+def stop(process: subprocess.Popen, log: Path) -> None:
+    process.send_signal(signal.SIGINT)
+    try:
+        assert process.wait(timeout=30) == 0, log.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_run_serves_recommendations_then_state_survives_a_restart(tmp_path):
+    state_dir = tmp_path / "state"
+    cloud_port, api_port = free_port(), free_port()
+    base = f"http://127.0.0.1:{api_port}"
+    log = tmp_path / "run.log"
+    process = start(["run", "--cloud-port", str(cloud_port), "--api-port", str(api_port)], state_dir, log)
+    try:
+        wait_for(lambda: httpx.get(f"{base}/health").status_code == 200, "rtrec run", process, log)
+
+        response = httpx.get(f"{base}/recommend/1")
+        assert response.status_code == 200
+        body = response.json()
+        assert body["user_id"] == "1" and body["cold_start"] is False and body["strategy"] == "popular"
+        assert len(body["recommendations"]) == 10
+
+        stranger = httpx.get(f"{base}/recommend/not-a-user", params={"k": 3}).json()
+        assert stranger["cold_start"] is True and stranger["strategy"] == "popular_fallback"
+        assert len(stranger["recommendations"]) == 3
+
+        assert httpx.get(f"{base}/recommend/1", params={"k": 500}).status_code == 422
+        assert httpx.get(f"{base}/docs").status_code == 200
+        output = log.read_text()
+        assert f"http://localhost:{cloud_port}" in output and f"{base}/docs" in output
+    finally:
+        stop(process, log)
+
+    saved = state_dir / "s3" / "models" / "popularity" / "current.json"
+    assert saved.exists(), "the popularity snapshot should be saved to the state folder on Ctrl-C"
+    top_item = json.loads(saved.read_text())["items"][0]["item_id"]
+
+    # The cloud alone, not re-seeded: what was saved is served from S3 again.
+    log = tmp_path / "cloud.log"
+    process = start(["cloud", "up", "--port", str(cloud_port), "--no-seed"], state_dir, log)
+    try:
+        wait_for(lambda: "press Ctrl-C" in log.read_text(), "rtrec cloud up", process, log, timeout_s=60)
+        s3 = aws_client("s3", f"http://localhost:{cloud_port}")
+        restored = json.loads(s3.get_object(Bucket="rtrec-models", Key="popularity/current.json")["Body"].read())
+        assert restored["items"][0]["item_id"] == top_item
+        assert aws_client("dynamodb", f"http://localhost:{cloud_port}").describe_table(
+            TableName="rtrec-user-features"
+        )["Table"]["TableStatus"] == "ACTIVE"
+    finally:
+        stop(process, log)

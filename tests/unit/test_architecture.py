@@ -1,0 +1,52 @@
+"""House rules that code review alone would let slip."""
+
+from __future__ import annotations
+
+import ast
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CORE = ROOT / "layers" / "core" / "rtrec"
+SDK_MODULES = {"boto3", "botocore", "faiss", "onnxruntime", "opensearchpy", "torch", "mlflow"}
+
+
+def imported_roots(path: Path) -> set[str]:
+    roots: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            roots.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+def test_domain_and_services_import_no_sdk():
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(imported_roots(path) & SDK_MODULES)
+        for folder in ("domain", "services")
+        for path in (CORE / folder).rglob("*.py")
+        if imported_roots(path) & SDK_MODULES
+    }
+    assert offenders == {}
+
+
+def test_core_never_reads_the_environment_outside_settings():
+    offenders = [
+        str(path.relative_to(ROOT))
+        for path in CORE.rglob("*.py")
+        if path.name != "settings.py" and ("os.environ" in path.read_text() or "getenv" in path.read_text())
+    ]
+    assert offenders == []
+
+
+def test_runtime_layer_pins_match_pyproject_and_carry_no_training_stack():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pinned = set(project["dependencies"]) | set(project["optional-dependencies"]["serving"])
+    layer = [
+        line.strip()
+        for line in (ROOT / "layers" / "runtime" / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert layer and all(requirement in pinned for requirement in layer), set(layer) - pinned
+    assert not any(r.split("==")[0] in {"torch", "mlflow"} for r in layer)
