@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 from rtrec.domain.models import ItemFeatures, PopularItems, UserProfile
+from rtrec.domain.promotion import ProductionPointer
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class FeatureStore(Protocol):
@@ -33,3 +38,39 @@ class PopularityStore(Protocol):
 
 class Metrics(Protocol):
     def put(self, name: str, value: float, unit: str = "Count", dimensions: dict[str, str] | None = None) -> None: ...
+
+
+class VectorIndex(Protocol):
+    """Approximate nearest-neighbour search over L2-normalised item vectors (inner product = cosine).
+
+    Implementations: FaissVectorIndex (embedded, local default), OpenSearchVectorIndex (AWS).
+    """
+
+    @property
+    def dimension(self) -> int: ...
+
+    def __len__(self) -> int: ...
+
+    def upsert(self, item_ids: Sequence[str], vectors: np.ndarray) -> None:
+        """Add or replace the vectors of `item_ids` (a new item enters the index at once)."""
+
+    def search(
+        self, query: np.ndarray, k: int, exclude: set[str] | None = None
+    ) -> list[tuple[str, float]]:
+        """The `k` best (item_id, score) for one query vector, best first, skipping `exclude`."""
+
+
+class ModelStore(Protocol):
+    """Where promoted model folders and the production pointer live (the models bucket)."""
+
+    def publish(self, version: str, model_dir: Path) -> str:
+        """Upload every file of `model_dir` for `version`; returns the prefix the files are under."""
+
+    def write_pointer(self, pointer: ProductionPointer) -> None:
+        """Replace the production pointer in one write (readers see the old or the new one, never a mix)."""
+
+    def read_pointer(self) -> ProductionPointer | None:
+        """The current production pointer, None when nothing was promoted yet."""
+
+    def download(self, version: str, target_dir: Path) -> Path:
+        """Fetch the files of a published `version` into `target_dir`; returns it."""
