@@ -27,6 +27,15 @@ class LocalState:
     def mlflow_dir(self) -> Path:
         return self.root / "mlflow"
 
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        """SQLite store (the model registry needs a database); artifacts go beside it."""
+        return f"sqlite:///{(self.mlflow_dir / 'mlflow.db').resolve()}"
+
+    @property
+    def mlflow_artifacts_dir(self) -> Path:
+        return self.mlflow_dir / "artifacts"
+
     def ensure(self) -> LocalState:
         self.s3_dir.mkdir(parents=True, exist_ok=True)
         self.mlflow_dir.mkdir(parents=True, exist_ok=True)

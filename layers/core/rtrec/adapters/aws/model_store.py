@@ -1,0 +1,128 @@
+"""S3ModelStore: promoted model folders and the production pointer in the models bucket.
+
+Layout (under `prefix`, "models" by default):
+    <prefix>/versions/<version>/<file>   every file of a promoted model folder
+    <prefix>/production.json             the ProductionPointer serving follows
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from rtrec.adapters.aws.clients import aws_client
+from rtrec.adapters.aws.errors import translate_aws_errors
+from rtrec.domain.promotion import ProductionPointer
+from rtrec.errors import DependencyError, InvalidInputError, NotFoundError
+
+_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_CHUNK = 1024 * 1024
+
+
+def _check_version(version: str) -> str:
+    version = str(version)
+    if not _VERSION.match(version):
+        raise InvalidInputError(
+            f"model version {version!r} is not a safe path segment ([A-Za-z0-9._-], no leading dot)"
+        )
+    return version
+
+
+class S3ModelStore:
+    """ModelStore over S3. The pointer is one small object replaced by a single PUT, so a reader
+    sees either the old or the new pointer (S3 is strongly consistent for reads after writes)."""
+
+    def __init__(self, bucket: str, client: Any = None, *, endpoint_url: str | None = None,
+                 region: str = "us-east-1", prefix: str = "models") -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self._client = client if client is not None else aws_client("s3", endpoint_url, region)
+
+    @property
+    def pointer_key(self) -> str:
+        return f"{self.prefix}/production.json"
+
+    def version_prefix(self, version: str) -> str:
+        return f"{self.prefix}/versions/{_check_version(version)}/"
+
+    def publish(self, version: str, model_dir: Path) -> str:
+        """Upload every file of `model_dir` (sub-folders kept) and delete objects of an earlier
+        publish of the same version that the folder no longer holds. Returns the key prefix."""
+        prefix = self.version_prefix(version)
+        model_dir = Path(model_dir)
+        files = sorted(p for p in model_dir.rglob("*") if p.is_file())
+        if not files:
+            raise InvalidInputError(f"{model_dir} holds no files to publish")
+        keys = set()
+        for path in files:
+            key = prefix + path.relative_to(model_dir).as_posix()
+            keys.add(key)
+            with translate_aws_errors(f"uploading s3://{self.bucket}/{key}"), path.open("rb") as body:
+                self._client.put_object(Bucket=self.bucket, Key=key, Body=body)
+        stale = [key for key in self._list(prefix) if key not in keys]
+        for key in stale:
+            with translate_aws_errors(f"deleting s3://{self.bucket}/{key}"):
+                self._client.delete_object(Bucket=self.bucket, Key=key)
+        return prefix
+
+    def write_pointer(self, pointer: ProductionPointer) -> None:
+        body = json.dumps(pointer.to_dict(), indent=2, sort_keys=True).encode()
+        with translate_aws_errors(f"writing s3://{self.bucket}/{self.pointer_key}"):
+            self._client.put_object(
+                Bucket=self.bucket, Key=self.pointer_key, Body=body, ContentType="application/json",
+                CacheControl="no-cache",
+            )
+
+    def read_pointer(self) -> ProductionPointer | None:
+        where = f"s3://{self.bucket}/{self.pointer_key}"
+        with translate_aws_errors(f"reading {where}"):
+            try:
+                response = self._client.get_object(Bucket=self.bucket, Key=self.pointer_key)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                    return None
+                raise
+            raw = response["Body"].read()
+        try:
+            return ProductionPointer.from_dict(json.loads(raw))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DependencyError(f"{where} is not a valid production pointer: {exc}") from exc
+
+    def download(self, version: str, target_dir: Path) -> Path:
+        """Fetch every file of a published version into `target_dir` (created if missing); each file
+        is written to a temporary name first, so a failed download leaves no half-written file."""
+        prefix = self.version_prefix(version)
+        keys = self._list(prefix)
+        if not keys:
+            raise NotFoundError(f"model version {version!r} is not published under s3://{self.bucket}/{prefix}")
+        target_dir = Path(target_dir)
+        root = target_dir.resolve()
+        for key in keys:
+            target = target_dir / key[len(prefix):]
+            if not target.resolve().is_relative_to(root):
+                raise DependencyError(f"s3://{self.bucket}/{key} would be written outside {target_dir}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(target.name + ".part")
+            try:
+                with translate_aws_errors(f"downloading s3://{self.bucket}/{key}"):
+                    body = self._client.get_object(Bucket=self.bucket, Key=key)["Body"]
+                    with tmp.open("wb") as out:
+                        for chunk in body.iter_chunks(_CHUNK):
+                            out.write(chunk)
+                os.replace(tmp, target)
+            finally:
+                tmp.unlink(missing_ok=True)
+        return target_dir
+
+    def _list(self, prefix: str) -> list[str]:
+        keys: list[str] = []
+        with translate_aws_errors(f"listing s3://{self.bucket}/{prefix}"):
+            for page in self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+                # A key ending in "/" is a console-made folder marker, not a file.
+                keys.extend(obj["Key"] for obj in page.get("Contents", []) if not obj["Key"].endswith("/"))
+        return keys

@@ -1,0 +1,54 @@
+"""The layout of a trained model folder (SageMaker's SM_MODEL_DIR): what training writes, what the
+registry logs, what promotion publishes to the models bucket and what serving loads."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+USER_TOWER = "user_tower.onnx"  # inputs: see rtrec.domain.encoder.USER_INPUTS
+ITEM_TOWER = "item_tower.onnx"  # inputs: see rtrec.domain.encoder.ITEM_INPUTS
+ENCODER = "encoder.json"  # FeatureEncoder vocabularies, shared by training and serving
+ITEM_EMBEDDINGS = "item_embeddings.npy"  # float32 [n_items, dim], L2-normalised, row i = item index i
+ITEM_IDS = "item_ids.json"  # list of client item ids, row order of ITEM_EMBEDDINGS
+METRICS = "metrics.json"  # flat {name: float}, e.g. "recbole.test.recall@10"
+PARAMS = "params.json"  # the hyperparameters the run used
+DATA_SNAPSHOT = "data_snapshot.json"  # {"dataset", "sha256", "interactions", ...}
+ITEM_INDEX = "item_index"  # folder built at promotion (FaissVectorIndex.save: index.faiss + index.json)
+
+# Files every trained model folder must hold (the index is added at promotion).
+REQUIRED = (USER_TOWER, ITEM_TOWER, ENCODER, ITEM_EMBEDDINGS, ITEM_IDS, METRICS, PARAMS, DATA_SNAPSHOT)
+
+# The metric the promotion gate compares by default (higher is better).
+PRIMARY_METRICS = ("recbole.test.recall@10", "recbole.test.ndcg@10")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    model_dir: Path
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    data_sha256: str
+    epochs: int
+    seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)  # per-epoch loss and validation figures
+
+
+def missing_files(model_dir: Path) -> list[str]:
+    return [name for name in REQUIRED if not (Path(model_dir) / name).is_file()]
+
+
+def read_json(model_dir: Path, name: str) -> Any:
+    return json.loads((Path(model_dir) / name).read_text())
+
+
+def write_json(model_dir: Path, name: str, value: Any) -> None:
+    (Path(model_dir) / name).write_text(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+def result_to_dict(result: TrainResult) -> dict[str, Any]:
+    out = asdict(result)
+    out["model_dir"] = str(result.model_dir)
+    return out
