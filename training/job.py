@@ -1,0 +1,104 @@
+"""The training job's entry point, following SageMaker's training-container contract.
+
+Reads hyperparameters (SM_HPS or <SM_INPUT_CONFIG_DIR>/hyperparameters.json, values as strings),
+the `train` channel (SM_CHANNEL_TRAIN: a folder holding the data set's wheel), writes the model
+to SM_MODEL_DIR and a summary to SM_OUTPUT_DATA_DIR/result.json. With MLFLOW_TRACKING_URI set it
+logs the run and registers the model version under alias `staging`. On failure it writes the
+reason to <SM_OUTPUT_DIR>/failure and exits 1, as SageMaker expects.
+
+Run locally with `rtrec train` (LocalJobRunner), or directly: `python -m training.job`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from training.train import TrainConfig, train
+
+LOCAL_ROOT = Path(".rtrec/jobs/direct")
+
+
+def parse_hyperparameters(raw: Mapping[str, Any], **paths: Path) -> TrainConfig:
+    """Turn SageMaker's string hyperparameters into a validated TrainConfig; unknown names are errors."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ValueError(f"unknown hyperparameter(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                pass  # a plain string such as a data set name
+        if key == "protocols" and isinstance(value, str):
+            value = tuple(p.strip() for p in value.split(",") if p.strip())
+        values[key] = value
+    values.update(paths)
+    try:
+        return TypeAdapter(TrainConfig).validate_python(values)
+    except ValidationError as exc:
+        raise ValueError(f"invalid hyperparameters: {exc}") from exc
+
+
+def _hyperparameters(env: Mapping[str, str]) -> dict[str, Any]:
+    if env.get("SM_HPS"):
+        return json.loads(env["SM_HPS"])
+    config_file = Path(env.get("SM_INPUT_CONFIG_DIR", "/opt/ml/input/config")) / "hyperparameters.json"
+    return json.loads(config_file.read_text()) if config_file.exists() else {}
+
+
+def run(env: Mapping[str, str]) -> dict[str, Any]:
+    model_dir = Path(env.get("SM_MODEL_DIR", LOCAL_ROOT / "model"))
+    output_dir = Path(env.get("SM_OUTPUT_DATA_DIR", LOCAL_ROOT / "output" / "data"))
+    data_dir = Path(env.get("SM_CHANNEL_TRAIN", Path.home() / ".cache" / "rtrec"))
+    config = parse_hyperparameters(_hyperparameters(env), output_dir=model_dir, data_cache_dir=data_dir)
+    result = train(config, progress=lambda line: print(line, flush=True))
+    summary: dict[str, Any] = {
+        "model_dir": str(result.model_dir),
+        "metrics": result.metrics,
+        "data_sha256": result.data_sha256,
+        "epochs": result.epochs,
+        "seconds": result.seconds,
+        "job_name": env.get("TRAINING_JOB_NAME", ""),
+    }
+    if env.get("MLFLOW_TRACKING_URI"):
+        from training.registry import RegistryConfig, log_and_register
+
+        tags = json.loads(env.get("RTREC_RUN_TAGS", "{}"))
+        tags.setdefault("job_name", summary["job_name"])
+        registered = log_and_register(result, RegistryConfig(tracking_uri=env["MLFLOW_TRACKING_URI"]), tags=tags)
+        summary.update({"model_name": registered.model_name, "version": registered.version,
+                        "run_id": registered.run_id})
+        print(f"registered {registered.model_name} version {registered.version} (run {registered.run_id}) "
+              f"with alias staging", flush=True)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "result.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def main() -> int:
+    env = dict(os.environ)
+    try:
+        run(env)
+    except Exception as exc:  # noqa: BLE001 - the job reports every failure the SageMaker way
+        failure_dir = Path(env.get("SM_OUTPUT_DIR", LOCAL_ROOT / "output"))
+        failure_dir.mkdir(parents=True, exist_ok=True)
+        (failure_dir / "failure").write_text(f"{type(exc).__name__}: {exc}")
+        traceback.print_exc()
+        print(f"training job failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
