@@ -41,9 +41,10 @@ def mf_peer_scorer(
     except ImportError:
         progress("MF peer skipped: implicit is not installed (pip install -e '.[dev]')")
         return None
-    model = AlternatingLeastSquares(**{**ALS_PARAMS, **(params or {})}, random_state=seed, num_threads=2)
-    # implicit runs its own threads; a multi-threaded BLAS underneath only oversubscribes the cores.
+    # implicit runs its own threads; a multi-threaded BLAS underneath only oversubscribes the cores
+    # (implicit checks this when the model is built, so build it inside the limit too).
     with threadpool_limits(1, "blas"):
+        model = AlternatingLeastSquares(**{**ALS_PARAMS, **(params or {})}, random_state=seed, num_threads=2)
         model.fit(_csr(train, n_users, n_items), show_progress=False)
     users, items = np.asarray(model.user_factors), np.asarray(model.item_factors)
     return lambda batch: users[batch] @ items.T

@@ -358,7 +358,15 @@ def promote(
 
         model_dir = _download(config, candidate.source, work / "candidate")
         if index_builder is not None:
+            before = {p.name for p in model_dir.iterdir()}
             index_builder(model_dir)
+            # What the builder added (the item index) is kept with the run's artifacts too.
+            added = [p for p in model_dir.iterdir() if p.name not in before]
+            for path in added:
+                if path.is_dir():
+                    client.log_artifacts(str(candidate.run_id), str(path), f"{MODEL_ARTIFACT_PATH}/{path.name}")
+                else:
+                    client.log_artifact(str(candidate.run_id), str(path), MODEL_ARTIFACT_PATH)
         s3_prefix = store.publish(candidate_version, model_dir)
 
     pointer = ProductionPointer(

@@ -83,6 +83,11 @@ def test_promotion_publishes_a_servable_model(trained, cloud, names, client, tmp
     best = encoder.item_ids[int(np.argmax(np.where(np.isin(encoder.item_ids, ["1", "2", "3"]), -np.inf, expected)))]
     assert results[0][0] == best  # below the HNSW threshold the index is exact
 
+    # The index built at promotion is kept with the run's artifacts as well.
+    mlflow = local_registry_config(state.root).client()
+    listed = {a.path for a in mlflow.list_artifacts(pointer.run_id, f"model/{artifacts.ITEM_INDEX}")}
+    assert listed == {f"model/{artifacts.ITEM_INDEX}/index.faiss", f"model/{artifacts.ITEM_INDEX}/index.json"}
+
 
 def test_a_bad_hyperparameter_fails_the_job_with_the_reason(tmp_path, data_cache_dir):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "MLFLOW_"))}
@@ -98,3 +103,4 @@ def test_job_names_follow_sagemaker_rules(tmp_path):
 
     with pytest.raises(InvalidInputError, match="job name"):
         LocalJobRunner(tmp_path).start("bad name!", {}, {}, env={})
+

@@ -49,6 +49,9 @@ class HnswParams:
         return {"m": self.m, "ef_construction": self.ef_construction, "ef_search": self.ef_search}
 
 
+_ROWS_PER_BLOCK = 65_536
+
+
 def _as_float32(values: Any, what: str) -> np.ndarray:
     if isinstance(values, np.ndarray) and values.dtype == np.float32:
         return values
@@ -64,13 +67,20 @@ def unit_rows(vectors: Any, dimension: int, *, what: str = "vectors") -> np.ndar
     array = _as_float32(vectors, what)
     if array.ndim != 2 or array.shape[1] != dimension:
         raise InvalidInputError(f"{what} must have shape (n, {dimension}), got {array.shape}")
-    wide = array.astype(np.float64)  # float64 norms: no overflow for any finite float32
-    norms = np.sqrt(np.einsum("ij,ij->i", wide, wide))
-    if not np.isfinite(norms).all():  # a NaN or inf anywhere in a row makes its norm non-finite
-        raise InvalidInputError(f"{what} contain NaN or infinite values (or values too large for float32)")
-    if (norms == 0).any():
-        raise InvalidInputError(f"{what} contain a zero vector, which has no direction to compare")
-    return np.ascontiguousarray(wide / norms[:, None], dtype=np.float32)
+    out = np.empty(array.shape, dtype=np.float32)
+    for start in range(0, len(array), _ROWS_PER_BLOCK):  # blocks keep the float64 temporaries small
+        wide = array[start : start + _ROWS_PER_BLOCK].astype(np.float64)  # no overflow for any finite float32
+        norms = np.sqrt(np.einsum("ij,ij->i", wide, wide))
+        bad = np.flatnonzero(~np.isfinite(norms))  # a NaN or inf anywhere in a row makes its norm non-finite
+        if len(bad):
+            raise InvalidInputError(f"{what} contain NaN or infinite values (or values too large for float32), "
+                                    f"first at row {start + bad[0]}")
+        zero = np.flatnonzero(norms == 0)
+        if len(zero):
+            raise InvalidInputError(f"{what} contain a zero vector, which has no direction to compare, "
+                                    f"first at row {start + zero[0]}")
+        out[start : start + len(wide)] = wide / norms[:, None]
+    return out
 
 
 def unit_query(query: Any, dimension: int) -> np.ndarray:
