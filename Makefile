@@ -62,7 +62,9 @@ test-e2e: data
 	$(BIN)/python -m pytest tests/e2e
 
 bench: data
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS),bench]"
 	$(BIN)/python tests/bench/bench_ann.py
+	$(BIN)/python tests/bench/bench_training.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -48,7 +48,7 @@ def test_it_learns_something_beyond_popularity(smoke):
         assert 0.0 < metrics[f"recbole.{name}"] <= 1.0
     assert metrics["recbole.pop.test.recall@10"] > 0
     assert metrics["recbole.test.coverage@10"] > metrics["recbole.pop.test.coverage@10"]
-    losses = [h["loss"] for h in smoke.history]
+    losses = [h["recbole.loss"] for h in smoke.history]
     assert losses[-1] < losses[0]
 
 
