@@ -11,12 +11,14 @@ import onnxruntime as ort
 import pytest
 
 from rtrec.adapters.aws.model_store import S3ModelStore
+from rtrec.adapters.model.onnx_towers import load_model_folder
 from rtrec.adapters.search.faiss_index import FaissVectorIndex
 from rtrec.domain.encoder import FeatureEncoder
 from rtrec.domain.models import UserProfile
 from rtrec.local.jobs import LocalJobRunner
 from rtrec.local.state import LocalState
 from rtrec.resources import MODELS_BUCKET
+from rtrec.services.model_watcher import ModelWatcher
 from training import artifacts
 from training.index import build_item_index
 from training.registry import default_gate, local_registry_config, promote
@@ -82,6 +84,14 @@ def test_promotion_publishes_a_servable_model(trained, cloud, names, client, tmp
     expected = np.load(folder / artifacts.ITEM_EMBEDDINGS) @ vector
     best = encoder.item_ids[int(np.argmax(np.where(np.isin(encoder.item_ids, ["1", "2", "3"]), -np.inf, expected)))]
     assert results[0][0] == best  # below the HNSW threshold the index is exact
+
+    # The same through serving's own loader, which follows the pointer and needs no training code.
+    watcher = ModelWatcher(store, load_model_folder, tmp_path / "serving")
+    model = watcher.current()
+    assert model is not None and model.version == "1" and model.data_snapshot["dataset"] == "ml-100k"
+    served = model.towers.user_vectors([user])[0]
+    np.testing.assert_allclose(served, vector, atol=1e-6)
+    assert model.index.search(served, k=10, exclude={"1", "2", "3"}) == results
 
     # The index built at promotion is kept with the run's artifacts as well.
     mlflow = local_registry_config(state.root).client()

@@ -53,3 +53,16 @@ def test_runtime_layer_pins_match_pyproject_and_carry_no_training_stack():
     ]
     assert layer and all(requirement in pinned for requirement in layer), set(layer) - pinned
     assert not any(r.split("==")[0] in {"torch", "mlflow"} for r in layer)
+
+
+def test_serving_imports_neither_torch_nor_mlflow():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import functions.api.app, rtrec.adapters.model.onnx_towers, rtrec.services.model_watcher, "
+        "rtrec.adapters.search.faiss_index, rtrec.adapters.aws.model_store; "
+        "print(sorted(m for m in ('torch', 'mlflow', 'training') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert result.stdout.strip() == "[]"

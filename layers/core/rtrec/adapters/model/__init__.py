@@ -1,0 +1,1 @@
+"""Model adapters: the ONNX Runtime towers and the loader of a published model folder."""

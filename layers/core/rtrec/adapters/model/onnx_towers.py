@@ -1,0 +1,83 @@
+"""OnnxTowers: the exported user and item towers under ONNX Runtime, fed by the shared encoder.
+
+Serving imports neither torch nor mlflow: a published model folder (see training/artifacts.py for
+its layout) is everything it needs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from rtrec.domain.encoder import ITEM_INPUTS, USER_INPUTS, FeatureEncoder
+from rtrec.domain.models import ItemFeatures, UserProfile
+from rtrec.errors import DependencyError, NotFoundError
+
+# The file names of a model folder, as training/artifacts.py writes them (serving cannot import training).
+USER_TOWER = "user_tower.onnx"
+ITEM_TOWER = "item_tower.onnx"
+ENCODER = "encoder.json"
+ITEM_INDEX = "item_index"
+DATA_SNAPSHOT = "data_snapshot.json"
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    # One request embeds one user: more threads only add scheduling cost on a 2-vCPU Lambda.
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types for a missing or corrupt graph
+        raise DependencyError(f"cannot load the ONNX graph {path}: {exc}") from exc
+
+
+class OnnxTowers:
+    """Embeds users and items with the production towers."""
+
+    def __init__(self, folder: Path) -> None:
+        folder = Path(folder)
+        for name in (USER_TOWER, ITEM_TOWER, ENCODER):
+            if not (folder / name).is_file():
+                raise NotFoundError(f"{folder} is not a model folder: {name} is missing")
+        self.encoder = FeatureEncoder.from_json((folder / ENCODER).read_text())
+        self._user = _session(folder / USER_TOWER)
+        self._item = _session(folder / ITEM_TOWER)
+        expected = {USER_TOWER: list(USER_INPUTS), ITEM_TOWER: list(ITEM_INPUTS)}
+        for name, session in ((USER_TOWER, self._user), (ITEM_TOWER, self._item)):
+            inputs = [i.name for i in session.get_inputs()]
+            if inputs != expected[name]:
+                raise DependencyError(f"{name} takes {inputs}, but this encoder produces {expected[name]}")
+
+    def user_vectors(self, users: Sequence[UserProfile], *, with_id: bool = True) -> np.ndarray:
+        return self._user.run(None, self.encoder.encode_users(users, with_id=with_id))[0]
+
+    def item_vectors(self, items: Sequence[ItemFeatures], *, with_id: bool = True) -> np.ndarray:
+        return self._item.run(None, self.encoder.encode_items(items, with_id=with_id))[0]
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One production model, loaded whole: what a request uses from start to end."""
+
+    version: str
+    towers: OnnxTowers
+    index: object  # a VectorIndex
+    data_snapshot: dict
+
+
+def load_model_folder(version: str, folder: Path) -> LoadedModel:
+    """Load the towers and the FAISS item index of a downloaded model folder."""
+    from rtrec.adapters.search.faiss_index import FaissVectorIndex
+
+    folder = Path(folder)
+    towers = OnnxTowers(folder)
+    index = FaissVectorIndex.load(folder / ITEM_INDEX)
+    snapshot_file = folder / DATA_SNAPSHOT
+    snapshot = json.loads(snapshot_file.read_text()) if snapshot_file.is_file() else {}
+    return LoadedModel(version=version, towers=towers, index=index, data_snapshot=snapshot)

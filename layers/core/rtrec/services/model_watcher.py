@@ -1,0 +1,83 @@
+"""ModelWatcher: follows the production pointer and swaps the serving model atomically.
+
+A request takes `current()` once and uses that object to the end, so it never sees a half-loaded
+model: a new version is downloaded and loaded completely beside the old one, then published by one
+reference assignment.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Generic, TypeVar
+
+from rtrec.errors import RtrecError
+from rtrec.ports import ModelStore
+
+Model = TypeVar("Model")
+
+
+class ModelWatcher(Generic[Model]):
+    def __init__(
+        self,
+        store: ModelStore,
+        load: Callable[[str, Path], Model],
+        work_dir: Path,
+        *,
+        poll_seconds: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        on_error: Callable[[str], None] = lambda _message: None,
+    ) -> None:
+        self._store = store
+        self._load = load
+        self._work_dir = Path(work_dir)
+        self._poll_seconds = poll_seconds
+        self._clock = clock
+        self._on_error = on_error
+        self._lock = threading.Lock()
+        self._model: Model | None = None
+        self._version: str | None = None
+        self._checked_at: float | None = None
+
+    @property
+    def version(self) -> str | None:
+        return self._version
+
+    def current(self) -> Model | None:
+        """The serving model, after checking the pointer if `poll_seconds` have passed.
+
+        Only one thread checks and loads; the others keep serving the model they have. A failed
+        check or load keeps the current model (and is reported through `on_error`).
+        """
+        now = self._clock()
+        due = self._checked_at is None or now - self._checked_at >= self._poll_seconds
+        if due and self._lock.acquire(blocking=self._model is None):
+            try:
+                if self._checked_at is None or now - self._checked_at >= self._poll_seconds:
+                    self._checked_at = now
+                    self._refresh()
+            finally:
+                self._lock.release()
+        return self._model
+
+    def _refresh(self) -> None:
+        try:
+            pointer = self._store.read_pointer()
+            if pointer is None or pointer.version == self._version:
+                return
+            folder = self._work_dir / f"v{pointer.version}"
+            if folder.exists():
+                shutil.rmtree(folder)
+            self._store.download(pointer.version, folder)
+            model = self._load(pointer.version, folder)
+        except RtrecError as exc:
+            self._on_error(f"keeping model {self._version}: {exc}")
+            return
+        previous = self._version
+        self._model, self._version = model, pointer.version
+        if previous is not None and previous != pointer.version:
+            # In-flight requests hold the previous model object; its files are no longer read.
+            shutil.rmtree(self._work_dir / f"v{previous}", ignore_errors=True)

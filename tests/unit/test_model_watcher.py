@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from rtrec.domain.promotion import ProductionPointer
+from rtrec.errors import DependencyError
+from rtrec.services.model_watcher import ModelWatcher
+
+
+class FakeStore:
+    """A ModelStore whose published versions are folders holding one file."""
+
+    def __init__(self) -> None:
+        self.pointer: ProductionPointer | None = None
+        self.reads = 0
+        self.fail_download = False
+
+    def publish_pointer(self, version: str) -> None:
+        self.pointer = ProductionPointer("m", version, "run", f"models/versions/{version}/", 0, {}, "ok")
+
+    def read_pointer(self) -> ProductionPointer | None:
+        self.reads += 1
+        return self.pointer
+
+    def download(self, version: str, target_dir: Path) -> Path:
+        if self.fail_download:
+            raise DependencyError("S3 is down")
+        target_dir.mkdir(parents=True)
+        (target_dir / "weights").write_text(f"weights of {version}")
+        return target_dir
+
+    def publish(self, version: str, model_dir: Path) -> str:  # pragma: no cover - not used by the watcher
+        raise NotImplementedError
+
+    def write_pointer(self, pointer: ProductionPointer) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def load(version: str, folder: Path) -> str:
+    return (folder / "weights").read_text()
+
+
+def test_nothing_published_means_no_model(tmp_path):
+    assert ModelWatcher(FakeStore(), load, tmp_path).current() is None
+
+
+def test_loads_the_pointer_version_and_polls_at_most_every_n_seconds(tmp_path):
+    store, clock = FakeStore(), Clock()
+    store.publish_pointer("1")
+    watcher = ModelWatcher(store, load, tmp_path, poll_seconds=30, clock=clock)
+    assert watcher.current() == "weights of 1" and watcher.version == "1"
+    store.publish_pointer("2")
+    clock.now = 29
+    assert watcher.current() == "weights of 1"
+    assert store.reads == 1
+    clock.now = 30
+    assert watcher.current() == "weights of 2"
+    assert not (tmp_path / "v1").exists() and (tmp_path / "v2" / "weights").exists()
+
+
+def test_a_failed_download_keeps_serving_the_current_model(tmp_path):
+    store, clock, errors = FakeStore(), Clock(), []
+    store.publish_pointer("1")
+    watcher = ModelWatcher(store, load, tmp_path, poll_seconds=1, clock=clock, on_error=errors.append)
+    watcher.current()
+    store.publish_pointer("2")
+    store.fail_download = True
+    clock.now = 5
+    assert watcher.current() == "weights of 1"
+    assert errors and "S3 is down" in errors[0]
+    store.fail_download = False
+    clock.now = 10
+    assert watcher.current() == "weights of 2"
+
+
+def test_concurrent_requests_see_a_whole_model(tmp_path):
+    store, clock = FakeStore(), Clock()
+    store.publish_pointer("1")
+    watcher = ModelWatcher(store, load, tmp_path, poll_seconds=0, clock=clock)
+    seen: list[str | None] = []
+
+    def request() -> None:
+        for _ in range(50):
+            seen.append(watcher.current())
+
+    threads = [threading.Thread(target=request) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    store.publish_pointer("2")
+    for thread in threads:
+        thread.join()
+    assert set(seen) <= {"weights of 1", "weights of 2"}
+    assert watcher.current() == "weights of 2"
