@@ -8,15 +8,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-USER_TOWER = "user_tower.onnx"  # inputs: see rtrec.domain.encoder.USER_INPUTS
-ITEM_TOWER = "item_tower.onnx"  # inputs: see rtrec.domain.encoder.ITEM_INPUTS
-ENCODER = "encoder.json"  # FeatureEncoder vocabularies, shared by training and serving
-ITEM_EMBEDDINGS = "item_embeddings.npy"  # float32 [n_items, dim], L2-normalised, row i = item index i
-ITEM_IDS = "item_ids.json"  # list of client item ids, row order of ITEM_EMBEDDINGS
-METRICS = "metrics.json"  # flat {name: float}, e.g. "recbole.test.recall@10"
-PARAMS = "params.json"  # the hyperparameters the run used
-DATA_SNAPSHOT = "data_snapshot.json"  # {"dataset", "sha256", "interactions", ...}
-ITEM_INDEX = "item_index"  # folder built at promotion (FaissVectorIndex.save: index.faiss + index.json)
+from rtrec.domain.model_files import (
+    DATA_SNAPSHOT,
+    ENCODER,
+    ITEM_EMBEDDINGS,
+    ITEM_IDS,
+    ITEM_INDEX,  # noqa: F401 - re-exported: training code names every file as artifacts.X
+    ITEM_TOWER,
+    METRICS,
+    PARAMS,
+    USER_TOWER,
+)
 
 # Files every trained model folder must hold (the index is added at promotion).
 REQUIRED = (USER_TOWER, ITEM_TOWER, ENCODER, ITEM_EMBEDDINGS, ITEM_IDS, METRICS, PARAMS, DATA_SNAPSHOT)

@@ -15,15 +15,9 @@ import numpy as np
 import onnxruntime as ort
 
 from rtrec.domain.encoder import ITEM_INPUTS, USER_INPUTS, FeatureEncoder
+from rtrec.domain.model_files import DATA_SNAPSHOT, ENCODER, ITEM_INDEX, ITEM_TOWER, USER_TOWER
 from rtrec.domain.models import ItemFeatures, UserProfile
 from rtrec.errors import DependencyError, NotFoundError
-
-# The file names of a model folder, as training/artifacts.py writes them (serving cannot import training).
-USER_TOWER = "user_tower.onnx"
-ITEM_TOWER = "item_tower.onnx"
-ENCODER = "encoder.json"
-ITEM_INDEX = "item_index"
-DATA_SNAPSHOT = "data_snapshot.json"
 
 
 def _session(path: Path) -> ort.InferenceSession:
