@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from rtrec.data.movielens import MovieLens, load_movielens
 from rtrec.domain.encoder import FeatureEncoder
-from rtrec.domain.models import HISTORY_LENGTH, ItemFeatures, UserProfile
+from rtrec.domain.models import HISTORY_LENGTH
 from training import artifacts
 from training.baselines import mf_peer_scorer
 from training.data import Split, make_split
@@ -84,34 +84,6 @@ def build_encoder(dataset: MovieLens, config: TrainConfig) -> FeatureEncoder:
     )
 
 
-def _user_profiles(dataset: MovieLens) -> list[UserProfile]:
-    users = dataset.users
-    return [
-        UserProfile(
-            user_id=row.user_id,
-            age=None if pd.isna(row.age) else int(row.age),
-            gender=None if pd.isna(row.gender) else row.gender,
-            occupation=None if pd.isna(row.occupation) else row.occupation,
-            zip_prefix=None if pd.isna(row.zip_prefix) else row.zip_prefix,
-        )
-        for row in users.itertuples(index=False)
-    ]
-
-
-def item_catalog(dataset: MovieLens, counts: np.ndarray) -> list[ItemFeatures]:
-    """Every catalog item, with its interaction count in the data the model learns from."""
-    return [
-        ItemFeatures(
-            item_id=row.item_id,
-            title=row.title,
-            year=None if pd.isna(row.year) else int(row.year),
-            genres=tuple(row.genres),
-            interaction_count=int(counts[row.item_index]),
-        )
-        for row in dataset.items.itertuples(index=False)
-    ]
-
-
 def history_matrix(n_users: int, frames: list[pd.DataFrame], length: int) -> np.ndarray:
     """Each user's `length` most recent items (by time) as embedding rows (index + 1), 0-padded."""
     frame = pd.concat(frames).sort_values(["user_index", "timestamp", "item_index"], kind="stable")
@@ -139,6 +111,7 @@ class ProtocolResult:
     user_tower: UserTower
     item_tower: ItemTower
     metrics: dict[str, float]
+    item_vectors: np.ndarray  # of the best state, every catalog item, row = item index
     history: list[dict[str, float]] = field(default_factory=list)
     epochs: int = 0
     seconds_per_epoch: float = 0.0
@@ -147,10 +120,10 @@ class ProtocolResult:
 def _tensors(dataset: MovieLens, split: Split, encoder: FeatureEncoder) -> _Tensors:
     n_users, n_items = dataset.n_users, dataset.n_items
     counts = np.bincount(split.train["item_index"].to_numpy(), minlength=n_items)
-    user_inputs = encoder.encode_users(_user_profiles(dataset))
+    user_inputs = encoder.encode_users(dataset.user_profiles())
     user_inputs.pop("history")
-    catalog = item_catalog(dataset, counts)
-    item_inputs = encoder.encode_items(catalog)
+    # Popularity buckets come from the counts in the data the model learns from.
+    item_inputs = encoder.encode_items(dataset.item_features(counts))
     # Items never trained on keep id 0: serving embeds them from their features, as new items.
     item_inputs["item"] = np.where(counts > 0, item_inputs["item"], 0)
     positives = torch.zeros(n_users, n_items, dtype=torch.bool)
@@ -278,7 +251,7 @@ def train_protocol(
     metrics = {f"test.{k}": v for k, v in test.items()}
     metrics.update({k: v for k, v in best.items() if k.startswith("valid.")})
     metrics["best_epoch"] = float(best["epoch"])
-    return ProtocolResult(user_tower, item_tower, metrics, history, epochs=len(history),
+    return ProtocolResult(user_tower, item_tower, metrics, items_np, history, epochs=len(history),
                           seconds_per_epoch=float(np.mean(epoch_seconds)))
 
 
@@ -322,13 +295,10 @@ def train(config: TrainConfig, progress: Progress = print) -> artifacts.TrainRes
                                                                                 progress).items()})
         if exported is None:
             exported = result
-            export_split = split
     assert exported is not None
     model_dir = Path(config.output_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
-    t = _tensors(dataset, export_split, encoder)
-    item_vectors = embed_items(exported.item_tower, t)
-    np.save(model_dir / artifacts.ITEM_EMBEDDINGS, item_vectors.astype(np.float32))
+    np.save(model_dir / artifacts.ITEM_EMBEDDINGS, exported.item_vectors.astype(np.float32))
     artifacts.write_json(model_dir, artifacts.ITEM_IDS, list(encoder.item_ids))
     (model_dir / artifacts.ENCODER).write_text(encoder.to_json())
     parity = export_towers(exported.user_tower, exported.item_tower, encoder, model_dir, opset=config.onnx_opset)

@@ -18,10 +18,12 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from rtrec.domain.models import ItemFeatures, UserProfile
 from rtrec.errors import DataUnavailableError, InvalidInputError
 
 if TYPE_CHECKING:
@@ -71,6 +73,41 @@ class MovieLens:
     @property
     def n_items(self) -> int:
         return len(self.items)
+
+    def user_profiles(self) -> list[UserProfile]:
+        """Every user's demographics, in user_index order (no history: that depends on the data used)."""
+        import pandas as pd
+
+        def known(value: object) -> object:
+            return None if pd.isna(value) else value
+
+        return [
+            UserProfile(
+                user_id=row.user_id,
+                age=None if pd.isna(row.age) else int(row.age),
+                gender=known(row.gender),
+                occupation=known(row.occupation),
+                zip_prefix=known(row.zip_prefix),
+            )
+            for row in self.users.itertuples(index=False)
+        ]
+
+    def item_features(self, counts: Sequence[int], popularity: Sequence[float] | None = None) -> list[ItemFeatures]:
+        """Every catalog item in item_index order, with `counts[i]` interactions (and popularity) for item i."""
+        import pandas as pd
+
+        return [
+            ItemFeatures(
+                item_id=row.item_id,
+                title=row.title,
+                year=None if pd.isna(row.year) else int(row.year),
+                genres=tuple(row.genres),
+                interaction_count=int(counts[row.item_index]),
+                popularity=float(popularity[row.item_index]) if popularity is not None else 0.0,
+                original_id=row.original_id,
+            )
+            for row in self.items.itertuples(index=False)
+        ]
 
     def summary(self) -> str:
         ts = self.interactions["timestamp"]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from rtrec.domain.models import HISTORY_LENGTH, ItemFeatures, UserProfile
+import numpy as np
+
+from rtrec.domain.models import HISTORY_LENGTH, UserProfile
 from rtrec.domain.popularity import decayed_popularity, top_popular
 from rtrec.ports import FeatureStore, PopularityStore
 
@@ -25,12 +27,6 @@ class SeedReport:
     seconds: float
 
 
-def _none_if_missing(value: object) -> object:
-    import pandas as pd
-
-    return None if value is None or pd.isna(value) else value
-
-
 def user_profiles(dataset: MovieLens) -> Iterator[UserProfile]:
     """Each user's demographics and their HISTORY_LENGTH most recent items (oldest first)."""
     items = dataset.items["item_id"].to_numpy()
@@ -39,32 +35,12 @@ def user_profiles(dataset: MovieLens) -> Iterator[UserProfile]:
     histories = recent.groupby("user_index")["item_index"].apply(lambda s: tuple(items[s.to_numpy()]))
     counts = inter.groupby("user_index").size()
     last_seen = inter.groupby("user_index")["timestamp"].max()
-    for row in dataset.users.itertuples(index=False):
-        index = row.user_index
-        yield UserProfile(
-            user_id=row.user_id,
-            age=int(row.age) if _none_if_missing(row.age) is not None else None,
-            gender=_none_if_missing(row.gender),
-            occupation=_none_if_missing(row.occupation),
-            zip_prefix=_none_if_missing(row.zip_prefix),
+    for index, profile in enumerate(dataset.user_profiles()):
+        yield replace(
+            profile,
             history=histories.get(index, ()),
             interaction_count=int(counts.get(index, 0)),
             last_seen=int(last_seen[index]) if index in last_seen.index else None,
-        )
-
-
-def item_features(dataset: MovieLens, popularity: list[float] | None = None) -> Iterator[ItemFeatures]:
-    counts = dataset.interactions.groupby("item_index").size()
-    for row in dataset.items.itertuples(index=False):
-        index = row.item_index
-        yield ItemFeatures(
-            item_id=row.item_id,
-            title=row.title,
-            year=int(row.year) if _none_if_missing(row.year) is not None else None,
-            genres=tuple(row.genres),
-            interaction_count=int(counts.get(index, 0)),
-            popularity=float(popularity[index]) if popularity is not None else 0.0,
-            original_id=row.original_id,
         )
 
 
@@ -86,7 +62,8 @@ def seed_catalog(
         inter["item_index"].to_numpy(), inter["timestamp"].to_numpy(), dataset.n_items, half_life_days
     )
     progress(f"writing {dataset.n_items:,} items")
-    items_written = features.put_items(item_features(dataset, scores.tolist()))
+    counts = np.bincount(inter["item_index"].to_numpy(), minlength=dataset.n_items)
+    items_written = features.put_items(dataset.item_features(counts, scores))
     progress(f"writing {dataset.n_users:,} users")
     users_written = features.put_users(user_profiles(dataset))
     popular = top_popular(
