@@ -11,6 +11,7 @@ from typing import Any
 from rtrec.domain.model_files import (
     DATA_SNAPSHOT,
     ENCODER,
+    ITEM_CATALOG,
     ITEM_EMBEDDINGS,
     ITEM_IDS,
     ITEM_INDEX,  # noqa: F401 - re-exported: training code names every file as artifacts.X
@@ -21,7 +22,7 @@ from rtrec.domain.model_files import (
 )
 
 # Files every trained model folder must hold (the index is added at promotion).
-REQUIRED = (USER_TOWER, ITEM_TOWER, ENCODER, ITEM_EMBEDDINGS, ITEM_IDS, METRICS, PARAMS, DATA_SNAPSHOT)
+REQUIRED = (USER_TOWER, ITEM_TOWER, ENCODER, ITEM_EMBEDDINGS, ITEM_IDS, ITEM_CATALOG, METRICS, PARAMS, DATA_SNAPSHOT)
 
 # The metric the promotion gate compares by default (higher is better).
 PRIMARY_METRICS = ("recbole.test.recall@10", "recbole.test.ndcg@10")

@@ -18,6 +18,7 @@ from pydantic import Field
 from tqdm import tqdm
 
 from rtrec.data.movielens import MovieLens, load_movielens
+from rtrec.domain.catalog import catalog_columns
 from rtrec.domain.encoder import FeatureEncoder
 from rtrec.domain.models import HISTORY_LENGTH
 from training import artifacts
@@ -301,6 +302,7 @@ def train(config: TrainConfig, progress: Progress = print) -> artifacts.TrainRes
     np.save(model_dir / artifacts.ITEM_EMBEDDINGS, exported.item_vectors.astype(np.float32))
     artifacts.write_json(model_dir, artifacts.ITEM_IDS, list(encoder.item_ids))
     (model_dir / artifacts.ENCODER).write_text(encoder.to_json())
+    np.savez(model_dir / artifacts.ITEM_CATALOG, **catalog_columns(dataset.catalog(), encoder.genres))
     parity = export_towers(exported.user_tower, exported.item_tower, encoder, model_dir, opset=config.onnx_opset)
     metrics["onnx.max_abs_diff"] = parity
     seconds = time.monotonic() - started

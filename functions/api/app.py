@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import secrets
+from dataclasses import dataclass
+from pathlib import Path as FilePath
 from typing import Annotated
 
 from aws_lambda_powertools import Logger
-from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi import Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from rtrec.adapters.aws.dynamo import DynamoFeatureStore
-from rtrec.adapters.aws.s3 import S3PopularityStore
+from rtrec.domain.models import ItemFeatures
+from rtrec.domain.ranking import Filters, RankingConfig
 from rtrec.errors import (
     DependencyError,
     InvalidInputError,
@@ -18,8 +21,8 @@ from rtrec.errors import (
     NotFoundError,
     RtrecError,
 )
-from rtrec.resources import ITEM_FEATURES, MODELS_BUCKET, USER_FEATURES
-from rtrec.services.recommend import MAX_K, Recommender
+from rtrec.services.catalog import ITEM_ID_PATTERN, CatalogService, ServingModel
+from rtrec.services.recommend import MAX_K, Recommender, RetrievalConfig
 from rtrec.settings import ApiSettings
 
 logger = Logger(service="rtrec-api")
@@ -32,10 +35,21 @@ ERROR_STATUS: dict[type[RtrecError], int] = {
 }
 
 
+class UnauthorizedError(RtrecError):
+    """The admin route was called without the right API key (maps to 401)."""
+
+
+ERROR_STATUS[UnauthorizedError] = 401
+
+
+# -- schemas ---------------------------------------------------------------------------------------
+
+
 class RecommendedItem(BaseModel):
     item_id: str
     score: float
-    propensity: float = Field(description="probability the serving policy chose this item for this slot")
+    propensity: float = Field(description="probability the serving policy chose this item for this slot, "
+                                          "given the slots before it")
 
 
 class RecommendationResponse(BaseModel):
@@ -43,13 +57,47 @@ class RecommendationResponse(BaseModel):
     user_id: str
     model_version: str | None
     cold_start: bool
-    strategy: str
+    strategy: str = Field(description="two_tower | cold_user_features | popular_fallback | popular")
     recommendations: list[RecommendedItem]
 
 
+class SimilarItem(BaseModel):
+    item_id: str
+    score: float
+
+
+class SimilarItemsResponse(BaseModel):
+    item_id: str
+    model_version: str
+    similar: list[SimilarItem]
+
+
+class ItemIn(BaseModel):
+    """An item to add or update; it is embedded by the item tower from these features."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    item_id: str = Field(pattern=ITEM_ID_PATTERN.pattern, examples=["tt9999999"])
+    title: str = Field(min_length=1, max_length=500, examples=["A New Film (2026)"])
+    genres: list[str] = Field(default_factory=list, max_length=20, examples=[["Comedy", "Romance"]])
+    year: int | None = Field(default=None, ge=1800, le=2100, examples=[2026])
+    promoted: bool = Field(default=False, description="eligible for the promoted slots of every slate")
+
+
+class ItemOut(BaseModel):
+    item_id: str
+    created: bool
+    model_version: str | None = Field(description="the model that embedded it; null when none is loaded yet "
+                                                  "(it is embedded when one is)")
+    new_to_model: bool = Field(description="true when embedded from its features alone (the model was not "
+                                           "trained on it); it then gets the new-item exploration boost")
+    unknown_genres: list[str] = Field(description="genres the model does not know; they do not shape the embedding")
+
+
 class HealthResponse(BaseModel):
-    status: str
+    status: str = Field(description="ok | degraded (serving popular items only) | unavailable")
     model_version: str | None
+    index_size: int
     popular_items: int
     dependencies: dict[str, str]
 
@@ -59,27 +107,106 @@ class ErrorResponse(BaseModel):
     detail: str
 
 
-def build_recommender(settings: ApiSettings) -> Recommender:
-    """Wire the AWS adapters named by `settings` into the recommend service."""
+# -- wiring ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Services:
+    recommender: Recommender
+    catalog: CatalogService
+    admin_api_key: str | None = None
+    model_error: str | None = None  # the last failed model load, for /health
+
+
+def ranking_config(settings: ApiSettings) -> RankingConfig:
+    return RankingConfig(
+        policy=settings.exploration_policy,
+        temperature=settings.temperature,
+        epsilon=settings.epsilon,
+        popularity_weight=settings.popularity_weight,
+        freshness_weight=settings.freshness_weight,
+        new_item_boost=settings.new_item_boost,
+        promoted_share=settings.promoted_share,
+        max_genre_share=settings.max_genre_share,
+    )
+
+
+def build_services(settings: ApiSettings) -> Services:
+    """Wire the AWS adapters named by `settings` into the services, and load the production model."""
+    from rtrec.adapters.aws.dynamo import DynamoFeatureStore
+    from rtrec.adapters.aws.model_store import S3ModelStore
+    from rtrec.adapters.aws.s3 import S3CatalogAdditions, S3PopularityStore
+    from rtrec.adapters.model.onnx_towers import load_serving_model
+    from rtrec.resources import ITEM_FEATURES, MODELS_BUCKET, USER_FEATURES
+    from rtrec.services.model_watcher import ModelWatcher
+
     names = settings.names
-    features = DynamoFeatureStore(
-        names.table(USER_FEATURES),
-        names.table(ITEM_FEATURES),
-        endpoint_url=settings.endpoint_url,
-        region=settings.region,
+    aws = {"endpoint_url": settings.endpoint_url, "region": settings.region}
+    features = DynamoFeatureStore(names.table(USER_FEATURES), names.table(ITEM_FEATURES), **aws)
+    bucket = names.bucket(MODELS_BUCKET)
+    catalog = CatalogService(features, S3CatalogAdditions(bucket, **aws), sync_seconds=settings.catalog_sync_seconds)
+    services = Services(recommender=None, catalog=catalog,  # type: ignore[arg-type]
+                        admin_api_key=settings.admin_api_key.get_secret_value() if settings.admin_api_key else None)
+
+    def load(version: str, folder: FilePath) -> ServingModel:
+        try:
+            model = catalog.prepare(load_serving_model(version, folder, features))
+        except RtrecError:
+            raise
+        except Exception as exc:  # a corrupt or incompatible model folder must not take serving down
+            raise DependencyError(f"model {version} could not be loaded: {type(exc).__name__}: {exc}") from exc
+        logger.info("model loaded", extra={"model_version": version, "items": len(model.catalog)})
+        services.model_error = None
+        return model
+
+    def on_error(message: str) -> None:
+        services.model_error = message
+        logger.warning(message)
+
+    watcher: ModelWatcher[ServingModel] = ModelWatcher(
+        S3ModelStore(bucket, **aws), load, settings.model_cache_dir, poll_seconds=settings.model_poll_seconds,
+        on_error=on_error,
     )
-    popularity = S3PopularityStore(
-        names.bucket(MODELS_BUCKET), endpoint_url=settings.endpoint_url, region=settings.region
+
+    def current_model() -> ServingModel | None:
+        model = watcher.current()
+        if model is not None:
+            try:
+                catalog.maybe_sync(model)
+            except RtrecError as exc:  # serve the model as it is; the next sync retries
+                logger.warning("catalog sync failed", extra={"error": str(exc)})
+        return model
+
+    services.recommender = Recommender(
+        features, S3PopularityStore(bucket, **aws), current_model, ranking=ranking_config(settings),
+        retrieval=RetrievalConfig(candidates=settings.candidates), refresh_seconds=settings.popularity_refresh_seconds,
     )
-    return Recommender(features, popularity, refresh_seconds=settings.popularity_refresh_seconds)
+    current_model()  # load at start (the Lambda cold start), not on the first request
+    return services
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services
 
 
 def get_recommender(request: Request) -> Recommender:
     """The service the app was created with; tests override this dependency."""
-    return request.app.state.recommender
+    return request.app.state.services.recommender
+
+
+def get_catalog(request: Request) -> CatalogService:
+    return request.app.state.services.catalog
 
 
 RecommenderDep = Annotated[Recommender, Depends(get_recommender)]
+CatalogDep = Annotated[CatalogService, Depends(get_catalog)]
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def require_admin(services: ServicesDep, x_api_key: Annotated[str | None, Header()] = None) -> None:
+    expected = services.admin_api_key
+    if expected is not None and not secrets.compare_digest((x_api_key or "").encode(), expected.encode()):
+        raise UnauthorizedError("POST /items needs the admin API key in the X-Api-Key header")
 
 
 def _status_for(exc: RtrecError) -> int:
@@ -102,18 +229,28 @@ async def _unexpected_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=500, content={"error": "InternalError", "detail": "unexpected server error"})
 
 
-def create_app(recommender: Recommender) -> FastAPI:
+def _names(values: list[str] | None) -> tuple[str, ...]:
+    """Repeated query parameters, each of which may also be comma-separated."""
+    return tuple(part.strip() for value in values or () for part in value.split(",") if part.strip())
+
+
+ERRORS = {404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}}
+
+
+def create_app(services: Services | Recommender) -> FastAPI:
+    if isinstance(services, Recommender):  # a recommender alone: no admin routes' store behind it
+        services = Services(recommender=services, catalog=None)  # type: ignore[arg-type]
     app = FastAPI(
         title="rtrec",
         version="0.1.0",
         description="Real-time recommendations: two-tower retrieval, ANN candidates, ranking with exploration.",
     )
-    app.state.recommender = recommender
+    app.state.services = services
     app.add_exception_handler(RtrecError, _domain_error)
     app.add_exception_handler(Exception, _unexpected_error)
 
     @app.get("/health", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
-    def health(recommender: RecommenderDep) -> JSONResponse:
+    def health(services: ServicesDep, recommender: RecommenderDep) -> JSONResponse:
         dependencies: dict[str, str] = {}
         popular_items = 0
         try:
@@ -126,26 +263,39 @@ def create_app(recommender: Recommender) -> FastAPI:
             dependencies["popularity"] = "ok"
         except RtrecError as exc:
             dependencies["popularity"] = f"error: {exc}"
-        healthy = all(v == "ok" for v in dependencies.values())
+        model = recommender.model()
+        if model is not None:
+            dependencies["model"] = "ok" if services.model_error is None else f"ok (newer one failed: {services.model_error})"
+        else:
+            dependencies["model"] = f"error: {services.model_error}" if services.model_error else "none promoted yet"
+        can_serve = dependencies["feature_store"] == "ok" and (model is not None or popular_items > 0)
+        status = "unavailable" if not can_serve else ("ok" if model is not None and popular_items else "degraded")
         body = HealthResponse(
-            status="ok" if healthy else "degraded",
-            model_version=None,
+            status=status,
+            model_version=model.version if model else None,
+            index_size=len(model.index) if model else 0,
             popular_items=popular_items,
             dependencies=dependencies,
         )
-        return JSONResponse(status_code=200 if healthy else 503, content=body.model_dump())
+        return JSONResponse(status_code=200 if can_serve else 503, content=body.model_dump())
 
-    @app.get(
-        "/recommend/{user_id}",
-        response_model=RecommendationResponse,
-        responses={422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
-    )
+    @app.get("/recommend/{user_id}", response_model=RecommendationResponse, responses=ERRORS)
     def recommend(
         recommender: RecommenderDep,
         user_id: Annotated[str, Path(min_length=1, max_length=128, description="the client's user id")],
         k: Annotated[int, Query(ge=1, le=MAX_K, description="how many items")] = 10,
+        include_genres: Annotated[list[str] | None, Query(description="keep items with any of these genres "
+                                                                       "(repeat or comma-separate)")] = None,
+        exclude_genres: Annotated[list[str] | None, Query(description="drop items with any of these genres")] = None,
+        exclude_items: Annotated[list[str] | None, Query(description="item ids never to return")] = None,
     ) -> RecommendationResponse:
-        result = recommender.recommend(user_id, k)
+        filters = Filters(_names(include_genres), _names(exclude_genres), frozenset(_names(exclude_items)))
+        result = recommender.recommend(user_id, k, filters)
+        logger.info("impression", extra={
+            "request_id": result.request_id, "user_id": result.user_id, "model_version": result.model_version,
+            "strategy": result.strategy, "items": [i.item_id for i in result.items],
+            "propensities": [round(i.propensity, 6) for i in result.items],
+        })
         return RecommendationResponse(
             request_id=result.request_id,
             user_id=result.user_id,
@@ -156,5 +306,32 @@ def create_app(recommender: Recommender) -> FastAPI:
                 RecommendedItem(item_id=i.item_id, score=i.score, propensity=i.propensity) for i in result.items
             ],
         )
+
+    @app.get("/items/{item_id}/similar", response_model=SimilarItemsResponse, responses=ERRORS)
+    def similar(
+        recommender: RecommenderDep,
+        item_id: Annotated[str, Path(min_length=1, max_length=128)],
+        k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
+    ) -> SimilarItemsResponse:
+        result = recommender.similar(item_id, k)
+        return SimilarItemsResponse(item_id=result.item_id, model_version=result.model_version,
+                                    similar=[SimilarItem(item_id=i.item_id, score=i.score) for i in result.items])
+
+    @app.post("/items", response_model=ItemOut, status_code=201, dependencies=[Depends(require_admin)],
+              responses={200: {"model": ItemOut, "description": "an existing item was updated"},
+                         401: {"model": ErrorResponse}, **ERRORS})
+    def add_item(body: ItemIn, response: Response, recommender: RecommenderDep, catalog: CatalogDep) -> ItemOut:
+        if catalog is None:
+            raise ModelNotReadyError("this deployment has no catalog store configured")
+        item = ItemFeatures(item_id=body.item_id, title=body.title, year=body.year, genres=tuple(body.genres),
+                            promoted=body.promoted)
+        model = recommender.model()
+        added = catalog.add_item(item, model)
+        known_genres = set(model.towers.encoder.genres) if model is not None else set(body.genres)
+        if not added.created:
+            response.status_code = 200
+        return ItemOut(item_id=added.item_id, created=added.created, model_version=added.model_version,
+                       new_to_model=added.new_to_model,
+                       unknown_genres=[g for g in body.genres if g not in known_genres])
 
     return app

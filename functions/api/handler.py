@@ -6,9 +6,10 @@ from mangum import Mangum
 
 from rtrec.settings import ApiSettings
 
-from .app import build_recommender, create_app
+from .app import build_services, create_app
 
-# Module scope: settings are validated and clients built once, at the Lambda cold start.
+# Module scope: settings are validated, clients built and the production model loaded once, at the
+# Lambda cold start; later requests only check the production pointer every RTREC_MODEL_POLL_SECONDS.
 settings = ApiSettings()
-app = create_app(build_recommender(settings))
+app = create_app(build_services(settings))
 handler = Mangum(app, lifespan="off")

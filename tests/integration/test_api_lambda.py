@@ -66,7 +66,9 @@ def test_recommend_event_returns_popular_unseen_items(handler_module, lambda_eve
 def test_health_event(handler_module, lambda_event):
     response = handler_module.handler(lambda_event("api_health.json"), LambdaContext())
     assert response["statusCode"] == 200
-    assert json.loads(response["body"])["dependencies"] == {"feature_store": "ok", "popularity": "ok"}
+    body = json.loads(response["body"])
+    assert body["dependencies"] == {"feature_store": "ok", "popularity": "ok", "model": "none promoted yet"}
+    assert body["status"] == "degraded"  # popular items only until a model is promoted
 
 
 def test_bad_k_event_is_422(handler_module, lambda_event):

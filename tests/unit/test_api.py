@@ -8,11 +8,13 @@ import pytest
 from fastapi.testclient import TestClient
 from mangum import Mangum
 
-from functions.api.app import create_app
+from functions.api.app import Services, create_app
 from rtrec.adapters.memory import InMemoryFeatureStore, InMemoryPopularityStore
 from rtrec.domain.models import PopularItems, ScoredItem, UserProfile
+from rtrec.domain.ranking import RankingConfig
 from rtrec.errors import DependencyError
 from rtrec.services.recommend import Recommender
+from tests.unit.serving_world import make_world
 
 
 class LambdaContext:
@@ -65,10 +67,12 @@ def test_no_snapshot_yet_is_503_with_a_message():
     assert "seed" in response.json()["detail"]
 
 
-def test_health_reports_dependencies(client):
-    body = client.get("/health").json()
-    assert body["status"] == "ok" and body["popular_items"] == 30
-    assert body["dependencies"] == {"feature_store": "ok", "popularity": "ok"}
+def test_health_without_a_model_is_degraded_but_serving(client):
+    response = client.get("/health")
+    body = response.json()
+    assert response.status_code == 200 and body["status"] == "degraded" and body["popular_items"] == 30
+    assert body["dependencies"] == {"feature_store": "ok", "popularity": "ok", "model": "none promoted yet"}
+    assert body["model_version"] is None and body["index_size"] == 0
 
 
 def test_health_is_503_when_the_feature_store_is_down():
@@ -112,3 +116,100 @@ def test_mangum_maps_bad_input_to_422(lambda_event):
     handler = Mangum(create_app(make_recommender()), lifespan="off")
     response = handler(lambda_event("api_recommend_bad_k.json"), LambdaContext())
     assert response["statusCode"] == 422
+
+
+# -- with a model (fake towers over a real FAISS index) ---------------------------------------------
+
+
+@pytest.fixture
+def world():
+    return make_world()
+
+
+@pytest.fixture
+def served(world) -> TestClient:
+    return TestClient(create_app(Services(recommender=world.recommender(), catalog=world.catalog_service)))
+
+
+def test_health_with_a_model_reports_version_and_index_size(served):
+    body = served.get("/health").json()
+    assert body["status"] == "ok" and body["model_version"] == "1" and body["index_size"] == 40
+
+
+def test_recommend_with_a_model(served):
+    body = served.get("/recommend/u1", params={"k": 4}).json()
+    assert body["strategy"] == "two_tower" and body["model_version"] == "1" and len(body["recommendations"]) == 4
+    assert body["request_id"] and all(0 < r["propensity"] <= 1 for r in body["recommendations"])
+    assert served.get("/recommend/cold").json()["strategy"] == "cold_user_features"
+
+
+def test_filters_as_repeated_or_comma_separated_query_parameters(served):
+    body = served.get("/recommend/u1?k=5&include_genres=Comedy,Drama&exclude_items=5&exclude_items=6").json()
+    returned = [int(r["item_id"]) for r in body["recommendations"]]
+    assert len(returned) == 5 and all(i % 4 in (1, 2) and i not in (5, 6) for i in returned)
+
+
+def test_unknown_genre_is_422_naming_the_known_genres(served):
+    response = served.get("/recommend/u1", params={"include_genres": "Western"})
+    assert response.status_code == 422 and "known genres: Action, Comedy, Drama, Horror" in response.json()["detail"]
+
+
+def test_similar_items_route(served):
+    body = served.get("/items/1/similar", params={"k": 3}).json()
+    assert body["item_id"] == "1" and len(body["similar"]) == 3
+    missing = served.get("/items/nope/similar")
+    assert missing.status_code == 404 and "nope" in missing.json()["detail"]
+
+
+def test_post_item_creates_then_updates_and_it_is_recommended(world):
+    boosted = world.recommender(RankingConfig(policy="greedy", new_item_boost=2.0, freshness_weight=0.0))
+    served = TestClient(create_app(Services(recommender=boosted, catalog=world.catalog_service)))
+    item = {"item_id": "new-1", "title": "Brand New", "genres": ["Drama", "Musical"], "year": 2026}
+    created = served.post("/items", json=item)
+    assert created.status_code == 201, created.text
+    assert created.json() == {"item_id": "new-1", "created": True, "model_version": "1", "new_to_model": True,
+                              "unknown_genres": ["Musical"]}
+    assert served.post("/items", json=item).status_code == 200
+    shown = [r["item_id"] for r in served.get("/recommend/u1?k=10").json()["recommendations"]]
+    assert shown[0] == "new-1"
+
+
+@pytest.mark.parametrize("body", [
+    {"title": "no id"},
+    {"item_id": "bad id", "title": "t"},
+    {"item_id": "x", "title": "t", "year": 3000},
+    {"item_id": "x", "title": "t", "colour": "red"},
+    {"item_id": "x", "title": ""},
+])
+def test_post_item_bad_body_is_422(served, body):
+    response = served.post("/items", json=body)
+    assert response.status_code == 422 and response.json()["detail"]
+
+
+def test_post_item_malformed_json_is_422(served):
+    response = served.post("/items", content=b"{not json", headers={"content-type": "application/json"})
+    assert response.status_code == 422 and response.json()["detail"][0]["type"] == "json_invalid"
+
+
+def test_post_item_needs_the_admin_key_when_one_is_set(world):
+    app = create_app(Services(recommender=world.recommender(), catalog=world.catalog_service, admin_api_key="s3cret"))
+    client = TestClient(app)
+    item = {"item_id": "n", "title": "t"}
+    assert client.post("/items", json=item).status_code == 401
+    assert client.post("/items", json=item, headers={"X-Api-Key": "wrong"}).status_code == 401
+    assert client.post("/items", json=item, headers={"X-Api-Key": "s3cret"}).status_code == 201
+
+
+@pytest.mark.parametrize(("event", "status", "check"), [
+    ("api_recommend_user_1.json", 200, lambda body: body["strategy"] == "popular_fallback"),
+    ("api_similar_items.json", 200, lambda body: len(body["similar"]) == 5),
+    ("api_post_item.json", 201, lambda body: body["created"] is True),
+    ("api_post_item_malformed.json", 422, lambda body: body["detail"][0]["type"] == "json_invalid"),
+    ("api_recommend_unknown_genre.json", 422, lambda body: "unknown genre" in body["detail"]),
+])
+def test_mangum_with_a_model_answers_rest_proxy_events(world, lambda_event, event, status, check):
+    handler = Mangum(create_app(Services(recommender=world.recommender(), catalog=world.catalog_service)),
+                     lifespan="off")
+    response = handler(lambda_event(event), LambdaContext())
+    assert response["statusCode"] == status, response["body"]
+    assert check(json.loads(response["body"]))

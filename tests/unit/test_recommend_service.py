@@ -1,83 +1,166 @@
+"""The recommend service over in-memory ports, fake towers and a real FAISS index."""
+
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from rtrec.adapters.memory import InMemoryFeatureStore, InMemoryPopularityStore
-from rtrec.domain.models import PopularItems, ScoredItem, UserProfile
-from rtrec.errors import InvalidInputError, ModelNotReadyError
-from rtrec.services.recommend import STRATEGY_POPULAR, STRATEGY_POPULAR_FALLBACK, Recommender
-
-
-def snapshot(*ids: str) -> PopularItems:
-    return PopularItems(tuple(ScoredItem(i, float(10 - n)) for n, i in enumerate(ids)), generated_at=0,
-                        half_life_days=30)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from rtrec.domain.models import ItemFeatures, UserProfile
+from rtrec.domain.ranking import Filters, RankingConfig
+from rtrec.errors import InvalidInputError, ModelNotReadyError, NotFoundError
+from rtrec.services.recommend import (
+    STRATEGY_COLD_USER_FEATURES,
+    STRATEGY_POPULAR,
+    STRATEGY_POPULAR_FALLBACK,
+    STRATEGY_TWO_TOWER,
+    Recommender,
+)
+from tests.unit.serving_world import NOW, make_world
 
 
 @pytest.fixture
-def stores():
-    features = InMemoryFeatureStore()
-    features.put_users([UserProfile("u1", age=25, history=("a", "c"), interaction_count=2)])
-    return features, InMemoryPopularityStore(snapshot("a", "b", "c", "d", "e"))
+def world():
+    return make_world()
 
 
-def test_unknown_user_gets_popular_fallback(stores):
-    result = Recommender(*stores).recommend("stranger", k=3)
-    assert result.cold_start is True
-    assert result.strategy == STRATEGY_POPULAR_FALLBACK
-    assert [i.item_id for i in result.items] == ["a", "b", "c"]
-    assert all(i.propensity == 1.0 for i in result.items)
+def ids(result) -> list[str]:
+    return [i.item_id for i in result.items]
 
 
-def test_known_user_never_sees_items_from_their_history(stores):
-    result = Recommender(*stores).recommend("u1", k=3)
-    assert result.cold_start is False
-    assert result.strategy == STRATEGY_POPULAR
-    assert [i.item_id for i in result.items] == ["b", "d", "e"]
+def test_user_with_history_gets_two_tower_recommendations_without_their_history(world):
+    result = world.recommender().recommend("u1", k=5)
+    assert result.strategy == STRATEGY_TWO_TOWER and result.cold_start is False and result.model_version == "1"
+    assert len(result.items) == 5 and not {"1", "2", "3"} & set(ids(result))
+    scores = [i.score for i in result.items]
+    assert scores == sorted(scores, reverse=True)  # greedy policy in this fixture
 
 
-def test_profile_without_interactions_is_a_cold_start(stores):
-    features, popularity = stores
-    features.put_users([UserProfile("new", gender="F")])
-    assert Recommender(features, popularity).recommend("new", k=2).cold_start is True
+def test_user_with_demographics_only_is_embedded_from_features(world):
+    result = world.recommender().recommend("cold", k=5)
+    assert result.strategy == STRATEGY_COLD_USER_FEATURES and result.cold_start is True
+    assert len(result.items) == 5
 
 
-@pytest.mark.parametrize("k", [0, -1, 101])
-def test_k_out_of_range_is_invalid_input(stores, k):
+@pytest.mark.parametrize("user_id", ["nobody", "empty"])
+def test_user_with_nothing_known_gets_popular_items(world, user_id):
+    result = world.recommender().recommend(user_id, k=3)
+    assert result.strategy == STRATEGY_POPULAR_FALLBACK and result.cold_start is True
+    assert ids(result) == ["1", "2", "3"]  # most popular first
+
+
+def test_personalised_results_differ_from_popularity(world):
+    recommender = world.recommender()
+    assert ids(recommender.recommend("u1", k=5)) != ids(recommender.recommend("nobody", k=5))
+
+
+def test_one_feature_read_per_request(world):
+    before = world.features.user_reads
+    world.recommender().recommend("u1", k=5)
+    assert world.features.user_reads == before + 1
+
+
+def test_genre_filters_and_excluded_items_are_honoured(world):
+    recommender = world.recommender()
+    result = recommender.recommend("u1", k=5, filters=Filters(include_genres=("Comedy",), exclude_items=frozenset({"5"})))
+    assert len(result.items) == 5 and "5" not in ids(result)
+    assert all(int(i) % 4 == 1 for i in ids(result))  # genre of item i is GENRES[i % 4]; Comedy is 1
+    dropped = recommender.recommend("nobody", k=10, filters=Filters(exclude_genres=("Action", "Comedy")))
+    assert all(int(i) % 4 in (2, 3) for i in ids(dropped))
+
+
+def test_a_narrow_filter_widens_retrieval_until_it_has_k_items(world):
+    recommender = world.recommender()
+    recommender.retrieval = type(recommender.retrieval)(candidates=10, max_candidates=40)
+    result = recommender.recommend("u1", k=8, filters=Filters(include_genres=("Horror",)))
+    assert len(result.items) == 8 and all(int(i) % 4 == 3 for i in ids(result))  # Horror is GENRES[3]
+
+
+def test_unknown_genre_is_invalid_input(world):
+    with pytest.raises(InvalidInputError, match="unknown genre"):
+        world.recommender().recommend("u1", k=5, filters=Filters(include_genres=("Western",)))
+
+
+@pytest.mark.parametrize("k", [0, 101])
+def test_k_out_of_range_is_invalid_input(world, k):
     with pytest.raises(InvalidInputError, match="k must be between 1 and 100"):
-        Recommender(*stores).recommend("u1", k=k)
+        world.recommender().recommend("u1", k=k)
 
 
-def test_no_snapshot_means_model_not_ready():
-    with pytest.raises(ModelNotReadyError, match="seed"):
-        Recommender(InMemoryFeatureStore(), InMemoryPopularityStore()).recommend("u1", k=3)
+def test_without_a_model_known_users_get_popular_items_minus_their_history():
+    world = make_world(with_model=False)
+    result = world.recommender().recommend("u1", k=3)
+    assert result.strategy == STRATEGY_POPULAR and result.model_version is None and ids(result) == ["4", "5", "6"]
+    assert world.recommender().recommend("cold", k=2).strategy == STRATEGY_POPULAR_FALLBACK
 
 
-def test_snapshot_is_cached_then_refreshed(stores):
-    features, popularity = stores
-    clock = Clock()
-    recommender = Recommender(features, popularity, refresh_seconds=60, clock=clock)
-    recommender.recommend("x", k=1)
-    recommender.recommend("x", k=1)
-    assert popularity.loads == 1
-    popularity.save(snapshot("z"))
-    clock.now = 61
-    assert [i.item_id for i in recommender.recommend("x", k=1).items] == ["z"]
-    assert popularity.loads == 2
+def test_without_a_model_genre_filters_are_503_with_a_reason():
+    with pytest.raises(ModelNotReadyError, match="no model has been promoted yet"):
+        make_world(with_model=False).recommender().recommend("u1", k=3, filters=Filters(include_genres=("Drama",)))
 
 
-def test_a_vanished_snapshot_keeps_serving_the_last_one(stores):
-    features, popularity = stores
-    clock = Clock()
-    recommender = Recommender(features, popularity, refresh_seconds=1, clock=clock)
-    recommender.recommend("x", k=1)
-    popularity.popular = None
-    clock.now = 5
-    assert [i.item_id for i in recommender.recommend("x", k=1).items] == ["a"]
+def test_without_model_or_snapshot_it_is_model_not_ready():
+    world = make_world(with_model=False)
+    world.popularity.popular = None
+    with pytest.raises(ModelNotReadyError, match="seed the catalog"):
+        world.recommender().recommend("nobody", k=3)
+
+
+def test_a_new_item_is_recommended_at_once_with_an_exploration_boost(world):
+    model = world.model
+    new = ItemFeatures("new-1", "Brand new", year=2026, genres=("Drama",))
+    added = world.catalog_service.add_item(new, model)
+    assert added.created and added.new_to_model and added.model_version == "1"
+    assert model.index.search(model.catalog.columns.vectors[model.catalog.row("new-1")], 1)[0][0] == "new-1"
+    config = RankingConfig(policy="greedy", new_item_boost=5.0, freshness_weight=0.0)
+    assert ids(world.recommender(config).recommend("u1", k=3))[0] == "new-1"
+    assert ids(world.recommender(config).recommend("nobody", k=3))[0] == "new-1"
+
+
+def test_the_boost_fades_as_the_new_item_collects_impressions(world):
+    world.catalog_service.add_item(ItemFeatures("new-1", "Brand new", genres=("Drama",)), world.model)
+    config = RankingConfig(policy="greedy", new_item_boost=1.0, new_item_impressions_scale=3, freshness_weight=0.0)
+    recommender = world.recommender(config)
+    shown = ["new-1" in ids(recommender.recommend("u1", k=3)) for _ in range(12)]
+    assert shown[0] is True and shown[-1] is False
+
+
+def test_promoted_items_get_their_share_of_slots(world):
+    world.catalog_service.add_item(ItemFeatures("promo", "Sponsored", genres=("Horror",), promoted=True), world.model)
+    config = RankingConfig(policy="greedy", promoted_share=0.2, new_item_boost=0.0, freshness_weight=0.0)
+    result = world.recommender(config).recommend("u1", k=10)
+    assert ids(result)[2] == "promo"
+
+
+def test_exploration_policy_logs_propensities_below_one(world):
+    recommender = world.recommender(RankingConfig(policy="plackett_luce", temperature=0.5))
+    result = recommender.recommend("u1", k=5)
+    assert all(0 < i.propensity < 1 for i in result.items)
+
+
+def test_similar_items(world):
+    result = world.recommender().similar("1", k=3)
+    assert result.model_version == "1" and len(result.items) == 3 and "1" not in [i.item_id for i in result.items]
+    with pytest.raises(NotFoundError):
+        world.recommender().similar("missing", k=3)
+    with pytest.raises(ModelNotReadyError):
+        make_world(with_model=False).recommender().similar("1", k=3)
+
+
+def test_recommend_for_serves_a_profile_in_hand_without_reading_the_store(world):
+    before = world.features.user_reads
+    profile = UserProfile("x", history=("7", "8"), interaction_count=2)
+    result = world.recommender().recommend_for("x", profile, k=4)
+    assert result.strategy == STRATEGY_TWO_TOWER and world.features.user_reads == before
+
+
+def test_popular_snapshot_is_cached_and_refreshed():
+    world = make_world()
+    clock = [0.0]
+    recommender = Recommender(world.features, world.popularity, refresh_seconds=60, clock=lambda: clock[0],
+                              wall_clock=lambda: NOW, rng=np.random.default_rng(0))
+    recommender.popular()
+    recommender.popular()
+    assert world.popularity.loads == 1
+    clock[0] = 61
+    recommender.popular()
+    assert world.popularity.loads == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -181,9 +182,9 @@ def _serve(settings: ApiSettings, host: str, port: int) -> None:
     """Run the API until Ctrl-C or SIGTERM, then return (so callers can save state)."""
     import uvicorn
 
-    from functions.api.app import build_recommender, create_app
+    from functions.api.app import build_services, create_app
 
-    api = create_app(build_recommender(settings))
+    api = create_app(build_services(settings))
     # uvicorn re-raises the signal it caught after shutting down, which would skip our cleanup:
     # run it in a thread (it installs no signal handlers there) and own the signals here.
     server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="warning"))
@@ -216,22 +217,77 @@ def serve(
     _serve(settings, local.api_host, local.api_port)
 
 
+def _production_version(settings: AwsSettings) -> str | None:
+    from rtrec.adapters.aws.model_store import S3ModelStore
+    from rtrec.resources import MODELS_BUCKET
+
+    store = S3ModelStore(settings.names.bucket(MODELS_BUCKET), endpoint_url=settings.endpoint_url, region=settings.region)
+    pointer = store.read_pointer()
+    return pointer.version if pointer is not None else None
+
+
+def _bootstrap_model(endpoint_url: str, local: LocalSettings, epochs: int) -> threading.Thread:
+    """Train a first model and promote it, in subprocesses (this serving process never imports torch or
+    mlflow), while the API serves popular items; serving picks the model up at its next pointer check."""
+
+    def step(args: list[str]) -> bool:
+        command = [sys.executable, "-m", "rtrec.cli", *args, "--state-dir", str(local.state_dir)]
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        assert process.stdout is not None
+        for line in process.stdout:
+            line = line.rstrip()
+            if line:
+                print(f"[bootstrap] {line}", flush=True)
+        return process.wait() == 0
+
+    def work() -> None:
+        hps = ["--hp", f"epochs={epochs}", "--hp", "protocols=recbole", "--hp", "baselines=false", "--hp", "threads=1"]
+        trained = step(["train", "--dataset", local.dataset, *hps, "--tag", "trigger=bootstrap"])
+        promoted = trained and step(["promote", "--endpoint-url", endpoint_url])
+        if promoted:
+            say("bootstrap model promoted; the API switches to it at its next pointer check")
+        else:
+            say("bootstrap training or promotion failed (see the [bootstrap] lines); the API keeps serving popular items")
+
+    thread = threading.Thread(target=work, name="bootstrap-model", daemon=True)
+    thread.start()
+    return thread
+
+
 @app.command("run")
 def run(
     cloud_port: Annotated[int | None, typer.Option(help="embedded cloud port, default 4566")] = None,
     api_port: Annotated[int | None, typer.Option(help="API port, default 8000")] = None,
     state_dir: Annotated[Path | None, typer.Option(help="default .rtrec")] = None,
     dataset: DatasetOption = "ml-1m",
+    bootstrap: Annotated[bool, typer.Option(
+        "--bootstrap/--no-bootstrap", help="when no model is in production yet, train and promote a first one "
+                                           "in the background (popular items are served meanwhile)")] = True,
+    bootstrap_epochs: Annotated[int, typer.Option(min=1, help="epochs of the bootstrap model")] = 4,
+    model_poll_seconds: Annotated[float, typer.Option(min=0.1, help="how often the API checks for a newly "
+                                                                     "promoted model")] = 5.0,
 ) -> None:
-    """The whole system on this machine: embedded cloud, data seeded, API served. Ctrl-C stops it all."""
+    """The whole system on this machine: embedded cloud, data seeded, a model in production, API served.
+    Ctrl-C stops it all."""
     local = _local(cloud_port=cloud_port, api_port=api_port, state_dir=state_dir, dataset=dataset)
     try:
         cloud = _start_cloud(local)
     except RtrecError as exc:
         raise fail(str(exc)) from None
     try:
-        _seed(AwsSettings(endpoint_url=cloud.endpoint_url), local)
-        _serve(ApiSettings(endpoint_url=cloud.endpoint_url), local.api_host, local.api_port)
+        aws = AwsSettings(endpoint_url=cloud.endpoint_url)
+        _seed(aws, local)
+        version = _production_version(aws)
+        if version is not None:
+            say(f"production model: version {version}")
+        elif bootstrap:
+            say(f"no model in production yet: training a first one on {dataset} in the background "
+                f"({bootstrap_epochs} epochs); popular items are served until it is promoted")
+            _bootstrap_model(cloud.endpoint_url, local, bootstrap_epochs)
+        else:
+            say("no model in production yet: serving popular items (make train && make promote to add one)")
+        _serve(ApiSettings(endpoint_url=cloud.endpoint_url, model_poll_seconds=model_poll_seconds,
+                           catalog_sync_seconds=model_poll_seconds), local.api_host, local.api_port)
     except RtrecError as exc:
         raise fail(str(exc)) from None
     finally:

@@ -12,6 +12,8 @@ from rtrec.domain.promotion import ProductionPointer
 if TYPE_CHECKING:
     import numpy as np
 
+    from rtrec.domain.encoder import FeatureEncoder
+
 
 class FeatureStore(Protocol):
     """Online user and item features (DynamoDB in AWS and locally)."""
@@ -74,3 +76,26 @@ class ModelStore(Protocol):
 
     def download(self, version: str, target_dir: Path) -> Path:
         """Fetch the files of a published `version` into `target_dir`; returns it."""
+
+
+class Towers(Protocol):
+    """The production user and item towers (ONNX Runtime in serving), fed by the shared encoder."""
+
+    encoder: FeatureEncoder
+
+    def user_vectors(self, users: Sequence[UserProfile], *, with_id: bool = True) -> np.ndarray: ...
+
+    def item_vectors(self, items: Sequence[ItemFeatures], *, with_id: bool = True) -> np.ndarray: ...
+
+
+class CatalogAdditions(Protocol):
+    """The durable, shared record of items added or updated through the admin API after training.
+
+    Every serving instance applies it to the model it serves, so an item added on one instance is
+    recommended by all of them, and re-embedded by the next model's item tower after a promotion."""
+
+    def save(self, item: ItemFeatures) -> str:
+        """Store the item; returns its version tag (changes on every save)."""
+
+    def changed(self, known: dict[str, str]) -> list[tuple[ItemFeatures, str]]:
+        """Items whose version tag differs from `known[item_id]` (or that are missing from it)."""

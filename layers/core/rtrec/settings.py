@@ -6,10 +6,11 @@ reads the environment. An explicit argument beats an environment variable.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rtrec.resources import ResourceNames
@@ -57,13 +58,40 @@ class AwsSettings(BaseSettings):
         return ResourceNames(prefix=self.resource_prefix, bucket_suffix=self.bucket_suffix)
 
 
+def _env(name: str) -> AliasChoices:
+    """The field's own name, or RTREC_<NAME> in the environment."""
+    return AliasChoices(name, f"RTREC_{name.upper()}")
+
+
 class ApiSettings(AwsSettings):
     """The `api` Lambda (and the same app under uvicorn locally)."""
 
-    popularity_refresh_seconds: float = Field(
-        default=60.0, gt=0, validation_alias=AliasChoices("popularity_refresh_seconds", "RTREC_POPULARITY_REFRESH_SECONDS")
+    popularity_refresh_seconds: float = Field(default=60.0, gt=0, validation_alias=_env("popularity_refresh_seconds"))
+    default_k: int = Field(default=10, ge=1, le=100, validation_alias=_env("default_k"))
+    model_poll_seconds: float = Field(
+        default=30.0, gt=0, validation_alias=_env("model_poll_seconds"),
+        description="how often the production pointer is checked for a newly promoted model",
     )
-    default_k: int = Field(default=10, ge=1, le=100, validation_alias=AliasChoices("default_k", "RTREC_DEFAULT_K"))
+    catalog_sync_seconds: float = Field(default=30.0, gt=0, validation_alias=_env("catalog_sync_seconds"))
+    model_cache_dir: Path = Field(
+        default=Path(tempfile.gettempdir()) / "rtrec-models", validation_alias=_env("model_cache_dir"),
+        description="where model folders are downloaded (Lambda: /tmp)",
+    )
+    admin_api_key: SecretStr | None = Field(
+        default=None, validation_alias=_env("admin_api_key"),
+        description="when set, POST /items needs it in the X-Api-Key header (API Gateway checks its own keys in AWS)",
+    )
+    candidates: int = Field(default=200, ge=10, le=3200, validation_alias=_env("candidates"))
+    exploration_policy: Literal["plackett_luce", "epsilon_greedy", "greedy"] = Field(
+        default="plackett_luce", validation_alias=_env("exploration_policy")
+    )
+    temperature: float = Field(default=0.02, gt=0, le=10, validation_alias=_env("temperature"))
+    epsilon: float = Field(default=0.1, ge=0, le=1, validation_alias=_env("epsilon"))
+    popularity_weight: float = Field(default=0.05, ge=0, validation_alias=_env("popularity_weight"))
+    freshness_weight: float = Field(default=0.02, ge=0, validation_alias=_env("freshness_weight"))
+    new_item_boost: float = Field(default=0.5, ge=0, validation_alias=_env("new_item_boost"))
+    promoted_share: float = Field(default=0.2, ge=0, le=1, validation_alias=_env("promoted_share"))
+    max_genre_share: float = Field(default=0.6, gt=0, le=1, validation_alias=_env("max_genre_share"))
 
 
 class LocalSettings(BaseSettings):

@@ -93,9 +93,11 @@ class MovieLens:
         ]
 
     def item_features(self, counts: Sequence[int], popularity: Sequence[float] | None = None) -> list[ItemFeatures]:
-        """Every catalog item in item_index order, with `counts[i]` interactions (and popularity) for item i."""
+        """Every catalog item in item_index order, with `counts[i]` interactions (and popularity) for item i;
+        an item's `created_at` is its first interaction (None for an item nobody rated)."""
         import pandas as pd
 
+        first_seen = self.interactions.groupby("item_index")["timestamp"].min()
         return [
             ItemFeatures(
                 item_id=row.item_id,
@@ -105,9 +107,21 @@ class MovieLens:
                 interaction_count=int(counts[row.item_index]),
                 popularity=float(popularity[row.item_index]) if popularity is not None else 0.0,
                 original_id=row.original_id,
+                created_at=int(first_seen[row.item_index]) if row.item_index in first_seen.index else None,
             )
             for row in self.items.itertuples(index=False)
         ]
+
+    def catalog(self, half_life_days: float = 90.0) -> list[ItemFeatures]:
+        """Every item with its interaction count and time-decayed popularity (as of the newest event)."""
+        import numpy as np
+
+        from rtrec.domain.popularity import decayed_popularity
+
+        items = self.interactions["item_index"].to_numpy()
+        counts = np.bincount(items, minlength=self.n_items)
+        scores = decayed_popularity(items, self.interactions["timestamp"].to_numpy(), self.n_items, half_life_days)
+        return self.item_features(counts, scores)
 
     def summary(self) -> str:
         ts = self.interactions["timestamp"]

@@ -11,3 +11,4 @@ METRICS = "metrics.json"  # flat {name: float}, e.g. "recbole.test.recall@10"
 PARAMS = "params.json"  # the hyperparameters the run used
 DATA_SNAPSHOT = "data_snapshot.json"  # {"dataset", "sha256", "interactions", ...}
 ITEM_INDEX = "item_index"  # folder built at promotion (FaissVectorIndex.save: index.faiss + index.json)
+ITEM_CATALOG = "item_catalog.npz"  # ItemCatalog columns (titles, genre masks, popularity, created_at), row = item index

@@ -34,6 +34,8 @@ class ItemFeatures:
     interaction_count: int = 0
     popularity: float = 0.0  # time-decayed interaction count
     original_id: str | None = None
+    created_at: int | None = None  # unix seconds the item entered the catalog (first interaction for seeded items)
+    promoted: bool = False  # eligible for the promoted slots of a slate (a business rule, not a model signal)
 
 
 @dataclass(frozen=True)

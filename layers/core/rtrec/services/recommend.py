@@ -1,4 +1,15 @@
-"""The recommend service: who is asking, what do we know about them, what do we show."""
+"""The recommend service: who is asking, what do we know about them, what do we show.
+
+The path: one feature-store read -> cold-start detection -> user tower -> ANN top-C candidates (plus
+the new items, for exploration, and the promoted ones, for their slots) -> ranking layer -> top-k.
+
+Strategies, in order:
+- `two_tower`: a user with history; the user tower with their id and history.
+- `cold_user_features`: a user with demographics but no history; the user tower from the features alone.
+- `popular_fallback`: nothing known about the user, or no model yet; time-decayed popular items
+  (through the same ranking layer when a model is loaded, so filters and exploration still apply).
+- `popular`: a known user while no model is loaded yet; popular items minus their history.
+"""
 
 from __future__ import annotations
 
@@ -6,45 +17,84 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from rtrec.domain.models import PopularItems, Recommendation, ScoredItem
-from rtrec.errors import InvalidInputError, ModelNotReadyError
+import numpy as np
+
+from rtrec.domain.models import PopularItems, Recommendation, ScoredItem, UserProfile
+from rtrec.domain.ranking import Filters, RankingConfig, blend, eligible, select_slate
+from rtrec.errors import InvalidInputError, ModelNotReadyError, NotFoundError
 from rtrec.ports import FeatureStore, PopularityStore
+from rtrec.services.catalog import ServingModel
 
 MAX_K = 100
+MAX_EXCLUDED_ITEMS = 1000
 
-STRATEGY_POPULAR = "popular"  # a known user, served popular items they have not interacted with
-STRATEGY_POPULAR_FALLBACK = "popular_fallback"  # nothing known about the user
+STRATEGY_TWO_TOWER = "two_tower"
+STRATEGY_COLD_USER_FEATURES = "cold_user_features"
+STRATEGY_POPULAR = "popular"
+STRATEGY_POPULAR_FALLBACK = "popular_fallback"
+
+
+@dataclass(frozen=True)
+class RetrievalConfig:
+    candidates: int = 200  # ANN top-C handed to the ranking layer
+    max_candidates: int = 3200  # widen up to this when filters leave fewer than k
+    exploration_pool: int = 50  # most recent new items scored for every request
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.candidates <= self.max_candidates:
+            raise ValueError("candidates must be between 1 and max_candidates")
+        if self.exploration_pool < 0:
+            raise ValueError("exploration_pool must not be negative")
+
+
+@dataclass(frozen=True)
+class SimilarItems:
+    item_id: str
+    model_version: str
+    items: tuple[ScoredItem, ...]
 
 
 class Recommender:
-    """Serves popular items, minus what a known user already saw.
-
-    The popular-items snapshot is cached and re-read at most every `refresh_seconds`, so a new
-    snapshot published by the pipeline is picked up without a restart.
-    """
+    """Serves the slate for one user; the model comes from `models()` (a ModelWatcher in production)."""
 
     def __init__(
         self,
         features: FeatureStore,
         popularity: PopularityStore,
+        models: Callable[[], ServingModel | None] = lambda: None,
         *,
+        ranking: RankingConfig | None = None,
+        retrieval: RetrievalConfig | None = None,
         refresh_seconds: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        rng: np.random.Generator | None = None,
         request_ids: Callable[[], str] = lambda: uuid.uuid4().hex,
     ) -> None:
         self._features = features
         self._popularity = popularity
+        self._models = models
+        self.ranking = ranking or RankingConfig()
+        self.retrieval = retrieval or RetrievalConfig()
         self._refresh_seconds = refresh_seconds
         self._clock = clock
+        self._wall_clock = wall_clock
+        self._rng = rng if rng is not None else np.random.default_rng()
         self._request_ids = request_ids
         self._lock = threading.Lock()
         self._popular: PopularItems | None = None
         self._loaded_at: float | None = None
 
+    # -- dependencies -------------------------------------------------------------------------------
+
     def ping(self) -> None:
         """Raise DependencyError when the feature store cannot be reached."""
         self._features.ping()
+
+    def model(self) -> ServingModel | None:
+        return self._models()
 
     def popular(self) -> PopularItems:
         """The current snapshot; raises ModelNotReadyError when none was ever published."""
@@ -61,20 +111,134 @@ class Recommender:
             raise ModelNotReadyError("no popular-items snapshot has been published yet; seed the catalog first")
         return popular
 
-    def recommend(self, user_id: str, k: int) -> Recommendation:
+    # -- recommend ----------------------------------------------------------------------------------
+
+    def recommend(self, user_id: str, k: int, filters: Filters | None = None) -> Recommendation:
+        """Fetch the user's features (one read) and serve them."""
+        self._check(user_id, k, filters)
+        return self.recommend_for(user_id, self._features.get_user(user_id), k, filters)
+
+    def recommend_for(
+        self, user_id: str, profile: UserProfile | None, k: int, filters: Filters | None = None
+    ) -> Recommendation:
+        """The compute path for an already fetched profile (None: the user is unknown)."""
+        filters = filters or Filters()
+        self._check(user_id, k, filters)
+        model = self._models()
+        has_history = profile is not None and (bool(profile.history) or profile.interaction_count > 0)
+        if model is None:
+            return self._popular_without_model(user_id, profile, has_history, k, filters)
+        if has_history:
+            strategy, vector = STRATEGY_TWO_TOWER, model.towers.user_vectors([profile])[0]
+        elif profile is not None and profile.has_demographics:
+            strategy, vector = STRATEGY_COLD_USER_FEATURES, model.towers.user_vectors([profile], with_id=False)[0]
+        else:
+            strategy, vector = STRATEGY_POPULAR_FALLBACK, None
+        catalog = model.catalog
+        seen = catalog.rows(profile.history) if profile is not None else np.empty(0, dtype=np.int64)
+        if vector is None:
+            rows, relevance = self._popular_candidates(model)
+        else:
+            rows, relevance = self._retrieve(model, vector, k, filters, seen)
+        keep = eligible(rows, catalog, filters, seen)
+        rows, relevance = rows[keep], relevance[keep]
+        scores = blend(rows, relevance, catalog, self.ranking, self._wall_clock())
+        slate = select_slate(rows, scores, catalog, k, self.ranking, self._rng)
+        catalog.record_impressions(np.fromiter((s.row for s in slate), dtype=np.int64, count=len(slate)))
+        return Recommendation(
+            request_id=self._request_ids(),
+            user_id=user_id,
+            model_version=model.version,
+            cold_start=strategy != STRATEGY_TWO_TOWER,
+            strategy=strategy,
+            items=tuple(ScoredItem(catalog.item_id(s.row), s.score, s.propensity) for s in slate),
+        )
+
+    def similar(self, item_id: str, k: int) -> SimilarItems:
+        """The k items closest to `item_id` in the item tower's space (pure relevance, no exploration)."""
+        if not 1 <= k <= MAX_K:
+            raise InvalidInputError(f"k must be between 1 and {MAX_K}, got {k}")
+        model = self._models()
+        if model is None:
+            raise ModelNotReadyError("no model has been promoted yet, so there are no item vectors to compare")
+        row = model.catalog.row(item_id)
+        if row is None:
+            raise NotFoundError(f"item {item_id!r} is not in the catalog of model {model.version}")
+        vector = model.catalog.columns.vectors[row]
+        found = model.index.search(vector, k, exclude={item_id})
+        return SimilarItems(item_id, model.version, tuple(ScoredItem(i, s) for i, s in found))
+
+    # -- internals ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _check(user_id: str, k: int, filters: Filters | None) -> None:
         if not user_id or len(user_id) > 128:
             raise InvalidInputError("user_id must be 1 to 128 characters")
         if not 1 <= k <= MAX_K:
             raise InvalidInputError(f"k must be between 1 and {MAX_K}, got {k}")
-        profile = self._features.get_user(user_id)
-        seen = set(profile.history) if profile is not None else set()
-        cold_start = profile is None or profile.interaction_count == 0
-        picked: list[ScoredItem] = [item for item in self.popular().items if item.item_id not in seen][:k]
+        if filters is not None and len(filters.exclude_items) > MAX_EXCLUDED_ITEMS:
+            raise InvalidInputError(f"at most {MAX_EXCLUDED_ITEMS} excluded items")
+
+    def _retrieve(
+        self, model: ServingModel, vector: np.ndarray, k: int, filters: Filters, seen: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """ANN top-C (widened while filters leave fewer than k), plus the exploration pool and promoted items."""
+        catalog = model.catalog
+        exclude = set(filters.exclude_items)
+        if len(seen):
+            exclude.update(catalog.item_id(r) for r in seen.tolist())
+        want = max(self.retrieval.candidates, 2 * k)
+        while True:
+            found = model.index.search(vector, want, exclude=exclude)
+            rows = catalog.rows(i for i, _ in found)
+            if len(rows) == len(found):
+                relevance = np.fromiter((s for _, s in found), dtype=np.float64, count=len(found))
+            else:  # an id the index has but this catalog lacks (cannot happen with one model object)
+                scores = dict(found)
+                relevance = np.fromiter((scores[catalog.item_id(r)] for r in rows.tolist()), dtype=np.float64)
+            if not filters.filters_genres or want >= self.retrieval.max_candidates or len(found) < want:
+                break
+            if int(eligible(rows, catalog, filters, seen).sum()) >= k:
+                break
+            want = min(want * 4, self.retrieval.max_candidates)
+        extra = [catalog.promoted_rows()]
+        if self.retrieval.exploration_pool:
+            extra.append(catalog.new_rows()[-self.retrieval.exploration_pool :])
+        extra_rows = np.setdiff1d(np.concatenate(extra), rows)
+        if len(extra_rows):
+            extra_scores = catalog.columns.vectors[extra_rows] @ np.asarray(vector, dtype=np.float32)
+            norm = float(np.linalg.norm(vector)) or 1.0
+            rows = np.concatenate([rows, extra_rows])
+            relevance = np.concatenate([relevance, extra_scores.astype(np.float64) / norm])
+        return rows, relevance
+
+    def _popular_candidates(self, model: ServingModel) -> tuple[np.ndarray, np.ndarray]:
+        """Popular items scaled to 0..1 (a relevance stand-in), plus the exploration pool at 0."""
+        popular = self.popular()
+        catalog = model.catalog
+        top = popular.items[0].score or 1.0
+        pairs = [(catalog.row(i.item_id), i.score / top) for i in popular.items]
+        rows = np.fromiter((r for r, _ in pairs if r is not None), dtype=np.int64)
+        relevance = np.fromiter((s for r, s in pairs if r is not None), dtype=np.float64)
+        new = np.setdiff1d(catalog.new_rows()[-self.retrieval.exploration_pool :], rows)
+        return np.concatenate([rows, new]), np.concatenate([relevance, np.zeros(len(new))])
+
+    def _popular_without_model(
+        self, user_id: str, profile: UserProfile | None, has_history: bool, k: int, filters: Filters
+    ) -> Recommendation:
+        if filters.filters_genres:
+            raise ModelNotReadyError(
+                "genre filters need the item catalog of a model, and no model has been promoted yet; "
+                "retry without genre filters for popular items"
+            )
+        skip = set(profile.history) if profile is not None else set()
+        skip.update(filters.exclude_items)
+        picked = [item for item in self.popular().items if item.item_id not in skip][:k]
         return Recommendation(
             request_id=self._request_ids(),
             user_id=user_id,
             model_version=None,
-            cold_start=cold_start,
-            strategy=STRATEGY_POPULAR_FALLBACK if cold_start else STRATEGY_POPULAR,
+            cold_start=not has_history,
+            strategy=STRATEGY_POPULAR if has_history else STRATEGY_POPULAR_FALLBACK,
             items=tuple(picked),
         )

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from rtrec.domain.models import HISTORY_LENGTH, UserProfile
-from rtrec.domain.popularity import decayed_popularity, top_popular
+from rtrec.domain.popularity import top_popular
 from rtrec.ports import FeatureStore, PopularityStore
 
 if TYPE_CHECKING:
@@ -58,12 +58,10 @@ def seed_catalog(
     """
     started = time.perf_counter()
     inter = dataset.interactions
-    scores = decayed_popularity(
-        inter["item_index"].to_numpy(), inter["timestamp"].to_numpy(), dataset.n_items, half_life_days
-    )
+    catalog = dataset.catalog(half_life_days)
+    scores = np.array([item.popularity for item in catalog])
     progress(f"writing {dataset.n_items:,} items")
-    counts = np.bincount(inter["item_index"].to_numpy(), minlength=dataset.n_items)
-    items_written = features.put_items(dataset.item_features(counts, scores))
+    items_written = features.put_items(catalog)
     progress(f"writing {dataset.n_users:,} users")
     users_written = features.put_users(user_profiles(dataset))
     popular = top_popular(

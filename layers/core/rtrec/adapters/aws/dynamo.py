@@ -80,6 +80,8 @@ def item_to_record(item: ItemFeatures) -> dict[str, Any]:
         "interaction_count": item.interaction_count,
         "popularity": float(item.popularity),
         "original_id": item.original_id,
+        "created_at": item.created_at,
+        "promoted": item.promoted or None,
     }
 
 
@@ -92,6 +94,8 @@ def item_from_record(record: dict[str, Any]) -> ItemFeatures:
         interaction_count=int(record.get("interaction_count", 0)),
         popularity=float(record.get("popularity", 0.0)),
         original_id=record.get("original_id"),
+        created_at=int(record["created_at"]) if "created_at" in record else None,
+        promoted=bool(record.get("promoted", False)),
     )
 
 

@@ -8,8 +8,9 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from rtrec.adapters.aws.clients import aws_client
+from rtrec.adapters.aws.dynamo import item_from_record, item_to_record
 from rtrec.adapters.aws.errors import translate_aws_errors
-from rtrec.domain.models import PopularItems, ScoredItem
+from rtrec.domain.models import ItemFeatures, PopularItems, ScoredItem
 from rtrec.errors import DependencyError
 
 POPULARITY_KEY = "popularity/current.json"
@@ -54,3 +55,44 @@ class S3PopularityStore:
             self._client.put_object(
                 Bucket=self.bucket, Key=self.key, Body=json.dumps(body).encode(), ContentType="application/json"
             )
+
+
+CATALOG_ADDITIONS_PREFIX = "catalog/additions/"
+
+
+class S3CatalogAdditions:
+    """CatalogAdditions as one JSON object per item in the models bucket (a persistent bucket, so added
+    items survive a restart of the embedded cloud); the object's ETag is the item's version tag."""
+
+    def __init__(self, bucket: str, prefix: str = CATALOG_ADDITIONS_PREFIX, client: Any = None, *,
+                 endpoint_url: str | None = None, region: str = "us-east-1") -> None:
+        self.bucket = bucket
+        self.prefix = prefix
+        self._client = client if client is not None else aws_client("s3", endpoint_url, region)
+
+    def save(self, item: ItemFeatures) -> str:
+        key = self.prefix + item.item_id + ".json"
+        record = {k: v for k, v in item_to_record(item).items() if v is not None}
+        body = json.dumps(record, sort_keys=True).encode()
+        with translate_aws_errors(f"writing s3://{self.bucket}/{key}"):
+            response = self._client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/json")
+        return str(response["ETag"]).strip('"')
+
+    def changed(self, known: dict[str, str]) -> list[tuple[ItemFeatures, str]]:
+        out: list[tuple[ItemFeatures, str]] = []
+        where = f"s3://{self.bucket}/{self.prefix}"
+        with translate_aws_errors(f"listing {where}"):
+            pages = list(self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix))
+        for page in pages:
+            for obj in page.get("Contents", []):
+                key, tag = obj["Key"], str(obj["ETag"]).strip('"')
+                item_id = key[len(self.prefix):].removesuffix(".json")
+                if not key.endswith(".json") or known.get(item_id) == tag:
+                    continue
+                with translate_aws_errors(f"reading s3://{self.bucket}/{key}"):
+                    raw = self._client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+                try:
+                    out.append((item_from_record(json.loads(raw)), tag))
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise DependencyError(f"s3://{self.bucket}/{key} is not a valid catalog item: {exc}") from exc
+        return out

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable, Sequence
 
+import numpy as np
+
+from rtrec.domain.encoder import FeatureEncoder
 from rtrec.domain.models import ItemFeatures, PopularItems, UserProfile
 
 
@@ -49,3 +53,53 @@ class InMemoryPopularityStore:
 
     def save(self, popular: PopularItems) -> None:
         self.popular = popular
+
+
+class InMemoryCatalogAdditions:
+    def __init__(self) -> None:
+        self.items: dict[str, tuple[ItemFeatures, str]] = {}
+        self._saves = 0
+
+    def save(self, item: ItemFeatures) -> str:
+        self._saves += 1
+        tag = f"v{self._saves}"
+        self.items[item.item_id] = (item, tag)
+        return tag
+
+    def changed(self, known: dict[str, str]) -> list[tuple[ItemFeatures, str]]:
+        return [(item, tag) for item_id, (item, tag) in self.items.items() if known.get(item_id) != tag]
+
+
+class FakeTowers:
+    """Deterministic towers for unit tests: an item's vector comes from its genres (plus its id when the
+    encoder knows it), a user's from the mean of their history or, without history, from their gender."""
+
+    def __init__(self, encoder: FeatureEncoder, dimension: int = 8) -> None:
+        self.encoder = encoder
+        self.dimension = dimension
+        self.user_calls = 0
+
+    def _unit(self, seed: str) -> np.ndarray:
+        vector = np.random.default_rng(zlib.crc32(seed.encode())).standard_normal(self.dimension)
+        return (vector / np.linalg.norm(vector)).astype(np.float32)
+
+    def item_vectors(self, items: Sequence[ItemFeatures], *, with_id: bool = True) -> np.ndarray:
+        out = []
+        for item in items:
+            vector = sum((self._unit("genre:" + g) for g in item.genres), np.zeros(self.dimension, dtype=np.float32))
+            if with_id and self.encoder.item_row(item.item_id) is not None:
+                vector = vector + 2 * self._unit("item:" + item.item_id)
+            out.append(vector if np.linalg.norm(vector) else self._unit("empty"))
+        return np.stack([v / np.linalg.norm(v) for v in out]).astype(np.float32)
+
+    def user_vectors(self, users: Sequence[UserProfile], *, with_id: bool = True) -> np.ndarray:
+        self.user_calls += 1
+        out = []
+        for user in users:
+            known = [i for i in user.history if self.encoder.item_row(i) is not None]
+            if known:
+                vector = sum(self._unit("item:" + i) for i in known) / len(known)
+            else:
+                vector = self._unit(f"gender:{user.gender}:{user.age}")
+            out.append(vector / np.linalg.norm(vector))
+        return np.stack(out).astype(np.float32)

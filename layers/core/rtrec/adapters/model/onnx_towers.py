@@ -14,10 +14,22 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from rtrec.domain.catalog import ItemCatalog
 from rtrec.domain.encoder import ITEM_INPUTS, USER_INPUTS, FeatureEncoder
-from rtrec.domain.model_files import DATA_SNAPSHOT, ENCODER, ITEM_INDEX, ITEM_TOWER, USER_TOWER
+from rtrec.domain.model_files import (
+    DATA_SNAPSHOT,
+    ENCODER,
+    ITEM_CATALOG,
+    ITEM_EMBEDDINGS,
+    ITEM_IDS,
+    ITEM_INDEX,
+    ITEM_TOWER,
+    USER_TOWER,
+)
 from rtrec.domain.models import ItemFeatures, UserProfile
 from rtrec.errors import DependencyError, NotFoundError
+from rtrec.ports import FeatureStore
+from rtrec.services.catalog import ServingModel
 
 
 def _session(path: Path) -> ort.InferenceSession:
@@ -75,3 +87,38 @@ def load_model_folder(version: str, folder: Path) -> LoadedModel:
     snapshot_file = folder / DATA_SNAPSHOT
     snapshot = json.loads(snapshot_file.read_text()) if snapshot_file.is_file() else {}
     return LoadedModel(version=version, towers=towers, index=index, data_snapshot=snapshot)
+
+
+def load_item_catalog(folder: Path, genres: Sequence[str], features: FeatureStore | None = None) -> ItemCatalog:
+    """The model's items with their vectors: from ITEM_CATALOG when training wrote it, else the item
+    features are read from the feature store (models published before the catalog file existed)."""
+    folder = Path(folder)
+    vectors = np.load(folder / ITEM_EMBEDDINGS)
+    item_ids = json.loads((folder / ITEM_IDS).read_text())
+    if len(item_ids) != len(vectors):
+        raise DependencyError(f"{folder}: {len(item_ids)} item ids but {len(vectors)} item vectors")
+    if (folder / ITEM_CATALOG).is_file():
+        with np.load(folder / ITEM_CATALOG) as columns:
+            if columns["item_ids"].tolist() != item_ids:
+                raise DependencyError(f"{folder}: {ITEM_CATALOG} lists other items than {ITEM_IDS}")
+            return ItemCatalog.bulk(
+                genres, item_ids, columns["titles"].tolist(), vectors, columns["genre_mask"],
+                columns["popularity"], columns["created_at"], columns["promoted"],
+            )
+    if features is None:
+        raise NotFoundError(f"{folder} has no {ITEM_CATALOG} and no feature store was given to read items from")
+    known = features.get_items(item_ids)
+    items = [known.get(i) or ItemFeatures(item_id=i, title=i) for i in item_ids]
+    catalog = ItemCatalog(int(vectors.shape[1]), genres, capacity=len(items))
+    catalog.upsert(items, vectors)
+    catalog.mark_trained()
+    return catalog
+
+
+def load_serving_model(version: str, folder: Path, features: FeatureStore | None = None) -> ServingModel:
+    """Towers, item index and item catalog of a downloaded model folder, ready to serve."""
+    loaded = load_model_folder(version, folder)
+    catalog = load_item_catalog(folder, loaded.towers.encoder.genres, features)
+    if len(catalog) != len(loaded.index):  # type: ignore[arg-type]
+        raise DependencyError(f"{folder}: the index holds {len(loaded.index)} items, the catalog {len(catalog)}")  # type: ignore[arg-type]
+    return ServingModel(version=version, towers=loaded.towers, index=loaded.index, catalog=catalog)  # type: ignore[arg-type]

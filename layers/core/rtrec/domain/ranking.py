@@ -1,0 +1,190 @@
+"""The ranking layer: from scored candidates to the slate a user sees, with exact propensities.
+
+Steps, all vectorised over the candidates:
+
+1. **Eligibility.** Drop what the user interacted with, explicitly excluded ids and genre filters.
+2. **Blend.** final = relevance + popularity_weight * log-popularity (0..1)
+   + freshness_weight * 0.5 ** (age / freshness_half_life)
+   + new_item_boost * exp(-impressions / new_item_impressions_scale) * 0.5 ** (age / new_item_half_life)
+   The last term only for items added after the model was trained: they have no interactions yet, so
+   they get shown (explored) until their impressions say enough, then compete on relevance alone.
+3. **Slate.** Slot by slot: a slot reserved for promoted items (`promoted_share` of the k slots, evenly
+   spread, like Amazon Personalize's `percentPromotedItems`) draws from the promoted candidates; every
+   slot skips items whose genres already fill `max_genre_share` of the slate (a genre cap for diversity,
+   relaxed for a slot only when nothing else is left). The policy then picks one eligible item:
+   - `plackett_luce`: sample with probability softmax(final / temperature) over the eligible items;
+   - `epsilon_greedy`: the best with probability 1 - epsilon, else uniformly among the eligible;
+   - `greedy`: the best (propensity 1).
+   The propensity of each pick is the policy's probability of that pick given the slots before it,
+   which is exactly what off-policy estimators need (the slate's probability is their product).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from rtrec.domain.catalog import ItemCatalog
+
+Policy = Literal["plackett_luce", "epsilon_greedy", "greedy"]
+POLICIES: tuple[str, ...] = ("plackett_luce", "epsilon_greedy", "greedy")
+SECONDS_PER_DAY = 86_400.0
+
+
+@dataclass(frozen=True)
+class RankingConfig:
+    policy: Policy = "plackett_luce"
+    temperature: float = 0.02
+    epsilon: float = 0.1
+    popularity_weight: float = 0.05
+    freshness_weight: float = 0.02
+    freshness_half_life_days: float = 30.0
+    new_item_boost: float = 0.5
+    new_item_impressions_scale: float = 200.0
+    new_item_half_life_days: float = 14.0
+    promoted_share: float = 0.0
+    max_genre_share: float = 0.6
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.policy not in POLICIES:
+            problems.append(f"policy must be one of {', '.join(POLICIES)}, got {self.policy!r}")
+        if not self.temperature > 0:
+            problems.append("temperature must be positive")
+        if not 0 <= self.epsilon <= 1:
+            problems.append("epsilon must be within [0, 1]")
+        if not 0 <= self.promoted_share <= 1:
+            problems.append("promoted_share must be within [0, 1]")
+        if not 0 < self.max_genre_share <= 1:
+            problems.append("max_genre_share must be within (0, 1]")
+        for name in ("popularity_weight", "freshness_weight", "new_item_boost"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must not be negative")
+        for name in ("freshness_half_life_days", "new_item_impressions_scale", "new_item_half_life_days"):
+            if not getattr(self, name) > 0:
+                problems.append(f"{name} must be positive")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Per-request filters; genre names are validated against the catalog."""
+
+    include_genres: tuple[str, ...] = ()  # keep items with at least one of these
+    exclude_genres: tuple[str, ...] = ()  # drop items with any of these
+    exclude_items: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def filters_genres(self) -> bool:
+        return bool(self.include_genres or self.exclude_genres)
+
+
+@dataclass(frozen=True)
+class RankedItem:
+    row: int
+    score: float
+    propensity: float
+
+
+def promoted_slots(k: int, share: float) -> frozenset[int]:
+    """floor(k * share) slot positions, spread evenly (k=10, share 0.2 -> slots 2 and 7)."""
+    count = int(math.floor(k * share + 1e-9))
+    return frozenset(int((i + 0.5) * k / count) for i in range(count)) if count else frozenset()
+
+
+def eligible(rows: np.ndarray, catalog: ItemCatalog, filters: Filters, seen_rows: np.ndarray) -> np.ndarray:
+    """Boolean mask over `rows`: not seen, not excluded, passes the genre filters. Genre names are checked."""
+    include = catalog.genre_mask(filters.include_genres)
+    exclude = catalog.genre_mask(filters.exclude_genres)
+    keep = ~np.isin(rows, seen_rows)
+    if filters.exclude_items:
+        keep &= ~np.isin(rows, catalog.rows(filters.exclude_items))
+    masks = catalog.columns.genre_mask[rows]
+    if include:
+        keep &= (masks & include) != 0
+    if exclude:
+        keep &= (masks & exclude) == 0
+    return keep
+
+
+def blend(rows: np.ndarray, relevance: np.ndarray, catalog: ItemCatalog, config: RankingConfig, now: float) -> np.ndarray:
+    """Relevance plus the business and exploration terms (see the module docstring)."""
+    cols = catalog.columns
+    scores = relevance.astype(np.float64, copy=True)
+    if config.popularity_weight:
+        popularity = np.log1p(cols.popularity[rows])
+        top = float(np.log1p(cols.popularity[: len(catalog)].max(initial=0.0)))
+        if top > 0:
+            scores += config.popularity_weight * popularity / top
+    age_days = np.clip(now - cols.created_at[rows], 0.0, None) / SECONDS_PER_DAY  # NaN when unknown
+    if config.freshness_weight:
+        scores += config.freshness_weight * np.nan_to_num(0.5 ** (age_days / config.freshness_half_life_days))
+    if config.new_item_boost:
+        new = catalog.is_new(rows)
+        if new.any():
+            decay = np.exp(-cols.impressions[rows] / config.new_item_impressions_scale)
+            decay *= np.nan_to_num(0.5 ** (age_days / config.new_item_half_life_days), nan=1.0)
+            scores += np.where(new, config.new_item_boost * decay, 0.0)
+    return scores
+
+
+def _pick(scores: np.ndarray, mask: np.ndarray, config: RankingConfig, rng: np.random.Generator) -> tuple[int, float]:
+    """One pick among `mask` by the policy; returns (candidate position, its probability)."""
+    positions = np.flatnonzero(mask)
+    values = scores[positions]
+    best = int(np.argmax(values))
+    if config.policy == "greedy" or len(positions) == 1:
+        return int(positions[best]), 1.0
+    if config.policy == "epsilon_greedy":
+        if rng.random() < config.epsilon:
+            chosen = int(rng.integers(len(positions)))
+        else:
+            chosen = best
+        probability = config.epsilon / len(positions) + (1.0 - config.epsilon) * (chosen == best)
+        return int(positions[chosen]), float(probability)
+    weights = np.exp((values - values[best]) / config.temperature)
+    probabilities = weights / weights.sum()
+    chosen = int(rng.choice(len(positions), p=probabilities))
+    return int(positions[chosen]), float(probabilities[chosen])
+
+
+def select_slate(
+    rows: np.ndarray,
+    scores: np.ndarray,
+    catalog: ItemCatalog,
+    k: int,
+    config: RankingConfig,
+    rng: np.random.Generator,
+) -> list[RankedItem]:
+    """Up to k items from the (already eligible) candidates, slot by slot, with per-slot propensities."""
+    remaining = np.ones(len(rows), dtype=bool)
+    cols = catalog.columns
+    genre_masks = cols.genre_mask[rows]
+    promoted = cols.promoted[rows]
+    promoted_at = promoted_slots(k, config.promoted_share) if promoted.any() else frozenset()
+    cap = max(1, math.ceil(config.max_genre_share * k)) if config.max_genre_share < 1 else k
+    genre_counts: dict[int, int] = {}
+    full_genres = 0  # bit mask of the genres that have reached the cap
+    slate: list[RankedItem] = []
+    for slot in range(min(k, len(rows))):
+        pool = remaining
+        if slot in promoted_at and (remaining & promoted).any():
+            pool = remaining & promoted
+        diverse = pool & ((genre_masks & full_genres) == 0)
+        if diverse.any():
+            pool = diverse
+        position, probability = _pick(scores, pool, config, rng)
+        remaining[position] = False
+        slate.append(RankedItem(int(rows[position]), float(scores[position]), probability))
+        mask = int(genre_masks[position])
+        while mask:
+            bit = mask & -mask
+            mask ^= bit
+            genre_counts[bit] = genre_counts.get(bit, 0) + 1
+            if genre_counts[bit] >= cap:
+                full_genres |= bit
+    return slate
