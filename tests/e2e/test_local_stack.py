@@ -50,35 +50,58 @@ def stop(process: subprocess.Popen, log: Path) -> None:
             process.kill()
 
 
-def test_run_serves_recommendations_then_state_survives_a_restart(tmp_path):
+def model_version(base: str) -> str | None:
+    return httpx.get(f"{base}/health").json()["model_version"]
+
+
+def test_run_bootstraps_a_model_serves_it_and_state_survives_a_restart(tmp_path):
     state_dir = tmp_path / "state"
     cloud_port, api_port = free_port(), free_port()
     base = f"http://127.0.0.1:{api_port}"
     log = tmp_path / "run.log"
-    process = start(["run", "--cloud-port", str(cloud_port), "--api-port", str(api_port)], state_dir, log)
+    run = ["run", "--cloud-port", str(cloud_port), "--api-port", str(api_port), "--dataset", "ml-100k",
+           "--bootstrap-epochs", "2", "--model-poll-seconds", "1"]
+    process = start(run, state_dir, log)
     try:
         wait_for(lambda: httpx.get(f"{base}/health").status_code == 200, "rtrec run", process, log)
 
+        # Served at once: popular items until the bootstrap model is promoted (or the model, if it already is).
         response = httpx.get(f"{base}/recommend/1")
         assert response.status_code == 200
-        body = response.json()
-        assert body["user_id"] == "1" and body["cold_start"] is False and body["strategy"] == "popular"
-        assert len(body["recommendations"]) == 10
+        assert response.json()["strategy"] in ("popular", "two_tower") and len(response.json()["recommendations"]) == 10
+        assert httpx.get(f"{base}/recommend/1", params={"k": 500}).status_code == 422
+        assert httpx.get(f"{base}/docs").status_code == 200
 
+        wait_for(lambda: model_version(base) == "1", "the bootstrap model", process, log, timeout_s=600)
+        body = httpx.get(f"{base}/recommend/1").json()
+        assert body["strategy"] == "two_tower" and body["model_version"] == "1" and body["cold_start"] is False
         stranger = httpx.get(f"{base}/recommend/not-a-user", params={"k": 3}).json()
         assert stranger["cold_start"] is True and stranger["strategy"] == "popular_fallback"
         assert len(stranger["recommendations"]) == 3
-
-        assert httpx.get(f"{base}/recommend/1", params={"k": 500}).status_code == 422
-        assert httpx.get(f"{base}/docs").status_code == 200
+        item = {"item_id": "e2e-new", "title": "Brand New (2026)", "genres": ["Comedy"], "year": 2026}
+        assert httpx.post(f"{base}/items", json=item).status_code == 201
+        assert httpx.get(f"{base}/items/e2e-new/similar").status_code == 200
         output = log.read_text()
         assert f"http://localhost:{cloud_port}" in output and f"{base}/docs" in output
+        assert "[bootstrap]" in output and "is now `production`" in output
     finally:
         stop(process, log)
 
     saved = state_dir / "s3" / "models" / "popularity" / "current.json"
     assert saved.exists(), "the popularity snapshot should be saved to the state folder on Ctrl-C"
+    assert (state_dir / "s3" / "models" / "models" / "production.json").exists()
     top_item = json.loads(saved.read_text())["items"][0]["item_id"]
+
+    # Started again: the promoted model and the added item come back from the saved state, no bootstrap.
+    log = tmp_path / "run-again.log"
+    process = start(run, state_dir, log)
+    try:
+        wait_for(lambda: httpx.get(f"{base}/health").status_code == 200, "rtrec run again", process, log)
+        assert model_version(base) == "1" and "production model: version 1" in log.read_text()
+        assert httpx.get(f"{base}/items/e2e-new/similar").status_code == 200
+        assert "[bootstrap]" not in log.read_text()
+    finally:
+        stop(process, log)
 
     # The cloud alone, not re-seeded: what was saved is served from S3 again.
     log = tmp_path / "cloud.log"
