@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 .PHONY: help venv data run cloud train promote mlflow-ui test test-unit test-integration test-e2e bench lint clean
 
 help:
-	@echo "make run    - embedded cloud + ML-1M features + API on http://127.0.0.1:8000 (Ctrl-C stops)"
+	@echo "make run    - embedded cloud + ML-1M features + a production model (bootstrapped if none) + API on http://127.0.0.1:8000"
 	@echo "make test   - unit, integration and end-to-end tests"
 	@echo "make cloud  - only the embedded cloud on http://localhost:4566"
 	@echo "make train  - train the two-tower model on ML-1M (local SageMaker-style job), register it as staging"
