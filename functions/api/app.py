@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path as FilePath
-from typing import Annotated
+from typing import Annotated, Literal
 
 from aws_lambda_powertools import Logger
-from fastapi import Depends, FastAPI, Header, Path, Query, Request, Response
+from fastapi import BackgroundTasks, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from rtrec.domain.models import ItemFeatures
+from rtrec.domain.events import UserEvent
+from rtrec.domain.models import ItemFeatures, Recommendation
 from rtrec.domain.ranking import Filters, RankingConfig
 from rtrec.errors import (
     DependencyError,
@@ -23,6 +25,7 @@ from rtrec.errors import (
 )
 from rtrec.services.catalog import ITEM_ID_PATTERN, CatalogService, ServingModel
 from rtrec.services.recommend import MAX_K, Recommender, RetrievalConfig
+from rtrec.services.stream import MAX_EVENTS_PER_REQUEST, IngestService
 from rtrec.settings import ApiSettings
 
 logger = Logger(service="rtrec-api")
@@ -94,6 +97,36 @@ class ItemOut(BaseModel):
     unknown_genres: list[str] = Field(description="genres the model does not know; they do not shape the embedding")
 
 
+class EventIn(BaseModel):
+    """One user event; `request_id` ties a click to the recommendation response that showed the item."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: str = Field(min_length=1, max_length=128, description="unique; a re-sent event is applied once")
+    user_id: str = Field(min_length=1, max_length=128)
+    item_id: str = Field(min_length=1, max_length=128)
+    type: Literal["view", "click", "purchase", "rating"]
+    value: float | None = Field(default=None, ge=0, le=10, description="the rating, for type rating")
+    timestamp: float = Field(gt=0, description="unix seconds")
+    request_id: str | None = Field(default=None, min_length=1, max_length=128)
+
+    @model_validator(mode="after")
+    def _rating_has_a_value(self) -> EventIn:
+        if self.type == "rating" and self.value is None:
+            raise ValueError("a rating event needs a value")
+        return self
+
+
+class EventsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[EventIn] = Field(min_length=1, max_length=MAX_EVENTS_PER_REQUEST)
+
+
+class EventsAccepted(BaseModel):
+    accepted: int
+
+
 class HealthResponse(BaseModel):
     status: str = Field(description="ok | degraded (serving popular items only) | unavailable")
     model_version: str | None
@@ -116,6 +149,17 @@ class Services:
     catalog: CatalogService
     admin_api_key: str | None = None
     model_error: str | None = None  # the last failed model load, for /health
+    ingest: IngestService | None = None  # POST /events and impression logging; None: not configured
+
+    def log_impression(self, result: Recommendation) -> None:
+        """Runs after the response is sent; a failure is logged, never turned into an error for the client."""
+        if self.ingest is None:
+            return
+        try:
+            self.ingest.log_impression(result)
+        except RtrecError as exc:
+            logger.warning("impression not logged to the stream", extra={"request_id": result.request_id,
+                                                                        "error": str(exc)})
 
 
 def ranking_config(settings: ApiSettings) -> RankingConfig:
@@ -145,8 +189,13 @@ def build_services(settings: ApiSettings) -> Services:
     features = DynamoFeatureStore(names.table(USER_FEATURES), names.table(ITEM_FEATURES), **aws)
     bucket = names.bucket(MODELS_BUCKET)
     catalog = CatalogService(features, S3CatalogAdditions(bucket, **aws), sync_seconds=settings.catalog_sync_seconds)
+    from rtrec.adapters.aws.kinesis import KinesisEventStream
+    from rtrec.resources import EVENTS_STREAM
+
+    ingest = IngestService(KinesisEventStream(names.stream(EVENTS_STREAM), **aws), clock=time.time)
     services = Services(recommender=None, catalog=catalog,  # type: ignore[arg-type]
-                        admin_api_key=settings.admin_api_key.get_secret_value() if settings.admin_api_key else None)
+                        admin_api_key=settings.admin_api_key.get_secret_value() if settings.admin_api_key else None,
+                        ingest=ingest)
 
     def load(version: str, folder: FilePath) -> ServingModel:
         try:
@@ -282,6 +331,8 @@ def create_app(services: Services | Recommender) -> FastAPI:
     @app.get("/recommend/{user_id}", response_model=RecommendationResponse, responses=ERRORS)
     def recommend(
         recommender: RecommenderDep,
+        services: ServicesDep,
+        background: BackgroundTasks,
         user_id: Annotated[str, Path(min_length=1, max_length=128, description="the client's user id")],
         k: Annotated[int, Query(ge=1, le=MAX_K, description="how many items")] = 10,
         include_genres: Annotated[list[str] | None, Query(description="keep items with any of these genres "
@@ -291,6 +342,7 @@ def create_app(services: Services | Recommender) -> FastAPI:
     ) -> RecommendationResponse:
         filters = Filters(_names(include_genres), _names(exclude_genres), frozenset(_names(exclude_items)))
         result = recommender.recommend(user_id, k, filters)
+        background.add_task(services.log_impression, result)
         logger.info("impression", extra={
             "request_id": result.request_id, "user_id": result.user_id, "model_version": result.model_version,
             "strategy": result.strategy, "items": [i.item_id for i in result.items],
@@ -306,6 +358,15 @@ def create_app(services: Services | Recommender) -> FastAPI:
                 RecommendedItem(item_id=i.item_id, score=i.score, propensity=i.propensity) for i in result.items
             ],
         )
+
+    @app.post("/events", response_model=EventsAccepted, status_code=202, responses=ERRORS)
+    def post_events(body: EventsIn, services: ServicesDep) -> EventsAccepted:
+        """Validate a batch of events and put it on the stream (partition key: user id); 202 once the
+        stream holds every event. The consumer applies each event_id once."""
+        if services.ingest is None:
+            raise ModelNotReadyError("this deployment has no event stream configured")
+        events = [UserEvent(**event.model_dump()) for event in body.events]
+        return EventsAccepted(accepted=services.ingest.ingest(events))
 
     @app.get("/items/{item_id}/similar", response_model=SimilarItemsResponse, responses=ERRORS)
     def similar(

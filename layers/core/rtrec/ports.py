@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from rtrec.domain.models import ItemFeatures, PopularItems, UserProfile
+from rtrec.domain.events import StreamMessage
+from rtrec.domain.models import ItemFeatures, ItemStatsDelta, PopularItems, UserProfile
 from rtrec.domain.promotion import ProductionPointer
 
 if TYPE_CHECKING:
@@ -99,3 +100,27 @@ class CatalogAdditions(Protocol):
 
     def changed(self, known: dict[str, str]) -> list[tuple[ItemFeatures, str]]:
         """Items whose version tag differs from `known[item_id]` (or that are missing from it)."""
+
+
+class ItemStatsStore(Protocol):
+    """Online item statistics (impressions, clicks, interactions, popularity mass), updated by ADD."""
+
+    def add_item_stats(self, deltas: Mapping[str, ItemStatsDelta]) -> None: ...
+
+
+class EventStream(Protocol):
+    """The event stream (Kinesis): user events and impressions, partition key = user id."""
+
+    def put(self, messages: Sequence[StreamMessage]) -> int:
+        """Write every message (retrying the failed ones) or raise DependencyError."""
+
+
+class CounterfactualLog(Protocol):
+    """Raw impressions and events for off-policy evaluation (S3 JSON lines, partitioned by date)."""
+
+    def write_batch(self, batch_id: str, messages: Sequence[StreamMessage]) -> None:
+        """Write one consumer batch; the same batch_id again replaces it (re-delivery is harmless)."""
+
+
+class DeadLetterQueue(Protocol):
+    def send(self, body: dict) -> None: ...

@@ -94,6 +94,13 @@ class ApiSettings(AwsSettings):
     max_genre_share: float = Field(default=0.6, gt=0, le=1, validation_alias=_env("max_genre_share"))
 
 
+class ConsumerSettings(AwsSettings):
+    """The `stream_consumer` Lambda (and the local event source mapping that drives it)."""
+
+    idempotency_ttl_seconds: int = Field(default=7 * 86_400, ge=3600, validation_alias=_env("idempotency_ttl_seconds"))
+    popularity_half_life_days: float = Field(default=90.0, gt=0, validation_alias=_env("popularity_half_life_days"))
+
+
 class LocalSettings(BaseSettings):
     """The embedded local stack that `rtrec cloud up` / `rtrec run` starts on one machine."""
 

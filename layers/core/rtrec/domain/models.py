@@ -64,3 +64,17 @@ class Recommendation:
     cold_start: bool
     strategy: str
     items: tuple[ScoredItem, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class ItemStatsDelta:
+    """Increments to an item's online statistics (commutative, so shards may apply them in any order)."""
+
+    impressions: int = 0
+    clicks: int = 0
+    interactions: int = 0
+    popularity_mass: float = 0.0  # see rtrec.domain.popularity.decay_mass
+
+    def __add__(self, other: ItemStatsDelta) -> ItemStatsDelta:
+        return ItemStatsDelta(self.impressions + other.impressions, self.clicks + other.clicks,
+                              self.interactions + other.interactions, self.popularity_mass + other.popularity_mass)

@@ -53,3 +53,17 @@ def top_popular(
     order = np.lexsort((np.arange(len(scores)), -scores))
     ranked = [ScoredItem(item_ids[i], float(scores[i])) for i in order[:limit] if scores[i] > 0]
     return PopularItems(tuple(ranked), generated_at=generated_at, half_life_days=half_life_days, source=source)
+
+
+# Online popularity with commutative updates: each event adds 2 ** ((t - DECAY_EPOCH) / half_life) to
+# an item's mass, so concurrent consumers can ADD in any order, and the time-decayed count at `now` is
+# mass * 2 ** (-(now - DECAY_EPOCH) / half_life).
+DECAY_EPOCH = 1_577_836_800.0  # 2020-01-01T00:00:00Z
+
+
+def decay_mass(timestamp: float, half_life_days: float) -> float:
+    return 2.0 ** ((timestamp - DECAY_EPOCH) / (half_life_days * SECONDS_PER_DAY))
+
+
+def popularity_at(mass: float, now: float, half_life_days: float) -> float:
+    return mass * 2.0 ** (-(now - DECAY_EPOCH) / (half_life_days * SECONDS_PER_DAY))

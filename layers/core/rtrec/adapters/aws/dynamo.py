@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -11,7 +11,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from rtrec.adapters.aws.clients import aws_client
 from rtrec.adapters.aws.errors import translate_aws_errors
-from rtrec.domain.models import ItemFeatures, UserProfile
+from rtrec.domain.models import ItemFeatures, ItemStatsDelta, UserProfile
 from rtrec.errors import DependencyError
 
 _BATCH_WRITE_LIMIT = 25
@@ -138,6 +138,25 @@ class DynamoFeatureStore:
 
     def put_items(self, items: Iterable[ItemFeatures]) -> int:
         return self._batch_write(self.item_table, (item_to_record(i) for i in items))
+
+    def add_item_stats(self, deltas: Mapping[str, ItemStatsDelta]) -> None:
+        """One UpdateItem ADD per item: commutative, so concurrent consumers never lose an increment."""
+        for item_id, delta in deltas.items():
+            values = {":i": delta.impressions, ":c": delta.clicks, ":n": delta.interactions,
+                      ":m": Decimal(repr(float(delta.popularity_mass)))}
+            with translate_aws_errors(f"updating the stats of item {item_id!r} in {self.item_table}"):
+                self._client.update_item(
+                    TableName=self.item_table,
+                    Key={"item_id": {"S": item_id}},
+                    UpdateExpression="ADD impressions :i, clicks :c, interaction_count :n, popularity_mass :m",
+                    ExpressionAttributeValues={k: _serializer.serialize(v) for k, v in values.items()},
+                )
+
+    def get_item_stats(self, item_id: str) -> dict[str, float]:
+        with translate_aws_errors(f"reading item {item_id!r} from {self.item_table}"):
+            response = self._client.get_item(TableName=self.item_table, Key={"item_id": {"S": item_id}})
+        record = _from_attribute_map(response.get("Item", {}))
+        return {k: float(record.get(k, 0)) for k in ("impressions", "clicks", "interaction_count", "popularity_mass")}
 
     def ping(self) -> None:
         with translate_aws_errors(f"describing {self.user_table}"):

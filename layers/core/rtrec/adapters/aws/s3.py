@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Sequence
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -10,6 +12,7 @@ from botocore.exceptions import ClientError
 from rtrec.adapters.aws.clients import aws_client
 from rtrec.adapters.aws.dynamo import item_from_record, item_to_record
 from rtrec.adapters.aws.errors import translate_aws_errors
+from rtrec.domain.events import Impression, StreamMessage, decode_record, encode_record
 from rtrec.domain.models import ItemFeatures, PopularItems, ScoredItem
 from rtrec.errors import DependencyError
 
@@ -96,3 +99,40 @@ class S3CatalogAdditions:
                 except (ValueError, KeyError, TypeError) as exc:
                     raise DependencyError(f"s3://{self.bucket}/{key} is not a valid catalog item: {exc}") from exc
         return out
+
+
+class S3CounterfactualLog:
+    """CounterfactualLog as JSON lines in the counterfactual-logs bucket, Hive-style partitions:
+    `<kind>/dt=YYYY-MM-DD/<batch_id>.jsonl` with kind `impressions` or `events`. A re-delivered batch
+    has the same id and overwrites its object; readers de-duplicate by event_id across objects."""
+
+    def __init__(self, bucket: str, client: Any = None, *, endpoint_url: str | None = None,
+                 region: str = "us-east-1") -> None:
+        self.bucket = bucket
+        self._client = client if client is not None else aws_client("s3", endpoint_url, region)
+
+    def write_batch(self, batch_id: str, messages: Sequence[StreamMessage]) -> None:
+        groups: dict[str, list[str]] = {}
+        for message in messages:
+            kind = "impressions" if isinstance(message, Impression) else "events"
+            day = time.strftime("%Y-%m-%d", time.gmtime(message.timestamp))
+            groups.setdefault(f"{kind}/dt={day}/{batch_id}.jsonl", []).append(encode_record(message).decode())
+        for key, lines in groups.items():
+            with translate_aws_errors(f"writing s3://{self.bucket}/{key}"):
+                self._client.put_object(Bucket=self.bucket, Key=key, Body=("\n".join(lines) + "\n").encode(),
+                                        ContentType="application/x-ndjson")
+
+    def read(self, kind: str) -> list[StreamMessage]:
+        """Every logged message of `kind` ("impressions" or "events"), de-duplicated by event_id."""
+        seen: dict[str, StreamMessage] = {}
+        with translate_aws_errors(f"listing s3://{self.bucket}/{kind}/"):
+            pages = list(self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=f"{kind}/"))
+        for page in pages:
+            for obj in page.get("Contents", []):
+                with translate_aws_errors(f"reading s3://{self.bucket}/{obj['Key']}"):
+                    body = self._client.get_object(Bucket=self.bucket, Key=obj["Key"])["Body"].read()
+                for line in body.decode().splitlines():
+                    if line.strip():
+                        message = decode_record(line.encode())
+                        seen.setdefault(message.event_id, message)
+        return list(seen.values())

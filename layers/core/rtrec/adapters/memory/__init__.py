@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
 from rtrec.domain.encoder import FeatureEncoder
-from rtrec.domain.models import ItemFeatures, PopularItems, UserProfile
+from rtrec.domain.events import StreamMessage
+from rtrec.domain.models import ItemFeatures, ItemStatsDelta, PopularItems, UserProfile
 
 
 class InMemoryFeatureStore:
     def __init__(self) -> None:
         self.users: dict[str, UserProfile] = {}
         self.items: dict[str, ItemFeatures] = {}
+        self.item_stats: dict[str, ItemStatsDelta] = {}
         self.user_reads = 0
 
     def get_user(self, user_id: str) -> UserProfile | None:
@@ -40,6 +42,10 @@ class InMemoryFeatureStore:
 
     def ping(self) -> None:
         return None
+
+    def add_item_stats(self, deltas: Mapping[str, ItemStatsDelta]) -> None:
+        for item_id, delta in deltas.items():
+            self.item_stats[item_id] = self.item_stats.get(item_id, ItemStatsDelta()) + delta
 
 
 class InMemoryPopularityStore:
@@ -103,3 +109,28 @@ class FakeTowers:
                 vector = self._unit(f"gender:{user.gender}:{user.age}")
             out.append(vector / np.linalg.norm(vector))
         return np.stack(out).astype(np.float32)
+
+
+class InMemoryEventStream:
+    def __init__(self) -> None:
+        self.messages: list[StreamMessage] = []
+
+    def put(self, messages: Sequence[StreamMessage]) -> int:
+        self.messages.extend(messages)
+        return len(messages)
+
+
+class InMemoryCounterfactualLog:
+    def __init__(self) -> None:
+        self.batches: dict[str, list[StreamMessage]] = {}
+
+    def write_batch(self, batch_id: str, messages: Sequence[StreamMessage]) -> None:
+        self.batches[batch_id] = list(messages)
+
+
+class InMemoryDeadLetterQueue:
+    def __init__(self) -> None:
+        self.messages: list[dict] = []
+
+    def send(self, body: dict) -> None:
+        self.messages.append(body)

@@ -1,0 +1,95 @@
+"""The `stream_consumer` Lambda: Kinesis batches into features, item statistics and the counterfactual log.
+
+Per batch: decode every record (a record that does not decode is poison: it goes to the dead-letter
+queue with the reason and counts as processed), write the batch's messages to the counterfactual log,
+then apply each message exactly once in effect (Powertools idempotency keyed by event_id, stored in
+the idempotency table). A record whose apply fails is reported in `batchItemFailures`, so the event
+source mapping re-delivers from it; after its retries it lands in the dead-letter queue there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.kinesis_stream_event import KinesisStreamRecord
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+
+from rtrec.domain.events import StreamMessage, decode_message, decode_record, message_to_dict
+from rtrec.errors import InvalidInputError
+from rtrec.ports import DeadLetterQueue
+from rtrec.services.stream import StreamConsumer
+from rtrec.settings import ConsumerSettings
+
+logger = Logger(service="rtrec-stream-consumer")
+
+
+@dataclass
+class ConsumerHandler:
+    consumer: StreamConsumer
+    dlq: DeadLetterQueue
+    apply_once: Callable[..., Any]
+    processor: BatchProcessor
+    config: IdempotencyConfig
+
+    def __call__(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        self.config.register_lambda_context(context)
+        records = [KinesisStreamRecord(r) for r in event.get("Records", [])]
+        decoded: dict[str, StreamMessage] = {}
+        for record in records:
+            try:
+                decoded[record.kinesis.sequence_number] = decode_record(record.kinesis.data_as_bytes())
+            except (InvalidInputError, ValueError) as exc:  # ValueError: the data is not valid base64
+                self._dead_letter(record, str(exc))
+        if records:
+            first, last = records[0], records[-1]
+            shard = first.event_id.split(":", 1)[0]
+            batch_id = f"{shard}-{first.kinesis.sequence_number}-{last.kinesis.sequence_number}"
+            self.consumer.log_batch(batch_id, list(decoded.values()))
+
+        def record_handler(record: KinesisStreamRecord) -> None:
+            message = decoded.get(record.kinesis.sequence_number)
+            if message is not None:  # poison records were dead-lettered above
+                self.apply_once(message=message_to_dict(message))
+
+        return process_partial_response(event=event, record_handler=record_handler, processor=self.processor,
+                                        context=context)
+
+    def _dead_letter(self, record: KinesisStreamRecord, reason: str) -> None:
+        logger.warning("poison record to the dead-letter queue", extra={"sequence_number": record.kinesis.sequence_number,
+                                                                        "reason": reason})
+        self.dlq.send({"reason": f"malformed record: {reason}", "source": "stream_consumer",
+                       "event_id": record.event_id, "record": record.raw_event})
+
+
+def build_handler(settings: ConsumerSettings, *, dynamodb_client: Any = None) -> ConsumerHandler:
+    """Wire the AWS adapters named by `settings`; the handler is built once per Lambda container."""
+    from rtrec.adapters.aws.clients import aws_client
+    from rtrec.adapters.aws.dynamo import DynamoFeatureStore
+    from rtrec.adapters.aws.s3 import S3CounterfactualLog
+    from rtrec.adapters.aws.sqs import SqsDeadLetterQueue
+    from rtrec.resources import COUNTERFACTUAL_BUCKET, EVENTS_DLQ, IDEMPOTENCY, ITEM_FEATURES, USER_FEATURES
+
+    names = settings.names
+    aws = {"endpoint_url": settings.endpoint_url, "region": settings.region}
+    dynamodb = dynamodb_client or aws_client("dynamodb", settings.endpoint_url, settings.region)
+    features = DynamoFeatureStore(names.table(USER_FEATURES), names.table(ITEM_FEATURES), client=dynamodb)
+    consumer = StreamConsumer(features, features, S3CounterfactualLog(names.bucket(COUNTERFACTUAL_BUCKET), **aws),
+                              half_life_days=settings.popularity_half_life_days)
+    persistence = DynamoDBPersistenceLayer(table_name=names.table(IDEMPOTENCY), boto3_client=dynamodb)
+    config = IdempotencyConfig(event_key_jmespath="event_id", expires_after_seconds=settings.idempotency_ttl_seconds)
+
+    @idempotent_function(data_keyword_argument="message", persistence_store=persistence, config=config)
+    def apply_once(message: dict[str, Any]) -> dict[str, Any]:
+        applied = consumer.apply(decode_message(message))
+        return {"kind": applied.kind, "user_id": applied.user_id, "items": applied.items}
+
+    return ConsumerHandler(consumer, SqsDeadLetterQueue(names.queue(EVENTS_DLQ), **aws), apply_once,
+                           BatchProcessor(event_type=EventType.KinesisDataStreams), config)

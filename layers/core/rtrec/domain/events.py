@@ -1,0 +1,137 @@
+"""What flows through the event stream: user events and the impressions serving logged.
+
+Both travel as JSON records on one Kinesis stream with the user id as partition key, so every record
+of a user lands on one shard, in order, and one consumer is the only writer of that user's profile.
+`decode_record` is strict: a record it rejects is poison (it goes to the dead-letter queue with the
+reason), never silently dropped or half applied.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from rtrec.errors import InvalidInputError
+
+EventType = Literal["view", "click", "purchase", "rating"]
+EVENT_TYPES: tuple[str, ...] = ("view", "click", "purchase", "rating")
+# Events that say the user chose the item: they enter the history the user tower reads, and count
+# as a reward for the impression that showed the item. A rating counts when it is >= 3 of 5 (the
+# threshold the training protocol uses); a view is weaker evidence and only updates counters.
+POSITIVE_RATING = 3.0
+MAX_ID_LENGTH = 128
+
+
+@dataclass(frozen=True)
+class UserEvent:
+    event_id: str
+    user_id: str
+    item_id: str
+    type: EventType
+    timestamp: float  # unix seconds
+    value: float | None = None  # the rating for type "rating"
+    request_id: str | None = None  # the recommendation response that showed the item, if any
+
+    @property
+    def is_positive(self) -> bool:
+        if self.type in ("click", "purchase"):
+            return True
+        return self.type == "rating" and (self.value is None or self.value >= POSITIVE_RATING)
+
+
+@dataclass(frozen=True)
+class Impression:
+    """One served slate: what was shown, in order, with each slot's propensity under the serving policy."""
+
+    request_id: str
+    user_id: str
+    model_version: str | None
+    strategy: str
+    items: tuple[str, ...]
+    propensities: tuple[float, ...]
+    scores: tuple[float, ...]
+    timestamp: float
+
+    @property
+    def event_id(self) -> str:
+        return f"impression:{self.request_id}"
+
+
+StreamMessage = UserEvent | Impression
+
+
+def encode_record(message: StreamMessage) -> bytes:
+    body: dict[str, Any] = asdict(message)
+    body["kind"] = "impression" if isinstance(message, Impression) else "event"
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _text(body: dict[str, Any], name: str, *, required: bool = True) -> str | None:
+    value = body.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_ID_LENGTH:
+        raise InvalidInputError(f"{name} must be a string of 1 to {MAX_ID_LENGTH} characters, got {value!r}")
+    return value
+
+
+def _number(body: dict[str, Any], name: str, *, required: bool = True) -> float | None:
+    value = body.get(name)
+    if value is None and not required:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidInputError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def decode_record(data: bytes) -> StreamMessage:
+    """Parse one stream record; InvalidInputError (poison) names what is wrong."""
+    try:
+        body = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"record is not JSON: {exc}") from exc
+    return decode_message(body)
+
+
+def message_to_dict(message: StreamMessage) -> dict[str, Any]:
+    return json.loads(encode_record(message))
+
+
+def decode_message(body: Any) -> StreamMessage:
+    """Validate a decoded JSON body as a stream message."""
+    if not isinstance(body, dict):
+        raise InvalidInputError("record is not a JSON object")
+    kind = body.get("kind")
+    if kind == "event":
+        event_type = body.get("type")
+        if event_type not in EVENT_TYPES:
+            raise InvalidInputError(f"type must be one of {', '.join(EVENT_TYPES)}, got {event_type!r}")
+        return UserEvent(
+            event_id=_text(body, "event_id"),  # type: ignore[arg-type]
+            user_id=_text(body, "user_id"),  # type: ignore[arg-type]
+            item_id=_text(body, "item_id"),  # type: ignore[arg-type]
+            type=event_type,
+            timestamp=_number(body, "timestamp"),  # type: ignore[arg-type]
+            value=_number(body, "value", required=False),
+            request_id=_text(body, "request_id", required=False),
+        )
+    if kind == "impression":
+        items, propensities, scores = body.get("items"), body.get("propensities"), body.get("scores")
+        if not (isinstance(items, list) and isinstance(propensities, list) and isinstance(scores, list)
+                and len(items) == len(propensities) == len(scores)):
+            raise InvalidInputError("impression needs items, propensities and scores lists of one length")
+        if not all(isinstance(p, (int, float)) and 0 < p <= 1 for p in propensities):
+            raise InvalidInputError("propensities must be in (0, 1]")
+        return Impression(
+            request_id=_text(body, "request_id"),  # type: ignore[arg-type]
+            user_id=_text(body, "user_id"),  # type: ignore[arg-type]
+            model_version=_text(body, "model_version", required=False),
+            strategy=_text(body, "strategy"),  # type: ignore[arg-type]
+            items=tuple(str(i) for i in items),
+            propensities=tuple(float(p) for p in propensities),
+            scores=tuple(float(s) for s in scores),
+            timestamp=_number(body, "timestamp"),  # type: ignore[arg-type]
+        )
+    raise InvalidInputError(f"kind must be 'event' or 'impression', got {kind!r}")

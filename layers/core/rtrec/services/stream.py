@@ -1,0 +1,99 @@
+"""The event loop's services: ingestion (events onto the stream) and the consumer (the stream into
+features, item statistics and the counterfactual log)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+from rtrec.domain.events import Impression, StreamMessage, UserEvent
+from rtrec.domain.models import HISTORY_LENGTH, ItemStatsDelta, Recommendation, UserProfile
+from rtrec.domain.popularity import decay_mass
+from rtrec.errors import InvalidInputError
+from rtrec.ports import CounterfactualLog, EventStream, FeatureStore, ItemStatsStore
+
+MAX_EVENTS_PER_REQUEST = 500
+
+
+class IngestService:
+    """Accepts batches of user events and the impressions serving logs, and puts them on the stream."""
+
+    def __init__(self, stream: EventStream, *, clock: Callable[[], float]) -> None:
+        self._stream = stream
+        self._clock = clock
+
+    def ingest(self, events: Sequence[UserEvent]) -> int:
+        if not events:
+            raise InvalidInputError("no events in the batch")
+        if len(events) > MAX_EVENTS_PER_REQUEST:
+            raise InvalidInputError(f"at most {MAX_EVENTS_PER_REQUEST} events per request, got {len(events)}")
+        duplicates = len(events) - len({e.event_id for e in events})
+        if duplicates:
+            raise InvalidInputError(f"{duplicates} event_id(s) appear more than once in the batch")
+        latest = self._clock() + 86_400
+        late = [e.event_id for e in events if e.timestamp > latest]
+        if late:
+            raise InvalidInputError(f"timestamps more than a day in the future: {', '.join(late[:5])}")
+        return self._stream.put(events)
+
+    def log_impression(self, result: Recommendation) -> None:
+        if not result.items:
+            return
+        self._stream.put([Impression(
+            request_id=result.request_id, user_id=result.user_id, model_version=result.model_version,
+            strategy=result.strategy, items=tuple(i.item_id for i in result.items),
+            propensities=tuple(i.propensity for i in result.items), scores=tuple(i.score for i in result.items),
+            timestamp=self._clock(),
+        )])
+
+
+@dataclass(frozen=True)
+class Applied:
+    kind: str  # "event" | "impression"
+    user_id: str
+    items: int
+
+
+class StreamConsumer:
+    """Applies one stream message to the online features and item statistics.
+
+    The stream's partition key is the user id, so one consumer is the only writer of a user's profile
+    and reads it, changes it and writes it back without a race. Item statistics are ADDed
+    (commutative) because items are shared across shards. Exactly-once is the caller's job (the
+    handler wraps `apply` in an idempotency guard keyed by event_id)."""
+
+    def __init__(self, features: FeatureStore, item_stats: ItemStatsStore, log: CounterfactualLog, *,
+                 half_life_days: float = 90.0) -> None:
+        self._features = features
+        self._item_stats = item_stats
+        self._log = log
+        self._half_life_days = half_life_days
+
+    def log_batch(self, batch_id: str, messages: Sequence[StreamMessage]) -> None:
+        """Write the batch's raw messages to the counterfactual log (idempotent per batch_id)."""
+        if messages:
+            self._log.write_batch(batch_id, messages)
+
+    def apply(self, message: StreamMessage) -> Applied:
+        if isinstance(message, Impression):
+            self._item_stats.add_item_stats({item: ItemStatsDelta(impressions=1) for item in set(message.items)})
+            return Applied("impression", message.user_id, len(message.items))
+        profile = self._features.get_user(message.user_id) or UserProfile(message.user_id)
+        self._features.put_users([updated_profile(profile, message)])
+        self._item_stats.add_item_stats({message.item_id: ItemStatsDelta(
+            clicks=int(message.type == "click"),
+            interactions=int(message.is_positive),
+            popularity_mass=decay_mass(message.timestamp, self._half_life_days) if message.is_positive else 0.0,
+        )})
+        return Applied("event", message.user_id, 1)
+
+
+def updated_profile(profile: UserProfile, event: UserEvent) -> UserProfile:
+    """The profile after `event`: a positive event moves the item to the end of the history (most recent
+    last, at most HISTORY_LENGTH), every event counts and advances last_seen."""
+    history = profile.history
+    if event.is_positive:
+        history = tuple(i for i in history if i != event.item_id)[-(HISTORY_LENGTH - 1):] + (event.item_id,)
+    last_seen = int(event.timestamp) if profile.last_seen is None else max(profile.last_seen, int(event.timestamp))
+    return replace(profile, history=history, interaction_count=profile.interaction_count + int(event.is_positive),
+                   last_seen=last_seen)
