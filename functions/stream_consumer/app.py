@@ -84,7 +84,8 @@ def build_handler(settings: ConsumerSettings, *, dynamodb_client: Any = None) ->
     consumer = StreamConsumer(features, features, S3CounterfactualLog(names.bucket(COUNTERFACTUAL_BUCKET), **aws),
                               half_life_days=settings.popularity_half_life_days)
     persistence = DynamoDBPersistenceLayer(table_name=names.table(IDEMPOTENCY), boto3_client=dynamodb)
-    config = IdempotencyConfig(event_key_jmespath="event_id", expires_after_seconds=settings.idempotency_ttl_seconds)
+    config = IdempotencyConfig(event_key_jmespath="event_id", expires_after_seconds=settings.idempotency_ttl_seconds,
+                               raise_on_no_idempotency_key=True)
 
     @idempotent_function(data_keyword_argument="message", persistence_store=persistence, config=config)
     def apply_once(message: dict[str, Any]) -> dict[str, Any]:
@@ -92,4 +93,7 @@ def build_handler(settings: ConsumerSettings, *, dynamodb_client: Any = None) ->
         return {"kind": applied.kind, "user_id": applied.user_id, "items": applied.items}
 
     return ConsumerHandler(consumer, SqsDeadLetterQueue(names.queue(EVENTS_DLQ), **aws), apply_once,
-                           BatchProcessor(event_type=EventType.KinesisDataStreams), config)
+                           # Every failed record is reported in batchItemFailures, even when all of them failed, instead of
+                           # failing the invocation: the event source mapping retries from the first one either way.
+                           BatchProcessor(event_type=EventType.KinesisDataStreams, raise_on_entire_batch_failure=False),
+                           config)

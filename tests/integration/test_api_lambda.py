@@ -11,7 +11,6 @@ import pytest
 from rtrec.adapters.aws.dynamo import DynamoFeatureStore
 from rtrec.adapters.aws.s3 import S3PopularityStore
 from rtrec.data.movielens import load_movielens
-from rtrec.domain.models import HISTORY_LENGTH
 from rtrec.resources import ITEM_FEATURES, MODELS_BUCKET, USER_FEATURES
 from rtrec.services.seed import seed_catalog
 
@@ -49,7 +48,7 @@ def test_seeded_features_are_readable_through_the_adapter(seeded):
     dataset, features, report = seeded
     assert report.users_written == dataset.n_users
     user = features.get_user("1")
-    assert user is not None and user.gender == "M" and len(user.history) == HISTORY_LENGTH
+    assert user is not None and user.gender == "M" and len(user.history) == 272  # user 1 of ML-100K rated 272 items
 
 
 def test_recommend_event_returns_popular_unseen_items(handler_module, lambda_event, seeded):

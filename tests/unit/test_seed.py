@@ -4,7 +4,7 @@ import pytest
 
 from rtrec.adapters.memory import InMemoryFeatureStore, InMemoryPopularityStore
 from rtrec.data.movielens import load_movielens
-from rtrec.domain.models import HISTORY_LENGTH
+from rtrec.domain.models import PROFILE_HISTORY_LIMIT
 from rtrec.services.seed import POPULAR_SNAPSHOT_SIZE, seed_catalog
 
 
@@ -27,7 +27,7 @@ def test_history_holds_the_most_recent_items_oldest_first(seeded):
     inter = dataset.interactions
     user = dataset.users.iloc[0]
     own = inter[inter["user_index"] == user["user_index"]]
-    expected = tuple(dataset.items["item_id"].to_numpy()[own["item_index"].to_numpy()[-HISTORY_LENGTH:]])
+    expected = tuple(dataset.items["item_id"].to_numpy()[own["item_index"].to_numpy()[-PROFILE_HISTORY_LIMIT:]])
     profile = features.users[user["user_id"]]
     assert profile.history == expected
     assert profile.interaction_count == len(own)

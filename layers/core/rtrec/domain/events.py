@@ -96,7 +96,10 @@ def decode_record(data: bytes) -> StreamMessage:
 
 
 def message_to_dict(message: StreamMessage) -> dict[str, Any]:
-    return json.loads(encode_record(message))
+    """The record as a dict that always carries `event_id` (an impression's is derived from its request)."""
+    body = json.loads(encode_record(message))
+    body["event_id"] = message.event_id
+    return body
 
 
 def decode_message(body: Any) -> StreamMessage:

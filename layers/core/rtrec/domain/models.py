@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# How many of a user's most recent items the profile keeps: the history the user tower pools.
+# How many of a user's most recent items the user tower pools.
 HISTORY_LENGTH = 200
+# How many the profile keeps: the tower reads the last HISTORY_LENGTH, and serving never recommends
+# any of them again (keeping only 200 cost 24% of Recall@10 on ML-1M, whose heavy users rated 2,000+
+# films). 5,000 short ids stay far below DynamoDB's 400 KB item limit.
+PROFILE_HISTORY_LIMIT = 5_000
 
 
 @dataclass(frozen=True)
@@ -15,10 +19,12 @@ class UserProfile:
     gender: str | None = None
     occupation: str | None = None
     zip_prefix: str | None = None
-    # Most recent last, at most HISTORY_LENGTH item ids.
+    # Most recent last, at most PROFILE_HISTORY_LIMIT item ids.
     history: tuple[str, ...] = ()
     interaction_count: int = 0
     last_seen: int | None = None  # unix seconds
+    # The last events applied to this profile: a re-delivered event is recognised and not applied twice.
+    recent_event_ids: tuple[str, ...] = ()
 
     @property
     def has_demographics(self) -> bool:

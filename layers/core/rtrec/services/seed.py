@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from rtrec.domain.models import HISTORY_LENGTH, UserProfile
+from rtrec.domain.models import PROFILE_HISTORY_LIMIT, UserProfile
 from rtrec.domain.popularity import top_popular
 from rtrec.ports import FeatureStore, PopularityStore
 
@@ -28,10 +28,10 @@ class SeedReport:
 
 
 def user_profiles(dataset: MovieLens) -> Iterator[UserProfile]:
-    """Each user's demographics and their HISTORY_LENGTH most recent items (oldest first)."""
+    """Each user's demographics and their PROFILE_HISTORY_LIMIT most recent items (oldest first)."""
     items = dataset.items["item_id"].to_numpy()
     inter = dataset.interactions  # sorted by timestamp
-    recent = inter.groupby("user_index", sort=False).tail(HISTORY_LENGTH)
+    recent = inter.groupby("user_index", sort=False).tail(PROFILE_HISTORY_LIMIT)
     histories = recent.groupby("user_index")["item_index"].apply(lambda s: tuple(items[s.to_numpy()]))
     counts = inter.groupby("user_index").size()
     last_seen = inter.groupby("user_index")["timestamp"].max()

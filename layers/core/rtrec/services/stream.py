@@ -7,12 +7,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from rtrec.domain.events import Impression, StreamMessage, UserEvent
-from rtrec.domain.models import HISTORY_LENGTH, ItemStatsDelta, Recommendation, UserProfile
+from rtrec.domain.models import PROFILE_HISTORY_LIMIT, ItemStatsDelta, Recommendation, UserProfile
 from rtrec.domain.popularity import decay_mass
 from rtrec.errors import InvalidInputError
 from rtrec.ports import CounterfactualLog, EventStream, FeatureStore, ItemStatsStore
 
 MAX_EVENTS_PER_REQUEST = 500
+RECENT_EVENT_IDS = 32
 
 
 class IngestService:
@@ -78,8 +79,11 @@ class StreamConsumer:
         if isinstance(message, Impression):
             self._item_stats.add_item_stats({item: ItemStatsDelta(impressions=1) for item in set(message.items)})
             return Applied("impression", message.user_id, len(message.items))
+        # The profile first: its update is idempotent (it remembers recent event ids), so when the stats
+        # ADD below fails and the event is retried, the profile is not changed twice.
         profile = self._features.get_user(message.user_id) or UserProfile(message.user_id)
-        self._features.put_users([updated_profile(profile, message)])
+        if message.event_id not in profile.recent_event_ids:
+            self._features.put_users([updated_profile(profile, message)])
         self._item_stats.add_item_stats({message.item_id: ItemStatsDelta(
             clicks=int(message.type == "click"),
             interactions=int(message.is_positive),
@@ -90,10 +94,10 @@ class StreamConsumer:
 
 def updated_profile(profile: UserProfile, event: UserEvent) -> UserProfile:
     """The profile after `event`: a positive event moves the item to the end of the history (most recent
-    last, at most HISTORY_LENGTH), every event counts and advances last_seen."""
+    last, at most PROFILE_HISTORY_LIMIT), every event counts and advances last_seen."""
     history = profile.history
     if event.is_positive:
-        history = tuple(i for i in history if i != event.item_id)[-(HISTORY_LENGTH - 1):] + (event.item_id,)
+        history = tuple(i for i in history if i != event.item_id)[-(PROFILE_HISTORY_LIMIT - 1):] + (event.item_id,)
     last_seen = int(event.timestamp) if profile.last_seen is None else max(profile.last_seen, int(event.timestamp))
     return replace(profile, history=history, interaction_count=profile.interaction_count + int(event.is_positive),
-                   last_seen=last_seen)
+                   last_seen=last_seen, recent_event_ids=(*profile.recent_event_ids, event.event_id)[-RECENT_EVENT_IDS:])

@@ -55,6 +55,7 @@ def user_to_record(user: UserProfile) -> dict[str, Any]:
         "history": list(user.history),
         "interaction_count": user.interaction_count,
         "last_seen": user.last_seen,
+        "recent_event_ids": list(user.recent_event_ids),
     }
 
 
@@ -68,6 +69,7 @@ def user_from_record(record: dict[str, Any]) -> UserProfile:
         history=tuple(str(i) for i in record.get("history", ())),
         interaction_count=int(record.get("interaction_count", 0)),
         last_seen=int(record["last_seen"]) if "last_seen" in record else None,
+        recent_event_ids=tuple(str(i) for i in record.get("recent_event_ids", ())),
     )
 
 

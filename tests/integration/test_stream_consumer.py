@@ -1,0 +1,149 @@
+"""The stream_consumer Lambda against the embedded cloud: events through Kinesis into DynamoDB, once."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+
+import pytest
+from botocore.exceptions import ClientError
+
+from functions.stream_consumer.app import build_handler
+from rtrec.adapters.aws.dynamo import DynamoFeatureStore
+from rtrec.adapters.aws.kinesis import KinesisEventStream
+from rtrec.adapters.aws.s3 import S3CounterfactualLog
+from rtrec.adapters.aws.sqs import SqsDeadLetterQueue
+from rtrec.domain.events import Impression, UserEvent
+from rtrec.domain.models import UserProfile
+from rtrec.resources import COUNTERFACTUAL_BUCKET, EVENTS_DLQ, EVENTS_STREAM, ITEM_FEATURES, USER_FEATURES
+from rtrec.settings import ConsumerSettings
+
+pytestmark = pytest.mark.integration
+
+NOW = 1_700_000_000.0
+
+
+class Context:
+    function_name = "rtrec-stream-consumer"
+    memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:rtrec-stream-consumer"
+    aws_request_id = "itest"
+
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 60_000
+
+
+def kinesis_event(records: list[tuple[str, bytes]], shard: str = "shardId-000000000000") -> dict:
+    """The event Lambda gets from a Kinesis event source mapping (sequence numbers made up, increasing)."""
+    return {"Records": [{
+        "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": key, "sequenceNumber": f"{49_000_000 + n:056d}",
+                    "data": base64.b64encode(data).decode(), "approximateArrivalTimestamp": NOW},
+        "eventSource": "aws:kinesis", "eventVersion": "1.0", "eventID": f"{shard}:{49_000_000 + n:056d}",
+        "eventName": "aws:kinesis:record", "invokeIdentityArn": "arn:aws:iam::123456789012:role/consumer",
+        "awsRegion": "us-east-1", "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/itest-events",
+    } for n, (key, data) in enumerate(records)]}
+
+
+def encoded(*messages) -> list[tuple[str, bytes]]:
+    from rtrec.domain.events import encode_record
+
+    return [(m.user_id, encode_record(m)) for m in messages]
+
+
+@pytest.fixture
+def consumer(cloud, names):
+    settings = ConsumerSettings(endpoint_url=cloud.endpoint_url, resource_prefix=names.prefix)
+    features = DynamoFeatureStore(names.table(USER_FEATURES), names.table(ITEM_FEATURES), endpoint_url=cloud.endpoint_url)
+    return build_handler(settings), features
+
+
+def user_event(user: str, n: int, item: str, type_: str = "click") -> UserEvent:
+    return UserEvent(f"{user}-{n}", user, item, type_, NOW + n)
+
+
+def test_events_update_profile_and_item_stats_exactly_once(consumer):
+    handler, features = consumer
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    item = f"i-{uuid.uuid4().hex[:8]}"
+    features.put_users([UserProfile(user, age=30, history=("1",), interaction_count=1)])
+    batch = kinesis_event(encoded(user_event(user, 1, item), user_event(user, 2, "2", "view"),
+                                  Impression(f"r-{user}", user, "1", "two_tower", (item, "2"), (0.5, 0.5), (1, 1), NOW)))
+    assert handler(batch, Context()) == {"batchItemFailures": []}
+    assert handler(batch, Context()) == {"batchItemFailures": []}  # re-delivered: no effect the second time
+    profile = features.get_user(user)
+    assert profile.history == ("1", item) and profile.interaction_count == 2 and profile.age == 30
+    stats = features.get_item_stats(item)
+    assert stats["clicks"] == 1 and stats["impressions"] == 1 and stats["interaction_count"] == 1
+
+
+def test_a_malformed_record_goes_to_the_dlq_and_the_rest_is_processed(consumer, names, cloud):
+    handler, features = consumer
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    records = encoded(user_event(user, 1, "5")) + [(user, b'{"kind": "event", "type": "like"}')]
+    assert handler(kinesis_event(records), Context()) == {"batchItemFailures": []}
+    assert features.get_user(user).history == ("5",)
+    dlq = SqsDeadLetterQueue(names.queue(EVENTS_DLQ), endpoint_url=cloud.endpoint_url)
+    reasons = [m["reason"] for m in dlq.receive(10)]
+    assert any("type must be one of" in r for r in reasons)
+
+
+def test_a_dynamodb_failure_reports_the_record_for_retry_then_it_applies_once(cloud, names):
+    from rtrec.adapters.aws.clients import aws_client
+
+    class Flaky:
+        """A DynamoDB client whose update_item fails twice (throttling), then works."""
+
+        def __init__(self) -> None:
+            self._client = aws_client("dynamodb", cloud.endpoint_url)
+            self.failures = 2
+
+        def update_item(self, **kwargs):
+            if self.failures:
+                self.failures -= 1
+                raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}},
+                                  "UpdateItem")
+            return self._client.update_item(**kwargs)
+
+        def __getattr__(self, name):
+            return getattr(self._client, name)
+
+    settings = ConsumerSettings(endpoint_url=cloud.endpoint_url, resource_prefix=names.prefix)
+    handler = build_handler(settings, dynamodb_client=Flaky())
+    features = DynamoFeatureStore(names.table(USER_FEATURES), names.table(ITEM_FEATURES), endpoint_url=cloud.endpoint_url)
+    user, item = f"u-{uuid.uuid4().hex[:8]}", f"i-{uuid.uuid4().hex[:8]}"
+    batch = kinesis_event(encoded(user_event(user, 1, item)))
+    first = handler(batch, Context())
+    assert first["batchItemFailures"] == [{"itemIdentifier": batch["Records"][0]["kinesis"]["sequenceNumber"]}]
+    assert handler(batch, Context())["batchItemFailures"]  # still failing: reported again, not dropped
+    assert handler(batch, Context()) == {"batchItemFailures": []}
+    assert features.get_item_stats(item)["clicks"] == 1
+    profile = features.get_user(user)
+    assert profile.history == (item,) and profile.interaction_count == 1  # the failed tries' profile write counted once
+
+
+def test_the_batch_is_kept_in_the_counterfactual_log(consumer, names, cloud):
+    handler, _ = consumer
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    impression = Impression(f"r-{user}", user, "1", "two_tower", ("3", "4"), (0.25, 0.5), (0.9, 0.8), NOW)
+    handler(kinesis_event(encoded(impression, user_event(user, 1, "3"))), Context())
+    log = S3CounterfactualLog(names.bucket(COUNTERFACTUAL_BUCKET), endpoint_url=cloud.endpoint_url)
+    assert impression in log.read("impressions")
+    assert any(m.event_id == f"{user}-1" for m in log.read("events"))
+
+
+def test_put_records_then_the_stream_holds_them(cloud, names):
+    from rtrec.adapters.aws.clients import aws_client
+
+    stream = KinesisEventStream(names.stream(EVENTS_STREAM), endpoint_url=cloud.endpoint_url)
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    assert stream.put([user_event(user, n, str(n)) for n in range(600)]) == 600  # two PutRecords calls
+    kinesis = aws_client("kinesis", cloud.endpoint_url)
+    shards = kinesis.list_shards(StreamName=names.stream(EVENTS_STREAM))["Shards"]
+    found = 0
+    for shard in shards:
+        iterator = kinesis.get_shard_iterator(StreamName=names.stream(EVENTS_STREAM), ShardId=shard["ShardId"],
+                                              ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        records = kinesis.get_records(ShardIterator=iterator, Limit=10_000)["Records"]
+        found += sum(r["PartitionKey"] == user for r in records)
+    assert found == 600
