@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from rtrec.adapters.aws.clients import aws_client
+from rtrec.adapters.aws.dynamo import DynamoFeatureStore
 from rtrec.local.cloud import free_port
 
 pytestmark = pytest.mark.e2e
@@ -78,6 +79,18 @@ def test_run_bootstraps_a_model_serves_it_and_state_survives_a_restart(tmp_path)
         stranger = httpx.get(f"{base}/recommend/not-a-user", params={"k": 3}).json()
         assert stranger["cold_start"] is True and stranger["strategy"] == "popular_fallback"
         assert len(stranger["recommendations"]) == 3
+        # An event goes through Kinesis and the stream consumer into the profile: the clicked item leaves the slate.
+        top = httpx.get(f"{base}/recommend/1", params={"k": 1}).json()["recommendations"][0]["item_id"]
+        click = {"event_id": "e2e-click-1", "user_id": "1", "item_id": top, "type": "click", "timestamp": time.time()}
+        assert httpx.post(f"{base}/events", json={"events": [click]}).status_code == 202
+        features = DynamoFeatureStore("rtrec-user-features", "rtrec-item-features",
+                                      endpoint_url=f"http://localhost:{cloud_port}")
+        wait_for(lambda: features.get_user("1").history[-1] == top, "the click to reach the profile", process, log,
+                 timeout_s=30)
+        assert all(top not in [r["item_id"] for r in httpx.get(f"{base}/recommend/1").json()["recommendations"]]
+                   for _ in range(5))
+        assert httpx.post(f"{base}/events", json={"events": [{**click, "type": "rating"}]}).status_code == 422
+
         item = {"item_id": "e2e-new", "title": "Brand New (2026)", "genres": ["Comedy"], "year": 2026}
         assert httpx.post(f"{base}/items", json=item).status_code == 201
         assert httpx.get(f"{base}/items/e2e-new/similar").status_code == 200

@@ -228,8 +228,8 @@ def test_partial_batch_failure_redelivers_from_the_lowest_reported_record(cloud,
 
     class FailOnce(Recorder):
         def handle(self, records):
-            if len(self.deliveries) == 1:
-                return [{"itemIdentifier": target}]  # a sequential handler stops at its first failure
+            if len(self.deliveries) == 1:  # the lowest of the reported records counts, whatever their order
+                return [{"itemIdentifier": seqs[30]}, {"itemIdentifier": target}, {"itemIdentifier": seqs[45]}]
             return []
 
     recorder = FailOnce()
@@ -357,3 +357,36 @@ def test_background_thread_picks_up_new_records_and_reports_progress(cloud, name
     assert not esm.running
     assert len(recorder.processed) == 41 and len(put_results) == 40
     assert lines and "records/s" in lines[0]
+
+
+def test_a_checkpoint_outage_holds_the_shard_after_the_batch_in_flight(cloud, names, client, kinesis, stream, consumer):
+    put_results = put(kinesis, stream, 100)
+    down = Flaky(client("dynamodb"), "put_item", 10**9, "ServiceUnavailable")
+    recorder = Recorder()
+    esm = mapping(cloud, names, stream, consumer, recorder, batch_size=10, dynamodb_client=down)
+
+    assert not esm.run_until_idle(timeout_s=1.0)
+    # one batch per shard, then nothing more until its checkpoint is stored: a crash now re-delivers one batch at most
+    assert len(recorder.deliveries) == 2 and down.raised >= 2
+    assert checkpoints(client, names, consumer) == {}
+
+    down.left = 0  # the table is back
+    assert esm.run_until_idle(timeout_s=20)
+    assert sorted(recorder.processed) == sorted((r["shard"], r["seq"]) for r in put_results)
+    assert sum(recorder.delivered_count().values()) == 100
+    assert checkpoints(client, names, consumer) == last_seq_per_shard(put_results)
+
+
+def test_latest_skips_older_records_and_a_throttled_read_keeps_its_position(cloud, names, client, kinesis, stream, consumer):
+    put(kinesis, stream, 30)  # before the mapping exists: LATEST never sees these
+    flaky_kinesis = Flaky(kinesis, "get_records", 0, "ProvisionedThroughputExceededException")
+    recorder = Recorder()
+    esm = mapping(cloud, names, stream, consumer, recorder, starting_position="LATEST", kinesis_client=flaky_kinesis)
+    assert esm.run_until_idle(timeout_s=10)  # iterators at the tip of both shards, nothing delivered
+    assert recorder.deliveries == []
+
+    fresh = put(kinesis, stream, 20, start=30)
+    flaky_kinesis.left = 2  # a new LATEST iterator after these errors would skip the 20 new records
+    assert esm.run_until_idle(timeout_s=10)
+    assert flaky_kinesis.raised == 2
+    assert sorted(recorder.processed) == sorted((r["shard"], r["seq"]) for r in fresh)

@@ -12,6 +12,8 @@ import pytest
 from mlflow import MlflowClient
 
 from rtrec.adapters.aws.model_store import S3ModelStore
+from rtrec.domain.catalog import catalog_columns
+from rtrec.domain.models import ItemFeatures
 from rtrec.errors import DependencyError, InvalidInputError, NotFoundError
 from rtrec.resources import MODELS_BUCKET
 from training import artifacts
@@ -74,6 +76,8 @@ def fake_result(root: Path, name: str, metrics: dict[str, float], data_sha256: s
     np.save(model_dir / artifacts.ITEM_EMBEDDINGS, vectors / np.linalg.norm(vectors, axis=1, keepdims=True))
     params = {"embedding_dim": 4, "lr": 0.01, "hidden": [8, 4]}
     artifacts.write_json(model_dir, artifacts.ITEM_IDS, ["1", "2", "3"])
+    items = [ItemFeatures(i, f"Item {i}", genres=("Comedy",)) for i in ("1", "2", "3")]
+    np.savez(model_dir / artifacts.ITEM_CATALOG, **catalog_columns(items, ["Comedy"]))
     artifacts.write_json(model_dir, artifacts.ENCODER, {"genres": ["Comedy"], "occupations": [0]})
     artifacts.write_json(model_dir, artifacts.METRICS, metrics)
     artifacts.write_json(model_dir, artifacts.PARAMS, params)

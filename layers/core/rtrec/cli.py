@@ -157,6 +157,8 @@ def cloud_up(
     port: Annotated[int | None, typer.Option("--port", help="default 4566 (LocalStack's port)")] = None,
     state_dir: Annotated[Path | None, typer.Option(help="default .rtrec")] = None,
     seed_data: Annotated[bool, typer.Option("--seed/--no-seed", help="load the data set into the cloud")] = False,
+    stream_consumer: Annotated[bool, typer.Option("--consumer/--no-consumer",
+                                                  help="run the stream consumer on the events stream")] = True,
     dataset: DatasetOption = "ml-1m",
 ) -> None:
     """Start moto server, provision every resource, restore saved state; Ctrl-C saves state and stops."""
@@ -165,15 +167,20 @@ def cloud_up(
         cloud = _start_cloud(local)
     except RtrecError as exc:
         raise fail(str(exc)) from None
+    consumer = None
     try:
         if seed_data:
             _seed(AwsSettings(endpoint_url=cloud.endpoint_url), local)
+        if stream_consumer:
+            consumer = _start_stream_consumer(cloud.endpoint_url)
         say(f"export AWS_ENDPOINT_URL={cloud.endpoint_url}   # then awslocal/cdklocal or the aws CLI work against it")
         say("press Ctrl-C to stop")
         _wait_for_interrupt()
     except RtrecError as exc:
         raise fail(str(exc)) from None
     finally:
+        if consumer is not None:
+            consumer.stop()
         say("saving state and stopping the embedded cloud")
         cloud.stop()
 
@@ -215,6 +222,26 @@ def serve(
     except ValueError as exc:
         raise fail(str(exc)) from None
     _serve(settings, local.api_host, local.api_port)
+
+
+def _start_stream_consumer(endpoint_url: str) -> Any:
+    """The stream_consumer handler driven by the local event source mapping (Lambda's, in AWS)."""
+    from functions.stream_consumer.app import build_handler
+    from rtrec.adapters.aws.sqs import SqsDeadLetterQueue
+    from rtrec.local.event_source import KinesisEventSourceMapping
+    from rtrec.resources import EVENTS_DLQ, EVENTS_STREAM, STREAM_CHECKPOINTS
+    from rtrec.settings import ConsumerSettings
+
+    settings = ConsumerSettings(endpoint_url=endpoint_url)
+    names = settings.names
+    mapping = KinesisEventSourceMapping(
+        names.stream(EVENTS_STREAM), build_handler(settings), checkpoint_table=names.table(STREAM_CHECKPOINTS),
+        dlq_url=SqsDeadLetterQueue(names.queue(EVENTS_DLQ), endpoint_url=endpoint_url).url,
+        endpoint_url=endpoint_url, region=settings.region, on_progress=say,
+    )
+    mapping.start()
+    say(f"stream consumer reading {names.stream(EVENTS_STREAM)} (local event source mapping; DLQ {names.queue(EVENTS_DLQ)})")
+    return mapping
 
 
 def _production_version(settings: AwsSettings) -> str | None:
@@ -274,9 +301,11 @@ def run(
         cloud = _start_cloud(local)
     except RtrecError as exc:
         raise fail(str(exc)) from None
+    consumer = None
     try:
         aws = AwsSettings(endpoint_url=cloud.endpoint_url)
         _seed(aws, local)
+        consumer = _start_stream_consumer(cloud.endpoint_url)
         version = _production_version(aws)
         if version is not None:
             say(f"production model: version {version}")
@@ -291,6 +320,8 @@ def run(
     except RtrecError as exc:
         raise fail(str(exc)) from None
     finally:
+        if consumer is not None:
+            consumer.stop()
         say("saving state and stopping the embedded cloud")
         cloud.stop()
 
@@ -399,6 +430,61 @@ def promote_command(
     else:
         say(f"version {outcome.version} rejected: {decision.reason}")
         raise typer.Exit(1)
+
+
+@app.command("replay")
+def replay_command(
+    endpoint_url: EndpointOption = "http://localhost:4566",
+    api_url: Annotated[str, typer.Option(help="the running API")] = "http://127.0.0.1:8000",
+    dataset: DatasetOption = "ml-1m",
+    from_fraction: Annotated[float, typer.Option(min=0.5, max=0.999, help="replay the interactions after this "
+                                                                             "quantile of time")] = 0.9,
+    limit: Annotated[int, typer.Option(min=1, help="at most this many events")] = 3000,
+    rate: Annotated[float, typer.Option(min=0.1, help="events per second")] = 50.0,
+    mode: Annotated[str, typer.Option(help="frozen, live, or both (frozen then live, with the lift)")] = "both",
+    settle_seconds: Annotated[float, typer.Option(min=0, help="wait this long after a live replay for the "
+                                                                "consumer to catch up")] = 3.0,
+) -> None:
+    """Prequential replay through the running API (`make run`): online HR@10 with frozen features and with
+    real-time history updates. Each run first resets the replayed users' profiles to their state at the cut."""
+    import uuid
+
+    from rtrec.adapters.aws.dynamo import DynamoFeatureStore
+    from rtrec.data.movielens import load_movielens
+    from rtrec.local.replay import late_events, replay
+    from rtrec.resources import ITEM_FEATURES, USER_FEATURES
+    from rtrec.services.seed import user_profiles
+
+    if mode not in ("frozen", "live", "both"):
+        raise fail(f"--mode must be frozen, live or both, got {mode!r}")
+    settings = _aws(endpoint_url)
+    local = _local(dataset=dataset)
+    try:
+        data = load_movielens(dataset, local.data_cache_dir)
+        events, cut = late_events(data, from_fraction, limit)
+        users = {e.user_id for e in events}
+        features = DynamoFeatureStore(settings.names.table(USER_FEATURES), settings.names.table(ITEM_FEATURES),
+                                      endpoint_url=settings.endpoint_url, region=settings.region)
+        at_cut = [p for p in user_profiles(data, until=cut) if p.user_id in users]
+        say(f"{len(events):,} events of {len(users):,} users from {time.strftime('%Y-%m-%d', time.gmtime(cut))} "
+            f"at {rate:g}/s; profiles reset to that date before each run")
+        results = []
+        for run_mode in (("frozen", "live") if mode == "both" else (mode,)):
+            features.put_users(at_cut)
+            results.append(replay(events, api_url, run_mode, run_id=uuid.uuid4().hex[:8], rate=rate))  # type: ignore[arg-type]
+            if run_mode == "live":
+                time.sleep(settle_seconds)
+        features.put_users(p for p in user_profiles(data) if p.user_id in users)  # back to the full history
+    except RtrecError as exc:
+        raise fail(str(exc)) from None
+    typer.echo("| mode | events | HR@10 | errors | events/s | strategies |")
+    typer.echo("|---|---|---|---|---|---|")
+    for r in results:
+        typer.echo(f"| {r.mode} | {r.events:,} | {r.hit_rate:.4f} | {r.errors} | {r.events / r.seconds:.1f} | "
+                   f"{', '.join(f'{k} {v}' for k, v in sorted(r.strategies.items()))} |")
+    if len(results) == 2 and results[0].hit_rate > 0:
+        say(f"real-time history updates: HR@10 {results[1].hit_rate:.4f} vs {results[0].hit_rate:.4f} frozen "
+            f"({(results[1].hit_rate / results[0].hit_rate - 1) * 100:+.1f}%)")
 
 
 def main() -> None:  # pragma: no cover - console entry point

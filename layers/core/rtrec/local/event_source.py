@@ -177,6 +177,7 @@ class KinesisEventSourceMapping:
         self._changed = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._stopped_clean = True
         self._window_started = time.monotonic()
         self._window_records = 0
 
@@ -191,7 +192,8 @@ class KinesisEventSourceMapping:
         self._thread.start()
 
     def stop(self, timeout_s: float = 10.0) -> bool:
-        """Finish the batch in flight, store pending checkpoints, join. False if that took longer than timeout_s."""
+        """Finish the batch in flight, store pending checkpoints, join. False if that took longer than timeout_s or a
+        checkpoint could not be stored (those records are then delivered again by the next mapping, never lost)."""
         self._stop.set()
         thread, self._thread = self._thread, None
         if thread is not None:
@@ -199,7 +201,7 @@ class KinesisEventSourceMapping:
             if thread.is_alive():
                 logger.warning("event source mapping %s did not stop within %.1fs", self.consumer_name, timeout_s)
                 return False
-            return True
+            return self._stopped_clean
         with self._round_lock:
             return self._flush_all()
 
@@ -283,7 +285,7 @@ class KinesisEventSourceMapping:
                     self._stop.wait(self.poll_interval_s)
             self._sleep_until_due(None)
         with self._round_lock:
-            self._flush_all()
+            self._stopped_clean = self._flush_all()
         with self._changed:
             self._changed.notify_all()
 
@@ -328,14 +330,14 @@ class KinesisEventSourceMapping:
         return all(p not in self._shards or self._shards[p].finished for p in shard.parents)
 
     def _idle_since(self, since: float) -> bool:
+        """Every readable shard was polled at or after `since` and found nothing new (a child shard waiting for
+        its open parents cannot be read, so it does not count)."""
         if self._listed_at is None:
             return False
-        with self._lock:
-            shards = [s for s in self._shards.values() if not s.finished]
         return all(
             s.caught_up_at is not None and s.caught_up_at >= since and s.dead_letter is None
             and s.position == s.checkpointed
-            for s in shards
+            for s in self._active_shards()
         )
 
     # ------------------------------------------------------------------ shards
@@ -487,7 +489,7 @@ class KinesisEventSourceMapping:
             if not item or item not in index:
                 return 0, f"invalid batchItemFailures entry {failure!r}: whole batch failed"
             positions.append(index[item])
-        return max(positions), PARTIAL_FAILURE_REASON
+        return min(positions), PARTIAL_FAILURE_REASON
 
     def _event_record(self, shard_id: str, record: dict[str, Any]) -> dict[str, Any]:
         """One element of Records[] exactly as Lambda builds it from a GetRecords record."""

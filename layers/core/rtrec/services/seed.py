@@ -27,10 +27,13 @@ class SeedReport:
     seconds: float
 
 
-def user_profiles(dataset: MovieLens) -> Iterator[UserProfile]:
-    """Each user's demographics and their PROFILE_HISTORY_LIMIT most recent items (oldest first)."""
+def user_profiles(dataset: MovieLens, until: float | None = None) -> Iterator[UserProfile]:
+    """Each user's demographics and their PROFILE_HISTORY_LIMIT most recent items (oldest first),
+    counting only interactions before `until` when given (the state at that moment, for replays)."""
     items = dataset.items["item_id"].to_numpy()
     inter = dataset.interactions  # sorted by timestamp
+    if until is not None:
+        inter = inter[inter["timestamp"] < until]
     recent = inter.groupby("user_index", sort=False).tail(PROFILE_HISTORY_LIMIT)
     histories = recent.groupby("user_index")["item_index"].apply(lambda s: tuple(items[s.to_numpy()]))
     counts = inter.groupby("user_index").size()
