@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
 
@@ -142,17 +143,26 @@ class DynamoFeatureStore:
         return self._batch_write(self.item_table, (item_to_record(i) for i in items))
 
     def add_item_stats(self, deltas: Mapping[str, ItemStatsDelta]) -> None:
-        """One UpdateItem ADD per item: commutative, so concurrent consumers never lose an increment."""
-        for item_id, delta in deltas.items():
-            values = {":i": delta.impressions, ":c": delta.clicks, ":n": delta.interactions,
-                      ":m": Decimal(repr(float(delta.popularity_mass)))}
-            with translate_aws_errors(f"updating the stats of item {item_id!r} in {self.item_table}"):
-                self._client.update_item(
-                    TableName=self.item_table,
-                    Key={"item_id": {"S": item_id}},
-                    UpdateExpression="ADD impressions :i, clicks :c, interaction_count :n, popularity_mass :m",
-                    ExpressionAttributeValues={k: _serializer.serialize(v) for k, v in values.items()},
-                )
+        """One UpdateItem ADD per item: commutative, so concurrent consumers never lose an increment. The
+        updates of one call run concurrently (an impression touches ~10 items); any failure raises."""
+        items = list(deltas.items())
+        if len(items) == 1:
+            self._add_item_stats(*items[0])
+            return
+        with ThreadPoolExecutor(max_workers=min(len(items), 16)) as pool:
+            for future in [pool.submit(self._add_item_stats, item_id, delta) for item_id, delta in items]:
+                future.result()
+
+    def _add_item_stats(self, item_id: str, delta: ItemStatsDelta) -> None:
+        values = {":i": delta.impressions, ":c": delta.clicks, ":n": delta.interactions,
+                  ":m": Decimal(repr(float(delta.popularity_mass)))}
+        with translate_aws_errors(f"updating the stats of item {item_id!r} in {self.item_table}"):
+            self._client.update_item(
+                TableName=self.item_table,
+                Key={"item_id": {"S": item_id}},
+                UpdateExpression="ADD impressions :i, clicks :c, interaction_count :n, popularity_mass :m",
+                ExpressionAttributeValues={k: _serializer.serialize(v) for k, v in values.items()},
+            )
 
     def get_item_stats(self, item_id: str) -> dict[str, float]:
         with translate_aws_errors(f"reading item {item_id!r} from {self.item_table}"):
