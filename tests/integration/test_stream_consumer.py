@@ -147,3 +147,32 @@ def test_put_records_then_the_stream_holds_them(cloud, names):
         records = kinesis.get_records(ShardIterator=iterator, Limit=10_000)["Records"]
         found += sum(r["PartitionKey"] == user for r in records)
     assert found == 600
+
+
+def test_dlq_redrive_puts_dead_lettered_records_back_on_the_stream(cloud, names, monkeypatch):
+    from typer.testing import CliRunner
+
+    from rtrec.adapters.aws.clients import aws_client
+    from rtrec.cli import app
+
+    dlq = SqsDeadLetterQueue(names.queue(EVENTS_DLQ), endpoint_url=cloud.endpoint_url)
+    sqs = aws_client("sqs", cloud.endpoint_url)
+    sqs.purge_queue(QueueUrl=dlq.url)
+    marker = uuid.uuid4().hex
+    poison = kinesis_event([(f"user-{marker}", f'{{"kind": "event", "marker": "{marker}"}}'.encode())])["Records"][0]
+    dlq.send({"reason": "malformed record: test", "record": poison})
+    monkeypatch.setenv("RTREC_PREFIX", names.prefix)
+    shown = CliRunner().invoke(app, ["dlq", "show", "--endpoint-url", cloud.endpoint_url])
+    assert shown.exit_code == 0 and "malformed record: test" in shown.output
+    result = CliRunner().invoke(app, ["dlq", "redrive", "--endpoint-url", cloud.endpoint_url])
+    assert result.exit_code == 0, result.output
+    assert "1 record(s) sent back" in result.output
+    assert dlq.receive(10) == []
+    kinesis = aws_client("kinesis", cloud.endpoint_url)
+    found = []
+    for shard in kinesis.list_shards(StreamName=names.stream(EVENTS_STREAM))["Shards"]:
+        iterator = kinesis.get_shard_iterator(StreamName=names.stream(EVENTS_STREAM), ShardId=shard["ShardId"],
+                                              ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        found += [r for r in kinesis.get_records(ShardIterator=iterator, Limit=10_000)["Records"]
+                  if marker.encode() in r["Data"]]
+    assert len(found) == 1 and found[0]["PartitionKey"] == f"user-{marker}"

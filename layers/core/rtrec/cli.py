@@ -432,6 +432,67 @@ def promote_command(
         raise typer.Exit(1)
 
 
+dlq_app = typer.Typer(help="The events dead-letter queue: inspect it, send its records back to the stream.",
+                      no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+
+
+def _dlq(endpoint_url: str | None) -> Any:
+    from rtrec.adapters.aws.sqs import SqsDeadLetterQueue
+    from rtrec.resources import EVENTS_DLQ
+
+    settings = _aws(endpoint_url)
+    return settings, SqsDeadLetterQueue(settings.names.queue(EVENTS_DLQ), endpoint_url=settings.endpoint_url,
+                                        region=settings.region)
+
+
+@dlq_app.command("show")
+def dlq_show(endpoint_url: EndpointOption = "http://localhost:4566",
+             limit: Annotated[int, typer.Option(min=1, max=10)] = 10) -> None:
+    """Print dead-lettered records with the reason (they stay in the queue)."""
+    try:
+        _, dlq = _dlq(endpoint_url)
+        messages = dlq.receive_with_handles(limit, visibility_timeout=0)
+    except RtrecError as exc:
+        raise fail(str(exc)) from None
+    for body, _ in messages:
+        record = body.get("record", {})
+        typer.echo(f"{record.get('eventID', '?')}: {body.get('reason')} (attempts: {body.get('attempts', 1)})")
+    say(f"{len(messages)} message(s) shown")
+
+
+@dlq_app.command("redrive")
+def dlq_redrive(endpoint_url: EndpointOption = "http://localhost:4566",
+                limit: Annotated[int, typer.Option(min=1, help="at most this many records")] = 1000) -> None:
+    """Put dead-lettered records back on the events stream (after fixing what failed them); each message
+    is deleted only once its record is on the stream again, so nothing is lost if this stops midway."""
+    import base64
+
+    from rtrec.adapters.aws.kinesis import KinesisEventStream
+    from rtrec.resources import EVENTS_STREAM
+
+    moved = 0
+    try:
+        settings, dlq = _dlq(endpoint_url)
+        stream = KinesisEventStream(settings.names.stream(EVENTS_STREAM), endpoint_url=settings.endpoint_url,
+                                    region=settings.region)
+        while moved < limit:
+            messages = dlq.receive_with_handles(min(10, limit - moved), visibility_timeout=60)
+            if not messages:
+                break
+            for body, handle in messages:
+                kinesis = body.get("record", {}).get("kinesis", {})
+                if "data" not in kinesis:
+                    say(f"skipping a message without a Kinesis record: {str(body)[:120]}")
+                    continue
+                stream.put_raw([(kinesis.get("partitionKey") or "redrive", base64.b64decode(kinesis["data"]))])
+                dlq.delete(handle)
+                moved += 1
+    except RtrecError as exc:
+        raise fail(f"{exc} ({moved} record(s) were sent back before this)") from None
+    say(f"{moved} record(s) sent back to {settings.names.stream(EVENTS_STREAM)}")
+
+
 @app.command("replay")
 def replay_command(
     endpoint_url: EndpointOption = "http://localhost:4566",

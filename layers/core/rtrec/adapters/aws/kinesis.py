@@ -37,6 +37,12 @@ class KinesisEventStream:
             self._put_chunk(chunk)
         return len(entries)
 
+    def put_raw(self, records: Sequence[tuple[str, bytes]]) -> int:
+        """Put (partition key, data) records as they are, e.g. dead-lettered records sent back for replay."""
+        for chunk in _chunks([{"Data": data, "PartitionKey": key} for key, data in records]):
+            self._put_chunk(chunk)
+        return len(records)
+
     def _put_chunk(self, pending: list[dict[str, Any]]) -> None:
         for attempt in range(self._max_rounds):
             with translate_aws_errors(f"writing {len(pending)} records to Kinesis stream {self.stream_name}"):

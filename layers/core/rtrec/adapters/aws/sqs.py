@@ -28,8 +28,18 @@ class SqsDeadLetterQueue:
             self._client.send_message(QueueUrl=self.url, MessageBody=json.dumps(body, default=str))
 
     def receive(self, max_messages: int = 10, wait_seconds: int = 0) -> list[dict]:
-        """Messages currently visible (for replay tooling and tests); they are not deleted."""
+        """Messages currently visible (for tests and inspection); they are not deleted."""
+        return [body for body, _ in self.receive_with_handles(max_messages, wait_seconds)]
+
+    def receive_with_handles(self, max_messages: int = 10, wait_seconds: int = 0,
+                             visibility_timeout: int | None = None) -> list[tuple[dict, str]]:
+        """Visible messages with their receipt handles (to delete once handled)."""
+        extra = {"VisibilityTimeout": visibility_timeout} if visibility_timeout is not None else {}
         with translate_aws_errors(f"receiving from SQS queue {self.queue_name}"):
             response = self._client.receive_message(QueueUrl=self.url, MaxNumberOfMessages=max_messages,
-                                                    WaitTimeSeconds=wait_seconds)
-        return [json.loads(m["Body"]) for m in response.get("Messages", [])]
+                                                    WaitTimeSeconds=wait_seconds, **extra)
+        return [(json.loads(m["Body"]), m["ReceiptHandle"]) for m in response.get("Messages", [])]
+
+    def delete(self, receipt_handle: str) -> None:
+        with translate_aws_errors(f"deleting from SQS queue {self.queue_name}"):
+            self._client.delete_message(QueueUrl=self.url, ReceiptHandle=receipt_handle)
