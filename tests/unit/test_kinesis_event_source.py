@@ -277,3 +277,32 @@ def test_constructor_rejects_nonsense():
         make(FakeKinesis(), lambda e, c: None, max_attempts=0)
     with pytest.raises(ValueError):
         make(FakeKinesis(), lambda e, c: None, starting_position="AT_TIMESTAMP")
+
+
+def test_a_stop_that_times_out_never_leaves_two_pollers():
+    import threading as _threading
+    import time as _time
+
+    from rtrec.local.event_source import KinesisEventSourceMapping
+
+    class SlowKinesis:
+        def describe_stream_summary(self, **_kwargs):
+            return {"StreamDescriptionSummary": {"StreamARN": "arn:aws:kinesis:us-east-1:1:stream/s"}}
+
+        def list_shards(self, **_kwargs):
+            _time.sleep(0.5)  # a slow round, so stop(0.05) times out
+            return {"Shards": []}
+
+    class NoTable:
+        def get_item(self, **_kwargs):
+            return {}
+
+    mapping = KinesisEventSourceMapping("s", lambda _event, _context: None, checkpoint_table="t", dlq_url=None,
+                                        kinesis_client=SlowKinesis(), dynamodb_client=NoTable(), poll_interval_s=0.01)
+    mapping.start()
+    _time.sleep(0.1)
+    assert mapping.stop(timeout_s=0.05) is False
+    mapping.start()
+    pollers = [t for t in _threading.enumerate() if t.name.startswith("esm-") and t.is_alive()]
+    assert len(pollers) == 1
+    assert mapping.stop(timeout_s=5)

@@ -184,9 +184,12 @@ class KinesisEventSourceMapping:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        """Poll in a background thread until stop()."""
+        """Poll in a background thread until stop(). A thread still finishing a stop() that timed out is
+        waited for, so there is never more than one poller."""
         if self._thread is not None and self._thread.is_alive():
-            return
+            if not self._stop.is_set():
+                return
+            self._thread.join()
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name=f"esm-{self.consumer_name}", daemon=True)
         self._thread.start()
@@ -195,12 +198,14 @@ class KinesisEventSourceMapping:
         """Finish the batch in flight, store pending checkpoints, join. False if that took longer than timeout_s or a
         checkpoint could not be stored (those records are then delivered again by the next mapping, never lost)."""
         self._stop.set()
-        thread, self._thread = self._thread, None
+        thread = self._thread
         if thread is not None:
             thread.join(timeout_s)
             if thread.is_alive():
+                # Keep the reference: the thread stops after its batch, and start() must not add a second poller.
                 logger.warning("event source mapping %s did not stop within %.1fs", self.consumer_name, timeout_s)
                 return False
+            self._thread = None
             return self._stopped_clean
         with self._round_lock:
             return self._flush_all()
@@ -232,6 +237,9 @@ class KinesisEventSourceMapping:
                         return self._idle_since(since)
                     self._changed.wait(min(remaining, 0.5))
             return True
+        if self._thread is not None:  # a stopping background thread: let it finish first
+            self._thread.join()
+            self._thread = None
         self._stop.clear()  # a stop() from another thread ends this loop early
         while time.monotonic() < deadline and not self._stop.is_set():
             with self._round_lock:
