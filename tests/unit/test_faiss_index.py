@@ -307,3 +307,33 @@ def test_large_builds_report_progress():
     index.upsert(ids(60_000, start=1_000), unit(rng, 60_000, 4))
     assert len(lines) == 3 and "60,000/60,000" in lines[-1] and "ETA" in lines[0]
     assert len(index) == 61_000
+
+
+def test_hnsw_search_stops_widening_when_the_graph_is_exhausted():
+    """HNSW returns -1 rows when it finds fewer neighbours than asked; the search must not keep doubling
+    the request up to the whole index (that turned one request into a 1M-item scan)."""
+    import numpy as np
+
+    from rtrec.adapters.search.faiss_index import FaissVectorIndex
+
+    rng = np.random.default_rng(0)
+    index = FaissVectorIndex(8, exact_below=0)
+    ids = [str(i) for i in range(2000)]
+    index.upsert(ids, rng.standard_normal((2000, 8)).astype(np.float32))
+    calls = []
+    real = index._index
+
+    class Exhausted:
+        ntotal = real.ntotal
+
+        def search(self, vector, k):
+            calls.append(k)
+            scores, rows = real.search(vector, min(k, 30))
+            pad = k - rows.shape[1]
+            return (np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf),
+                    np.pad(rows, ((0, 0), (0, pad)), constant_values=-1))
+
+    index._index = Exhausted()
+    found = index.search(rng.standard_normal(8), k=10, exclude=set(ids[:500]))
+    assert len(calls) == 1  # one search, not a doubling loop up to 2,000
+    assert len(found) <= 10

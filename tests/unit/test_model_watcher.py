@@ -64,7 +64,7 @@ def test_loads_the_pointer_version_and_polls_at_most_every_n_seconds(tmp_path):
     assert store.reads == 1
     clock.now = 30
     assert watcher.current() == "weights of 2"
-    assert not (tmp_path / "v1").exists() and (tmp_path / "v2" / "weights").exists()
+    assert not list(tmp_path.glob("v1-*")) and len(list(tmp_path.glob("v2-*/weights"))) == 1
 
 
 def test_a_failed_download_keeps_serving_the_current_model(tmp_path):
@@ -100,3 +100,34 @@ def test_concurrent_requests_see_a_whole_model(tmp_path):
         thread.join()
     assert set(seen) <= {"weights of 1", "weights of 2"}
     assert watcher.current() == "weights of 2"
+
+
+def test_watchers_sharing_a_cache_folder_do_not_break_each_other(tmp_path):
+    """Two processes (uvicorn workers) with one RTREC_MODEL_CACHE_DIR: each load gets a folder of its own."""
+    store = FakeStore()
+    store.publish_pointer("1")
+    first = ModelWatcher(store, load, tmp_path / "cache", poll_seconds=0)
+    second = ModelWatcher(store, load, tmp_path / "cache", poll_seconds=0)
+    assert first.current() == second.current() == "weights of 1"
+    folders = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert len(folders) == 2 and all(name.startswith("v1-") for name in folders)
+    store.publish_pointer("2")
+    assert first.current() == "weights of 2"
+    assert second.current() == "weights of 2"  # its own v1 folder was not deleted under it
+    assert sorted(p.name[:3] for p in (tmp_path / "cache").iterdir()) == ["v2-", "v2-"]  # each removed its old one
+
+
+def test_an_os_error_while_loading_keeps_the_current_model(tmp_path):
+    store = FakeStore()
+    store.publish_pointer("1")
+    errors: list[str] = []
+
+    def flaky_load(version: str, folder: Path) -> str:
+        if version == "2":
+            raise FileNotFoundError(folder / "weights")
+        return load(version, folder)
+
+    watcher = ModelWatcher(store, flaky_load, tmp_path, poll_seconds=0, on_error=errors.append)
+    assert watcher.current() == "weights of 1"
+    store.publish_pointer("2")
+    assert watcher.current() == "weights of 1" and "FileNotFoundError" in errors[-1]

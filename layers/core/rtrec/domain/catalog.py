@@ -76,6 +76,7 @@ class ItemCatalog:
         self._row_of: dict[str, int] = {}
         self._titles: list[str] = []
         self.trained_items = 0
+        self.max_popularity = 0.0
 
     @classmethod
     def bulk(
@@ -108,6 +109,7 @@ class ItemCatalog:
         catalog._titles = list(titles)
         catalog._row_of = {item_id: row for row, item_id in enumerate(catalog._ids)}
         catalog.trained_items = n
+        catalog.max_popularity = float(cols.popularity[:n].max(initial=0.0))
         return catalog
 
     # -- reading -----------------------------------------------------------------------------------
@@ -187,6 +189,7 @@ class ItemCatalog:
                 cols.vectors[row] = vectors[n]
                 cols.genre_mask[row] = sum(self._genre_bit.get(g, 0) for g in set(item.genres))
                 cols.popularity[row] = max(float(item.popularity), 0.0)
+                self.max_popularity = max(self.max_popularity, float(cols.popularity[row]))
                 cols.created_at[row] = np.nan if item.created_at is None else float(item.created_at)
                 cols.promoted[row] = bool(item.promoted)
                 # Publish the id only once its row is written: a reader that finds it sees the whole row.

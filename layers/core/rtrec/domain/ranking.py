@@ -117,7 +117,7 @@ def blend(rows: np.ndarray, relevance: np.ndarray, catalog: ItemCatalog, config:
     scores = relevance.astype(np.float64, copy=True)
     if config.popularity_weight:
         popularity = np.log1p(cols.popularity[rows])
-        top = float(np.log1p(cols.popularity[: len(catalog)].max(initial=0.0)))
+        top = float(np.log1p(catalog.max_popularity))
         if top > 0:
             scores += config.popularity_weight * popularity / top
     age_days = np.clip(now - cols.created_at[rows], 0.0, None) / SECONDS_PER_DAY  # NaN when unknown

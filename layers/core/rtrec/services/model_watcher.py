@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -40,6 +41,7 @@ class ModelWatcher(Generic[Model]):
         self._lock = threading.Lock()
         self._model: Model | None = None
         self._version: str | None = None
+        self._folder: Path | None = None
         self._checked_at: float | None = None
 
     @property
@@ -64,20 +66,23 @@ class ModelWatcher(Generic[Model]):
         return self._model
 
     def _refresh(self) -> None:
+        folder: Path | None = None
         try:
             pointer = self._store.read_pointer()
             if pointer is None or pointer.version == self._version:
                 return
-            folder = self._work_dir / f"v{pointer.version}"
-            if folder.exists():
-                shutil.rmtree(folder)
+            # A folder of its own per load: processes (uvicorn workers) sharing the cache folder never
+            # delete or overwrite each other's files.
+            folder = self._work_dir / f"v{pointer.version}-{uuid.uuid4().hex[:12]}"
             self._store.download(pointer.version, folder)
             model = self._load(pointer.version, folder)
-        except RtrecError as exc:
-            self._on_error(f"keeping model {self._version}: {exc}")
+        except (RtrecError, OSError) as exc:
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+            self._on_error(f"keeping model {self._version}: {type(exc).__name__}: {exc}")
             return
-        previous = self._version
-        self._model, self._version = model, pointer.version
-        if previous is not None and previous != pointer.version:
+        previous = self._folder
+        self._model, self._version, self._folder = model, pointer.version, folder
+        if previous is not None:
             # In-flight requests hold the previous model object; its files are no longer read.
-            shutil.rmtree(self._work_dir / f"v{previous}", ignore_errors=True)
+            shutil.rmtree(previous, ignore_errors=True)

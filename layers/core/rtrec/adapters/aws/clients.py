@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import boto3
@@ -18,10 +19,22 @@ _CONFIG = Config(
 )
 
 
+_session: boto3.session.Session | None = None
+_session_lock = threading.Lock()
+
+
 def aws_client(service: str, endpoint_url: str | None = None, region: str = "us-east-1") -> Any:
-    """A boto3 client for `service`; with `endpoint_url` set, it targets that emulator."""
+    """A boto3 client for `service`; with `endpoint_url` set, it targets that emulator.
+
+    Clients come from one session per process: a new session per client re-reads the botocore data files
+    (0.1 s each), which a Lambda cold start pays for every client. Session.client is not thread-safe, hence
+    the lock; the clients themselves are."""
+    global _session
     kwargs: dict[str, Any] = {"region_name": region, "config": _CONFIG}
     if endpoint_url:
         kwargs["endpoint_url"] = endpoint_url
         kwargs.update(LOCAL_CREDENTIALS)
-    return boto3.session.Session().client(service, **kwargs)
+    with _session_lock:
+        if _session is None:
+            _session = boto3.session.Session()
+        return _session.client(service, **kwargs)

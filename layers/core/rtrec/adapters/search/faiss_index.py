@@ -191,7 +191,9 @@ class FaissVectorIndex:
                     found.append((item_id, score))
                     if len(found) == want:
                         return found
-            if fetch >= total:
+            # -1 rows: HNSW found fewer than `fetch` neighbours (its graph walk is exhausted); asking for more
+            # would only repeat ever larger searches (up to the whole index), so return what there is.
+            if fetch >= total or rows[0].min() < 0:
                 return found
             fetch = min(total, fetch * 2)
 
