@@ -45,7 +45,6 @@ import gc
 import hashlib
 import json
 import os
-import platform
 import shlex
 import shutil
 import statistics
@@ -67,6 +66,7 @@ sys.path.insert(0, str(CORE))
 sys.path.insert(0, str(ROOT))
 
 from rtrec.domain.models import UserProfile  # noqa: E402
+from tests.bench.benchkit import machine  # noqa: E402
 
 DEFAULT_MODEL_DIR = ROOT / ".rtrec" / "s3" / "models" / "models" / "versions" / "2"
 PREFIX = "bench"  # resource prefix in the embedded cloud
@@ -107,22 +107,6 @@ def f3(value: float) -> str:
 
 def show(title: str, text: str) -> None:
     print(f"\n### {title}\n\n{text}\n", flush=True)
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    memory = ""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        kib = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0])
-        memory = f", {kib / 2**20:.0f} GiB"
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (f"nproc {os.cpu_count()} ({cpu}){memory}, Python {platform.python_version()}, "
-            f"load average at start {load}")
 
 
 def proc_cpu_s(pid: int) -> float:
@@ -1157,7 +1141,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def run(args: argparse.Namespace, argv: list[str]) -> None:
     version = check_model_dir(args.model_dir)
     print(f"# Serving benchmark\n\ncommand: {shlex.join([Path(sys.executable).name, *argv])}\n"
-          f"machine: {machine()}\ndate: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n"
+          f"machine: {machine(with_load=True)}\ndate: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n"
           f"model: {args.model_dir} (version {version})", flush=True)
     parts = {"inprocess", "http", "coldstart"} if args.part == "all" else {args.part}
     workload = load_workload(args.data_dir, args.requests)

@@ -50,7 +50,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -83,6 +82,7 @@ from rtrec.resources import (  # noqa: E402
     USER_FEATURES,
     ResourceNames,
 )
+from tests.bench.benchkit import machine  # noqa: E402
 
 PREFIX = "bench"
 NAMES = ResourceNames(prefix=PREFIX)
@@ -107,20 +107,6 @@ def table(header: list[str], rows: list[list[str]], align: str | None = None) ->
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    memory = ""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        kib = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0])
-        memory = f", {kib / 2**20:.0f} GiB"
-    return f"nproc {os.cpu_count()} ({cpu}){memory}, Python {platform.python_version()}"
 
 
 def load_average() -> str:
