@@ -131,3 +131,19 @@ def test_an_os_error_while_loading_keeps_the_current_model(tmp_path):
     assert watcher.current() == "weights of 1"
     store.publish_pointer("2")
     assert watcher.current() == "weights of 1" and "FileNotFoundError" in errors[-1]
+
+
+def test_folders_left_by_ended_processes_are_pruned_after_a_day(tmp_path):
+    import os
+    import time
+
+    stale, recent = tmp_path / "v7-deadbeef0000", tmp_path / "v7-cafe00000000"
+    for folder in (stale, recent):
+        folder.mkdir()
+        (folder / "weights").write_text("old")
+    day_ago = time.time() - 2 * 86_400
+    os.utime(stale, (day_ago, day_ago))
+    store = FakeStore()
+    store.publish_pointer("1")
+    assert ModelWatcher(store, load, tmp_path).current() == "weights of 1"
+    assert not stale.exists() and recent.exists()

@@ -19,6 +19,7 @@ from rtrec.errors import RtrecError
 from rtrec.ports import ModelStore
 
 Model = TypeVar("Model")
+STALE_FOLDER_SECONDS = 86_400
 
 
 class ModelWatcher(Generic[Model]):
@@ -86,3 +87,16 @@ class ModelWatcher(Generic[Model]):
         if previous is not None:
             # In-flight requests hold the previous model object; its files are no longer read.
             shutil.rmtree(previous, ignore_errors=True)
+        self._prune_stale(keep=folder)
+
+    def _prune_stale(self, keep: Path) -> None:
+        """Remove model folders left by processes that ended without cleaning up (a restart makes a new one
+        each time). A day-old folder is safe to remove even if its process still runs: a loaded model keeps
+        its towers and index in memory and reads no files."""
+        cutoff = time.time() - STALE_FOLDER_SECONDS
+        for folder in self._work_dir.glob("v*-*"):
+            try:
+                if folder != keep and folder.is_dir() and folder.stat().st_mtime < cutoff:
+                    shutil.rmtree(folder, ignore_errors=True)
+            except OSError:
+                continue
