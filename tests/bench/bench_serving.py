@@ -66,7 +66,7 @@ sys.path.insert(0, str(CORE))
 sys.path.insert(0, str(ROOT))
 
 from rtrec.domain.models import UserProfile  # noqa: E402
-from tests.bench.benchkit import machine  # noqa: E402
+from tests.bench.benchkit import child_cloud, machine  # noqa: E402
 
 DEFAULT_MODEL_DIR = ROOT / ".rtrec" / "s3" / "models" / "models" / "versions" / "2"
 PREFIX = "bench"  # resource prefix in the embedded cloud
@@ -291,19 +291,6 @@ def popularity_store(workload: Workload) -> Any:
 
 # -- the embedded cloud, in its own process -----------------------------------------------------------------
 
-CLOUD_CHILD = """
-import sys
-sys.path[:0] = sys.argv[2:]
-from rtrec.local.cloud import EmbeddedCloud
-from rtrec.resources import ResourceNames
-cloud = EmbeddedCloud(port=0, names=ResourceNames(prefix=sys.argv[1]))
-cloud.start()
-print(cloud.endpoint_url, flush=True)
-sys.stdin.read()  # until the parent closes the pipe
-cloud.stop(save_state=False)
-"""
-
-
 class Cloud:
     """EmbeddedCloud (moto server) in a child process: its request handling does not share this process's GIL
     with the code being measured, as a remote DynamoDB would not."""
@@ -315,31 +302,16 @@ class Cloud:
 
     def __enter__(self) -> Cloud:
         started = time.perf_counter()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", CLOUD_CHILD, PREFIX, str(ROOT), str(CORE)], cwd=ROOT, text=True,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log.open("w"))
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().strip()
-        if not line.startswith("http"):
-            self.__exit__()
-            raise SystemExit(f"the embedded cloud did not start; its log:\n{self.log.read_text()[-3000:]}")
-        self.endpoint_url = line
-        progress(f"embedded cloud (moto server, pid {self.proc.pid}) at {line}, "
+        self._context = child_cloud(PREFIX, self.log)
+        self.endpoint_url, self.proc = self._context.__enter__()
+        progress(f"embedded cloud (moto server, pid {self.proc.pid}) at {self.endpoint_url}, "
                  f"started in {time.perf_counter() - started:.1f} s")
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        if self.proc is None:
-            return
-        with contextlib.suppress(OSError):
-            assert self.proc.stdin is not None
-            self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
+        if self.proc is not None:
+            self._context.__exit__(None, None, None)
+            self.proc = None
 
     def env(self, cache_dir: Path) -> dict[str, str]:
         """The environment the API reads (ApiSettings) to find this cloud."""

@@ -51,7 +51,6 @@ import argparse
 import contextlib
 import os
 import shlex
-import subprocess
 import sys
 import threading
 import time
@@ -82,7 +81,7 @@ from rtrec.resources import (  # noqa: E402
     USER_FEATURES,
     ResourceNames,
 )
-from tests.bench.benchkit import machine  # noqa: E402
+from tests.bench.benchkit import child_cloud, machine  # noqa: E402
 
 PREFIX = "bench"
 NAMES = ResourceNames(prefix=PREFIX)
@@ -257,19 +256,6 @@ def calls_table(stats: dict[tuple[str, str], CallStats], events: int) -> str:
 
 # -- the embedded cloud, seeded -------------------------------------------------------------------------------
 
-CLOUD_CHILD = """
-import sys
-sys.path[:0] = sys.argv[2:]
-from rtrec.local.cloud import EmbeddedCloud
-from rtrec.resources import ResourceNames
-cloud = EmbeddedCloud(port=0, names=ResourceNames(prefix=sys.argv[1]))
-cloud.start()
-print(cloud.endpoint_url, flush=True)
-sys.stdin.read()  # until the parent closes the pipe
-cloud.stop(save_state=False)
-"""
-
-
 @contextlib.contextmanager
 def embedded_cloud(mode: str) -> Iterator[str]:
     """EmbeddedCloud in a thread of this process (`thread`, as `rtrec run`) or in a child process; yields its URL."""
@@ -286,25 +272,10 @@ def embedded_cloud(mode: str) -> Iterator[str]:
         finally:
             cloud.stop(save_state=False)
         return
-    proc = subprocess.Popen([sys.executable, "-c", CLOUD_CHILD, PREFIX, str(ROOT), str(CORE)], cwd=ROOT, text=True,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    try:
-        assert proc.stdout is not None
-        url = proc.stdout.readline().strip()
-        if not url.startswith("http"):
-            raise SystemExit("the embedded cloud did not start in its child process")
+    with child_cloud(PREFIX) as (url, proc):
         progress(f"embedded cloud (moto server, child process {proc.pid}) at {url}, "
                  f"started and provisioned in {time.perf_counter() - started:.1f} s")
         yield url
-    finally:
-        with contextlib.suppress(OSError):
-            assert proc.stdin is not None
-            proc.stdin.close()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @dataclass

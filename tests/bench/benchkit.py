@@ -1,11 +1,56 @@
-"""What every benchmark prints about the machine it ran on."""
+"""What the benchmarks share: the machine they ran on, and the embedded cloud in a child process."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import platform
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CORE = ROOT / "layers" / "core"
+
+_CLOUD_CHILD = """
+import sys
+sys.path[:0] = sys.argv[2:]
+from rtrec.local.cloud import EmbeddedCloud
+from rtrec.resources import ResourceNames
+cloud = EmbeddedCloud(port=0, names=ResourceNames(prefix=sys.argv[1]))
+cloud.start()
+print(cloud.endpoint_url, flush=True)
+sys.stdin.read()  # until the parent closes the pipe
+cloud.stop(save_state=False)
+"""
+
+
+@contextlib.contextmanager
+def child_cloud(prefix: str, log: Path | None = None) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """EmbeddedCloud (moto server) provisioned with `prefix` in a child process, so its request handling does not
+    share the measured process's GIL (as a remote service would not); yields (endpoint URL, process)."""
+    stderr = log.open("w") if log is not None else None
+    proc = subprocess.Popen([sys.executable, "-c", _CLOUD_CHILD, prefix, str(ROOT), str(CORE)], cwd=ROOT, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr)
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        if not url.startswith("http"):
+            where = f"; its log:\n{log.read_text()[-3000:]}" if log is not None else ""
+            raise SystemExit(f"the embedded cloud did not start in its child process{where}")
+        yield url, proc
+    finally:
+        with contextlib.suppress(OSError):
+            assert proc.stdin is not None
+            proc.stdin.close()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if stderr is not None:
+            stderr.close()
 
 
 def machine(with_load: bool = False) -> str:
