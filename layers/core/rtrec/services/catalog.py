@@ -12,7 +12,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from rtrec.domain.catalog import ItemCatalog
 from rtrec.domain.models import ItemFeatures
@@ -98,11 +98,10 @@ class CatalogService:
         existing = self._features.get_items([item.item_id]).get(item.item_id)
         if item.created_at is None:
             created_at = existing.created_at if existing and existing.created_at else int(self._wall_clock())
-            item = ItemFeatures(**{**item.__dict__, "created_at": created_at})
+            item = replace(item, created_at=created_at)
         if existing is not None and item.interaction_count == 0 and item.popularity == 0:
             # An admin update describes the item; its stats belong to the event pipeline.
-            item = ItemFeatures(**{**item.__dict__, "interaction_count": existing.interaction_count,
-                                   "popularity": existing.popularity})
+            item = replace(item, interaction_count=existing.interaction_count, popularity=existing.popularity)
         self._features.put_items([item])
         tag = self._additions.save(item)
         new_to_model = True

@@ -115,8 +115,9 @@ class Recommender:
 
     def recommend(self, user_id: str, k: int, filters: Filters | None = None) -> Recommendation:
         """Fetch the user's features (one read) and serve them."""
-        self._check(user_id, k, filters)
-        return self.recommend_for(user_id, self._features.get_user(user_id), k, filters)
+        filters = filters or Filters()
+        self._check(user_id, k, filters)  # before the read: bad input costs no DynamoDB call
+        return self._serve(user_id, self._features.get_user(user_id), k, filters)
 
     def recommend_for(
         self, user_id: str, profile: UserProfile | None, k: int, filters: Filters | None = None
@@ -124,6 +125,9 @@ class Recommender:
         """The compute path for an already fetched profile (None: the user is unknown)."""
         filters = filters or Filters()
         self._check(user_id, k, filters)
+        return self._serve(user_id, profile, k, filters)
+
+    def _serve(self, user_id: str, profile: UserProfile | None, k: int, filters: Filters) -> Recommendation:
         model = self._models()
         has_history = profile is not None and (bool(profile.history) or profile.interaction_count > 0)
         if model is None:

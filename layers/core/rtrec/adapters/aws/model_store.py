@@ -17,6 +17,7 @@ from botocore.exceptions import ClientError
 
 from rtrec.adapters.aws.clients import aws_client
 from rtrec.adapters.aws.errors import translate_aws_errors
+from rtrec.adapters.aws.s3 import list_objects
 from rtrec.domain.promotion import ProductionPointer
 from rtrec.errors import DependencyError, InvalidInputError, NotFoundError
 
@@ -120,9 +121,4 @@ class S3ModelStore:
         return target_dir
 
     def _list(self, prefix: str) -> list[str]:
-        keys: list[str] = []
-        with translate_aws_errors(f"listing s3://{self.bucket}/{prefix}"):
-            for page in self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
-                # A key ending in "/" is a console-made folder marker, not a file.
-                keys.extend(obj["Key"] for obj in page.get("Contents", []) if not obj["Key"].endswith("/"))
-        return keys
+        return [obj["Key"] for obj in list_objects(self._client, self.bucket, prefix)]

@@ -19,6 +19,13 @@ from rtrec.errors import DependencyError
 POPULARITY_KEY = "popularity/current.json"
 
 
+def list_objects(client: Any, bucket: str, prefix: str) -> list[dict[str, Any]]:
+    """Every object under `prefix` (all pages), without the "folder/" markers consoles create."""
+    with translate_aws_errors(f"listing s3://{bucket}/{prefix}"):
+        pages = list(client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix))
+    return [obj for page in pages for obj in page.get("Contents", []) if not obj["Key"].endswith("/")]
+
+
 class S3PopularityStore:
     """PopularityStore as one JSON object in the models bucket."""
 
@@ -83,21 +90,17 @@ class S3CatalogAdditions:
 
     def changed(self, known: dict[str, str]) -> list[tuple[ItemFeatures, str]]:
         out: list[tuple[ItemFeatures, str]] = []
-        where = f"s3://{self.bucket}/{self.prefix}"
-        with translate_aws_errors(f"listing {where}"):
-            pages = list(self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix))
-        for page in pages:
-            for obj in page.get("Contents", []):
-                key, tag = obj["Key"], str(obj["ETag"]).strip('"')
-                item_id = key[len(self.prefix):].removesuffix(".json")
-                if not key.endswith(".json") or known.get(item_id) == tag:
-                    continue
-                with translate_aws_errors(f"reading s3://{self.bucket}/{key}"):
-                    raw = self._client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-                try:
-                    out.append((item_from_record(json.loads(raw)), tag))
-                except (ValueError, KeyError, TypeError) as exc:
-                    raise DependencyError(f"s3://{self.bucket}/{key} is not a valid catalog item: {exc}") from exc
+        for obj in list_objects(self._client, self.bucket, self.prefix):
+            key, tag = obj["Key"], str(obj["ETag"]).strip('"')
+            item_id = key[len(self.prefix):].removesuffix(".json")
+            if not key.endswith(".json") or known.get(item_id) == tag:
+                continue
+            with translate_aws_errors(f"reading s3://{self.bucket}/{key}"):
+                raw = self._client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            try:
+                out.append((item_from_record(json.loads(raw)), tag))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise DependencyError(f"s3://{self.bucket}/{key} is not a valid catalog item: {exc}") from exc
         return out
 
 
@@ -125,14 +128,11 @@ class S3CounterfactualLog:
     def read(self, kind: str) -> list[StreamMessage]:
         """Every logged message of `kind` ("impressions" or "events"), de-duplicated by event_id."""
         seen: dict[str, StreamMessage] = {}
-        with translate_aws_errors(f"listing s3://{self.bucket}/{kind}/"):
-            pages = list(self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=f"{kind}/"))
-        for page in pages:
-            for obj in page.get("Contents", []):
-                with translate_aws_errors(f"reading s3://{self.bucket}/{obj['Key']}"):
-                    body = self._client.get_object(Bucket=self.bucket, Key=obj["Key"])["Body"].read()
-                for line in body.decode().splitlines():
-                    if line.strip():
-                        message = decode_record(line.encode())
-                        seen.setdefault(message.event_id, message)
+        for obj in list_objects(self._client, self.bucket, f"{kind}/"):
+            with translate_aws_errors(f"reading s3://{self.bucket}/{obj['Key']}"):
+                body = self._client.get_object(Bucket=self.bucket, Key=obj["Key"])["Body"].read()
+            for line in body.decode().splitlines():
+                if line.strip():
+                    message = decode_record(line.encode())
+                    seen.setdefault(message.event_id, message)
         return list(seen.values())
