@@ -61,6 +61,7 @@ class RecommendationResponse(BaseModel):
     model_version: str | None
     cold_start: bool
     strategy: str = Field(description="two_tower | cold_user_features | popular_fallback | popular")
+    online_ranker: bool = Field(False, description="whether the online ranker's score was part of the ranking")
     recommendations: list[RecommendedItem]
 
 
@@ -132,6 +133,7 @@ class HealthResponse(BaseModel):
     model_version: str | None
     index_size: int
     popular_items: int
+    online_ranker_examples: int = Field(0, description="examples the online ranker has learned from (all shards)")
     dependencies: dict[str, str]
 
 
@@ -172,6 +174,8 @@ def ranking_config(settings: ApiSettings) -> RankingConfig:
         new_item_boost=settings.new_item_boost,
         promoted_share=settings.promoted_share,
         max_genre_share=settings.max_genre_share,
+        online_weight=settings.online_ranker_weight,
+        online_min_examples=settings.online_ranker_min_examples,
     )
 
 
@@ -179,10 +183,11 @@ def build_services(settings: ApiSettings) -> Services:
     """Wire the AWS adapters named by `settings` into the services, and load the production model."""
     from rtrec.adapters.aws.dynamo import DynamoFeatureStore
     from rtrec.adapters.aws.model_store import S3ModelStore
-    from rtrec.adapters.aws.s3 import S3CatalogAdditions, S3PopularityStore
+    from rtrec.adapters.aws.s3 import S3CatalogAdditions, S3PopularityStore, S3RankerStateStore
     from rtrec.adapters.model.onnx_towers import load_serving_model
     from rtrec.resources import ITEM_FEATURES, MODELS_BUCKET, USER_FEATURES
     from rtrec.services.model_watcher import ModelWatcher
+    from rtrec.services.online import OnlineRankerSource
 
     names = settings.names
     aws = {"endpoint_url": settings.endpoint_url, "region": settings.region}
@@ -229,6 +234,7 @@ def build_services(settings: ApiSettings) -> Services:
     services.recommender = Recommender(
         features, S3PopularityStore(bucket, **aws), current_model, ranking=ranking_config(settings),
         retrieval=RetrievalConfig(candidates=settings.candidates), refresh_seconds=settings.popularity_refresh_seconds,
+        ranker=OnlineRankerSource(S3RankerStateStore(bucket, **aws), poll_seconds=settings.online_ranker_poll_seconds),
     )
     current_model()  # load at start (the Lambda cold start), not on the first request
     return services
@@ -317,6 +323,7 @@ def create_app(services: Services | Recommender) -> FastAPI:
             dependencies["model"] = "ok" if services.model_error is None else f"ok (newer one failed: {services.model_error})"
         else:
             dependencies["model"] = f"error: {services.model_error}" if services.model_error else "none promoted yet"
+        ranker = recommender.online_ranker()
         can_serve = dependencies["feature_store"] == "ok" and (model is not None or popular_items > 0)
         status = "unavailable" if not can_serve else ("ok" if model is not None and popular_items else "degraded")
         body = HealthResponse(
@@ -324,6 +331,7 @@ def create_app(services: Services | Recommender) -> FastAPI:
             model_version=model.version if model else None,
             index_size=len(model.index) if model else 0,
             popular_items=popular_items,
+            online_ranker_examples=ranker.examples if ranker is not None else 0,
             dependencies=dependencies,
         )
         return JSONResponse(status_code=200 if can_serve else 503, content=body.model_dump())
@@ -339,9 +347,11 @@ def create_app(services: Services | Recommender) -> FastAPI:
                                                                        "(repeat or comma-separate)")] = None,
         exclude_genres: Annotated[list[str] | None, Query(description="drop items with any of these genres")] = None,
         exclude_items: Annotated[list[str] | None, Query(description="item ids never to return")] = None,
+        online_ranker: Annotated[bool, Query(description="add the online ranker's score (false: rank without it, "
+                                                         "for A/B comparison; it goes on learning)")] = True,
     ) -> RecommendationResponse:
         filters = Filters(_names(include_genres), _names(exclude_genres), frozenset(_names(exclude_items)))
-        result = recommender.recommend(user_id, k, filters)
+        result = recommender.recommend(user_id, k, filters, online_ranker=online_ranker)
         background.add_task(services.log_impression, result)
         logger.info("impression", extra={
             "request_id": result.request_id, "user_id": result.user_id, "model_version": result.model_version,
@@ -354,6 +364,7 @@ def create_app(services: Services | Recommender) -> FastAPI:
             model_version=result.model_version,
             cold_start=result.cold_start,
             strategy=result.strategy,
+            online_ranker=result.online_ranker,
             recommendations=[
                 RecommendedItem(item_id=i.item_id, score=i.score, propensity=i.propensity) for i in result.items
             ],

@@ -11,11 +11,12 @@ from botocore.exceptions import ClientError
 from functions.stream_consumer.app import build_handler
 from rtrec.adapters.aws.dynamo import DynamoFeatureStore
 from rtrec.adapters.aws.kinesis import KinesisEventStream
-from rtrec.adapters.aws.s3 import S3CounterfactualLog
+from rtrec.adapters.aws.s3 import S3CounterfactualLog, S3RankerStateStore
 from rtrec.adapters.aws.sqs import SqsDeadLetterQueue
 from rtrec.domain.events import Impression, UserEvent
 from rtrec.domain.models import UserProfile
-from rtrec.resources import COUNTERFACTUAL_BUCKET, EVENTS_DLQ, EVENTS_STREAM, ITEM_FEATURES, USER_FEATURES
+from rtrec.domain.online import RANKER_FEATURES
+from rtrec.resources import COUNTERFACTUAL_BUCKET, EVENTS_DLQ, EVENTS_STREAM, ITEM_FEATURES, MODELS_BUCKET, USER_FEATURES
 from rtrec.settings import ConsumerSettings
 
 pytestmark = pytest.mark.integration
@@ -130,6 +131,66 @@ def test_the_batch_is_kept_in_the_counterfactual_log(consumer, names, cloud):
     log = S3CounterfactualLog(names.bucket(COUNTERFACTUAL_BUCKET), endpoint_url=cloud.endpoint_url)
     assert impression in log.read("impressions")
     assert any(m.event_id == f"{user}-1" for m in log.read("events"))
+
+
+def featured_slate(request_id: str, user: str, items: tuple[str, ...]) -> Impression:
+    features = tuple(tuple([1.0, 0.5 - 0.1 * n] + [0.0] * (len(RANKER_FEATURES) - 2)) for n in range(len(items)))
+    return Impression(request_id, user, "1", "two_tower", items, (0.5,) * len(items), (1.0,) * len(items), NOW, features)
+
+
+def test_rewards_are_joined_logged_and_learned_once_per_record(consumer, names, cloud):
+    handler, _ = consumer
+    shard = f"shardId-{uuid.uuid4().hex[:12]}"  # a shard of its own: the state is per shard
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    batch = kinesis_event(encoded(featured_slate(f"r-{user}", user, ("a", "b")),
+                                  UserEvent(f"{user}-1", user, "b", "click", NOW + 1, request_id=f"r-{user}")), shard)
+    assert handler(batch, Context()) == {"batchItemFailures": []}
+    assert handler(batch, Context()) == {"batchItemFailures": []}  # re-delivered: learned once
+    state = S3RankerStateStore(names.bucket(MODELS_BUCKET), endpoint_url=cloud.endpoint_url).load(shard)
+    assert state.learner.examples == 2 and state.impressions == {"a": 1, "b": 1} and state.clicks == {"b": 1}
+    assert state.trend == {"b": 1.0}
+    joined = S3CounterfactualLog(names.bucket(COUNTERFACTUAL_BUCKET), endpoint_url=cloud.endpoint_url).read_joined()
+    assert [(s.items, s.rewards) for s in joined if s.request_id == f"r-{user}"] == [(("a", "b"), (0, 1))]
+
+
+def test_after_a_failed_record_only_the_records_before_it_are_learned_until_it_is_redelivered(cloud, names):
+    from rtrec.adapters.aws.clients import aws_client
+
+    class FailsOnce:
+        """A DynamoDB client whose first stats update of item `boom` is throttled."""
+
+        def __init__(self) -> None:
+            self._client = aws_client("dynamodb", cloud.endpoint_url)
+            self.failed = False
+
+        def update_item(self, **kwargs):
+            if kwargs["Key"]["item_id"]["S"] == "boom" and not self.failed:
+                self.failed = True
+                raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow"}},
+                                  "UpdateItem")
+            return self._client.update_item(**kwargs)
+
+        def __getattr__(self, name):
+            return getattr(self._client, name)
+
+    handler = build_handler(ConsumerSettings(endpoint_url=cloud.endpoint_url, resource_prefix=names.prefix),
+                            dynamodb_client=FailsOnce())
+    shard = f"shardId-{uuid.uuid4().hex[:12]}"
+    a, b = f"ua-{uuid.uuid4().hex[:8]}", f"ub-{uuid.uuid4().hex[:8]}"
+    batch = kinesis_event(encoded(
+        featured_slate(f"r-{a}", a, ("x", "y")), UserEvent(f"{a}-1", a, "y", "click", NOW + 1, request_id=f"r-{a}"),
+        featured_slate(f"r-{b}", b, ("boom", "z")), UserEvent(f"{b}-1", b, "z", "click", NOW + 2, request_id=f"r-{b}"),
+    ), shard)
+    states = S3RankerStateStore(names.bucket(MODELS_BUCKET), endpoint_url=cloud.endpoint_url)
+    first = handler(batch, Context())
+    failed = batch["Records"][2]["kinesis"]["sequenceNumber"]
+    assert first == {"batchItemFailures": [{"itemIdentifier": failed}]}
+    assert states.load(shard).learner.examples == 2  # user a's slate; b's waits for the re-delivery
+    redelivered = {"Records": batch["Records"][2:]}  # the event source mapping resumes from the failed record
+    assert handler(redelivered, Context()) == {"batchItemFailures": []}
+    state = states.load(shard)
+    assert state.learner.examples == 4 and state.clicks == {"y": 1, "z": 1}
+    assert state.learned_through == int(batch["Records"][3]["kinesis"]["sequenceNumber"])
 
 
 def test_put_records_then_the_stream_holds_them(cloud, names):

@@ -43,7 +43,8 @@ def test_recommend_known_user(client):
     body = response.json()
     assert body["user_id"] == "1" and body["cold_start"] is False and body["strategy"] == "popular"
     assert [r["item_id"] for r in body["recommendations"]] == ["11", "12", "13", "14", "15"]
-    assert set(body) == {"request_id", "user_id", "model_version", "cold_start", "strategy", "recommendations"}
+    assert set(body) == {"request_id", "user_id", "model_version", "cold_start", "strategy", "online_ranker",
+                         "recommendations"}
 
 
 def test_unknown_user_is_a_cold_start_not_an_error(client):

@@ -501,23 +501,26 @@ def replay_command(
     from_fraction: Annotated[float, typer.Option(min=0.5, max=0.999, help="replay the interactions after this "
                                                                              "quantile of time")] = 0.9,
     limit: Annotated[int, typer.Option(min=1, help="at most this many events")] = 3000,
-    rate: Annotated[float, typer.Option(min=0.1, help="events per second")] = 50.0,
-    mode: Annotated[str, typer.Option(help="frozen, live, or both (frozen then live, with the lift)")] = "both",
+    rate: Annotated[float, typer.Option(min=0.1, help="events per second (the local consumer keeps up with about "
+                                                      "6, plus as many impressions)")] = 6.0,
+    mode: Annotated[str, typer.Option(help="frozen, live, ranker, or all (the three in turn, with the lifts)")] = "all",
     settle_seconds: Annotated[float, typer.Option(min=0, help="wait this long after a live replay for the "
                                                                 "consumer to catch up")] = 3.0,
 ) -> None:
-    """Prequential replay through the running API (`make run`): online HR@10 with frozen features and with
-    real-time history updates. Each run first resets the replayed users' profiles to their state at the cut."""
+    """Prequential replay through the running API (`make run`): online HR@10 with frozen features, with
+    real-time history updates, and with those plus the online ranker. Each run first resets the replayed
+    users' profiles to their state at the cut and the online ranker to nothing learned."""
     import uuid
 
     from rtrec.adapters.aws.dynamo import DynamoFeatureStore
+    from rtrec.adapters.aws.s3 import S3RankerStateStore
     from rtrec.data.movielens import load_movielens
-    from rtrec.local.replay import late_events, replay
-    from rtrec.resources import ITEM_FEATURES, USER_FEATURES
+    from rtrec.local.replay import MODES, late_events, replay
+    from rtrec.resources import ITEM_FEATURES, MODELS_BUCKET, USER_FEATURES
     from rtrec.services.seed import user_profiles
 
-    if mode not in ("frozen", "live", "both"):
-        raise fail(f"--mode must be frozen, live or both, got {mode!r}")
+    if mode not in (*MODES, "all"):
+        raise fail(f"--mode must be one of {', '.join(MODES)} or all, got {mode!r}")
     settings = _aws(endpoint_url)
     local = _local(dataset=dataset)
     try:
@@ -529,23 +532,29 @@ def replay_command(
         at_cut = [p for p in user_profiles(data, until=cut) if p.user_id in users]
         say(f"{len(events):,} events of {len(users):,} users from {time.strftime('%Y-%m-%d', time.gmtime(cut))} "
             f"at {rate:g}/s; profiles reset to that date before each run")
+        ranker_states = S3RankerStateStore(settings.names.bucket(MODELS_BUCKET), endpoint_url=settings.endpoint_url,
+                                           region=settings.region)
         results = []
-        for run_mode in (("frozen", "live") if mode == "both" else (mode,)):
+        for run_mode in (MODES if mode == "all" else (mode,)):
             features.put_users(at_cut)
+            ranker_states.clear()
             results.append(replay(events, api_url, run_mode, run_id=uuid.uuid4().hex[:8], rate=rate))  # type: ignore[arg-type]
-            if run_mode == "live":
+            if run_mode != "frozen":
                 time.sleep(settle_seconds)
         features.put_users(p for p in user_profiles(data) if p.user_id in users)  # back to the full history
     except RtrecError as exc:
         raise fail(str(exc)) from None
-    typer.echo("| mode | events | HR@10 | errors | events/s | strategies |")
-    typer.echo("|---|---|---|---|---|---|")
+    typer.echo("| mode | events | HR@10 | errors | events/s | ranked online | strategies |")
+    typer.echo("|---|---|---|---|---|---|---|")
     for r in results:
         typer.echo(f"| {r.mode} | {r.events:,} | {r.hit_rate:.4f} | {r.errors} | {r.events / r.seconds:.1f} | "
-                   f"{', '.join(f'{k} {v}' for k, v in sorted(r.strategies.items()))} |")
-    if len(results) == 2 and results[0].hit_rate > 0:
-        say(f"real-time history updates: HR@10 {results[1].hit_rate:.4f} vs {results[0].hit_rate:.4f} frozen "
-            f"({(results[1].hit_rate / results[0].hit_rate - 1) * 100:+.1f}%)")
+                   f"{r.ranked_online:,} | {', '.join(f'{k} {v}' for k, v in sorted(r.strategies.items()))} |")
+    by_mode = {r.mode: r for r in results}
+    for arm, base, what in (("live", "frozen", "real-time history updates"),
+                            ("ranker", "live", "the online ranker on top of them")):
+        if arm in by_mode and base in by_mode and by_mode[base].hit_rate > 0:
+            a, b = by_mode[arm].hit_rate, by_mode[base].hit_rate
+            say(f"{what}: HR@10 {a:.4f} vs {b:.4f} ({(a / b - 1) * 100:+.1f}%)")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from rtrec.domain.events import StreamMessage
 from rtrec.domain.models import ItemFeatures, ItemStatsDelta, PopularItems, UserProfile
+from rtrec.domain.online import LabeledImpression, RankerShardState
 from rtrec.domain.promotion import ProductionPointer
 
 if TYPE_CHECKING:
@@ -120,6 +121,22 @@ class CounterfactualLog(Protocol):
 
     def write_batch(self, batch_id: str, messages: Sequence[StreamMessage]) -> None:
         """Write one consumer batch; the same batch_id again replaces it (re-delivery is harmless)."""
+
+    def write_joined(self, batch_id: str, slates: Sequence[LabeledImpression]) -> None:
+        """Write the slates a batch resolved, joined with their rewards (readers de-duplicate by request_id)."""
+
+
+class RankerStateStore(Protocol):
+    """Each shard's online-ranker state (the models bucket): one writer per shard, read by every server."""
+
+    def load(self, shard_id: str) -> RankerShardState | None: ...
+
+    def save(self, state: RankerShardState) -> None: ...
+
+    def load_all(self) -> list[RankerShardState]: ...
+
+    def clear(self) -> int:
+        """Forget everything learned (a replay starting over); returns the number of states removed."""
 
 
 class DeadLetterQueue(Protocol):

@@ -92,6 +92,12 @@ class ApiSettings(AwsSettings):
     new_item_boost: float = Field(default=0.5, ge=0, validation_alias=_env("new_item_boost"))
     promoted_share: float = Field(default=0.2, ge=0, le=1, validation_alias=_env("promoted_share"))
     max_genre_share: float = Field(default=0.6, gt=0, le=1, validation_alias=_env("max_genre_share"))
+    online_ranker_weight: float = Field(
+        default=0.05, ge=0, validation_alias=_env("online_ranker_weight"),
+        description="weight of the online ranker's logit in the ranking score; 0 turns it off",
+    )
+    online_ranker_min_examples: int = Field(default=500, ge=0, validation_alias=_env("online_ranker_min_examples"))
+    online_ranker_poll_seconds: float = Field(default=2.0, gt=0, validation_alias=_env("online_ranker_poll_seconds"))
 
 
 class ConsumerSettings(AwsSettings):
@@ -99,6 +105,14 @@ class ConsumerSettings(AwsSettings):
 
     idempotency_ttl_seconds: int = Field(default=7 * 86_400, ge=3600, validation_alias=_env("idempotency_ttl_seconds"))
     popularity_half_life_days: float = Field(default=90.0, gt=0, validation_alias=_env("popularity_half_life_days"))
+    reward_window_seconds: float = Field(
+        default=1800.0, gt=0, validation_alias=_env("reward_window_seconds"),
+        description="a positive event that names no slate rewards the user's last slate within this many seconds",
+    )
+    trend_half_life_days: float = Field(default=7.0, gt=0, validation_alias=_env("trend_half_life_days"))
+    ranker_alpha: float = Field(default=0.1, gt=0, validation_alias=_env("ranker_alpha"))
+    ranker_l1: float = Field(default=0.01, ge=0, validation_alias=_env("ranker_l1"))
+    ranker_l2: float = Field(default=1.0, ge=0, validation_alias=_env("ranker_l2"))
 
 
 class LocalSettings(BaseSettings):

@@ -53,6 +53,7 @@ class Impression:
     propensities: tuple[float, ...]
     scores: tuple[float, ...]
     timestamp: float
+    features: tuple[tuple[float, ...], ...] = ()  # per item, RANKER_FEATURES; empty when none were computed
 
     @property
     def event_id(self) -> str:
@@ -127,6 +128,13 @@ def decode_message(body: Any) -> StreamMessage:
             raise InvalidInputError("impression needs items, propensities and scores lists of one length")
         if not all(isinstance(p, (int, float)) and 0 < p <= 1 for p in propensities):
             raise InvalidInputError("propensities must be in (0, 1]")
+        features = body.get("features") or []
+        if not isinstance(features, list) or (features and len(features) != len(items)):
+            raise InvalidInputError("impression features must be a list with one row per item")
+        for row in features:
+            if not (isinstance(row, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                  and math.isfinite(v) for v in row)):
+                raise InvalidInputError("impression feature rows must be lists of finite numbers")
         return Impression(
             request_id=_text(body, "request_id"),  # type: ignore[arg-type]
             user_id=_text(body, "user_id"),  # type: ignore[arg-type]
@@ -136,5 +144,6 @@ def decode_message(body: Any) -> StreamMessage:
             propensities=tuple(float(p) for p in propensities),
             scores=tuple(float(s) for s in scores),
             timestamp=_number(body, "timestamp"),  # type: ignore[arg-type]
+            features=tuple(tuple(float(v) for v in row) for row in features),
         )
     raise InvalidInputError(f"kind must be 'event' or 'impression', got {kind!r}")

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rtrec.domain.events import Impression
 
 # How many of a user's most recent items the user tower pools.
 HISTORY_LENGTH = 200
@@ -25,6 +29,12 @@ class UserProfile:
     last_seen: int | None = None  # unix seconds
     # The last events applied to this profile: a re-delivered event is recognised and not applied twice.
     recent_event_ids: tuple[str, ...] = ()
+    # The last slate served to the user, until a positive event rewards one of its items or the next
+    # slate replaces it (then none was chosen): the consumer joins impressions with rewards here.
+    pending_impression: Impression | None = None
+    # Rewards ("request_id item_id") that named a slate the consumer had not seen yet: serving logs the
+    # impression after answering, so the user's click can reach the stream before it.
+    early_rewards: tuple[str, ...] = ()
 
     @property
     def has_demographics(self) -> bool:
@@ -70,6 +80,9 @@ class Recommendation:
     cold_start: bool
     strategy: str
     items: tuple[ScoredItem, ...] = field(default_factory=tuple)
+    # Each item's ranking features (RANKER_FEATURES), logged with the impression for the online ranker.
+    features: tuple[tuple[float, ...], ...] = ()
+    online_ranker: bool = False  # whether the online ranker's score was part of the ranking
 
 
 @dataclass(frozen=True)

@@ -109,3 +109,161 @@ class BetaPosteriors:
         """One Thompson draw per item: wide for items seldom shown, narrow for well-known ones."""
         a, b = self._ab(item_ids)
         return rng.beta(a, b)
+
+
+# -- the online ranker ------------------------------------------------------------------------------
+
+# What the ranking layer knows about a candidate, in the order of the feature vector it logs with each
+# impression. The first five are the terms `ranking.blend` adds up; the last two come from the stream.
+RANKER_FEATURES: tuple[str, ...] = ("bias", "relevance", "popularity", "freshness", "new_item", "ctr_lift", "trend")
+CTR_PRIOR_STRENGTH = 20.0  # pseudo-impressions of the global click-through rate behind each item's posterior
+
+
+@dataclass(frozen=True)
+class LabeledImpression:
+    """A served slate joined with its reward: the counterfactual record (what was shown, with which
+    propensities and features, and which item, if any, the user then chose within the reward window)."""
+
+    request_id: str
+    user_id: str
+    model_version: str | None
+    strategy: str
+    items: tuple[str, ...]
+    propensities: tuple[float, ...]
+    scores: tuple[float, ...]
+    features: tuple[tuple[float, ...], ...]  # one row per item, RANKER_FEATURES; empty when not logged
+    rewards: tuple[int, ...]  # 1 for the chosen item, 0 for the others
+    timestamp: float  # when the slate was served
+    resolved_at: float  # the event that resolved it: the reward's timestamp, or the next slate's
+
+    def to_dict(self) -> dict:
+        return {"request_id": self.request_id, "user_id": self.user_id, "model_version": self.model_version,
+                "strategy": self.strategy, "items": list(self.items), "propensities": list(self.propensities),
+                "scores": list(self.scores), "features": [list(f) for f in self.features],
+                "rewards": list(self.rewards), "timestamp": self.timestamp, "resolved_at": self.resolved_at}
+
+    @classmethod
+    def from_dict(cls, body: dict) -> LabeledImpression:
+        return cls(request_id=str(body["request_id"]), user_id=str(body["user_id"]),
+                   model_version=body.get("model_version"), strategy=str(body["strategy"]),
+                   items=tuple(str(i) for i in body["items"]),
+                   propensities=tuple(float(p) for p in body["propensities"]),
+                   scores=tuple(float(s) for s in body["scores"]),
+                   features=tuple(tuple(float(v) for v in row) for row in body.get("features", ())),
+                   rewards=tuple(int(r) for r in body["rewards"]), timestamp=float(body["timestamp"]),
+                   resolved_at=float(body["resolved_at"]))
+
+
+@dataclass
+class RankerShardState:
+    """What one consumer (one Kinesis shard) has learned: the FTRL learner, per-item impressions and clicks
+    of resolved slates (the Beta posteriors' counts), and a time-decayed count of positive events per item
+    (the trend). Each shard has one writer, so the state is read, changed and written back without a race;
+    `learned_through` (the last sequence number learned) makes a re-delivered batch a no-op."""
+
+    shard_id: str
+    learner: FtrlProximal = field(default_factory=lambda: FtrlProximal(len(RANKER_FEATURES)))
+    learned_through: int = -1
+    impressions: dict[str, int] = field(default_factory=dict)
+    clicks: dict[str, int] = field(default_factory=dict)
+    trend: dict[str, float] = field(default_factory=dict)  # decayed counts as of trend_reference
+    trend_reference: float | None = None
+    trend_half_life_days: float = 7.0
+
+    def observe_positive(self, item_id: str, timestamp: float) -> None:
+        """Count a positive event in the trend, decaying every count when time moves on."""
+        if self.trend_reference is None or timestamp > self.trend_reference:
+            if self.trend_reference is not None:
+                factor = 0.5 ** ((timestamp - self.trend_reference) / (self.trend_half_life_days * 86_400.0))
+                self.trend = {i: c * factor for i, c in self.trend.items() if c * factor >= 1e-3}
+            self.trend_reference = timestamp
+            weight = 1.0
+        else:
+            weight = 0.5 ** ((self.trend_reference - timestamp) / (self.trend_half_life_days * 86_400.0))
+        self.trend[item_id] = self.trend.get(item_id, 0.0) + weight
+
+    def learn(self, slates: list[LabeledImpression]) -> int:
+        """One FTRL step per shown item of each slate that logged features; counts every slate for the
+        posteriors. Returns the number of examples learned."""
+        examples = 0
+        for slate in slates:
+            for item, reward in zip(slate.items, slate.rewards):
+                self.impressions[item] = self.impressions.get(item, 0) + 1
+                if reward:
+                    self.clicks[item] = self.clicks.get(item, 0) + 1
+            if slate.features and len(slate.features[0]) == self.learner.n_features:
+                self.learner.update(np.asarray(slate.features), np.asarray(slate.rewards))
+                examples += len(slate.items)
+        return examples
+
+    def to_dict(self) -> dict:
+        return {"shard_id": self.shard_id, "learner": self.learner.to_dict(),
+                "learned_through": str(self.learned_through), "impressions": self.impressions,
+                "clicks": self.clicks, "trend": self.trend, "trend_reference": self.trend_reference,
+                "trend_half_life_days": self.trend_half_life_days, "features": list(RANKER_FEATURES)}
+
+    @classmethod
+    def from_dict(cls, body: dict) -> RankerShardState:
+        if body.get("features", list(RANKER_FEATURES)) != list(RANKER_FEATURES):
+            raise ValueError(f"the state was learned over features {body.get('features')}, not {list(RANKER_FEATURES)}")
+        return cls(shard_id=str(body["shard_id"]), learner=FtrlProximal.from_dict(body["learner"]),
+                   learned_through=int(body["learned_through"]),
+                   impressions={str(k): int(v) for k, v in body.get("impressions", {}).items()},
+                   clicks={str(k): int(v) for k, v in body.get("clicks", {}).items()},
+                   trend={str(k): float(v) for k, v in body.get("trend", {}).items()},
+                   trend_reference=body.get("trend_reference"),
+                   trend_half_life_days=float(body.get("trend_half_life_days", 7.0)))
+
+
+@dataclass(frozen=True)
+class OnlineRanker:
+    """Serving's view of every shard's state: the learners' weights averaged (weighted by examples, each
+    shard having learned from its own users), the counts summed, the trends decayed to one reference."""
+
+    weights: np.ndarray
+    examples: int
+    posteriors: BetaPosteriors
+    trend: dict[str, float]
+    shards: int
+
+    @classmethod
+    def merge(cls, states: list[RankerShardState]) -> OnlineRanker | None:
+        if not states:
+            return None
+        examples = [s.learner.examples for s in states]
+        total = sum(examples)
+        weights = (sum(s.learner.weights * n for s, n in zip(states, examples)) / total if total
+                   else np.zeros(len(RANKER_FEATURES)))
+        impressions: dict[str, int] = {}
+        clicks: dict[str, int] = {}
+        trend: dict[str, float] = {}
+        references = [s.trend_reference for s in states if s.trend_reference is not None]
+        newest = max(references) if references else None
+        for state in states:
+            for item, n in state.impressions.items():
+                impressions[item] = impressions.get(item, 0) + n
+            for item, n in state.clicks.items():
+                clicks[item] = clicks.get(item, 0) + n
+            if state.trend_reference is not None and newest is not None:
+                factor = 0.5 ** ((newest - state.trend_reference) / (state.trend_half_life_days * 86_400.0))
+                for item, c in state.trend.items():
+                    trend[item] = trend.get(item, 0.0) + c * factor
+        shown, clicked = sum(impressions.values()), sum(clicks.values())
+        ctr = (clicked + 1.0) / (shown + 100.0)  # the global click-through rate, shrunk towards 1%
+        posteriors = BetaPosteriors(prior_a=CTR_PRIOR_STRENGTH * ctr, prior_b=CTR_PRIOR_STRENGTH * (1.0 - ctr),
+                                    impressions=impressions, clicks=clicks)
+        return cls(np.asarray(weights, dtype=np.float64), total, posteriors, trend, len(states))
+
+    @property
+    def global_ctr(self) -> float:
+        p = self.posteriors
+        return p.prior_a / (p.prior_a + p.prior_b)
+
+    def item_signals(self, item_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Per item: the log-lift of its posterior click-through rate over the global one (0 when never
+        shown), and its trend, log-scaled to 0..1 of the most trending item."""
+        ctr_lift = np.log(self.posteriors.mean(item_ids) / self.global_ctr)
+        counts = np.array([self.trend.get(i, 0.0) for i in item_ids], dtype=np.float64)
+        top = float(np.log1p(counts.max())) if len(counts) else 0.0
+        trend = np.log1p(counts) / top if top > 0 else np.zeros(len(item_ids))
+        return ctr_lift, trend

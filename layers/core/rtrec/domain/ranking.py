@@ -8,6 +8,9 @@ Steps, all vectorised over the candidates:
    + new_item_boost * exp(-impressions / new_item_impressions_scale) * 0.5 ** (age / new_item_half_life)
    The last term only for items added after the model was trained: they have no interactions yet, so
    they get shown (explored) until their impressions say enough, then compete on relevance alone.
+   These terms are the first columns of the candidate's feature vector (`ranking_features`, logged with
+   each impression); once the online ranker (an FTRL logistic regression the stream consumer learns from
+   the rewards of logged slates) has seen `online_min_examples`, `online_weight` times its logit is added.
 3. **Slate.** Slot by slot: a slot reserved for promoted items (`promoted_share` of the k slots, evenly
    spread, like Amazon Personalize's `percentPromotedItems`) draws from the promoted candidates; every
    slot skips items whose genres already fill `max_genre_share` of the slate (a genre cap for diversity,
@@ -28,6 +31,7 @@ from typing import Literal
 import numpy as np
 
 from rtrec.domain.catalog import ItemCatalog
+from rtrec.domain.online import RANKER_FEATURES
 
 Policy = Literal["plackett_luce", "epsilon_greedy", "greedy"]
 POLICIES: tuple[str, ...] = ("plackett_luce", "epsilon_greedy", "greedy")
@@ -47,6 +51,8 @@ class RankingConfig:
     new_item_half_life_days: float = 14.0
     promoted_share: float = 0.0
     max_genre_share: float = 0.6
+    online_weight: float = 0.05
+    online_min_examples: int = 500
 
     def __post_init__(self) -> None:
         problems = []
@@ -60,7 +66,9 @@ class RankingConfig:
             problems.append("promoted_share must be within [0, 1]")
         if not 0 < self.max_genre_share <= 1:
             problems.append("max_genre_share must be within (0, 1]")
-        for name in ("popularity_weight", "freshness_weight", "new_item_boost"):
+        if self.online_min_examples < 0:
+            problems.append("online_min_examples must not be negative")
+        for name in ("popularity_weight", "freshness_weight", "new_item_boost", "online_weight"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must not be negative")
         for name in ("freshness_half_life_days", "new_item_impressions_scale", "new_item_half_life_days"):
@@ -88,6 +96,7 @@ class RankedItem:
     row: int
     score: float
     propensity: float
+    position: int  # in the candidate arrays handed to select_slate
 
 
 def promoted_slots(k: int, share: float) -> frozenset[int]:
@@ -111,25 +120,45 @@ def eligible(rows: np.ndarray, catalog: ItemCatalog, filters: Filters, seen_rows
     return keep
 
 
+def ranking_features(
+    rows: np.ndarray,
+    relevance: np.ndarray,
+    catalog: ItemCatalog,
+    config: RankingConfig,
+    now: float,
+    signals: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
+    """[n, len(RANKER_FEATURES)]: bias, relevance, log-popularity (0..1), freshness, the new-item exploration
+    term, and the stream's signals per catalog row (ctr_lift, trend; zeros without an online ranker)."""
+    cols = catalog.columns
+    features = np.zeros((len(rows), len(RANKER_FEATURES)), dtype=np.float64)
+    features[:, 0] = 1.0
+    features[:, 1] = relevance
+    top = float(np.log1p(catalog.max_popularity))
+    if top > 0:
+        features[:, 2] = np.log1p(cols.popularity[rows]) / top
+    age_days = np.clip(now - cols.created_at[rows], 0.0, None) / SECONDS_PER_DAY  # NaN when unknown
+    features[:, 3] = np.nan_to_num(0.5 ** (age_days / config.freshness_half_life_days))
+    new = catalog.is_new(rows)
+    if new.any():
+        decay = np.exp(-cols.impressions[rows] / config.new_item_impressions_scale)
+        decay *= np.nan_to_num(0.5 ** (age_days / config.new_item_half_life_days), nan=1.0)
+        features[:, 4] = np.where(new, decay, 0.0)
+    if signals is not None:
+        ctr_lift, trend = signals
+        features[:, 5] = ctr_lift[rows]
+        features[:, 6] = trend[rows]
+    return features
+
+
+def blend_weights(config: RankingConfig) -> np.ndarray:
+    """The business blend as weights over RANKER_FEATURES (the stream's signals enter through the ranker)."""
+    return np.array([0.0, 1.0, config.popularity_weight, config.freshness_weight, config.new_item_boost, 0.0, 0.0])
+
+
 def blend(rows: np.ndarray, relevance: np.ndarray, catalog: ItemCatalog, config: RankingConfig, now: float) -> np.ndarray:
     """Relevance plus the business and exploration terms (see the module docstring)."""
-    cols = catalog.columns
-    scores = relevance.astype(np.float64, copy=True)
-    if config.popularity_weight:
-        popularity = np.log1p(cols.popularity[rows])
-        top = float(np.log1p(catalog.max_popularity))
-        if top > 0:
-            scores += config.popularity_weight * popularity / top
-    age_days = np.clip(now - cols.created_at[rows], 0.0, None) / SECONDS_PER_DAY  # NaN when unknown
-    if config.freshness_weight:
-        scores += config.freshness_weight * np.nan_to_num(0.5 ** (age_days / config.freshness_half_life_days))
-    if config.new_item_boost:
-        new = catalog.is_new(rows)
-        if new.any():
-            decay = np.exp(-cols.impressions[rows] / config.new_item_impressions_scale)
-            decay *= np.nan_to_num(0.5 ** (age_days / config.new_item_half_life_days), nan=1.0)
-            scores += np.where(new, config.new_item_boost * decay, 0.0)
-    return scores
+    return ranking_features(rows, relevance, catalog, config, now) @ blend_weights(config)
 
 
 def _pick(scores: np.ndarray, mask: np.ndarray, config: RankingConfig, rng: np.random.Generator) -> tuple[int, float]:
@@ -179,7 +208,7 @@ def select_slate(
             pool = diverse
         position, probability = _pick(scores, pool, config, rng)
         remaining[position] = False
-        slate.append(RankedItem(int(rows[position]), float(scores[position]), probability))
+        slate.append(RankedItem(int(rows[position]), float(scores[position]), probability, position))
         mask = int(genre_masks[position])
         while mask:
             bit = mask & -mask

@@ -75,6 +75,12 @@ class EmbeddedCloud:
         report = Provisioner(self.names, endpoint_url=self.endpoint_url, region=self.region).provision()
         if self.state is not None:
             self.state.restore_buckets(self.client("s3"), self.names)
+            # The stream is new (moto keeps nothing), and its sequence numbers start again at 1: the online
+            # ranker keeps what it learned but must not skip the new stream's records as already learned.
+            from rtrec.adapters.aws.s3 import S3RankerStateStore
+            from rtrec.resources import MODELS_BUCKET
+
+            S3RankerStateStore(self.names.bucket(MODELS_BUCKET), client=self.client("s3")).restart_positions()
         return report
 
     def stop(self, *, save_state: bool = True) -> None:

@@ -1,10 +1,16 @@
 """Prequential replay: MovieLens interactions of a late period sent through the running API in time order.
 
 Before each event the replay asks for the user's recommendations (k=10) and counts a hit when the
-event's item is among them (online hit rate, HR@10); then, in `live` mode, it posts the event to
-`POST /events`, so the consumer updates the user's history before their next request. In `frozen`
-mode nothing is posted: the same model with the features as they were at the start. The difference
-is what real-time feature updates are worth.
+event's item is among them (online hit rate, HR@10). Three modes:
+
+- `frozen`: nothing is posted: the same model with the features as they were at the start;
+- `live`: each event is posted to `POST /events` (naming the slate it answers, as a client attributes a
+  click), so the consumer updates the user's history before their next request; ranked without the
+  online ranker (`online_ranker=false`);
+- `ranker`: as `live`, with the online ranker's score in the ranking: it learns from the rewards of the
+  replay's own slates as they happen (the caller starts it from nothing).
+
+The differences are what real-time features, and then the online ranker, are worth.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ from tqdm import tqdm
 
 from rtrec.errors import DependencyError
 
-Mode = Literal["frozen", "live"]
+Mode = Literal["frozen", "live", "ranker"]
+MODES: tuple[str, ...] = ("frozen", "live", "ranker")
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,7 @@ class ReplayResult:
     errors: int
     seconds: float
     strategies: dict[str, int]
+    ranked_online: int = 0  # responses the online ranker took part in
 
     @property
     def hit_rate(self) -> float:
@@ -75,7 +83,7 @@ def replay(events: list[ReplayEvent], api_url: str, mode: Mode, *, run_id: str, 
            show_progress: bool = True) -> ReplayResult:
     """Send `events` through the API (see the module docstring); returns the online HR@k. Event ids carry
     `run_id`, so a second replay of the same interactions is not taken for re-delivered events."""
-    hits = errors = 0
+    hits = errors = ranked_online = 0
     strategies: dict[str, int] = {}
     started = time.monotonic()
     with httpx.Client(base_url=api_url, timeout=10.0) as client:
@@ -86,17 +94,21 @@ def replay(events: list[ReplayEvent], api_url: str, mode: Mode, *, run_id: str, 
         bar = tqdm(_paced(events, rate), total=len(events), desc=f"replay ({mode})", unit="event",
                    disable=not show_progress, mininterval=1.0)
         for n, event in enumerate(bar):
-            response = client.get(f"/recommend/{event.user_id}", params={"k": k})
+            response = client.get(f"/recommend/{event.user_id}",
+                                  params={"k": k, "online_ranker": str(mode == "ranker").lower()})
+            request_id = None
             if response.status_code != 200:
                 errors += 1
             else:
                 body = response.json()
+                request_id = body["request_id"]
                 strategies[body["strategy"]] = strategies.get(body["strategy"], 0) + 1
+                ranked_online += bool(body.get("online_ranker"))
                 hits += event.item_id in {r["item_id"] for r in body["recommendations"]}
-            if mode == "live":
+            if mode != "frozen":
                 posted = client.post("/events", json={"events": [{
                     "event_id": f"replay-{run_id}-{n}", "user_id": event.user_id, "item_id": event.item_id, "type": "rating",
-                    "value": event.rating, "timestamp": event.timestamp}]})
+                    "value": event.rating, "timestamp": event.timestamp, "request_id": request_id}]})
                 errors += posted.status_code != 202
             bar.set_postfix(hr=f"{hits / max(bar.n, 1):.3f}", refresh=False)
-    return ReplayResult(mode, len(events), hits, errors, time.monotonic() - started, strategies)
+    return ReplayResult(mode, len(events), hits, errors, time.monotonic() - started, strategies, ranked_online)

@@ -21,8 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rtrec.domain.catalog import ItemCatalog
 from rtrec.domain.models import PopularItems, Recommendation, ScoredItem, UserProfile
-from rtrec.domain.ranking import Filters, RankingConfig, blend, eligible, select_slate
+from rtrec.domain.online import OnlineRanker
+from rtrec.domain.ranking import Filters, RankingConfig, blend_weights, eligible, ranking_features, select_slate
 from rtrec.errors import InvalidInputError, ModelNotReadyError, NotFoundError
 from rtrec.ports import FeatureStore, PopularityStore
 from rtrec.services.catalog import ServingModel
@@ -72,6 +74,7 @@ class Recommender:
         wall_clock: Callable[[], float] = time.time,
         rng: np.random.Generator | None = None,
         request_ids: Callable[[], str] = lambda: uuid.uuid4().hex,
+        ranker: Callable[[], OnlineRanker | None] = lambda: None,
     ) -> None:
         self._features = features
         self._popularity = popularity
@@ -83,6 +86,8 @@ class Recommender:
         self._wall_clock = wall_clock
         self._rng = rng if rng is not None else np.random.default_rng()
         self._request_ids = request_ids
+        self._ranker = ranker
+        self._signals: tuple[OnlineRanker, ItemCatalog, int, tuple[np.ndarray, np.ndarray]] | None = None
         self._lock = threading.Lock()
         self._popular: PopularItems | None = None
         self._loaded_at: float | None = None
@@ -113,21 +118,28 @@ class Recommender:
 
     # -- recommend ----------------------------------------------------------------------------------
 
-    def recommend(self, user_id: str, k: int, filters: Filters | None = None) -> Recommendation:
-        """Fetch the user's features (one read) and serve them."""
+    def recommend(self, user_id: str, k: int, filters: Filters | None = None, *,
+                  online_ranker: bool = True) -> Recommendation:
+        """Fetch the user's features (one read) and serve them; `online_ranker=False` ranks without the
+        online ranker's score (its features are still logged, so it goes on learning)."""
         filters = filters or Filters()
         self._check(user_id, k, filters)  # before the read: bad input costs no DynamoDB call
-        return self._serve(user_id, self._features.get_user(user_id), k, filters)
+        return self._serve(user_id, self._features.get_user(user_id), k, filters, online_ranker)
 
     def recommend_for(
-        self, user_id: str, profile: UserProfile | None, k: int, filters: Filters | None = None
+        self, user_id: str, profile: UserProfile | None, k: int, filters: Filters | None = None, *,
+        online_ranker: bool = True,
     ) -> Recommendation:
         """The compute path for an already fetched profile (None: the user is unknown)."""
         filters = filters or Filters()
         self._check(user_id, k, filters)
-        return self._serve(user_id, profile, k, filters)
+        return self._serve(user_id, profile, k, filters, online_ranker)
 
-    def _serve(self, user_id: str, profile: UserProfile | None, k: int, filters: Filters) -> Recommendation:
+    def online_ranker(self) -> OnlineRanker | None:
+        return self._ranker()
+
+    def _serve(self, user_id: str, profile: UserProfile | None, k: int, filters: Filters,
+               use_online_ranker: bool = True) -> Recommendation:
         model = self._models()
         has_history = profile is not None and (bool(profile.history) or profile.interaction_count > 0)
         if model is None:
@@ -146,7 +158,14 @@ class Recommender:
             rows, relevance = self._retrieve(model, vector, k, filters, seen)
         keep = eligible(rows, catalog, filters, seen)
         rows, relevance = rows[keep], relevance[keep]
-        scores = blend(rows, relevance, catalog, self.ranking, self._wall_clock())
+        ranker = self._ranker()
+        signals = self._item_signals(ranker, catalog) if ranker is not None else None
+        features = ranking_features(rows, relevance, catalog, self.ranking, self._wall_clock(), signals)
+        scores = features @ blend_weights(self.ranking)
+        ranked_online = (use_online_ranker and ranker is not None and self.ranking.online_weight > 0
+                         and ranker.examples >= self.ranking.online_min_examples)
+        if ranked_online:
+            scores += self.ranking.online_weight * (features @ ranker.weights)  # type: ignore[union-attr]
         slate = select_slate(rows, scores, catalog, k, self.ranking, self._rng)
         catalog.record_impressions(np.fromiter((s.row for s in slate), dtype=np.int64, count=len(slate)))
         return Recommendation(
@@ -156,7 +175,25 @@ class Recommender:
             cold_start=strategy != STRATEGY_TWO_TOWER,
             strategy=strategy,
             items=tuple(ScoredItem(catalog.item_id(s.row), s.score, s.propensity) for s in slate),
+            features=tuple(tuple(round(float(v), 6) for v in features[s.position]) for s in slate),
+            online_ranker=ranked_online,
         )
+
+    def _item_signals(self, ranker: OnlineRanker, catalog: ItemCatalog) -> tuple[np.ndarray, np.ndarray]:
+        """The stream's per-row signals for this catalog, computed once per ranker state and catalog size.
+        The global impression counts also feed the new-item exploration term (each instance only sees its own)."""
+        cached = self._signals
+        if cached is not None and cached[0] is ranker and cached[1] is catalog and cached[2] == len(catalog):
+            return cached[3]
+        item_ids = [catalog.item_id(r) for r in range(len(catalog))]
+        signals = ranker.item_signals(item_ids)
+        shown = ranker.posteriors.impressions
+        if shown:
+            rows = catalog.rows(shown)
+            counts = np.fromiter((shown[catalog.item_id(r)] for r in rows.tolist()), dtype=np.int64, count=len(rows))
+            catalog.columns.impressions[rows] = np.maximum(catalog.columns.impressions[rows], counts)
+        self._signals = (ranker, catalog, len(catalog), signals)
+        return signals
 
     def similar(self, item_id: str, k: int) -> SimilarItems:
         """The k items closest to `item_id` in the item tower's space (pure relevance, no exploration)."""

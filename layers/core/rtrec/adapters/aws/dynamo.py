@@ -12,6 +12,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from rtrec.adapters.aws.clients import aws_client
 from rtrec.adapters.aws.errors import translate_aws_errors
+from rtrec.domain.events import Impression, decode_record, encode_record
 from rtrec.domain.models import ItemFeatures, ItemStatsDelta, UserProfile
 from rtrec.errors import DependencyError
 
@@ -57,6 +58,9 @@ def user_to_record(user: UserProfile) -> dict[str, Any]:
         "interaction_count": user.interaction_count,
         "last_seen": user.last_seen,
         "recent_event_ids": list(user.recent_event_ids),
+        # A JSON string: a map of float lists would cost a Decimal per feature both ways.
+        "pending_impression": encode_record(user.pending_impression).decode() if user.pending_impression else None,
+        "early_rewards": list(user.early_rewards),
     }
 
 
@@ -71,7 +75,16 @@ def user_from_record(record: dict[str, Any]) -> UserProfile:
         interaction_count=int(record.get("interaction_count", 0)),
         last_seen=int(record["last_seen"]) if "last_seen" in record else None,
         recent_event_ids=tuple(str(i) for i in record.get("recent_event_ids", ())),
+        pending_impression=_impression(record.get("pending_impression")),
+        early_rewards=tuple(str(r) for r in record.get("early_rewards", ())),
     )
+
+
+def _impression(raw: str | None) -> Impression | None:
+    if not raw:
+        return None
+    message = decode_record(raw.encode())
+    return message if isinstance(message, Impression) else None
 
 
 def item_to_record(item: ItemFeatures) -> dict[str, Any]:

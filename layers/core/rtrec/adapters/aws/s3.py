@@ -14,6 +14,7 @@ from rtrec.adapters.aws.dynamo import item_from_record, item_to_record
 from rtrec.adapters.aws.errors import translate_aws_errors
 from rtrec.domain.events import Impression, StreamMessage, decode_record, encode_record
 from rtrec.domain.models import ItemFeatures, PopularItems, ScoredItem
+from rtrec.domain.online import LabeledImpression, RankerShardState
 from rtrec.errors import DependencyError
 
 POPULARITY_KEY = "popularity/current.json"
@@ -106,8 +107,10 @@ class S3CatalogAdditions:
 
 class S3CounterfactualLog:
     """CounterfactualLog as JSON lines in the counterfactual-logs bucket, Hive-style partitions:
-    `<kind>/dt=YYYY-MM-DD/<batch_id>.jsonl` with kind `impressions` or `events`. A re-delivered batch
-    has the same id and overwrites its object; readers de-duplicate by event_id across objects."""
+    `<kind>/dt=YYYY-MM-DD/<batch_id>.jsonl` with kind `impressions` or `events` (the raw messages), or
+    `joined` (the slates joined with their rewards, partitioned by the day they were served). A re-delivered
+    batch has the same id and overwrites its object; readers de-duplicate by event_id (request_id for
+    joined slates) across objects."""
 
     def __init__(self, bucket: str, client: Any = None, *, endpoint_url: str | None = None,
                  region: str = "us-east-1") -> None:
@@ -125,6 +128,28 @@ class S3CounterfactualLog:
                 self._client.put_object(Bucket=self.bucket, Key=key, Body=("\n".join(lines) + "\n").encode(),
                                         ContentType="application/x-ndjson")
 
+    def write_joined(self, batch_id: str, slates: Sequence[LabeledImpression]) -> None:
+        groups: dict[str, list[str]] = {}
+        for slate in slates:
+            day = time.strftime("%Y-%m-%d", time.gmtime(slate.timestamp))
+            groups.setdefault(f"joined/dt={day}/{batch_id}.jsonl", []).append(json.dumps(slate.to_dict()))
+        for key, lines in groups.items():
+            with translate_aws_errors(f"writing s3://{self.bucket}/{key}"):
+                self._client.put_object(Bucket=self.bucket, Key=key, Body=("\n".join(lines) + "\n").encode(),
+                                        ContentType="application/x-ndjson")
+
+    def read_joined(self) -> list[LabeledImpression]:
+        """Every logged slate with its rewards, de-duplicated by request_id, oldest first."""
+        seen: dict[str, LabeledImpression] = {}
+        for obj in list_objects(self._client, self.bucket, "joined/"):
+            with translate_aws_errors(f"reading s3://{self.bucket}/{obj['Key']}"):
+                body = self._client.get_object(Bucket=self.bucket, Key=obj["Key"])["Body"].read()
+            for line in body.decode().splitlines():
+                if line.strip():
+                    slate = LabeledImpression.from_dict(json.loads(line))
+                    seen.setdefault(slate.request_id, slate)
+        return sorted(seen.values(), key=lambda s: s.timestamp)
+
     def read(self, kind: str) -> list[StreamMessage]:
         """Every logged message of `kind` ("impressions" or "events"), de-duplicated by event_id."""
         seen: dict[str, StreamMessage] = {}
@@ -136,3 +161,59 @@ class S3CounterfactualLog:
                     message = decode_record(line.encode())
                     seen.setdefault(message.event_id, message)
         return list(seen.values())
+
+
+RANKER_STATE_PREFIX = "online/ranker/"
+
+
+class S3RankerStateStore:
+    """RankerStateStore as one JSON object per shard in the models bucket."""
+
+    def __init__(self, bucket: str, prefix: str = RANKER_STATE_PREFIX, client: Any = None, *,
+                 endpoint_url: str | None = None, region: str = "us-east-1") -> None:
+        self.bucket = bucket
+        self.prefix = prefix
+        self._client = client if client is not None else aws_client("s3", endpoint_url, region)
+
+    def _read(self, key: str) -> RankerShardState | None:
+        with translate_aws_errors(f"reading s3://{self.bucket}/{key}"):
+            try:
+                raw = self._client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                    return None
+                raise
+        try:
+            return RankerShardState.from_dict(json.loads(raw))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DependencyError(f"s3://{self.bucket}/{key} is not a valid online-ranker state: {exc}") from exc
+
+    def load(self, shard_id: str) -> RankerShardState | None:
+        return self._read(f"{self.prefix}{shard_id}.json")
+
+    def save(self, state: RankerShardState) -> None:
+        key = f"{self.prefix}{state.shard_id}.json"
+        with translate_aws_errors(f"writing s3://{self.bucket}/{key}"):
+            self._client.put_object(Bucket=self.bucket, Key=key, Body=json.dumps(state.to_dict()).encode(),
+                                    ContentType="application/json")
+
+    def load_all(self) -> list[RankerShardState]:
+        states = (self._read(obj["Key"]) for obj in list_objects(self._client, self.bucket, self.prefix)
+                  if obj["Key"].endswith(".json"))
+        return [s for s in states if s is not None]
+
+    def restart_positions(self) -> int:
+        """Keep what every shard learned but forget the last sequence number it learned: for a stream that
+        was created again and numbers its records from the start (the embedded cloud's, after a restart)."""
+        states = self.load_all()
+        for state in states:
+            state.learned_through = -1
+            self.save(state)
+        return len(states)
+
+    def clear(self) -> int:
+        keys = [obj["Key"] for obj in list_objects(self._client, self.bucket, self.prefix)]
+        for key in keys:
+            with translate_aws_errors(f"deleting s3://{self.bucket}/{key}"):
+                self._client.delete_object(Bucket=self.bucket, Key=key)
+        return len(keys)

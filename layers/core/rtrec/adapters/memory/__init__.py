@@ -10,6 +10,7 @@ import numpy as np
 from rtrec.domain.encoder import FeatureEncoder
 from rtrec.domain.events import StreamMessage
 from rtrec.domain.models import ItemFeatures, ItemStatsDelta, PopularItems, UserProfile
+from rtrec.domain.online import LabeledImpression, RankerShardState
 
 
 class InMemoryFeatureStore:
@@ -123,9 +124,37 @@ class InMemoryEventStream:
 class InMemoryCounterfactualLog:
     def __init__(self) -> None:
         self.batches: dict[str, list[StreamMessage]] = {}
+        self.joined: dict[str, list[LabeledImpression]] = {}
 
     def write_batch(self, batch_id: str, messages: Sequence[StreamMessage]) -> None:
         self.batches[batch_id] = list(messages)
+
+    def write_joined(self, batch_id: str, slates: Sequence[LabeledImpression]) -> None:
+        self.joined[batch_id] = list(slates)
+
+
+class InMemoryRankerStateStore:
+    """Keeps states as their JSON dicts, so a test sees what a round trip through the store keeps."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, dict] = {}
+        self.loads = 0
+
+    def load(self, shard_id: str) -> RankerShardState | None:
+        body = self.states.get(shard_id)
+        return RankerShardState.from_dict(body) if body is not None else None
+
+    def save(self, state: RankerShardState) -> None:
+        self.states[state.shard_id] = state.to_dict()
+
+    def load_all(self) -> list[RankerShardState]:
+        self.loads += 1
+        return [RankerShardState.from_dict(b) for b in self.states.values()]
+
+    def clear(self) -> int:
+        count = len(self.states)
+        self.states.clear()
+        return count
 
 
 class InMemoryDeadLetterQueue:

@@ -1,0 +1,101 @@
+"""The online ranker's two halves: the consumer learns per batch, serving reads what it learned.
+
+`OnlineLearner` runs after each consumer batch: it takes the slates the batch resolved (joined with their
+rewards) and its positive events, writes the joined slates to the counterfactual log, updates the shard's
+FTRL learner, Beta counts and trend, and saves the shard's state. Learning is exactly once per record: the
+state remembers the last sequence number it learned, and only the records before the batch's first
+failure are learned (the event source mapping delivers that one and everything after it again, with the
+idempotency guard handing back what applying them did).
+
+`OnlineRankerSource` is serving's side: it reloads every shard's state every `poll_seconds` and merges
+them into one `OnlineRanker`; a failed reload keeps the last one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from rtrec.domain.online import RANKER_FEATURES, FtrlProximal, OnlineRanker, RankerShardState
+from rtrec.errors import RtrecError
+from rtrec.ports import CounterfactualLog, RankerStateStore
+from rtrec.services.stream import Applied
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    alpha: float = 0.1
+    beta: float = 1.0
+    l1: float = 0.01
+    l2: float = 1.0
+    trend_half_life_days: float = 7.0
+
+
+@dataclass(frozen=True)
+class Learned:
+    records: int  # records whose effects were learned now (not before)
+    slates: int
+    examples: int
+    total_examples: int
+
+
+class OnlineLearner:
+    def __init__(self, states: RankerStateStore, log: CounterfactualLog, config: LearnerConfig | None = None) -> None:
+        self._states = states
+        self._log = log
+        self.config = config or LearnerConfig()
+
+    def new_state(self, shard_id: str) -> RankerShardState:
+        c = self.config
+        return RankerShardState(shard_id, FtrlProximal(len(RANKER_FEATURES), alpha=c.alpha, beta=c.beta, l1=c.l1,
+                                                       l2=c.l2), trend_half_life_days=c.trend_half_life_days)
+
+    def learn_batch(self, shard_id: str, batch_id: str, applied: Sequence[tuple[int, Applied]]) -> Learned:
+        """Learn from `applied` (sequence number, what applying the record did), in sequence order."""
+        state = self._states.load(shard_id) or self.new_state(shard_id)
+        fresh = sorted(((seq, a) for seq, a in applied if seq > state.learned_through), key=lambda pair: pair[0])
+        if not fresh:
+            return Learned(0, 0, 0, state.learner.examples)
+        slates = [slate for _, a in fresh for slate in a.resolved]
+        if slates:  # before the state: a crash in between logs a slate twice (readers de-duplicate), never loses it
+            self._log.write_joined(batch_id, slates)
+        for _, a in fresh:
+            if a.positive is not None:
+                state.observe_positive(*a.positive)
+        examples = state.learn(slates)
+        state.learned_through = fresh[-1][0]
+        self._states.save(state)
+        return Learned(len(fresh), len(slates), examples, state.learner.examples)
+
+
+class OnlineRankerSource:
+    """The merged online ranker, reloaded at most every `poll_seconds` on the request path."""
+
+    def __init__(self, states: RankerStateStore, *, poll_seconds: float = 2.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._states = states
+        self._poll_seconds = poll_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._ranker: OnlineRanker | None = None
+        self._loaded_at: float | None = None
+
+    def __call__(self) -> OnlineRanker | None:
+        now = self._clock()
+        if self._loaded_at is not None and now - self._loaded_at < self._poll_seconds:
+            return self._ranker
+        if not self._lock.acquire(blocking=False):  # another request is reloading: serve the last one
+            return self._ranker
+        try:
+            self._loaded_at = now
+            self._ranker = OnlineRanker.merge(self._states.load_all())
+        except (RtrecError, ValueError) as exc:
+            logger.warning("online ranker state not reloaded, keeping the last one: %s", exc)
+        finally:
+            self._lock.release()
+        return self._ranker
