@@ -1,34 +1,35 @@
-"""The `stream_consumer` Lambda: Kinesis batches into features, item statistics and the counterfactual log.
+"""The `stream_consumer` Lambda: Kinesis batches into features, item statistics, the online ranker and the
+counterfactual log.
 
-Per batch: decode every record (a record that does not decode is poison: it goes to the dead-letter
-queue with the reason and counts as processed), write the batch's messages to the counterfactual log,
-then apply each message exactly once in effect (Powertools idempotency keyed by event_id, stored in
-the idempotency table). A record whose apply fails is reported in `batchItemFailures`, so the event
-source mapping re-delivers from it; after its retries it lands in the dead-letter queue there. Last,
-the online learner learns from the records before the first failure: the slates they resolved (joined
-with their rewards, also written to the counterfactual log) and their positive events.
+Per batch (one shard's records, in order):
+1. decode every record; one that does not decode is poison: it goes to the dead-letter queue with the
+   reason and counts as processed;
+2. write the batch's raw messages to the counterfactual log (one object per batch; re-delivery overwrites);
+3. plan: read the batch's user profiles at once and apply the messages to them in memory (the reward join
+   included); a message whose application raises is dead-lettered with the reason;
+4. the online learner learns the slates the batch resolved and its positive events (once per record: it
+   remembers the last sequence number learned);
+5. commit: the changed profiles (BatchWriteItem) and the item statistics (ADDs with a per-item, per-shard
+   watermark, in TransactWriteItems of 100).
+Every step is safe to repeat, so when one fails the whole batch is reported in `batchItemFailures` (from its
+first record) and the event source mapping delivers it again; after its retries the first record goes to
+the dead-letter queue there. About 0.1 AWS calls per event instead of the 5-6 that a per-event idempotency
+record, profile read and write and stats update cost.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.kinesis_stream_event import KinesisStreamRecord
-from aws_lambda_powertools.utilities.idempotency import (
-    DynamoDBPersistenceLayer,
-    IdempotencyConfig,
-    idempotent_function,
-)
 
-from rtrec.domain.events import StreamMessage, decode_message, decode_record, message_to_dict
-from rtrec.errors import InvalidInputError
+from rtrec.domain.events import StreamMessage, decode_record
+from rtrec.errors import InvalidInputError, RtrecError
 from rtrec.ports import DeadLetterQueue
 from rtrec.services.online import LearnerConfig, OnlineLearner
-from rtrec.services.stream import Applied, StreamConsumer
+from rtrec.services.stream import StreamConsumer
 from rtrec.settings import ConsumerSettings
 
 logger = Logger(service="rtrec-stream-consumer")
@@ -38,51 +39,43 @@ logger = Logger(service="rtrec-stream-consumer")
 class ConsumerHandler:
     consumer: StreamConsumer
     dlq: DeadLetterQueue
-    apply_once: Callable[..., Any]
-    processor: BatchProcessor
-    config: IdempotencyConfig
     learner: OnlineLearner | None = None
 
     def __call__(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
-        self.config.register_lambda_context(context)
         records = [KinesisStreamRecord(r) for r in event.get("Records", [])]
-        decoded: dict[str, StreamMessage] = {}
-        applied: dict[str, Applied] = {}
-        for record in records:
-            try:
-                decoded[record.kinesis.sequence_number] = decode_record(record.kinesis.data_as_bytes())
-            except (InvalidInputError, ValueError) as exc:  # ValueError: the data is not valid base64
-                self._dead_letter(record, str(exc))
         if not records:
             return {"batchItemFailures": []}
+        by_sequence = {int(r.kinesis.sequence_number): r for r in records}
+        messages: list[tuple[int, StreamMessage]] = []
+        for seq, record in by_sequence.items():
+            try:
+                messages.append((seq, decode_record(record.kinesis.data_as_bytes())))
+            except (InvalidInputError, ValueError) as exc:  # ValueError: the data is not valid base64
+                self._dead_letter(record, f"malformed record: {exc}")
         first, last = records[0], records[-1]
         shard = first.event_id.split(":", 1)[0]
         batch_id = f"{shard}-{first.kinesis.sequence_number}-{last.kinesis.sequence_number}"
-        self.consumer.log_batch(batch_id, list(decoded.values()))
-
-        def record_handler(record: KinesisStreamRecord) -> None:
-            sequence_number = record.kinesis.sequence_number
-            message = decoded.get(sequence_number)
-            if message is not None:  # poison records were dead-lettered above
-                applied[sequence_number] = Applied.from_dict(self.apply_once(message=message_to_dict(message)))
-
-        response = process_partial_response(event=event, record_handler=record_handler, processor=self.processor,
-                                            context=context)
-        if self.learner is not None:
-            failed = [int(f["itemIdentifier"]) for f in response.get("batchItemFailures", [])]
-            before = min(failed) if failed else None
-            learned = self.learner.learn_batch(shard, batch_id, [
-                (int(seq), a) for seq, a in applied.items() if before is None or int(seq) < before])
-            if learned.slates:
-                logger.debug("online ranker learned", extra={"slates": learned.slates, "examples": learned.examples,
-                                                             "total_examples": learned.total_examples})
-        return response
+        try:
+            self.consumer.log_batch(batch_id, [m for _, m in messages])
+            plan = self.consumer.plan(shard, messages)
+            for seq, reason in plan.failed:
+                self._dead_letter(by_sequence[seq], f"could not be applied: {reason}")
+            if self.learner is not None:
+                learned = self.learner.learn_batch(shard, batch_id, plan.applied)
+                if learned.slates:
+                    logger.debug("online ranker learned", extra={"slates": learned.slates, "examples": learned.examples,
+                                                                 "total_examples": learned.total_examples})
+            self.consumer.commit(plan)
+        except RtrecError as exc:
+            logger.warning("batch failed; reported for re-delivery", extra={"batch_id": batch_id, "error": str(exc)})
+            return {"batchItemFailures": [{"itemIdentifier": first.kinesis.sequence_number}]}
+        return {"batchItemFailures": []}
 
     def _dead_letter(self, record: KinesisStreamRecord, reason: str) -> None:
-        logger.warning("poison record to the dead-letter queue", extra={"sequence_number": record.kinesis.sequence_number,
-                                                                        "reason": reason})
-        self.dlq.send({"reason": f"malformed record: {reason}", "source": "stream_consumer",
-                       "event_id": record.event_id, "record": record.raw_event})
+        logger.warning("record to the dead-letter queue", extra={"sequence_number": record.kinesis.sequence_number,
+                                                                 "reason": reason})
+        self.dlq.send({"reason": reason, "source": "stream_consumer", "event_id": record.event_id,
+                       "record": record.raw_event})
 
 
 def build_handler(settings: ConsumerSettings, *, dynamodb_client: Any = None) -> ConsumerHandler:
@@ -91,7 +84,7 @@ def build_handler(settings: ConsumerSettings, *, dynamodb_client: Any = None) ->
     from rtrec.adapters.aws.dynamo import DynamoFeatureStore
     from rtrec.adapters.aws.s3 import S3CounterfactualLog, S3RankerStateStore
     from rtrec.adapters.aws.sqs import SqsDeadLetterQueue
-    from rtrec.resources import COUNTERFACTUAL_BUCKET, EVENTS_DLQ, IDEMPOTENCY, ITEM_FEATURES, MODELS_BUCKET, USER_FEATURES
+    from rtrec.resources import COUNTERFACTUAL_BUCKET, EVENTS_DLQ, ITEM_FEATURES, MODELS_BUCKET, USER_FEATURES
 
     names = settings.names
     aws = {"endpoint_url": settings.endpoint_url, "region": settings.region}
@@ -103,16 +96,4 @@ def build_handler(settings: ConsumerSettings, *, dynamodb_client: Any = None) ->
     learner = OnlineLearner(S3RankerStateStore(names.bucket(MODELS_BUCKET), **aws), log, LearnerConfig(
         alpha=settings.ranker_alpha, l1=settings.ranker_l1, l2=settings.ranker_l2,
         trend_half_life_days=settings.trend_half_life_days))
-    persistence = DynamoDBPersistenceLayer(table_name=names.table(IDEMPOTENCY), boto3_client=dynamodb)
-    config = IdempotencyConfig(event_key_jmespath="event_id", expires_after_seconds=settings.idempotency_ttl_seconds,
-                               raise_on_no_idempotency_key=True)
-
-    @idempotent_function(data_keyword_argument="message", persistence_store=persistence, config=config)
-    def apply_once(message: dict[str, Any]) -> dict[str, Any]:
-        return consumer.apply(decode_message(message)).to_dict()
-
-    return ConsumerHandler(consumer, SqsDeadLetterQueue(names.queue(EVENTS_DLQ), **aws), apply_once,
-                           # Every failed record is reported in batchItemFailures, even when all of them failed, instead of
-                           # failing the invocation: the event source mapping retries from the first one either way.
-                           BatchProcessor(event_type=EventType.KinesisDataStreams, raise_on_entire_batch_failure=False),
-                           config, learner)
+    return ConsumerHandler(consumer, SqsDeadLetterQueue(names.queue(EVENTS_DLQ), **aws), learner)

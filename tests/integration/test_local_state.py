@@ -31,6 +31,35 @@ def test_objects_survive_a_restart_and_deletions_stick(tmp_path):
     assert (state.s3_dir / "offline-store" / "events" / "2026" / "11" / "25" / "a.jsonl").exists()
 
 
+def test_saving_downloads_only_what_changed(tmp_path):
+    state = LocalState(tmp_path / "state").ensure()
+    names = ResourceNames(prefix="resave")
+    with EmbeddedCloud(port=0, names=names, state=state) as cloud:
+        s3, bucket = cloud.client("s3"), names.bucket(MODELS_BUCKET)
+        s3.put_object(Bucket=bucket, Key="a.json", Body=b"1")
+        s3.put_object(Bucket=bucket, Key="b.json", Body=b"2")
+        assert state.save_buckets(s3, names) == 2
+        assert state.save_buckets(s3, names) == 0
+        s3.put_object(Bucket=bucket, Key="b.json", Body=b"3")
+        assert state.save_buckets(s3, names) == 1
+    assert (state.s3_dir / "models" / "b.json").read_bytes() == b"3"
+
+
+def test_the_online_ranker_keeps_what_it_learned_but_not_its_stream_positions_across_a_restart(tmp_path):
+    from rtrec.adapters.aws.s3 import S3RankerStateStore
+    from rtrec.domain.online import RankerShardState
+
+    state = LocalState(tmp_path / "state").ensure()
+    names = ResourceNames(prefix="ranker")
+    with EmbeddedCloud(port=0, names=names, state=state) as first:
+        ranker = RankerShardState("shardId-000000000000", learned_through=5000)
+        ranker.observe_positive("7", 1_000.0)
+        S3RankerStateStore(names.bucket(MODELS_BUCKET), client=first.client("s3")).save(ranker)
+    with EmbeddedCloud(port=0, names=names, state=state) as second:  # a new stream numbers records from 1 again
+        again = S3RankerStateStore(names.bucket(MODELS_BUCKET), client=second.client("s3")).load("shardId-000000000000")
+        assert again.learned_through == -1 and again.trend == {"7": 1.0}
+
+
 def test_a_busy_port_is_a_clear_error(cloud):
     from rtrec.errors import DependencyError
 

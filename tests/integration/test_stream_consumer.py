@@ -93,18 +93,18 @@ def test_a_dynamodb_failure_reports_the_record_for_retry_then_it_applies_once(cl
     from rtrec.adapters.aws.clients import aws_client
 
     class Flaky:
-        """A DynamoDB client whose update_item fails twice (throttling), then works."""
+        """A DynamoDB client whose item-stats transaction fails twice (throttling), then works."""
 
         def __init__(self) -> None:
             self._client = aws_client("dynamodb", cloud.endpoint_url)
             self.failures = 2
 
-        def update_item(self, **kwargs):
+        def transact_write_items(self, **kwargs):
             if self.failures:
                 self.failures -= 1
                 raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}},
-                                  "UpdateItem")
-            return self._client.update_item(**kwargs)
+                                  "TransactWriteItems")
+            return self._client.transact_write_items(**kwargs)
 
         def __getattr__(self, name):
             return getattr(self._client, name)
@@ -153,22 +153,22 @@ def test_rewards_are_joined_logged_and_learned_once_per_record(consumer, names, 
     assert [(s.items, s.rewards) for s in joined if s.request_id == f"r-{user}"] == [(("a", "b"), (0, 1))]
 
 
-def test_after_a_failed_record_only_the_records_before_it_are_learned_until_it_is_redelivered(cloud, names):
+def test_a_batch_that_fails_after_learning_is_learned_once_and_its_stats_added_once(cloud, names):
     from rtrec.adapters.aws.clients import aws_client
 
     class FailsOnce:
-        """A DynamoDB client whose first stats update of item `boom` is throttled."""
+        """A DynamoDB client whose first item-stats transaction is throttled (after the profiles were written)."""
 
         def __init__(self) -> None:
             self._client = aws_client("dynamodb", cloud.endpoint_url)
             self.failed = False
 
-        def update_item(self, **kwargs):
-            if kwargs["Key"]["item_id"]["S"] == "boom" and not self.failed:
+        def transact_write_items(self, **kwargs):
+            if not self.failed:
                 self.failed = True
                 raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow"}},
-                                  "UpdateItem")
-            return self._client.update_item(**kwargs)
+                                  "TransactWriteItems")
+            return self._client.transact_write_items(**kwargs)
 
         def __getattr__(self, name):
             return getattr(self._client, name)
@@ -177,20 +177,26 @@ def test_after_a_failed_record_only_the_records_before_it_are_learned_until_it_i
                             dynamodb_client=FailsOnce())
     shard = f"shardId-{uuid.uuid4().hex[:12]}"
     a, b = f"ua-{uuid.uuid4().hex[:8]}", f"ub-{uuid.uuid4().hex[:8]}"
+    x, y = f"x-{a}", f"y-{a}"
     batch = kinesis_event(encoded(
-        featured_slate(f"r-{a}", a, ("x", "y")), UserEvent(f"{a}-1", a, "y", "click", NOW + 1, request_id=f"r-{a}"),
-        featured_slate(f"r-{b}", b, ("boom", "z")), UserEvent(f"{b}-1", b, "z", "click", NOW + 2, request_id=f"r-{b}"),
+        featured_slate(f"r-{a}", a, (x, y)), UserEvent(f"{a}-1", a, y, "click", NOW + 1, request_id=f"r-{a}"),
+        featured_slate(f"r-{b}", b, (x, y)), UserEvent(f"{b}-1", b, x, "click", NOW + 2, request_id=f"r-{b}"),
     ), shard)
     states = S3RankerStateStore(names.bucket(MODELS_BUCKET), endpoint_url=cloud.endpoint_url)
+    features = DynamoFeatureStore(names.table(USER_FEATURES), names.table(ITEM_FEATURES), endpoint_url=cloud.endpoint_url)
     first = handler(batch, Context())
-    failed = batch["Records"][2]["kinesis"]["sequenceNumber"]
-    assert first == {"batchItemFailures": [{"itemIdentifier": failed}]}
-    assert states.load(shard).learner.examples == 2  # user a's slate; b's waits for the re-delivery
-    redelivered = {"Records": batch["Records"][2:]}  # the event source mapping resumes from the failed record
-    assert handler(redelivered, Context()) == {"batchItemFailures": []}
+    assert first == {"batchItemFailures": [{"itemIdentifier": batch["Records"][0]["kinesis"]["sequenceNumber"]}]}
+    assert states.load(shard).learner.examples == 4  # learned before the writes
+    assert features.get_user(a).history == (y,) and features.get_item_stats(x)["impressions"] == 0
+    assert handler(batch, Context()) == {"batchItemFailures": []}  # the whole batch again
+    assert handler(batch, Context()) == {"batchItemFailures": []}  # and once more, after it worked
     state = states.load(shard)
-    assert state.learner.examples == 4 and state.clicks == {"y": 1, "z": 1}
+    assert state.learner.examples == 4 and state.clicks == {x: 1, y: 1}
     assert state.learned_through == int(batch["Records"][3]["kinesis"]["sequenceNumber"])
+    assert features.get_item_stats(x) == {"impressions": 2, "clicks": 1, "interaction_count": 1,
+                                          "popularity_mass": pytest.approx(features.get_item_stats(x)["popularity_mass"])}
+    assert features.get_item_stats(y)["impressions"] == 2 and features.get_item_stats(y)["clicks"] == 1
+    assert features.get_user(a).interaction_count == 1 and features.get_user(b).history == (x,)
 
 
 def test_put_records_then_the_stream_holds_them(cloud, names):

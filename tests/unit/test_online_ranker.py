@@ -69,14 +69,16 @@ def test_a_weak_or_unrelated_event_leaves_the_slate_waiting():
         assert resolved == () and profile.pending_impression.request_id == "r1", n
 
 
-def test_the_consumer_returns_what_it_resolved_once_even_when_a_message_is_applied_again():
+def test_the_consumer_resolves_a_slate_once_even_when_its_batch_comes_again():
     features = InMemoryFeatureStore()
     consumer = StreamConsumer(features, features, InMemoryCounterfactualLog())
-    assert consumer.apply(slate("r1")).resolved == ()
-    applied = consumer.apply(click(1, "a", "r1"))
+    batch = [(1, slate("r1")), (2, click(1, "a", "r1"))]
+    plan = consumer.apply_batch("s0", batch)
+    assert [a.resolved for _, a in plan.applied][0] == ()
+    applied = plan.applied[1][1]
     assert [r.rewards for r in applied.resolved] == [(1, 0, 0)] and applied.positive == ("a", NOW + 5)
-    assert consumer.apply(click(1, "a", "r1")).resolved == ()  # the profile remembers e1
-    assert Applied.from_dict(applied.to_dict()) == applied
+    again = consumer.apply_batch("s0", batch)
+    assert all(a.resolved == () for _, a in again.applied)  # the profile remembers both records
 
 
 # -- learning -------------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from rtrec.adapters.memory import InMemoryCounterfactualLog, InMemoryEventStream
 from rtrec.domain.events import Impression, UserEvent, decode_record, encode_record
 from rtrec.domain.models import PROFILE_HISTORY_LIMIT, UserProfile
 from rtrec.domain.popularity import decay_mass, popularity_at
-from rtrec.errors import InvalidInputError
+from rtrec.errors import DependencyError, InvalidInputError
 from rtrec.services.stream import IngestService, StreamConsumer, updated_profile
 from tests.unit.serving_world import make_world
 
@@ -64,14 +64,61 @@ def test_history_keeps_the_most_recent_items():
 def test_consumer_updates_profile_item_stats_and_counts_impressions():
     features = InMemoryFeatureStore()
     consumer = StreamConsumer(features, features, InMemoryCounterfactualLog(), half_life_days=90)
-    consumer.apply(event(1, item="7"))
-    consumer.apply(event(2, "view", item="8"))
-    consumer.apply(Impression("r1", "u1", "1", "two_tower", ("7", "8", "7"), (1.0, 1.0, 1.0), (1, 1, 1), NOW))
+    consumer.apply_batch("s0", [(1, event(1, item="7")), (2, event(2, "view", item="8"))])
+    consumer.apply_batch("s0", [(3, Impression("r1", "u1", "1", "two_tower", ("7", "8", "7"), (1.0,) * 3, (1, 1, 1), NOW))])
     assert features.users["u1"].history == ("7",)
     assert features.item_stats["7"].clicks == 1 and features.item_stats["7"].interactions == 1
     assert features.item_stats["7"].impressions == 1 and features.item_stats["8"].impressions == 1
     assert features.item_stats["8"].interactions == 0
     assert popularity_at(features.item_stats["7"].popularity_mass, NOW + 1, 90) == pytest.approx(1.0)
+
+
+def test_a_batch_delivered_again_changes_nothing_and_a_duplicate_event_id_is_ignored():
+    features = InMemoryFeatureStore()
+    consumer = StreamConsumer(features, features, InMemoryCounterfactualLog())
+    batch = [(1, event(1, item="7")), (2, event(2, item="8"))]
+    consumer.apply_batch("s0", batch)
+    plan = consumer.apply_batch("s0", batch)  # delivered again
+    assert plan.profiles == {} and [a.kind for _, a in plan.applied] == ["event", "event"]
+    retried = consumer.apply_batch("s0", [(3, event(1, item="7"))])  # the client sent e1 again: a new record
+    assert [a.kind for _, a in retried.applied] == ["duplicate"] and retried.deltas == {}
+    assert features.users["u1"].interaction_count == 2 and features.users["u1"].history == ("7", "8")
+    assert features.item_stats["7"].clicks == 1 and features.item_stats["8"].clicks == 1
+
+
+def test_stats_written_before_a_failure_are_not_added_again_when_the_batch_comes_back():
+    class FailingOnce(InMemoryFeatureStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fail = True
+
+        def add_item_stats_once(self, shard_id, deltas):
+            if self.fail:  # the profile is written, the stats are not
+                self.fail = False
+                raise DependencyError("throttled")
+            return super().add_item_stats_once(shard_id, deltas)
+
+    features = FailingOnce()
+    consumer = StreamConsumer(features, features, InMemoryCounterfactualLog())
+    batch = [(1, event(1, item="7")), (2, Impression("r1", "u1", "1", "two_tower", ("7", "9"), (1.0,) * 2, (1, 1), NOW))]
+    with pytest.raises(DependencyError):
+        consumer.apply_batch("s0", batch)
+    assert features.users["u1"].history == ("7",) and features.item_stats == {}
+    consumer.apply_batch("s0", batch)
+    consumer.apply_batch("s0", batch)
+    assert features.users["u1"].interaction_count == 1
+    assert features.item_stats["7"].clicks == 1 and features.item_stats["7"].impressions == 1
+    assert features.item_stats["9"].impressions == 1
+
+
+def test_a_message_that_cannot_be_applied_is_reported_and_the_rest_goes_on():
+    features = InMemoryFeatureStore()
+    consumer = StreamConsumer(features, features, InMemoryCounterfactualLog())
+    broken = Impression("r1", "u1", "1", "two_tower", ("7",), (1.0,), (1.0,), NOW)
+    object.__setattr__(broken, "items", None)  # a bug's stand-in: applying it raises
+    plan = consumer.apply_batch("s0", [(1, broken), (2, event(2, item="8"))])
+    assert [seq for seq, _ in plan.failed] == [1] and "TypeError" in plan.failed[0][1]
+    assert features.users["u1"].history == ("8",)
 
 
 def test_popularity_mass_decays_by_half_per_half_life():

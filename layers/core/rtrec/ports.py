@@ -22,6 +22,9 @@ class FeatureStore(Protocol):
 
     def get_user(self, user_id: str) -> UserProfile | None: ...
 
+    def get_users(self, user_ids: Iterable[str]) -> dict[str, UserProfile]:
+        """The profiles that exist among `user_ids` (one batched read)."""
+
     def put_users(self, users: Iterable[UserProfile]) -> int: ...
 
     def get_items(self, item_ids: Sequence[str]) -> dict[str, ItemFeatures]: ...
@@ -107,6 +110,10 @@ class ItemStatsStore(Protocol):
     """Online item statistics (impressions, clicks, interactions, popularity mass), updated by ADD."""
 
     def add_item_stats(self, deltas: Mapping[str, ItemStatsDelta]) -> None: ...
+
+    def add_item_stats_once(self, shard_id: str, deltas: Mapping[str, Sequence[tuple[int, ItemStatsDelta]]]) -> int:
+        """Add each item's deltas, tagged with their records' sequence numbers on `shard_id`, exactly once
+        (a per-item, per-shard watermark); returns the number of items updated."""
 
 
 class EventStream(Protocol):

@@ -61,13 +61,6 @@ ITEM_FEATURES = TableSpec(
     KeyAttribute("item_id"),
     purpose="item features and stats: title, year, genres, popularity",
 )
-# Attribute names follow Powertools' DynamoDB persistence layer defaults ("id", "expiration").
-IDEMPOTENCY = TableSpec(
-    "idempotency",
-    KeyAttribute("id"),
-    ttl_attribute="expiration",
-    purpose="Powertools idempotency records for the stream consumer",
-)
 LOCKS = TableSpec(
     "locks",
     KeyAttribute("lock_name"),
@@ -80,7 +73,7 @@ STREAM_CHECKPOINTS = TableSpec(
     sort_key=KeyAttribute("shard_id"),
     purpose="local event source mapping: last processed sequence number per shard",
 )
-TABLES: tuple[TableSpec, ...] = (USER_FEATURES, ITEM_FEATURES, IDEMPOTENCY, LOCKS, STREAM_CHECKPOINTS)
+TABLES: tuple[TableSpec, ...] = (USER_FEATURES, ITEM_FEATURES, LOCKS, STREAM_CHECKPOINTS)
 
 EVENTS_STREAM = StreamSpec("events", shard_count=2, purpose="user events: views, clicks, purchases, ratings")
 STREAMS: tuple[StreamSpec, ...] = (EVENTS_STREAM,)

@@ -103,7 +103,6 @@ class ApiSettings(AwsSettings):
 class ConsumerSettings(AwsSettings):
     """The `stream_consumer` Lambda (and the local event source mapping that drives it)."""
 
-    idempotency_ttl_seconds: int = Field(default=7 * 86_400, ge=3600, validation_alias=_env("idempotency_ttl_seconds"))
     popularity_half_life_days: float = Field(default=90.0, gt=0, validation_alias=_env("popularity_half_life_days"))
     reward_window_seconds: float = Field(
         default=1800.0, gt=0, validation_alias=_env("reward_window_seconds"),

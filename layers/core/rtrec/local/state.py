@@ -7,6 +7,7 @@ uploaded again when it starts. The MLflow store lives under `<state>/mlflow`.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +61,8 @@ class LocalState:
         return restored
 
     def save_buckets(self, s3: Any, names: ResourceNames) -> int:
-        """Mirror every persistent bucket to disk (objects deleted in the bucket are deleted on disk)."""
+        """Mirror every persistent bucket to disk (objects deleted in the bucket are deleted on disk); returns how
+        many objects were downloaded (the ones not on disk yet, or changed)."""
         saved = 0
         for spec in BUCKETS:
             if not spec.persistent:
@@ -73,14 +75,25 @@ class LocalState:
                     target = folder / obj["Key"]
                     if not target.resolve().is_relative_to(folder.resolve()):
                         continue  # a key like ../x must never write outside the state folder
+                    keep.add(target.resolve())
+                    if _same_content(target, obj):
+                        continue  # saved before and unchanged: thousands of log objects need not travel again
                     target.parent.mkdir(parents=True, exist_ok=True)
                     tmp = target.with_name(target.name + ".part")
                     s3.download_file(bucket, obj["Key"], str(tmp))
                     os.replace(tmp, target)
-                    keep.add(target.resolve())
                     saved += 1
             if folder.is_dir():
                 for path in folder.rglob("*"):
                     if path.is_file() and path.resolve() not in keep:
                         path.unlink()
         return saved
+
+
+def _same_content(path: Path, obj: dict[str, Any]) -> bool:
+    """Whether `path` holds the object already: same size, and its MD5 is the ETag (true of every object
+    uploaded in one part, which is how the project writes them)."""
+    if not path.is_file() or path.stat().st_size != obj.get("Size"):
+        return False
+    etag = str(obj.get("ETag", "")).strip('"')
+    return "-" not in etag and hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest() == etag

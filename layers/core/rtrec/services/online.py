@@ -3,9 +3,9 @@
 `OnlineLearner` runs after each consumer batch: it takes the slates the batch resolved (joined with their
 rewards) and its positive events, writes the joined slates to the counterfactual log, updates the shard's
 FTRL learner, Beta counts and trend, and saves the shard's state. Learning is exactly once per record: the
-state remembers the last sequence number it learned, and only the records before the batch's first
-failure are learned (the event source mapping delivers that one and everything after it again, with the
-idempotency guard handing back what applying them did).
+state remembers the last sequence number it learned. The handler learns after planning a batch and before
+writing its profiles, so when a write fails and the batch comes again, what was learned is skipped (the
+profiles written before the failure no longer resolve their slates then, and need not).
 
 `OnlineRankerSource` is serving's side: it reloads every shard's state every `poll_seconds` and merges
 them into one `OnlineRanker`; a failed reload keeps the last one.

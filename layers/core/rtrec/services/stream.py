@@ -14,7 +14,8 @@ from rtrec.errors import InvalidInputError
 from rtrec.ports import CounterfactualLog, EventStream, FeatureStore, ItemStatsStore
 
 MAX_EVENTS_PER_REQUEST = 500
-RECENT_EVENT_IDS = 32
+# At least a batch's worth of one user's records (Lambda's default batch size is 100).
+RECENT_EVENT_IDS = 128
 EARLY_REWARDS = 8
 
 
@@ -52,36 +53,38 @@ class IngestService:
 
 @dataclass(frozen=True)
 class Applied:
-    """What applying one message did, as the online learner needs it: the slates it resolved (joined with
-    their rewards) and the positive event it counted. Serialisable, because the idempotency guard stores it
-    and hands it back when a record is delivered again."""
+    """What applying one message does, as the online learner needs it: the slates it resolves (joined with
+    their rewards) and the positive event it counts."""
 
-    kind: str  # "event" | "impression"
+    kind: str  # "event" | "impression" | "duplicate"
     user_id: str
     items: int
     resolved: tuple[LabeledImpression, ...] = ()
     positive: tuple[str, float] | None = None  # (item_id, timestamp) of a positive event
 
-    def to_dict(self) -> dict:
-        return {"kind": self.kind, "user_id": self.user_id, "items": self.items,
-                "resolved": [r.to_dict() for r in self.resolved],
-                "positive": list(self.positive) if self.positive else None}
 
-    @classmethod
-    def from_dict(cls, body: dict) -> Applied:
-        positive = body.get("positive")
-        return cls(str(body["kind"]), str(body["user_id"]), int(body["items"]),
-                   tuple(LabeledImpression.from_dict(r) for r in body.get("resolved", ())),
-                   (str(positive[0]), float(positive[1])) if positive else None)
+@dataclass
+class BatchPlan:
+    """What a batch will change, computed from one read of its users' profiles, before anything is written."""
+
+    shard_id: str
+    applied: list[tuple[int, Applied]]  # (sequence number, what applying the record does), in order
+    profiles: dict[str, UserProfile]  # the profiles to write back
+    deltas: dict[str, list[tuple[int, ItemStatsDelta]]]  # per item, tagged with the record's sequence number
+    failed: list[tuple[int, str]]  # records whose message could not be applied (a bug), with the reason
 
 
 class StreamConsumer:
-    """Applies one stream message to the online features and item statistics.
+    """Applies a batch of one shard's messages to the online features and item statistics.
 
-    The stream's partition key is the user id, so one consumer is the only writer of a user's profile
-    and reads it, changes it and writes it back without a race. Item statistics are ADDed
-    (commutative) because items are shared across shards. Exactly-once is the caller's job (the
-    handler wraps `apply` in an idempotency guard keyed by event_id)."""
+    The stream's partition key is the user id, so one consumer is the only writer of a user's profile: it
+    reads the batch's profiles at once, applies the messages in order in memory and writes the changed
+    profiles back. Exactly once, without a per-event idempotency record:
+    - a profile remembers its last RECENT_EVENT_IDS messages as `event_id@sequence_number`: the same record
+      delivered again changes nothing, and the same event_id in another record (a client retrying
+      POST /events) is a duplicate and has no effect at all;
+    - item statistics are ADDed with a per-item, per-shard watermark (`add_item_stats_once`), so a batch
+      delivered again after a failed write adds nothing twice."""
 
     def __init__(self, features: FeatureStore, item_stats: ItemStatsStore, log: CounterfactualLog, *,
                  half_life_days: float = 90.0, reward_window_seconds: float = 1800.0) -> None:
@@ -96,24 +99,58 @@ class StreamConsumer:
         if messages:
             self._log.write_batch(batch_id, messages)
 
-    def apply(self, message: StreamMessage) -> Applied:
-        # The profile first: its update is idempotent (it remembers recent event ids), so when the stats
-        # ADD below fails and the message is retried, the profile is not changed twice.
-        profile = self._features.get_user(message.user_id) or UserProfile(message.user_id)
+    def plan(self, shard_id: str, messages: Sequence[tuple[int, StreamMessage]]) -> BatchPlan:
+        profiles = self._features.get_users({m.user_id for _, m in messages})
+        plan = BatchPlan(shard_id, [], {}, {}, [])
+        for seq, message in messages:
+            try:
+                self._plan_one(plan, profiles, seq, message)
+            except Exception as exc:  # noqa: BLE001 - one message must not block its shard; it is dead-lettered
+                plan.failed.append((seq, f"{type(exc).__name__}: {exc}"))
+        return plan
+
+    def commit(self, plan: BatchPlan) -> None:
+        """Profiles first, then item statistics; both are safe to repeat, so a failure retries the batch."""
+        if plan.profiles:
+            self._features.put_users(plan.profiles.values())
+        if plan.deltas:
+            self._item_stats.add_item_stats_once(plan.shard_id, plan.deltas)
+
+    def apply_batch(self, shard_id: str, messages: Sequence[tuple[int, StreamMessage]]) -> BatchPlan:
+        plan = self.plan(shard_id, messages)
+        self.commit(plan)
+        return plan
+
+    def _plan_one(self, plan: BatchPlan, profiles: dict[str, UserProfile], seq: int, message: StreamMessage) -> None:
+        """Work out the message's effects first and record them last, so one that raises leaves nothing behind."""
+        user_id = message.user_id
+        before = profiles.get(user_id) or UserProfile(user_id)
+        mark = f"{message.event_id}@{seq}"
+        after: UserProfile | None = None
         resolved: tuple[LabeledImpression, ...] = ()
-        if message.event_id not in profile.recent_event_ids:
-            profile, resolved = joined(profile, message, self._reward_window)
-            self._features.put_users([profile])
+        if mark not in before.recent_event_ids:
+            if any(r.rsplit("@", 1)[0] == message.event_id for r in before.recent_event_ids):
+                plan.applied.append((seq, Applied("duplicate", user_id, 0)))  # the same event in another record
+                return
+            after, resolved = joined(before, message, self._reward_window, mark)
+        # else: delivered again: the profile has it; the statistics' watermark decides for them
+        positive = None
         if isinstance(message, Impression):
-            self._item_stats.add_item_stats({item: ItemStatsDelta(impressions=1) for item in set(message.items)})
-            return Applied("impression", message.user_id, len(message.items), resolved)
-        self._item_stats.add_item_stats({message.item_id: ItemStatsDelta(
-            clicks=int(message.type == "click"),
-            interactions=int(message.is_positive),
-            popularity_mass=decay_mass(message.timestamp, self._half_life_days) if message.is_positive else 0.0,
-        )})
-        positive = (message.item_id, message.timestamp) if message.is_positive else None
-        return Applied("event", message.user_id, 1, resolved, positive)
+            deltas = [(item, ItemStatsDelta(impressions=1)) for item in set(message.items)]
+            applied = Applied("impression", user_id, len(message.items), resolved)
+        else:
+            deltas = [(message.item_id, ItemStatsDelta(
+                clicks=int(message.type == "click"),
+                interactions=int(message.is_positive),
+                popularity_mass=decay_mass(message.timestamp, self._half_life_days) if message.is_positive else 0.0,
+            ))]
+            positive = (message.item_id, message.timestamp) if message.is_positive else None
+            applied = Applied("event", user_id, 1, resolved, positive)
+        if after is not None:
+            profiles[user_id] = plan.profiles[user_id] = after
+        for item, delta in deltas:
+            plan.deltas.setdefault(item, []).append((seq, delta))
+        plan.applied.append((seq, applied))
 
 
 def _labeled(slate: Impression, chosen: str | None, resolved_at: float) -> LabeledImpression:
@@ -125,7 +162,7 @@ def _labeled(slate: Impression, chosen: str | None, resolved_at: float) -> Label
 
 
 def joined(
-    profile: UserProfile, message: StreamMessage, window_seconds: float
+    profile: UserProfile, message: StreamMessage, window_seconds: float, mark: str | None = None
 ) -> tuple[UserProfile, tuple[LabeledImpression, ...]]:
     """The profile after `message`, and the slates it resolves (the reward join).
 
@@ -157,7 +194,8 @@ def joined(
                 early = (*early, f"{message.request_id} {message.item_id}")[-EARLY_REWARDS:]
                 profile = replace(profile, early_rewards=early)
         profile = updated_profile(profile, message)
-    profile = replace(profile, recent_event_ids=(*profile.recent_event_ids, message.event_id)[-RECENT_EVENT_IDS:])
+    mark = mark or message.event_id
+    profile = replace(profile, recent_event_ids=(*profile.recent_event_ids, mark)[-RECENT_EVENT_IDS:])
     return profile, tuple(resolved)
 
 

@@ -18,6 +18,7 @@ from rtrec.errors import DependencyError
 
 _BATCH_WRITE_LIMIT = 25
 _BATCH_GET_LIMIT = 100
+_TRANSACTION_LIMIT = 100
 _MAX_UNPROCESSED_ROUNDS = 8
 
 _serializer = TypeSerializer()
@@ -40,6 +41,16 @@ def _to_attribute_map(record: dict[str, Any]) -> dict[str, Any]:
 
 def _from_attribute_map(item: dict[str, Any]) -> dict[str, Any]:
     return {key: _deserializer.deserialize(value) for key, value in item.items()}
+
+
+def _watermark_attribute(shard_id: str) -> str:
+    """`applied_<shard>`: the last sequence number of that shard whose stats the item has."""
+    return "applied_" + "".join(c if c.isalnum() else "_" for c in shard_id)
+
+
+def _padded(sequence_number: int) -> str:
+    # Kinesis sequence numbers have up to 56 digits, more than a DynamoDB number holds: a string, compared in Python.
+    return f"{sequence_number:064d}"
 
 
 def _chunks(values: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -133,23 +144,27 @@ class DynamoFeatureStore:
     def put_users(self, users: Iterable[UserProfile]) -> int:
         return self._batch_write(self.user_table, (user_to_record(u) for u in users))
 
+    def get_users(self, user_ids: Iterable[str]) -> dict[str, UserProfile]:
+        """BatchGetItem, 100 keys a call, unprocessed keys retried."""
+        return {str(r["user_id"]): user_from_record(r) for r in self._batch_get(self.user_table, "user_id", user_ids)}
+
     def get_items(self, item_ids: Sequence[str]) -> dict[str, ItemFeatures]:
-        found: dict[str, ItemFeatures] = {}
-        unique_ids = list(dict.fromkeys(item_ids))
-        for chunk in _chunks(unique_ids, _BATCH_GET_LIMIT):
-            request = {self.item_table: {"Keys": [{"item_id": {"S": i}} for i in chunk]}}
-            for _ in range(_MAX_UNPROCESSED_ROUNDS):
-                with translate_aws_errors(f"reading items from {self.item_table}"):
+        return {str(r["item_id"]): item_from_record(r) for r in self._batch_get(self.item_table, "item_id", item_ids)}
+
+    def _batch_get(self, table: str, key: str, ids: Iterable[str], **options: Any) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        for chunk in _chunks(list(dict.fromkeys(ids)), _BATCH_GET_LIMIT):
+            request = {table: {"Keys": [{key: {"S": i}} for i in chunk], **options}}
+            for attempt in range(_MAX_UNPROCESSED_ROUNDS):
+                with translate_aws_errors(f"reading from {table}"):
                     response = self._client.batch_get_item(RequestItems=request)
-                for raw in response.get("Responses", {}).get(self.item_table, []):
-                    item = item_from_record(_from_attribute_map(raw))
-                    found[item.item_id] = item
+                found.extend(_from_attribute_map(raw) for raw in response.get("Responses", {}).get(table, []))
                 request = response.get("UnprocessedKeys") or {}
                 if not request:
                     break
-                time.sleep(0.05)
+                time.sleep(min(0.05 * 2**attempt, 1.0))
             else:
-                raise DependencyError(f"reading items from {self.item_table}: keys left unprocessed after retries")
+                raise DependencyError(f"reading from {table}: keys left unprocessed after retries")
         return found
 
     def put_items(self, items: Iterable[ItemFeatures]) -> int:
@@ -176,6 +191,42 @@ class DynamoFeatureStore:
                 UpdateExpression="ADD impressions :i, clicks :c, interaction_count :n, popularity_mass :m",
                 ExpressionAttributeValues={k: _serializer.serialize(v) for k, v in values.items()},
             )
+
+    def add_item_stats_once(self, shard_id: str, deltas: Mapping[str, Sequence[tuple[int, ItemStatsDelta]]]) -> int:
+        """Apply each item's deltas (tagged with the sequence number of the record they came from) exactly once.
+
+        Each item keeps, per shard, the last sequence number whose deltas it has (a watermark). The watermarks
+        are read in one BatchGetItem per 100 items; each item gets the sum of its deltas above its watermark,
+        and the new watermark, in one update conditioned on the watermark it was read with; the updates go in
+        TransactWriteItems of 100. A batch delivered again finds the watermarks moved and adds nothing twice.
+        Returns the number of items updated."""
+        mark = _watermark_attribute(shard_id)
+        read = self._batch_get(self.item_table, "item_id", deltas, ProjectionExpression="item_id, #w",
+                               ExpressionAttributeNames={"#w": mark})
+        watermarks = {str(r["item_id"]): int(r[mark]) for r in read if mark in r}
+        updates = []
+        for item_id, tagged in deltas.items():
+            seen = watermarks.get(item_id, -1)
+            fresh = [(seq, d) for seq, d in tagged if seq > seen]
+            if not fresh:
+                continue
+            total = sum((d for _, d in fresh), ItemStatsDelta())
+            values = {":i": total.impressions, ":c": total.clicks, ":n": total.interactions,
+                      ":m": Decimal(repr(float(total.popularity_mass))), ":w": _padded(max(s for s, _ in fresh))}
+            condition = "attribute_not_exists(#w)"
+            if item_id in watermarks:
+                values[":seen"] = _padded(seen)
+                condition = "#w = :seen"
+            updates.append({"Update": {
+                "TableName": self.item_table, "Key": {"item_id": {"S": item_id}},
+                "UpdateExpression": "ADD impressions :i, clicks :c, interaction_count :n, popularity_mass :m SET #w = :w",
+                "ConditionExpression": condition, "ExpressionAttributeNames": {"#w": mark},
+                "ExpressionAttributeValues": {k: _serializer.serialize(v) for k, v in values.items()},
+            }})
+        for chunk in _chunks(updates, _TRANSACTION_LIMIT):
+            with translate_aws_errors(f"updating the stats of {len(chunk)} items in {self.item_table}"):
+                self._client.transact_write_items(TransactItems=list(chunk))
+        return len(updates)
 
     def get_item_stats(self, item_id: str) -> dict[str, float]:
         with translate_aws_errors(f"reading item {item_id!r} from {self.item_table}"):

@@ -18,11 +18,16 @@ class InMemoryFeatureStore:
         self.users: dict[str, UserProfile] = {}
         self.items: dict[str, ItemFeatures] = {}
         self.item_stats: dict[str, ItemStatsDelta] = {}
+        self.watermarks: dict[tuple[str, str], int] = {}  # (shard, item) -> last sequence number applied
         self.user_reads = 0
 
     def get_user(self, user_id: str) -> UserProfile | None:
         self.user_reads += 1
         return self.users.get(user_id)
+
+    def get_users(self, user_ids: Iterable[str]) -> dict[str, UserProfile]:
+        self.user_reads += 1
+        return {u: self.users[u] for u in user_ids if u in self.users}
 
     def put_users(self, users: Iterable[UserProfile]) -> int:
         count = 0
@@ -47,6 +52,17 @@ class InMemoryFeatureStore:
     def add_item_stats(self, deltas: Mapping[str, ItemStatsDelta]) -> None:
         for item_id, delta in deltas.items():
             self.item_stats[item_id] = self.item_stats.get(item_id, ItemStatsDelta()) + delta
+
+    def add_item_stats_once(self, shard_id: str, deltas: Mapping[str, Sequence[tuple[int, ItemStatsDelta]]]) -> int:
+        updated = 0
+        for item_id, tagged in deltas.items():
+            seen = self.watermarks.get((shard_id, item_id), -1)
+            fresh = [(seq, d) for seq, d in tagged if seq > seen]
+            if fresh:
+                self.add_item_stats({item_id: sum((d for _, d in fresh), ItemStatsDelta())})
+                self.watermarks[(shard_id, item_id)] = max(seq for seq, _ in fresh)
+                updated += 1
+        return updated
 
 
 class InMemoryPopularityStore:
