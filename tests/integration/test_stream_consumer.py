@@ -93,18 +93,18 @@ def test_a_dynamodb_failure_reports_the_record_for_retry_then_it_applies_once(cl
     from rtrec.adapters.aws.clients import aws_client
 
     class Flaky:
-        """A DynamoDB client whose item-stats transaction fails twice (throttling), then works."""
+        """A DynamoDB client whose item-stats update fails twice (throttling), then works."""
 
         def __init__(self) -> None:
             self._client = aws_client("dynamodb", cloud.endpoint_url)
             self.failures = 2
 
-        def transact_write_items(self, **kwargs):
+        def update_item(self, **kwargs):
             if self.failures:
                 self.failures -= 1
                 raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}},
-                                  "TransactWriteItems")
-            return self._client.transact_write_items(**kwargs)
+                                  "UpdateItem")
+            return self._client.update_item(**kwargs)
 
         def __getattr__(self, name):
             return getattr(self._client, name)
@@ -157,18 +157,19 @@ def test_a_batch_that_fails_after_learning_is_learned_once_and_its_stats_added_o
     from rtrec.adapters.aws.clients import aws_client
 
     class FailsOnce:
-        """A DynamoDB client whose first item-stats transaction is throttled (after the profiles were written)."""
+        """A DynamoDB client whose first item-stats update is throttled (after the profiles were written; the
+        other item's update may have gone through)."""
 
         def __init__(self) -> None:
             self._client = aws_client("dynamodb", cloud.endpoint_url)
             self.failed = False
 
-        def transact_write_items(self, **kwargs):
+        def update_item(self, **kwargs):
             if not self.failed:
                 self.failed = True
                 raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow"}},
-                                  "TransactWriteItems")
-            return self._client.transact_write_items(**kwargs)
+                                  "UpdateItem")
+            return self._client.update_item(**kwargs)
 
         def __getattr__(self, name):
             return getattr(self._client, name)
@@ -187,7 +188,8 @@ def test_a_batch_that_fails_after_learning_is_learned_once_and_its_stats_added_o
     first = handler(batch, Context())
     assert first == {"batchItemFailures": [{"itemIdentifier": batch["Records"][0]["kinesis"]["sequenceNumber"]}]}
     assert states.load(shard).learner.examples == 4  # learned before the writes
-    assert features.get_user(a).history == (y,) and features.get_item_stats(x)["impressions"] == 0
+    assert features.get_user(a).history == (y,)
+    assert features.get_item_stats(x)["impressions"] + features.get_item_stats(y)["impressions"] < 4
     assert handler(batch, Context()) == {"batchItemFailures": []}  # the whole batch again
     assert handler(batch, Context()) == {"batchItemFailures": []}  # and once more, after it worked
     state = states.load(shard)

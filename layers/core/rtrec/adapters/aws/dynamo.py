@@ -18,7 +18,6 @@ from rtrec.errors import DependencyError
 
 _BATCH_WRITE_LIMIT = 25
 _BATCH_GET_LIMIT = 100
-_TRANSACTION_LIMIT = 100
 _MAX_UNPROCESSED_ROUNDS = 8
 
 _serializer = TypeSerializer()
@@ -197,9 +196,10 @@ class DynamoFeatureStore:
 
         Each item keeps, per shard, the last sequence number whose deltas it has (a watermark). The watermarks
         are read in one BatchGetItem per 100 items; each item gets the sum of its deltas above its watermark,
-        and the new watermark, in one update conditioned on the watermark it was read with; the updates go in
-        TransactWriteItems of 100. A batch delivered again finds the watermarks moved and adds nothing twice.
-        Returns the number of items updated."""
+        and the new watermark, in one UpdateItem conditioned on the watermark it was read with (the updates of
+        a call run concurrently). A batch delivered again finds the watermarks moved and adds nothing twice.
+        Not TransactWriteItems: each update is idempotent on its own, and a transaction costs twice the write
+        capacity (and moto copies the whole table for each one). Returns the number of items updated."""
         mark = _watermark_attribute(shard_id)
         read = self._batch_get(self.item_table, "item_id", deltas, ProjectionExpression="item_id, #w",
                                ExpressionAttributeNames={"#w": mark})
@@ -217,16 +217,25 @@ class DynamoFeatureStore:
             if item_id in watermarks:
                 values[":seen"] = _padded(seen)
                 condition = "#w = :seen"
-            updates.append({"Update": {
+            updates.append({
                 "TableName": self.item_table, "Key": {"item_id": {"S": item_id}},
                 "UpdateExpression": "ADD impressions :i, clicks :c, interaction_count :n, popularity_mass :m SET #w = :w",
                 "ConditionExpression": condition, "ExpressionAttributeNames": {"#w": mark},
                 "ExpressionAttributeValues": {k: _serializer.serialize(v) for k, v in values.items()},
-            }})
-        for chunk in _chunks(updates, _TRANSACTION_LIMIT):
-            with translate_aws_errors(f"updating the stats of {len(chunk)} items in {self.item_table}"):
-                self._client.transact_write_items(TransactItems=list(chunk))
+            })
+        if len(updates) == 1:
+            self._update_once(updates[0])
+        elif updates:
+            with ThreadPoolExecutor(max_workers=min(len(updates), 16)) as pool:
+                for future in [pool.submit(self._update_once, u) for u in updates]:
+                    future.result()
         return len(updates)
+
+    def _update_once(self, update: dict[str, Any]) -> None:
+        # ConditionalCheckFailed: the watermark moved since it was read (another writer of the shard); the
+        # DependencyError makes the batch come again, and the next read sees the new watermark.
+        with translate_aws_errors(f"updating the stats of item {update['Key']['item_id']['S']!r} in {self.item_table}"):
+            self._client.update_item(**update)
 
     def get_item_stats(self, item_id: str) -> dict[str, float]:
         with translate_aws_errors(f"reading item {item_id!r} from {self.item_table}"):
