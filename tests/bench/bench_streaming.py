@@ -6,8 +6,8 @@ history, which is enough to see a click reach serving. Parts (`--part`, default 
 
 - `handler`: the `stream_consumer` Lambda handler (`functions.stream_consumer.app.build_handler`) called directly
   with Kinesis events as the event source mapping builds them: `--batches` batches of `--batch-size` records, each
-  batch 90% user events of ML users (ratings of items they rated, clicks, views, purchases; fresh event ids so the
-  idempotency guard never short-circuits) and 10% impressions of 10 items. Every AWS call is timed apart by
+  batch 90% user events of ML users (ratings of items they rated, clicks, views, purchases; fresh event ids, so
+  none is taken for a duplicate) and 10% impressions of 10 items. Every AWS call is timed apart by
   wrapping botocore's `BaseClient._make_api_call` (the whole call: SDK serialisation, HTTP, the emulator, parsing)
   and `Endpoint._send` (the HTTP round trip alone: moto's own work plus loopback), for every client the handler
   built (DynamoDB, S3, SQS). Reported: events/s with everything, events/s of the handler's own code (AWS calls
@@ -22,8 +22,8 @@ history, which is enough to see a click reach serving. Parts (`--part`, default 
   the stream (the consumer is far slower than ingestion; draining it would take many minutes). (b) Paced: a fresh
   mapping (another consumer name, from LATEST) while POST /events runs at `--e2e-rate` events/s (default: 80% of the
   rate the consumer alone reached in (a)) for `--e2e-seconds`, then drained; the lag at the end and the
-  exactly-once check: records processed by the mapping and applied by the handler, idempotency records written
-  and the sum of item-stat `clicks` increments, each against what the API accepted.
+  exactly-once check: records processed by the mapping and applied by the handler, and the sum of item-stat
+  `clicks` increments, each against what the API accepted.
 - `freshness`: for `--trials` users each: GET /recommend/U, POST /events with a click of U on the top item, then
   poll every `--poll-ms` until the click is visible; the time from the POST to the first poll that sees it
   (p50/p95/p99/max). Two probes: `api`, a GET /recommend/U that no longer holds the item (the consumer put it into
@@ -74,7 +74,6 @@ from rtrec.domain.events import Impression, UserEvent, encode_record  # noqa: E4
 from rtrec.resources import (  # noqa: E402
     EVENTS_DLQ,
     EVENTS_STREAM,
-    IDEMPOTENCY,
     ITEM_FEATURES,
     MODELS_BUCKET,
     STREAM_CHECKPOINTS,
@@ -410,7 +409,7 @@ def part_handler(args: argparse.Namespace, endpoint_url: str, workload: Workload
           flush=True)
     handler = build_handler(ConsumerSettings(endpoint_url=endpoint_url, resource_prefix=PREFIX))
     events = KinesisEvents()
-    for _ in range(args.warmup_batches):  # connections, Powertools' first-call setup, moto's first writes
+    for _ in range(args.warmup_batches):  # connections, moto's first writes
         handler(handler_batch(workload, events, args.batch_size), Context())
     batches = [handler_batch(workload, events, args.batch_size) for _ in range(args.batches)]
     n_events = sum(len(b["Records"]) for b in batches)
@@ -529,23 +528,32 @@ def start_consumer(endpoint_url: str, args: argparse.Namespace, name: str, start
 
     handler = build_handler(ConsumerSettings(endpoint_url=endpoint_url, resource_prefix=PREFIX))
     consumer = Consumer(None, [0])
-    apply_once = handler.apply_once
+    plan_batch, commit_batch = handler.consumer.plan, handler.consumer.commit
     invoked = [0.0]
+    in_flight: list[tuple[list[str], float]] = []
 
-    def counted(**kwargs: Any) -> Any:
+    def planned(shard_id: str, messages: Any) -> Any:
         start = time.perf_counter()
-        event_id = kwargs["message"]["event_id"]
-        consumer.timings[event_id] = (invoked[0], start, float("nan"))  # the effects show before the apply returns
-        result = apply_once(**kwargs)
-        consumer.applied[0] += 1  # only the mapping's thread calls the handler
-        consumer.timings[event_id] = (invoked[0], start, time.perf_counter())
-        return result
+        ids = [m.event_id for _, m in messages]
+        for event_id in ids:  # the effects show before the batch's commit returns
+            consumer.timings[event_id] = (invoked[0], start, float("nan"))
+        in_flight[:] = [(ids, start)]
+        return plan_batch(shard_id, messages)
+
+    def committed(plan: Any) -> None:
+        commit_batch(plan)
+        end = time.perf_counter()
+        consumer.applied[0] += len(plan.applied)  # only the mapping's thread calls the handler
+        for ids, start in in_flight:
+            for event_id in ids:
+                consumer.timings[event_id] = (invoked[0], start, end)
 
     def invoke(event: dict[str, Any], context: Any) -> Any:
         invoked[0] = time.perf_counter()
         return handler(event, context)
 
-    handler.apply_once = counted
+    handler.consumer.plan = planned  # type: ignore[method-assign]
+    handler.consumer.commit = committed  # type: ignore[method-assign]
     mapping = KinesisEventSourceMapping(
         NAMES.stream(EVENTS_STREAM), invoke, checkpoint_table=NAMES.table(STREAM_CHECKPOINTS),
         dlq_url=SqsDeadLetterQueue(NAMES.queue(EVENTS_DLQ), endpoint_url=endpoint_url).url,
@@ -561,16 +569,6 @@ def start_consumer(endpoint_url: str, args: argparse.Namespace, name: str, start
 
 
 # -- part 2: sustained end to end -----------------------------------------------------------------------------
-
-
-def scan_count(client: Any, table_name: str) -> int:
-    count, kwargs = 0, {"TableName": table_name, "Select": "COUNT"}
-    while True:
-        page = client.scan(**kwargs)
-        count += page["Count"]
-        if "LastEvaluatedKey" not in page:
-            return count
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
 def clicks_sum(client: Any) -> int:
@@ -723,7 +721,7 @@ def part_e2e(args: argparse.Namespace, endpoint_url: str, workload: Workload, cl
     why = "--e2e-rate" if args.e2e_rate else "80% of the rate the consumer alone reached in (a)"
     print(f"\n(b) paced: POST /events at {rate:,.1f} events/s ({why}) for {args.e2e_seconds:.0f} s, then drained", flush=True)
     dynamodb = aws_client("dynamodb", endpoint_url)
-    idem_before, clicks_before = scan_count(dynamodb, NAMES.table(IDEMPOTENCY)), clicks_sum(dynamodb)
+    clicks_before = clicks_sum(dynamodb)
     paced = start_consumer(endpoint_url, args, "bench-paced", "LATEST")
     stats0 = paced.mapping.stats()
     load, load_s, applied_in_load = run_load(args, api, workload, paced, args.e2e_seconds, rate)
@@ -743,7 +741,7 @@ def part_e2e(args: argparse.Namespace, endpoint_url: str, workload: Workload, cl
     end = paced.mapping.stats()
     processed = end["records_processed"] - stats0["records_processed"]
     applied = paced.applied[0] - applied0
-    idem_after, clicks_after = scan_count(dynamodb, NAMES.table(IDEMPOTENCY)), clicks_sum(dynamodb)
+    clicks_after = clicks_sum(dynamodb)
     lat = percentiles(load.latencies)
     rows = [
         ["POST /events requests (errors)", f"{load.requests:,} ({load.errors}), {load.accepted // max(load.requests, 1)} "
@@ -761,8 +759,6 @@ def part_e2e(args: argparse.Namespace, endpoint_url: str, workload: Workload, cl
     checks = [
         ["records processed by the mapping", f"{processed:,}", f"{load.accepted:,}", str(processed == load.accepted)],
         ["records applied by the handler", f"{applied:,}", f"{load.accepted:,}", str(applied == load.accepted)],
-        ["idempotency records written (one per event_id applied)", f"{idem_after - idem_before:,}", f"{load.accepted:,}",
-         str(idem_after - idem_before == load.accepted)],
         ["sum of item-stat clicks increments", f"{clicks_after - clicks_before:,}", f"{load.clicks:,} clicks accepted",
          str(clicks_after - clicks_before == load.clicks)],
         ["failed deliveries / to DLQ / handler errors",
@@ -785,9 +781,9 @@ class Trial:
     polls: int
     post_s: float
     invoked_s: float  # POST sent -> the handler invoked with the click's batch (mapping poll wait + GetRecords)
-    before_s: float  # -> the click's apply starts (decode, counterfactual log, the records before it in the batch)
-    apply_s: float  # the click's whole apply (idempotency, profile read + write, item stats, idempotency done)
-    probe_s: float  # its apply started -> the probe saw it (the profile write is part way through the apply)
+    before_s: float  # -> the click's batch is planned (decode, counterfactual log)
+    apply_s: float  # the batch's plan (profiles read), the online learner, the commit (profiles written, item stats)
+    probe_s: float  # the plan started -> the probe saw it (the profile write is part way through)
 
 
 def part_freshness(args: argparse.Namespace, endpoint_url: str, workload: Workload, api: Api,
@@ -849,7 +845,7 @@ def part_freshness(args: argparse.Namespace, endpoint_url: str, workload: Worklo
                 wait_until = time.perf_counter() + 5
                 while np.isnan(consumer.timings.get(event["event_id"], (0, 0, float("nan")))[2]) and \
                         time.perf_counter() < wait_until:
-                    time.sleep(0.005)  # the probe can see the profile before the apply returns (stats, idempotency)
+                    time.sleep(0.005)  # the probe can see the profile before the commit returns (item stats)
                 invoked_at, apply_start, apply_end = consumer.timings.get(event["event_id"], (t0, t0, t0))
                 trials.append(Trial(seen_at - t0, polls, post_s, invoked_at - t0, apply_start - invoked_at,
                                     apply_end - apply_start, seen_at - apply_start))
