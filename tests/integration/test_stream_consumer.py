@@ -13,6 +13,7 @@ from rtrec.adapters.aws.dynamo import DynamoFeatureStore
 from rtrec.adapters.aws.kinesis import KinesisEventStream
 from rtrec.adapters.aws.s3 import S3CounterfactualLog, S3RankerStateStore
 from rtrec.adapters.aws.sqs import SqsDeadLetterQueue
+from rtrec.adapters.memory import InMemoryDeadLetterQueue
 from rtrec.domain.events import Impression, UserEvent
 from rtrec.domain.models import UserProfile
 from rtrec.domain.online import RANKER_FEATURES
@@ -148,7 +149,7 @@ def test_rewards_are_joined_logged_and_learned_once_per_record(consumer, names, 
     assert handler(batch, Context()) == {"batchItemFailures": []}  # re-delivered: learned once
     state = S3RankerStateStore(names.bucket(MODELS_BUCKET), endpoint_url=cloud.endpoint_url).load(shard)
     assert state.learner.examples == 2 and state.impressions == {"a": 1, "b": 1} and state.clicks == {"b": 1}
-    assert state.trend == {"b": 1.0}
+    assert state.trend_counts() == {"b": 1.0}
     joined = S3CounterfactualLog(names.bucket(COUNTERFACTUAL_BUCKET), endpoint_url=cloud.endpoint_url).read_joined()
     assert [(s.items, s.rewards) for s in joined if s.request_id == f"r-{user}"] == [(("a", "b"), (0, 1))]
 
@@ -199,6 +200,28 @@ def test_a_batch_that_fails_after_learning_is_learned_once_and_its_stats_added_o
                                           "popularity_mass": pytest.approx(features.get_item_stats(x)["popularity_mass"])}
     assert features.get_item_stats(y)["impressions"] == 2 and features.get_item_stats(y)["clicks"] == 1
     assert features.get_user(a).interaction_count == 1 and features.get_user(b).history == (x,)
+
+
+def test_the_sample_kinesis_event_resolves_its_slate_and_dead_letters_its_poison_record(cloud, names):
+    import json
+    from pathlib import Path
+
+    event = json.loads((Path(__file__).parents[1] / "events" / "kinesis_impression_click_poison.json").read_text())
+    shard = f"shardId-{uuid.uuid4().hex[:12]}"  # the file's shard and users are shared by every run of this test
+    user = f"sample-{uuid.uuid4().hex[:8]}"
+    for record in event["Records"]:
+        record["eventID"] = f"{shard}:{record['kinesis']['sequenceNumber']}"
+        data = base64.b64decode(record["kinesis"]["data"])
+        record["kinesis"]["data"] = base64.b64encode(data.replace(b"sample-user-1", user.encode())).decode()
+    handler = build_handler(ConsumerSettings(endpoint_url=cloud.endpoint_url, resource_prefix=names.prefix))
+    handler.dlq = InMemoryDeadLetterQueue()  # the shared queue's messages hide from each other's receives
+    assert handler(event, Context()) == {"batchItemFailures": []}  # the poison record is dead-lettered, not failed
+    features = DynamoFeatureStore(names.table(USER_FEATURES), names.table(ITEM_FEATURES), endpoint_url=cloud.endpoint_url)
+    assert features.get_user(user).history == ("260",)
+    state = S3RankerStateStore(names.bucket(MODELS_BUCKET), endpoint_url=cloud.endpoint_url).load(shard)
+    assert state.learner.examples == 3 and state.clicks == {"260": 1}
+    [dead] = handler.dlq.messages
+    assert dead["event_id"] == event["Records"][2]["eventID"] and "not JSON" in dead["reason"]
 
 
 def test_put_records_then_the_stream_holds_them(cloud, names):

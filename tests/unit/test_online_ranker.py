@@ -115,15 +115,19 @@ def test_shard_state_survives_its_json_round_trip():
     again = RankerShardState.from_dict(state.to_dict())
     assert np.allclose(again.learner.weights, state.learner.weights) and again.learner.examples == 3
     assert (again.impressions, again.clicks, again.trend) == (state.impressions, state.clicks, state.trend)
+    assert again.trend_counts() == state.trend_counts() == {"b": 1.0}
 
 
 def test_the_trend_halves_per_half_life():
     state = RankerShardState("s", trend_half_life_days=1.0)
     state.observe_positive("a", NOW)
     state.observe_positive("b", NOW + 86_400)
-    assert state.trend == pytest.approx({"a": 0.5, "b": 1.0})
-    state.observe_positive("a", NOW)  # late: counted as decayed to the reference
-    assert state.trend["a"] == pytest.approx(1.0)
+    assert state.trend_counts() == pytest.approx({"a": 0.5, "b": 1.0})
+    state.observe_positive("a", NOW)  # late: counted as decayed to the newest event
+    assert state.trend_counts()["a"] == pytest.approx(1.0)
+    assert state.trend_counts(at=NOW + 3 * 86_400) == pytest.approx({"a": 0.25, "b": 0.25})
+    state.observe_positive("c", NOW + 600 * 86_400)  # 600 half-lives on: re-anchored, no overflow
+    assert state.trend_counts() == pytest.approx({"c": 1.0}) and state.trend_anchor == NOW + 600 * 86_400
 
 
 def test_the_learner_finds_the_feature_that_predicts_clicks():
@@ -186,7 +190,7 @@ def ranker_with(weights: dict[str, float], examples: int, trend: dict[str, float
         state.learner.z[RANKER_FEATURES.index(name)] = -(value * w + np.sign(value) * state.learner.l1)
     state.learner.examples = examples
     state.trend = trend or {}
-    state.trend_reference = NOW if trend else None
+    state.trend_anchor = state.trend_reference = NOW if trend else None
     return OnlineRanker.merge([state])
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 from rtrec.errors import InvalidInputError
@@ -64,7 +64,8 @@ StreamMessage = UserEvent | Impression
 
 
 def encode_record(message: StreamMessage) -> bytes:
-    body: dict[str, Any] = asdict(message)
+    # Field by field rather than dataclasses.asdict, which deep-copies every feature row of an impression.
+    body: dict[str, Any] = {f.name: getattr(message, f.name) for f in fields(message)}
     body["kind"] = "impression" if isinstance(message, Impression) else "event"
     return json.dumps(body, separators=(",", ":")).encode()
 

@@ -166,21 +166,34 @@ class RankerShardState:
     learned_through: int = -1
     impressions: dict[str, int] = field(default_factory=dict)
     clicks: dict[str, int] = field(default_factory=dict)
-    trend: dict[str, float] = field(default_factory=dict)  # decayed counts as of trend_reference
-    trend_reference: float | None = None
+    trend: dict[str, float] = field(default_factory=dict)  # masses relative to trend_anchor (see observe_positive)
+    trend_anchor: float | None = None
+    trend_reference: float | None = None  # the newest positive event seen
     trend_half_life_days: float = 7.0
 
     def observe_positive(self, item_id: str, timestamp: float) -> None:
-        """Count a positive event in the trend, decaying every count when time moves on."""
-        if self.trend_reference is None or timestamp > self.trend_reference:
-            if self.trend_reference is not None:
-                factor = 0.5 ** ((timestamp - self.trend_reference) / (self.trend_half_life_days * 86_400.0))
-                self.trend = {i: c * factor for i, c in self.trend.items() if c * factor >= 1e-3}
-            self.trend_reference = timestamp
-            weight = 1.0
-        else:
-            weight = 0.5 ** ((self.trend_reference - timestamp) / (self.trend_half_life_days * 86_400.0))
-        self.trend[item_id] = self.trend.get(item_id, 0.0) + weight
+        """Count a positive event in the trend, in O(1): masses are kept relative to `trend_anchor`, each
+        event adding 2 ** ((t - anchor) / half_life); `trend_counts` decays them to the newest event."""
+        if self.trend_anchor is None:
+            self.trend_anchor = timestamp
+        exponent = (timestamp - self.trend_anchor) / self._half_life_seconds
+        if exponent > 500:  # re-anchor before the masses overflow (every ~500 half-lives)
+            self.trend = {i: m * 2.0 ** -exponent for i, m in self.trend.items() if m * 2.0 ** -exponent >= 1e-6}
+            self.trend_anchor, exponent = timestamp, 0.0
+        self.trend[item_id] = self.trend.get(item_id, 0.0) + 2.0 ** exponent
+        self.trend_reference = timestamp if self.trend_reference is None else max(self.trend_reference, timestamp)
+
+    @property
+    def _half_life_seconds(self) -> float:
+        return self.trend_half_life_days * 86_400.0
+
+    def trend_counts(self, at: float | None = None) -> dict[str, float]:
+        """Positive events per item, decayed to `at` (default: the newest event seen)."""
+        at = self.trend_reference if at is None else at
+        if at is None or self.trend_anchor is None:
+            return {}
+        scale = 2.0 ** -((at - self.trend_anchor) / self._half_life_seconds)
+        return {i: m * scale for i, m in self.trend.items()}
 
     def learn(self, slates: list[LabeledImpression]) -> int:
         """One FTRL step per shown item of each slate that logged features; counts every slate for the
@@ -199,7 +212,8 @@ class RankerShardState:
     def to_dict(self) -> dict:
         return {"shard_id": self.shard_id, "learner": self.learner.to_dict(),
                 "learned_through": str(self.learned_through), "impressions": self.impressions,
-                "clicks": self.clicks, "trend": self.trend, "trend_reference": self.trend_reference,
+                "clicks": self.clicks, "trend": self.trend, "trend_anchor": self.trend_anchor,
+                "trend_reference": self.trend_reference,
                 "trend_half_life_days": self.trend_half_life_days, "features": list(RANKER_FEATURES)}
 
     @classmethod
@@ -211,6 +225,7 @@ class RankerShardState:
                    impressions={str(k): int(v) for k, v in body.get("impressions", {}).items()},
                    clicks={str(k): int(v) for k, v in body.get("clicks", {}).items()},
                    trend={str(k): float(v) for k, v in body.get("trend", {}).items()},
+                   trend_anchor=body.get("trend_anchor", body.get("trend_reference")),
                    trend_reference=body.get("trend_reference"),
                    trend_half_life_days=float(body.get("trend_half_life_days", 7.0)))
 
@@ -244,10 +259,9 @@ class OnlineRanker:
                 impressions[item] = impressions.get(item, 0) + n
             for item, n in state.clicks.items():
                 clicks[item] = clicks.get(item, 0) + n
-            if state.trend_reference is not None and newest is not None:
-                factor = 0.5 ** ((newest - state.trend_reference) / (state.trend_half_life_days * 86_400.0))
-                for item, c in state.trend.items():
-                    trend[item] = trend.get(item, 0.0) + c * factor
+            if newest is not None:
+                for item, c in state.trend_counts(at=newest).items():
+                    trend[item] = trend.get(item, 0.0) + c
         shown, clicked = sum(impressions.values()), sum(clicks.values())
         ctr = (clicked + 1.0) / (shown + 100.0)  # the global click-through rate, shrunk towards 1%
         posteriors = BetaPosteriors(prior_a=CTR_PRIOR_STRENGTH * ctr, prior_b=CTR_PRIOR_STRENGTH * (1.0 - ctr),

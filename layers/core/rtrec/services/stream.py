@@ -204,7 +204,9 @@ def updated_profile(profile: UserProfile, event: UserEvent) -> UserProfile:
     last, at most PROFILE_HISTORY_LIMIT), every event counts and advances last_seen."""
     history = profile.history
     if event.is_positive:
-        history = tuple(i for i in history if i != event.item_id)[-(PROFILE_HISTORY_LIMIT - 1):] + (event.item_id,)
+        if event.item_id in history:  # a membership test in C; the rebuild only when the item moves
+            history = tuple(i for i in history if i != event.item_id)
+        history = history[-(PROFILE_HISTORY_LIMIT - 1):] + (event.item_id,)
     last_seen = int(event.timestamp) if profile.last_seen is None else max(profile.last_seen, int(event.timestamp))
     return replace(profile, history=history, interaction_count=profile.interaction_count + int(event.is_positive),
                    last_seen=last_seen)

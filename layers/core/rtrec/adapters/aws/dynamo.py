@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -64,13 +65,15 @@ def user_to_record(user: UserProfile) -> dict[str, Any]:
         "gender": user.gender,
         "occupation": user.occupation,
         "zip_prefix": user.zip_prefix,
-        "history": list(user.history),
+        # Lists of ids as JSON strings: a DynamoDB list of 5,000 strings costs the SDK's type (de)serialiser
+        # 5,000 calls each way, most of the stream consumer's own time; one string costs one json call.
+        "history": _id_list(user.history),
         "interaction_count": user.interaction_count,
         "last_seen": user.last_seen,
-        "recent_event_ids": list(user.recent_event_ids),
+        "recent_event_ids": _id_list(user.recent_event_ids),
         # A JSON string: a map of float lists would cost a Decimal per feature both ways.
         "pending_impression": encode_record(user.pending_impression).decode() if user.pending_impression else None,
-        "early_rewards": list(user.early_rewards),
+        "early_rewards": _id_list(user.early_rewards),
     }
 
 
@@ -81,13 +84,26 @@ def user_from_record(record: dict[str, Any]) -> UserProfile:
         gender=record.get("gender"),
         occupation=record.get("occupation"),
         zip_prefix=record.get("zip_prefix"),
-        history=tuple(str(i) for i in record.get("history", ())),
+        history=_ids(record.get("history")),
         interaction_count=int(record.get("interaction_count", 0)),
         last_seen=int(record["last_seen"]) if "last_seen" in record else None,
-        recent_event_ids=tuple(str(i) for i in record.get("recent_event_ids", ())),
+        recent_event_ids=_ids(record.get("recent_event_ids")),
         pending_impression=_impression(record.get("pending_impression")),
-        early_rewards=tuple(str(r) for r in record.get("early_rewards", ())),
+        early_rewards=_ids(record.get("early_rewards")),
     )
+
+
+def _id_list(ids: Sequence[str]) -> str | None:
+    return json.dumps(list(ids), separators=(",", ":")) if ids else None
+
+
+def _ids(stored: Any) -> tuple[str, ...]:
+    """A JSON string of ids, or (as profiles written before it) a DynamoDB list of them."""
+    if not stored:
+        return ()
+    if isinstance(stored, str):
+        return tuple(json.loads(stored))
+    return tuple(str(i) for i in stored)
 
 
 def _impression(raw: str | None) -> Impression | None:

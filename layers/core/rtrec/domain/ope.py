@@ -1,0 +1,259 @@
+"""Off-policy estimators: what a target policy would earn, judged from data that another (logging) policy collected.
+
+Logged bandit data holds, for each row i, the reward r_i of the action a_i that the logging policy pi_0 chose with
+probability p_i = pi_0(a_i|x_i), and the probability pi_e(a_i|x_i) that the target policy gives that same action.
+Model-based estimators also take a reward model's prediction for the logged action, q_hat(x_i, a_i), and its
+expectation under the target policy, sum_a pi_e(a|x_i) q_hat(x_i, a).
+
+Estimators: IPS (inverse propensity scoring), SNIPS (self-normalised IPS, Swaminathan & Joachims 2015), DM (direct
+method), DR (doubly robust, Dudik et al. 2011), SNDR (DR with self-normalised correction) and Switch-DR (Wang et al.
+2017); for slates, independent (per-position) IPS (Li et al. 2018) and its self-normalised form. Each returns a point
+estimate; `bootstrap_ci` puts a percentile interval around any of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, Self, TypeVar
+
+import numpy as np
+
+# Probabilities computed in floating point (a softmax, a product of picks) may exceed 1 by a rounding error.
+PROBABILITY_SLACK = 1e-9
+
+
+def _as_array(name: str, values: object, ndim: int) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != ndim:
+        raise ValueError(f"{name} must be a {ndim}-D array, got shape {array.shape}")
+    if array.size == 0:
+        raise ValueError(f"{name} is empty: off-policy estimates need at least one logged row")
+    if not np.all(np.isfinite(array)):
+        bad = np.flatnonzero(~np.isfinite(array.ravel()))
+        raise ValueError(f"{name} must be finite: {bad.size} non-finite values, the first at flat index {bad[0]}")
+    return array
+
+
+def _check_range(name: str, array: np.ndarray, low: float, high: float, *, low_open: bool) -> None:
+    too_low = array <= low if low_open else array < low
+    outside = too_low | (array > high + PROBABILITY_SLACK)
+    if outside.any():
+        first = np.flatnonzero(outside.ravel())[0]
+        interval = f"({low}, {high}]" if low_open else f"[{low}, {high}]"
+        raise ValueError(
+            f"{name} must lie in {interval}: {int(outside.sum())} values do not, "
+            f"the first at flat index {first} is {array.ravel()[first]!r}"
+        )
+
+
+def _check_same_shape(shapes: dict[str, tuple[int, ...]]) -> None:
+    if len(set(shapes.values())) > 1:
+        described = ", ".join(f"{name} {shape}" for name, shape in shapes.items())
+        raise ValueError(f"logged arrays must have the same shape: {described}")
+
+
+@dataclass(frozen=True)
+class LoggedBandit:
+    """One row per logged decision: reward, logging propensity, target probability of the logged action, and
+    optionally a reward model's prediction for that action (`q_logged`) and its expectation under the target
+    policy (`q_target`)."""
+
+    rewards: np.ndarray
+    propensities: np.ndarray
+    target_probs: np.ndarray
+    q_logged: np.ndarray | None = None
+    q_target: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        arrays = {name: _as_array(name, getattr(self, name), 1) for name in ("rewards", "propensities", "target_probs")}
+        for name in ("q_logged", "q_target"):
+            if getattr(self, name) is not None:
+                arrays[name] = _as_array(name, getattr(self, name), 1)
+        _check_same_shape({name: array.shape for name, array in arrays.items()})
+        _check_range("propensities", arrays["propensities"], 0.0, 1.0, low_open=True)
+        _check_range("target_probs", arrays["target_probs"], 0.0, 1.0, low_open=False)
+        for name, array in arrays.items():
+            object.__setattr__(self, name, array)
+
+    def __len__(self) -> int:
+        return int(self.rewards.shape[0])
+
+    def take(self, rows: np.ndarray) -> LoggedBandit:
+        """The rows at `rows` (with repeats, for the bootstrap)."""
+        return LoggedBandit(
+            rewards=self.rewards[rows],
+            propensities=self.propensities[rows],
+            target_probs=self.target_probs[rows],
+            q_logged=None if self.q_logged is None else self.q_logged[rows],
+            q_target=None if self.q_target is None else self.q_target[rows],
+        )
+
+    def weights(self, clip: float | None = None) -> np.ndarray:
+        """Importance weights pi_e(a_i|x_i) / pi_0(a_i|x_i), capped at `clip` only when it is given."""
+        return _clipped(self.target_probs / self.propensities, clip)
+
+
+def _clipped(weights: np.ndarray, clip: float | None) -> np.ndarray:
+    if clip is None:
+        return weights
+    if not clip > 0:
+        raise ValueError(f"clip must be a positive weight cap, got {clip!r}")
+    return np.minimum(weights, clip)
+
+
+def _q_target(data: LoggedBandit, estimator: str) -> np.ndarray:
+    if data.q_target is None:
+        raise ValueError(f"{estimator} needs a reward model's predictions: pass q_target to LoggedBandit")
+    return data.q_target
+
+
+def _q_both(data: LoggedBandit, estimator: str) -> tuple[np.ndarray, np.ndarray]:
+    if data.q_target is None or data.q_logged is None:
+        raise ValueError(f"{estimator} needs a reward model's predictions: pass q_logged and q_target to LoggedBandit")
+    return data.q_target, data.q_logged
+
+
+def _self_normalised(numerator: np.ndarray, weights: np.ndarray, estimator: str) -> float:
+    total = float(weights.sum())
+    if total <= 0.0:
+        raise ValueError(f"{estimator} is undefined: the target policy gives probability 0 to every logged action")
+    return float(numerator.sum() / total)
+
+
+def ips(data: LoggedBandit, clip: float | None = None) -> float:
+    """Inverse propensity scoring: mean of w_i r_i. Unbiased when propensities are right and nothing is clipped."""
+    return float(np.mean(data.weights(clip) * data.rewards))
+
+
+def snips(data: LoggedBandit, clip: float | None = None) -> float:
+    """Self-normalised IPS: sum w_i r_i / sum w_i. Slightly biased, much lower variance when weights are large."""
+    weights = data.weights(clip)
+    return _self_normalised(weights * data.rewards, weights, "SNIPS")
+
+
+def dm(data: LoggedBandit) -> float:
+    """Direct method: the reward model's expected reward under the target policy. Low variance, biased by the model."""
+    q_target = _q_target(data, "DM")
+    return float(np.mean(q_target))
+
+
+def dr(data: LoggedBandit, clip: float | None = None) -> float:
+    """Doubly robust: DM plus the importance-weighted residual of the model; unbiased if either part is right."""
+    q_target, q_logged = _q_both(data, "DR")
+    return float(np.mean(q_target + data.weights(clip) * (data.rewards - q_logged)))
+
+
+def sndr(data: LoggedBandit, clip: float | None = None) -> float:
+    """Self-normalised DR: DM plus the residual correction normalised by the sum of weights instead of n."""
+    q_target, q_logged = _q_both(data, "SNDR")
+    weights = data.weights(clip)
+    return float(np.mean(q_target)) + _self_normalised(weights * (data.rewards - q_logged), weights, "SNDR")
+
+
+def switch_dr(data: LoggedBandit, threshold: float) -> float:
+    """Switch-DR: the DR correction only on rows whose weight is at most `threshold`; the model alone elsewhere."""
+    if not threshold > 0:
+        raise ValueError(f"switch threshold must be a positive weight, got {threshold!r}")
+    q_target, q_logged = _q_both(data, "Switch-DR")
+    weights = data.weights()
+    correction = np.where(weights <= threshold, weights * (data.rewards - q_logged), 0.0)
+    return float(np.mean(q_target + correction))
+
+
+def estimates(data: LoggedBandit, clip: float | None = None) -> dict[str, float]:
+    """IPS and SNIPS, and DM, DR and SNDR when the data carries a reward model's predictions."""
+    figures = {"IPS": ips(data, clip), "SNIPS": snips(data, clip)}
+    if data.q_target is not None:
+        figures["DM"] = dm(data)
+    if data.q_target is not None and data.q_logged is not None:
+        figures["DR"] = dr(data, clip)
+        figures["SNDR"] = sndr(data, clip)
+    return figures
+
+
+@dataclass(frozen=True)
+class LoggedSlates:
+    """One row per logged slate, one column per position: each slot's reward, and the marginal probabilities that
+    the logging and target policies put the logged item in that slot, pi(a_ik at slot k | x_i).
+
+    These are marginals, not the per-pick conditional probabilities a sequential sampler logs (P(pick | earlier
+    picks)); the product of those conditionals is the whole slate's probability, for whole-slate IPS through
+    `LoggedBandit(rewards.sum(axis=1), prod(logging picks), prod(target picks))`."""
+
+    rewards: np.ndarray
+    propensities: np.ndarray
+    target_probs: np.ndarray
+
+    def __post_init__(self) -> None:
+        arrays = {name: _as_array(name, getattr(self, name), 2) for name in ("rewards", "propensities", "target_probs")}
+        _check_same_shape({name: array.shape for name, array in arrays.items()})
+        _check_range("propensities", arrays["propensities"], 0.0, 1.0, low_open=True)
+        _check_range("target_probs", arrays["target_probs"], 0.0, 1.0, low_open=False)
+        for name, array in arrays.items():
+            object.__setattr__(self, name, array)
+
+    def __len__(self) -> int:
+        return int(self.rewards.shape[0])
+
+    @property
+    def slate_size(self) -> int:
+        return int(self.rewards.shape[1])
+
+    def take(self, rows: np.ndarray) -> LoggedSlates:
+        """The slates at `rows` (with repeats, for the bootstrap)."""
+        return LoggedSlates(self.rewards[rows], self.propensities[rows], self.target_probs[rows])
+
+    def weights(self, clip: float | None = None) -> np.ndarray:
+        """Per-slot importance weights, shape (n, slate_size), capped at `clip` only when it is given."""
+        return _clipped(self.target_probs / self.propensities, clip)
+
+
+def independent_ips_by_position(slates: LoggedSlates, clip: float | None = None) -> np.ndarray:
+    """Per-slot IPS estimates of the target policy's expected reward in each position, shape (slate_size,)."""
+    return np.mean(slates.weights(clip) * slates.rewards, axis=0)
+
+
+def independent_ips(slates: LoggedSlates, clip: float | None = None) -> float:
+    """Independent (per-position) IPS: the sum over slots of each slot's IPS estimate, i.e. the expected total reward
+    of a target slate. Unbiased when the reward of a slate is the sum of per-slot rewards that depend only on the
+    item in that slot (no interaction between slots)."""
+    return float(independent_ips_by_position(slates, clip).sum())
+
+
+def self_normalized_independent_ips(slates: LoggedSlates, clip: float | None = None) -> float:
+    """Independent IPS with each slot's estimate normalised by that slot's sum of weights."""
+    weights = slates.weights(clip)
+    return float(sum(
+        _self_normalised(weights[:, k] * slates.rewards[:, k], weights[:, k], f"self-normalised IPS at slot {k}")
+        for k in range(slates.slate_size)
+    ))
+
+
+class Resamplable(Protocol):
+    def __len__(self) -> int: ...
+
+    def take(self, rows: np.ndarray) -> Self: ...
+
+
+DataT = TypeVar("DataT", bound=Resamplable)
+
+
+def bootstrap_ci(
+    estimator: Callable[[DataT], float],
+    data: DataT,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    rng: np.random.Generator | int | None = None,
+) -> tuple[float, float, float]:
+    """(estimate on all the data, low, high): the percentile interval at level 1 - alpha of the estimator over
+    `n_boot` resamples of the rows with replacement."""
+    if n_boot < 2:
+        raise ValueError(f"n_boot must be at least 2, got {n_boot}")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+    generator = np.random.default_rng(rng)
+    n = len(data)
+    replicates = np.array([estimator(data.take(generator.integers(0, n, size=n))) for _ in range(n_boot)])
+    low, high = np.quantile(replicates, [alpha / 2, 1.0 - alpha / 2])
+    return estimator(data), float(low), float(high)
