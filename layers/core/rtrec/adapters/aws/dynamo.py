@@ -20,6 +20,7 @@ from rtrec.errors import DependencyError
 _BATCH_WRITE_LIMIT = 25
 _BATCH_GET_LIMIT = 100
 _MAX_UNPROCESSED_ROUNDS = 8
+_UPDATE_THREADS = 16
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -149,6 +150,13 @@ class DynamoFeatureStore:
         self.user_table = user_table
         self.item_table = item_table
         self._client = client if client is not None else aws_client("dynamodb", endpoint_url, region)
+        self._executor: ThreadPoolExecutor | None = None
+
+    def _pool(self) -> ThreadPoolExecutor:
+        """The threads that run a call's item updates concurrently: made once, not for every batch."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=_UPDATE_THREADS, thread_name_prefix="dynamo-updates")
+        return self._executor
 
     def get_user(self, user_id: str) -> UserProfile | None:
         with translate_aws_errors(f"reading user {user_id!r} from {self.user_table}"):
@@ -192,9 +200,8 @@ class DynamoFeatureStore:
         if len(items) == 1:
             self._add_item_stats(*items[0])
             return
-        with ThreadPoolExecutor(max_workers=min(len(items), 16)) as pool:
-            for future in [pool.submit(self._add_item_stats, item_id, delta) for item_id, delta in items]:
-                future.result()
+        for future in [self._pool().submit(self._add_item_stats, item_id, delta) for item_id, delta in items]:
+            future.result()
 
     def _add_item_stats(self, item_id: str, delta: ItemStatsDelta) -> None:
         values = {":i": delta.impressions, ":c": delta.clicks, ":n": delta.interactions,
@@ -242,9 +249,8 @@ class DynamoFeatureStore:
         if len(updates) == 1:
             self._update_once(updates[0])
         elif updates:
-            with ThreadPoolExecutor(max_workers=min(len(updates), 16)) as pool:
-                for future in [pool.submit(self._update_once, u) for u in updates]:
-                    future.result()
+            for future in [self._pool().submit(self._update_once, u) for u in updates]:
+                future.result()
         return len(updates)
 
     def _update_once(self, update: dict[str, Any]) -> None:
