@@ -54,7 +54,11 @@ class ConsumerHandler:
             except (InvalidInputError, ValueError) as exc:  # ValueError: the data is not valid base64
                 self._dead_letter(record, f"malformed record: {exc}")
         first, last = records[0], records[-1]
-        shard = first.event_id.split(":", 1)[0]
+        # Sequence numbers order the records of one shard of one stream: the watermarks and the learner's
+        # position are kept per stream and shard. (A stream created again under the same name numbers its
+        # records from the start; its watermarks must then go too, as the embedded cloud's do on a restart.)
+        stream = first.event_source_arn.rsplit("/", 1)[-1]
+        shard = f"{stream}-{first.event_id.split(':', 1)[0]}"
         batch_id = f"{shard}-{first.kinesis.sequence_number}-{last.kinesis.sequence_number}"
         try:
             self.consumer.log_batch(batch_id, [m for _, m in messages])

@@ -386,7 +386,9 @@ class KinesisEvents:
                 "eventSource": "aws:kinesis", "eventVersion": "1.0", "eventID": f"{shard}:{seq}",
                 "eventName": "aws:kinesis:record", "invokeIdentityArn": "arn:aws:iam::123456789012:role/rtrec-local",
                 "awsRegion": "us-east-1",
-                "eventSourceARN": f"arn:aws:kinesis:us-east-1:123456789012:stream/{NAMES.stream(EVENTS_STREAM)}",
+                # A stream of its own: the consumer's exactly-once watermarks are per stream and shard, and these
+                # made-up sequence numbers must not shadow the real stream's in the end-to-end part.
+                "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/bench-direct-calls",
             })
         return {"Records": records}
 

@@ -147,7 +147,7 @@ def test_rewards_are_joined_logged_and_learned_once_per_record(consumer, names, 
                                   UserEvent(f"{user}-1", user, "b", "click", NOW + 1, request_id=f"r-{user}")), shard)
     assert handler(batch, Context()) == {"batchItemFailures": []}
     assert handler(batch, Context()) == {"batchItemFailures": []}  # re-delivered: learned once
-    state = S3RankerStateStore(names.bucket(MODELS_BUCKET), endpoint_url=cloud.endpoint_url).load(shard)
+    state = S3RankerStateStore(names.bucket(MODELS_BUCKET), endpoint_url=cloud.endpoint_url).load(f"itest-events-{shard}")
     assert state.learner.examples == 2 and state.impressions == {"a": 1, "b": 1} and state.clicks == {"b": 1}
     assert state.trend_counts() == {"b": 1.0}
     joined = S3CounterfactualLog(names.bucket(COUNTERFACTUAL_BUCKET), endpoint_url=cloud.endpoint_url).read_joined()
@@ -188,12 +188,12 @@ def test_a_batch_that_fails_after_learning_is_learned_once_and_its_stats_added_o
     features = DynamoFeatureStore(names.table(USER_FEATURES), names.table(ITEM_FEATURES), endpoint_url=cloud.endpoint_url)
     first = handler(batch, Context())
     assert first == {"batchItemFailures": [{"itemIdentifier": batch["Records"][0]["kinesis"]["sequenceNumber"]}]}
-    assert states.load(shard).learner.examples == 4  # learned before the writes
+    assert states.load(f"itest-events-{shard}").learner.examples == 4  # learned before the writes
     assert features.get_user(a).history == (y,)
     assert features.get_item_stats(x)["impressions"] + features.get_item_stats(y)["impressions"] < 4
     assert handler(batch, Context()) == {"batchItemFailures": []}  # the whole batch again
     assert handler(batch, Context()) == {"batchItemFailures": []}  # and once more, after it worked
-    state = states.load(shard)
+    state = states.load(f"itest-events-{shard}")
     assert state.learner.examples == 4 and state.clicks == {x: 1, y: 1}
     assert state.learned_through == int(batch["Records"][3]["kinesis"]["sequenceNumber"])
     assert features.get_item_stats(x) == {"impressions": 2, "clicks": 1, "interaction_count": 1,
@@ -218,10 +218,22 @@ def test_the_sample_kinesis_event_resolves_its_slate_and_dead_letters_its_poison
     assert handler(event, Context()) == {"batchItemFailures": []}  # the poison record is dead-lettered, not failed
     features = DynamoFeatureStore(names.table(USER_FEATURES), names.table(ITEM_FEATURES), endpoint_url=cloud.endpoint_url)
     assert features.get_user(user).history == ("260",)
-    state = S3RankerStateStore(names.bucket(MODELS_BUCKET), endpoint_url=cloud.endpoint_url).load(shard)
+    state = S3RankerStateStore(names.bucket(MODELS_BUCKET), endpoint_url=cloud.endpoint_url).load(f"rtrec-events-{shard}")
     assert state.learner.examples == 3 and state.clicks == {"260": 1}
     [dead] = handler.dlq.messages
     assert dead["event_id"] == event["Records"][2]["eventID"] and "not JSON" in dead["reason"]
+
+
+def test_watermarks_of_two_streams_with_the_same_shard_ids_do_not_shadow_each_other(consumer):
+    handler, features = consumer
+    item = f"i-{uuid.uuid4().hex[:8]}"
+    first = kinesis_event(encoded(user_event(f"u-{uuid.uuid4().hex[:8]}", 1, item)))
+    second = kinesis_event(encoded(user_event(f"u-{uuid.uuid4().hex[:8]}", 1, item)))
+    for record in second["Records"]:  # another stream, the same shard id and the same sequence number
+        record["eventSourceARN"] = record["eventSourceARN"].replace("itest-events", "itest-other-events")
+    assert handler(first, Context()) == {"batchItemFailures": []}
+    assert handler(second, Context()) == {"batchItemFailures": []}
+    assert features.get_item_stats(item)["clicks"] == 2
 
 
 def test_put_records_then_the_stream_holds_them(cloud, names):
