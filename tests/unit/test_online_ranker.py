@@ -145,6 +145,23 @@ def test_the_learner_finds_the_feature_that_predicts_clicks():
     assert int(np.argmax(weights[1:])) + 1 == RANKER_FEATURES.index("trend")
 
 
+def test_a_feature_positive_for_every_shown_item_is_not_learned_as_a_negative_bias():
+    """Rare clicks on the most relevant item of slates whose relevance is high overall: the weight must come out
+    positive (uncentred, relevance stood in for the bias and went negative)."""
+    rng = np.random.default_rng(1)
+    state = RankerShardState("s")
+    relevance = RANKER_FEATURES.index("relevance")
+    for n in range(1500):
+        features = np.zeros((10, F))
+        features[:, 0] = 1.0
+        features[:, relevance] = rng.uniform(0.4, 0.8) + rng.normal(0, 0.05, 10)
+        chosen = int(np.argmax(features[:, relevance])) if rng.random() < 0.1 else None
+        state.learn([LabeledImpression(f"r{n}", "u", "1", "two_tower", tuple("abcdefghij"), (1.0,) * 10, (1.0,) * 10,
+                                       tuple(map(tuple, features)), tuple(int(i == chosen) for i in range(10)), NOW, NOW)])
+    weights = state.learner.weights
+    assert weights[relevance] > 0.3 and weights[0] < -2.0  # the bias carries the base rate (1%)
+
+
 def test_merging_shards_averages_weights_by_examples_and_sums_counts():
     one, two = RankerShardState("1"), RankerShardState("2")
     one.learn([labeled("r1", 0)] * 3)

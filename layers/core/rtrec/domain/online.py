@@ -154,6 +154,20 @@ class LabeledImpression:
                    resolved_at=float(body["resolved_at"]))
 
 
+def slate_centred(features: np.ndarray) -> np.ndarray:
+    """Each feature minus its mean over the slate, the bias column left at 1.
+
+    Relevance and popularity are positive for every shown item, so uncentred they act as a second bias: with
+    clicks rare, the learner drives them negative to fit the base rate, and ranks against the model (measured on a
+    replay's joined log: hit@1 among rewarded slates 0.06 uncentred vs 0.24 for relevance alone; see
+    tests/bench/bench_online_ranker.py). Centred, the weights say only how items of one slate differ. Serving
+    applies the weights to the raw features: per request that shifts every candidate's logit by the same amount,
+    which changes no ranking."""
+    centred = features - features.mean(axis=0)
+    centred[:, 0] = 1.0
+    return centred
+
+
 @dataclass
 class RankerShardState:
     """What one consumer (one Kinesis shard) has learned: the FTRL learner, per-item impressions and clicks
@@ -196,8 +210,8 @@ class RankerShardState:
         return {i: m * scale for i, m in self.trend.items()}
 
     def learn(self, slates: list[LabeledImpression]) -> int:
-        """One FTRL step per shown item of each slate that logged features; counts every slate for the
-        posteriors. Returns the number of examples learned."""
+        """One FTRL step per shown item of each slate that logged features (centred within the slate, see
+        `slate_centred`); counts every slate for the posteriors. Returns the number of examples learned."""
         examples = 0
         for slate in slates:
             for item, reward in zip(slate.items, slate.rewards):
@@ -205,7 +219,7 @@ class RankerShardState:
                 if reward:
                     self.clicks[item] = self.clicks.get(item, 0) + 1
             if slate.features and len(slate.features[0]) == self.learner.n_features:
-                self.learner.update(np.asarray(slate.features), np.asarray(slate.rewards))
+                self.learner.update(slate_centred(np.asarray(slate.features)), np.asarray(slate.rewards))
                 examples += len(slate.items)
         return examples
 
