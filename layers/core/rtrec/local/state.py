@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,19 +47,24 @@ class LocalState:
         return self
 
     def restore_buckets(self, s3: Any, names: ResourceNames) -> int:
-        """Upload every saved object into its bucket; returns how many."""
-        restored = 0
+        """Upload every saved object into its bucket; returns how many. The counterfactual log is thousands of
+        small objects: one PutObject each (upload_file sets up a transfer manager per file), 8 at a time."""
+        uploads = []
         for spec in BUCKETS:
             folder = self.s3_dir / spec.logical_name
             if not spec.persistent or not folder.is_dir():
                 continue
             bucket = names.bucket(spec)
-            for path in sorted(folder.rglob("*")):
-                if path.is_file():
-                    key = path.relative_to(folder).as_posix()
-                    s3.upload_file(str(path), bucket, key)
-                    restored += 1
-        return restored
+            uploads += [(bucket, path.relative_to(folder).as_posix(), path)
+                        for path in sorted(folder.rglob("*")) if path.is_file() and not path.name.endswith(".part")]
+
+        def put(bucket: str, key: str, path: Path) -> None:
+            s3.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            for future in [pool.submit(put, *upload) for upload in uploads]:
+                future.result()
+        return len(uploads)
 
     def save_buckets(self, s3: Any, names: ResourceNames) -> int:
         """Mirror every persistent bucket to disk (objects deleted in the bucket are deleted on disk); returns how
