@@ -60,6 +60,40 @@ def test_the_online_ranker_keeps_what_it_learned_but_not_its_stream_positions_ac
         assert again.learned_through == -1 and again.trend == {"7": 1.0}
 
 
+def test_the_counterfactual_log_comes_back_as_one_object_per_partition_with_every_line_once(tmp_path):
+    from rtrec.adapters.aws.s3 import list_objects
+    from rtrec.resources import COUNTERFACTUAL_BUCKET
+
+    state = LocalState(tmp_path / "state").ensure()
+
+    def lines(s3, bucket: str) -> list[bytes]:
+        out = []
+        for obj in list_objects(s3, bucket, ""):
+            out += s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read().splitlines()
+        return sorted(out)
+
+    # moto's backend is shared within a process: each start gets buckets of its own (the state folder is per
+    # logical bucket name), as a new process would
+    names = [ResourceNames(prefix=f"compact{n}") for n in range(3)]
+    buckets = [n.bucket(COUNTERFACTUAL_BUCKET) for n in names]
+    with EmbeddedCloud(port=0, names=names[0], state=state) as first:
+        s3 = first.client("s3")
+        for n in range(3):
+            s3.put_object(Bucket=buckets[0], Key=f"events/dt=2026-11-26/batch-{n}.jsonl", Body=f'{{"n": {n}}}\n'.encode())
+        s3.put_object(Bucket=buckets[0], Key="events/dt=2026-11-27/batch-9.jsonl", Body=b'{"n": 9}')  # no newline
+    with EmbeddedCloud(port=0, names=names[1], state=state) as second:
+        s3 = second.client("s3")
+        keys = [o["Key"] for o in list_objects(s3, buckets[1], "")]
+        assert len(keys) == 2 and any(k.startswith("events/dt=2026-11-26/compacted-") for k in keys)
+        assert lines(s3, buckets[1]) == [b'{"n": 0}', b'{"n": 1}', b'{"n": 2}', b'{"n": 9}']
+        s3.put_object(Bucket=buckets[1], Key="events/dt=2026-11-26/batch-3.jsonl", Body=b'{"n": 3}\n')
+    assert len(list((state.s3_dir / "counterfactual-logs" / "events" / "dt=2026-11-26").iterdir())) == 2
+    with EmbeddedCloud(port=0, names=names[2], state=state) as third:
+        s3 = third.client("s3")
+        assert lines(s3, buckets[2]) == [b'{"n": 0}', b'{"n": 1}', b'{"n": 2}', b'{"n": 3}', b'{"n": 9}']
+    assert len(list((state.s3_dir / "counterfactual-logs" / "events" / "dt=2026-11-26").iterdir())) == 1
+
+
 def test_a_busy_port_is_a_clear_error(cloud):
     from rtrec.errors import DependencyError
 

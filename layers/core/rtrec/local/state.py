@@ -14,7 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rtrec.resources import BUCKETS, ResourceNames
+from rtrec.resources import BUCKETS, COUNTERFACTUAL_BUCKET, ResourceNames
+
+# Buckets of JSON-lines logs whose objects are merged per folder on restore (see LocalState.restore_buckets).
+COMPACTED_BUCKETS = frozenset({COUNTERFACTUAL_BUCKET.logical_name})
 
 
 @dataclass(frozen=True)
@@ -47,19 +50,26 @@ class LocalState:
         return self
 
     def restore_buckets(self, s3: Any, names: ResourceNames) -> int:
-        """Upload every saved object into its bucket; returns how many. The counterfactual log is thousands of
-        small objects: one PutObject each (upload_file sets up a transfer manager per file), 8 at a time."""
-        uploads = []
+        """Upload every saved object into its bucket (one PutObject each, 8 at a time); returns how many.
+
+        The counterfactual log is one small JSON-lines object per consumer batch, thousands of them after a few
+        replays, and restoring them one by one made every start slower. Its objects are restored one per folder
+        (partition) instead, concatenated (readers take every object under a prefix and de-duplicate by id); the
+        next save mirrors the bucket, so the folder on disk then holds the one file."""
+        uploads: list[tuple[str, str, bytes]] = []
         for spec in BUCKETS:
             folder = self.s3_dir / spec.logical_name
             if not spec.persistent or not folder.is_dir():
                 continue
             bucket = names.bucket(spec)
-            uploads += [(bucket, path.relative_to(folder).as_posix(), path)
-                        for path in sorted(folder.rglob("*")) if path.is_file() and not path.name.endswith(".part")]
+            files = [p for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.endswith(".part")]
+            if spec.logical_name in COMPACTED_BUCKETS:
+                uploads += [(bucket, key, body) for key, body in _compacted(folder, files)]
+            else:
+                uploads += [(bucket, p.relative_to(folder).as_posix(), p.read_bytes()) for p in files]
 
-        def put(bucket: str, key: str, path: Path) -> None:
-            s3.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
+        def put(bucket: str, key: str, body: bytes) -> None:
+            s3.put_object(Bucket=bucket, Key=key, Body=body)
 
         with ThreadPoolExecutor(max_workers=8) as pool:
             for future in [pool.submit(put, *upload) for upload in uploads]:
@@ -94,6 +104,26 @@ class LocalState:
                     if path.is_file() and path.resolve() not in keep:
                         path.unlink()
         return saved
+
+
+def _compacted(folder: Path, files: list[Path]) -> list[tuple[str, bytes]]:
+    """One object per sub-folder for its JSON-lines files (named after a digest of their names, so a folder
+    compacted again gets a new name and the save that follows drops the old file); other files as they are."""
+    groups: dict[Path, list[Path]] = {}
+    out: list[tuple[str, bytes]] = []
+    for path in files:
+        if path.suffix == ".jsonl":
+            groups.setdefault(path.parent, []).append(path)
+        else:
+            out.append((path.relative_to(folder).as_posix(), path.read_bytes()))
+    for parent, members in groups.items():
+        if len(members) == 1:
+            out.append((members[0].relative_to(folder).as_posix(), members[0].read_bytes()))
+            continue
+        digest = hashlib.sha1("\n".join(m.name for m in members).encode(), usedforsecurity=False).hexdigest()[:16]
+        body = b"".join(data if data.endswith(b"\n") else data + b"\n" for data in (m.read_bytes() for m in members))
+        out.append(((parent / f"compacted-{digest}.jsonl").relative_to(folder).as_posix(), body))
+    return out
 
 
 def _same_content(path: Path, obj: dict[str, Any]) -> bool:
