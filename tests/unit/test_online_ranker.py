@@ -176,6 +176,8 @@ def test_merging_shards_averages_weights_by_examples_and_sums_counts():
     ctr_lift, trend = merged.item_signals(["a", "b", "zz"])
     assert ctr_lift[0] > 0 > ctr_lift[1] and ctr_lift[2] == pytest.approx(0.0)
     assert trend.tolist() == [1.0, 0.0, 0.0]
+    known, known_lift, known_trend = merged.stream_signals()
+    assert known == ["a", "b", "c"] and np.allclose(known_lift, merged.item_signals(["a", "b", "c"])[0])
     assert OnlineRanker.merge([]) is None
 
 
@@ -248,11 +250,14 @@ def test_the_source_reloads_after_its_interval_and_keeps_the_last_on_failure():
     states.save(state)
     assert source() is None  # within the interval
     now[0] = 2.0
-    assert source().examples == 3
+    loaded = source()
+    assert loaded.examples == 3
+    now[0] = 4.0
+    assert source() is loaded  # unchanged: the same object, so serving's per-catalog signals stay cached
 
     def broken():
         raise ValueError("corrupt state")
 
     states.load_all = broken  # type: ignore[method-assign]
-    now[0] = 4.0
+    now[0] = 6.0
     assert source().examples == 3

@@ -295,3 +295,9 @@ class OnlineRanker:
         top = float(np.log1p(counts.max())) if len(counts) else 0.0
         trend = np.log1p(counts) / top if top > 0 else np.zeros(len(item_ids))
         return ctr_lift, trend
+
+    def stream_signals(self) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """`item_signals` of the items the stream knows (shown or trending); every other item's are exactly 0 (its
+        posterior is the prior, whose mean is the global rate), so callers need not visit the whole catalog."""
+        known = list(dict.fromkeys([*self.posteriors.impressions, *self.trend]))
+        return (known, *self.item_signals(known))

@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from rtrec.domain.online import RANKER_FEATURES, FtrlProximal, OnlineRanker, RankerShardState
 from rtrec.errors import RtrecError
 from rtrec.ports import CounterfactualLog, RankerStateStore
@@ -93,9 +95,18 @@ class OnlineRankerSource:
             return self._ranker
         try:
             self._loaded_at = now
-            self._ranker = OnlineRanker.merge(self._states.load_all())
+            merged = OnlineRanker.merge(self._states.load_all())
+            if not _same(merged, self._ranker):  # an unchanged state keeps its object (serving caches by it)
+                self._ranker = merged
         except (RtrecError, ValueError) as exc:
             logger.warning("online ranker state not reloaded, keeping the last one: %s", exc)
         finally:
             self._lock.release()
         return self._ranker
+
+
+def _same(a: OnlineRanker | None, b: OnlineRanker | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return (a.examples == b.examples and a.shards == b.shards and bool(np.array_equal(a.weights, b.weights))
+            and a.posteriors.impressions == b.posteriors.impressions and a.trend == b.trend)

@@ -185,15 +185,17 @@ class Recommender:
         cached = self._signals
         if cached is not None and cached[0] is ranker and cached[1] is catalog and cached[2] == len(catalog):
             return cached[3]
-        item_ids = [catalog.item_id(r) for r in range(len(catalog))]
-        signals = ranker.item_signals(item_ids)
+        known, known_lift, known_trend = ranker.stream_signals()  # sparse: never a pass over a 1M-item catalog
+        ctr_lift, trend = np.zeros(len(catalog)), np.zeros(len(catalog))
         shown = ranker.posteriors.impressions
-        if shown:
-            rows = catalog.rows(shown)
-            counts = np.fromiter((shown[catalog.item_id(r)] for r in rows.tolist()), dtype=np.int64, count=len(rows))
-            catalog.columns.impressions[rows] = np.maximum(catalog.columns.impressions[rows], counts)
-        self._signals = (ranker, catalog, len(catalog), signals)
-        return signals
+        for item_id, lift, level in zip(known, known_lift.tolist(), known_trend.tolist()):
+            row = catalog.row(item_id)
+            if row is not None:
+                ctr_lift[row], trend[row] = lift, level
+                if shown.get(item_id, 0) > catalog.columns.impressions[row]:
+                    catalog.columns.impressions[row] = shown[item_id]
+        self._signals = (ranker, catalog, len(catalog), (ctr_lift, trend))
+        return ctr_lift, trend
 
     def similar(self, item_id: str, k: int) -> SimilarItems:
         """The k items closest to `item_id` in the item tower's space (pure relevance, no exploration)."""
