@@ -80,8 +80,10 @@ def test_run_bootstraps_a_model_serves_it_and_state_survives_a_restart(tmp_path)
         assert stranger["cold_start"] is True and stranger["strategy"] == "popular_fallback"
         assert len(stranger["recommendations"]) == 3
         # An event goes through Kinesis and the stream consumer into the profile: the clicked item leaves the slate.
-        top = httpx.get(f"{base}/recommend/1", params={"k": 1}).json()["recommendations"][0]["item_id"]
-        click = {"event_id": "e2e-click-1", "user_id": "1", "item_id": top, "type": "click", "timestamp": time.time()}
+        slate = httpx.get(f"{base}/recommend/1", params={"k": 1}).json()
+        top = slate["recommendations"][0]["item_id"]
+        click = {"event_id": "e2e-click-1", "user_id": "1", "item_id": top, "type": "click", "timestamp": time.time(),
+                 "request_id": slate["request_id"]}
         assert httpx.post(f"{base}/events", json={"events": [click]}).status_code == 202
         features = DynamoFeatureStore("rtrec-user-features", "rtrec-item-features",
                                       endpoint_url=f"http://localhost:{cloud_port}")
@@ -90,6 +92,9 @@ def test_run_bootstraps_a_model_serves_it_and_state_survives_a_restart(tmp_path)
         assert all(top not in [r["item_id"] for r in httpx.get(f"{base}/recommend/1").json()["recommendations"]]
                    for _ in range(5))
         assert httpx.post(f"{base}/events", json={"events": [{**click, "type": "rating"}]}).status_code == 422
+        # The click named its slate: the consumer joined them, the online ranker learned it, serving reloaded it.
+        wait_for(lambda: httpx.get(f"{base}/health").json()["online_ranker_examples"] >= 1,
+                 "the online ranker to learn the rewarded slate", process, log, timeout_s=30)
 
         item = {"item_id": "e2e-new", "title": "Brand New (2026)", "genres": ["Comedy"], "year": 2026}
         assert httpx.post(f"{base}/items", json=item).status_code == 201
