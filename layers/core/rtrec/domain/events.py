@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+
+import orjson
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
@@ -67,7 +69,7 @@ def encode_record(message: StreamMessage) -> bytes:
     # Field by field rather than dataclasses.asdict, which deep-copies every feature row of an impression.
     body: dict[str, Any] = {f.name: getattr(message, f.name) for f in fields(message)}
     body["kind"] = "impression" if isinstance(message, Impression) else "event"
-    return json.dumps(body, separators=(",", ":")).encode()
+    return orjson.dumps(body)
 
 
 def _text(body: dict[str, Any], name: str, *, required: bool = True) -> str | None:
@@ -91,7 +93,7 @@ def _number(body: dict[str, Any], name: str, *, required: bool = True) -> float 
 def decode_record(data: bytes) -> StreamMessage:
     """Parse one stream record; InvalidInputError (poison) names what is wrong."""
     try:
-        body = json.loads(data)
+        body = orjson.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidInputError(f"record is not JSON: {exc}") from exc
     return decode_message(body)

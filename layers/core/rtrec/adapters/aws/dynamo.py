@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
 
+import orjson
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from rtrec.adapters.aws.clients import aws_client
@@ -95,7 +95,7 @@ def user_from_record(record: dict[str, Any]) -> UserProfile:
 
 
 def _id_list(ids: Sequence[str]) -> str | None:
-    return json.dumps(list(ids), separators=(",", ":")) if ids else None
+    return orjson.dumps(list(ids)).decode() if ids else None
 
 
 def _ids(stored: Any) -> tuple[str, ...]:
@@ -103,7 +103,7 @@ def _ids(stored: Any) -> tuple[str, ...]:
     if not stored:
         return ()
     if isinstance(stored, str):
-        return tuple(json.loads(stored))
+        return tuple(orjson.loads(stored))
     return tuple(str(i) for i in stored)
 
 
