@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import math
-
-import orjson
 from dataclasses import dataclass, fields
 from typing import Any, Literal
+
+import orjson
 
 from rtrec.errors import InvalidInputError
 
