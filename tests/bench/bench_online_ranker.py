@@ -52,10 +52,10 @@ def load_slates(args: argparse.Namespace) -> list[LabeledImpression]:
         for path in sorted((args.state_dir / "s3" / "counterfactual-logs" / "joined").rglob("*.jsonl")):
             found += [LabeledImpression.from_dict(json.loads(line)) for line in path.read_text().splitlines() if line]
     for slate in found:
-        slates.setdefault(slate.request_id, slate)
-    picked = [s for s in slates.values() if args.since <= s.timestamp <= args.until
-              and s.features and len(s.features[0]) == len(RANKER_FEATURES)]
-    return sorted(picked, key=lambda s: s.timestamp)
+        slates.setdefault(slate.slate.request_id, slate)
+    picked = [s for s in slates.values() if args.since <= s.slate.timestamp <= args.until
+              and s.slate.features and len(s.slate.features[0]) == len(RANKER_FEATURES)]
+    return sorted(picked, key=lambda s: s.slate.timestamp)
 
 
 def auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -127,9 +127,9 @@ def main() -> None:
     if not slates:
         raise SystemExit("no joined slates with ranking features in that window; run `make run` and `rtrec replay` first")
     rewarded = sum(1 for s in slates if any(s.rewards))
-    first, last = slates[0].timestamp, slates[-1].timestamp
+    first, last = slates[0].slate.timestamp, slates[-1].slate.timestamp
     print(f"{len(slates):,} slates ({rewarded:,} with a reward) served {time.strftime('%H:%M:%S', time.gmtime(first))}"
-          f"-{time.strftime('%H:%M:%S', time.gmtime(last))} UTC; {sum(len(s.items) for s in slates):,} examples\n")
+          f"-{time.strftime('%H:%M:%S', time.gmtime(last))} UTC; {sum(len(s.slate.items) for s in slates):,} examples\n")
 
     def ftrl(columns: list[int]) -> FtrlProximal:
         return FtrlProximal(len(columns), alpha=args.alpha, l1=args.l1, l2=args.l2)
@@ -143,9 +143,9 @@ def main() -> None:
     labels: list[float] = []
     by_relevance = {"hits": 0, "rr": []}
     by_score = {"hits": 0, "rr": []}
-    for slate in slates:
-        x = np.asarray(slate.features, dtype=np.float64)
-        y = np.asarray(slate.rewards, dtype=np.float64)
+    for labeled in slates:
+        x = np.asarray(labeled.slate.features, dtype=np.float64)
+        y = np.asarray(labeled.rewards, dtype=np.float64)
         labels.extend(y.tolist())
         for arm in arms:
             p = arm.predict(x)
@@ -156,7 +156,7 @@ def main() -> None:
                 arm.reciprocal_ranks.append(1.0 / rank)
             arm.learn(x, y)
         if y.any():
-            for store, scores in ((by_relevance, x[:, 1]), (by_score, np.asarray(slate.scores))):
+            for store, scores in ((by_relevance, x[:, 1]), (by_score, np.asarray(labeled.slate.scores))):
                 rank = rank_of_chosen(scores, y)
                 store["hits"] += rank == 1
                 store["rr"].append(1.0 / rank)
@@ -174,7 +174,7 @@ def main() -> None:
     weights = arms[2].learner.weights if arms[2].learner is not None else []
     print("\nFinal weights of the consumer's learner (all 7, slate-centred): "
           + ", ".join(f"{name} {w:+.3f}" for name, w in zip(RANKER_FEATURES, weights)))
-    print(f"Slot-1 chance (1 / slate length) for hit@1: {np.mean([1 / len(s.items) for s in slates]):.3f}")
+    print(f"Slot-1 chance (1 / slate length) for hit@1: {np.mean([1 / len(s.slate.items) for s in slates]):.3f}")
 
 
 if __name__ == "__main__":

@@ -151,7 +151,7 @@ def test_rewards_are_joined_logged_and_learned_once_per_record(consumer, names, 
     assert state.learner.examples == 2 and state.impressions == {"a": 1, "b": 1} and state.clicks == {"b": 1}
     assert state.trend_counts() == {"b": 1.0}
     joined = S3CounterfactualLog(names.bucket(COUNTERFACTUAL_BUCKET), endpoint_url=cloud.endpoint_url).read_joined()
-    assert [(s.items, s.rewards) for s in joined if s.request_id == f"r-{user}"] == [(("a", "b"), (0, 1))]
+    assert [(s.slate.items, s.rewards) for s in joined if s.slate.request_id == f"r-{user}"] == [(("a", "b"), (0, 1))]
 
 
 def test_a_batch_that_fails_after_learning_is_learned_once_and_its_stats_added_once(cloud, names):

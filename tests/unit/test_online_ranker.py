@@ -36,14 +36,14 @@ def test_a_click_naming_the_slate_resolves_it_with_the_chosen_item():
     assert resolved == () and profile.pending_impression.request_id == "r1"
     profile, resolved = joined(profile, click(1, "b", "r1"), 1800)
     assert [r.rewards for r in resolved] == [(0, 1, 0)] and profile.pending_impression is None
-    assert resolved[0].features == slate("r1").features and resolved[0].propensities == (0.5, 0.5, 0.5)
+    assert resolved[0].slate == slate("r1")
     assert profile.history == ("b",)
 
 
 def test_the_next_slate_resolves_the_last_one_unchosen():
     profile, _ = joined(UserProfile("u1"), slate("r1"), 1800)
     profile, resolved = joined(profile, slate("r2", at=NOW + 60), 1800)
-    assert [(r.request_id, r.rewards, r.resolved_at) for r in resolved] == [("r1", (0, 0, 0), NOW + 60)]
+    assert [(r.slate.request_id, r.rewards, r.resolved_at) for r in resolved] == [("r1", (0, 0, 0), NOW + 60)]
     assert profile.pending_impression.request_id == "r2"
 
 
@@ -86,8 +86,7 @@ def test_the_consumer_resolves_a_slate_once_even_when_its_batch_comes_again():
 
 def labeled(request: str, chosen: int | None, items=("a", "b", "c")) -> LabeledImpression:
     s = slate(request, items)
-    return LabeledImpression(s.request_id, s.user_id, s.model_version, s.strategy, s.items, s.propensities, s.scores,
-                             s.features, tuple(int(i == chosen) for i in range(len(items))), NOW, NOW + 1)
+    return LabeledImpression(s, tuple(int(i == chosen) for i in range(len(items))), NOW + 1)
 
 
 def applied_with(*slates: LabeledImpression, positive: tuple[str, float] | None = None) -> Applied:
@@ -100,7 +99,8 @@ def test_the_learner_learns_each_record_once_and_logs_the_joined_slates():
     batch = [(10, applied_with(labeled("r1", 0), positive=("a", NOW))), (11, applied_with(labeled("r2", None)))]
     learned = learner.learn_batch("shard-0", "b1", batch)
     assert (learned.records, learned.slates, learned.examples, learned.total_examples) == (2, 2, 6, 6)
-    assert [s.request_id for s in log.joined["b1"]] == ["r1", "r2"]
+    assert [s.slate.request_id for s in log.joined["b1"]] == ["r1", "r2"]
+    assert LabeledImpression.from_dict(log.joined["b1"][0].to_dict()) == log.joined["b1"][0]
     again = learner.learn_batch("shard-0", "b2", batch + [(12, applied_with(labeled("r3", 1)))])
     assert (again.records, again.examples, again.total_examples) == (1, 3, 9)  # 10 and 11 were learned before
     state = states.load("shard-0")
@@ -139,8 +139,9 @@ def test_the_learner_finds_the_feature_that_predicts_clicks():
         features[:, 0] = 1.0
         clicked = int(np.argmax(features[:, 6])) if rng.random() < 0.5 else None
         rewards = tuple(int(i == clicked) for i in range(5))
-        state.learn([LabeledImpression(f"r{n}", "u", "1", "two_tower", tuple("abcde"), (1.0,) * 5, (1.0,) * 5,
-                                       tuple(map(tuple, features)), rewards, NOW, NOW)])
+        shown = Impression(f"r{n}", "u", "1", "two_tower", tuple("abcde"), (1.0,) * 5, (1.0,) * 5, NOW,
+                           tuple(map(tuple, features)))
+        state.learn([LabeledImpression(shown, rewards, NOW)])
     weights = state.learner.weights
     assert int(np.argmax(weights[1:])) + 1 == RANKER_FEATURES.index("trend")
 
@@ -156,8 +157,9 @@ def test_a_feature_positive_for_every_shown_item_is_not_learned_as_a_negative_bi
         features[:, 0] = 1.0
         features[:, relevance] = rng.uniform(0.4, 0.8) + rng.normal(0, 0.05, 10)
         chosen = int(np.argmax(features[:, relevance])) if rng.random() < 0.1 else None
-        state.learn([LabeledImpression(f"r{n}", "u", "1", "two_tower", tuple("abcdefghij"), (1.0,) * 10, (1.0,) * 10,
-                                       tuple(map(tuple, features)), tuple(int(i == chosen) for i in range(10)), NOW, NOW)])
+        shown = Impression(f"r{n}", "u", "1", "two_tower", tuple("abcdefghij"), (1.0,) * 10, (1.0,) * 10, NOW,
+                           tuple(map(tuple, features)))
+        state.learn([LabeledImpression(shown, tuple(int(i == chosen) for i in range(10)), NOW)])
     weights = state.learner.weights
     assert weights[relevance] > 0.3 and weights[0] < -2.0  # the bias carries the base rate (1%)
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from rtrec.domain.events import Impression, decode_message, message_to_dict
+
 
 @dataclass
 class FtrlProximal:
@@ -124,34 +126,19 @@ class LabeledImpression:
     """A served slate joined with its reward: the counterfactual record (what was shown, with which
     propensities and features, and which item, if any, the user then chose within the reward window)."""
 
-    request_id: str
-    user_id: str
-    model_version: str | None
-    strategy: str
-    items: tuple[str, ...]
-    propensities: tuple[float, ...]
-    scores: tuple[float, ...]
-    features: tuple[tuple[float, ...], ...]  # one row per item, RANKER_FEATURES; empty when not logged
-    rewards: tuple[int, ...]  # 1 for the chosen item, 0 for the others
-    timestamp: float  # when the slate was served
+    slate: Impression
+    rewards: tuple[int, ...]  # per shown item: 1 for the chosen one, 0 for the others
     resolved_at: float  # the event that resolved it: the reward's timestamp, or the next slate's
 
     def to_dict(self) -> dict:
-        return {"request_id": self.request_id, "user_id": self.user_id, "model_version": self.model_version,
-                "strategy": self.strategy, "items": list(self.items), "propensities": list(self.propensities),
-                "scores": list(self.scores), "features": [list(f) for f in self.features],
-                "rewards": list(self.rewards), "timestamp": self.timestamp, "resolved_at": self.resolved_at}
+        """The slate's stream record with the rewards beside it: one flat JSON object per line of the log."""
+        return {**message_to_dict(self.slate), "rewards": list(self.rewards), "resolved_at": self.resolved_at}
 
     @classmethod
     def from_dict(cls, body: dict) -> LabeledImpression:
-        return cls(request_id=str(body["request_id"]), user_id=str(body["user_id"]),
-                   model_version=body.get("model_version"), strategy=str(body["strategy"]),
-                   items=tuple(str(i) for i in body["items"]),
-                   propensities=tuple(float(p) for p in body["propensities"]),
-                   scores=tuple(float(s) for s in body["scores"]),
-                   features=tuple(tuple(float(v) for v in row) for row in body.get("features", ())),
-                   rewards=tuple(int(r) for r in body["rewards"]), timestamp=float(body["timestamp"]),
-                   resolved_at=float(body["resolved_at"]))
+        slate = decode_message({**body, "kind": "impression"})
+        assert isinstance(slate, Impression)
+        return cls(slate, tuple(int(r) for r in body["rewards"]), float(body["resolved_at"]))
 
 
 def slate_centred(features: np.ndarray) -> np.ndarray:
@@ -213,14 +200,15 @@ class RankerShardState:
         """One FTRL step per shown item of each slate that logged features (centred within the slate, see
         `slate_centred`); counts every slate for the posteriors. Returns the number of examples learned."""
         examples = 0
-        for slate in slates:
-            for item, reward in zip(slate.items, slate.rewards):
+        for labeled in slates:
+            shown = labeled.slate
+            for item, reward in zip(shown.items, labeled.rewards):
                 self.impressions[item] = self.impressions.get(item, 0) + 1
                 if reward:
                     self.clicks[item] = self.clicks.get(item, 0) + 1
-            if slate.features and len(slate.features[0]) == self.learner.n_features:
-                self.learner.update(slate_centred(np.asarray(slate.features)), np.asarray(slate.rewards))
-                examples += len(slate.items)
+            if shown.features and len(shown.features[0]) == self.learner.n_features:
+                self.learner.update(slate_centred(np.asarray(shown.features)), np.asarray(labeled.rewards))
+                examples += len(shown.items)
         return examples
 
     def to_dict(self) -> dict:

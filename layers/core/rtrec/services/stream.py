@@ -154,11 +154,7 @@ class StreamConsumer:
 
 
 def _labeled(slate: Impression, chosen: str | None, resolved_at: float) -> LabeledImpression:
-    return LabeledImpression(
-        request_id=slate.request_id, user_id=slate.user_id, model_version=slate.model_version,
-        strategy=slate.strategy, items=slate.items, propensities=slate.propensities, scores=slate.scores,
-        features=slate.features, rewards=tuple(int(i == chosen) for i in slate.items), timestamp=slate.timestamp,
-        resolved_at=resolved_at)
+    return LabeledImpression(slate, tuple(int(i == chosen) for i in slate.items), resolved_at)
 
 
 def joined(

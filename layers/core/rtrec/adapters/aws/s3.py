@@ -130,9 +130,9 @@ class S3CounterfactualLog:
 
     def write_joined(self, batch_id: str, slates: Sequence[LabeledImpression]) -> None:
         groups: dict[str, list[str]] = {}
-        for slate in slates:
-            day = time.strftime("%Y-%m-%d", time.gmtime(slate.timestamp))
-            groups.setdefault(f"joined/dt={day}/{batch_id}.jsonl", []).append(json.dumps(slate.to_dict()))
+        for labeled in slates:
+            day = time.strftime("%Y-%m-%d", time.gmtime(labeled.slate.timestamp))
+            groups.setdefault(f"joined/dt={day}/{batch_id}.jsonl", []).append(json.dumps(labeled.to_dict()))
         for key, lines in groups.items():
             with translate_aws_errors(f"writing s3://{self.bucket}/{key}"):
                 self._client.put_object(Bucket=self.bucket, Key=key, Body=("\n".join(lines) + "\n").encode(),
@@ -146,9 +146,9 @@ class S3CounterfactualLog:
                 body = self._client.get_object(Bucket=self.bucket, Key=obj["Key"])["Body"].read()
             for line in body.decode().splitlines():
                 if line.strip():
-                    slate = LabeledImpression.from_dict(json.loads(line))
-                    seen.setdefault(slate.request_id, slate)
-        return sorted(seen.values(), key=lambda s: s.timestamp)
+                    labeled = LabeledImpression.from_dict(json.loads(line))
+                    seen.setdefault(labeled.slate.request_id, labeled)
+        return sorted(seen.values(), key=lambda s: s.slate.timestamp)
 
     def read(self, kind: str) -> list[StreamMessage]:
         """Every logged message of `kind` ("impressions" or "events"), de-duplicated by event_id."""
