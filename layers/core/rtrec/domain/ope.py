@@ -53,6 +53,16 @@ def _check_same_shape(shapes: dict[str, tuple[int, ...]]) -> None:
         raise ValueError(f"logged arrays must have the same shape: {described}")
 
 
+def _set_checked(owner: object, arrays: dict[str, np.ndarray]) -> None:
+    """Check the logged arrays of a frozen dataclass (one shape; propensities in (0, 1], target probabilities in
+    [0, 1]) and store them on it as numpy arrays."""
+    _check_same_shape({name: array.shape for name, array in arrays.items()})
+    _check_range("propensities", arrays["propensities"], 0.0, 1.0, low_open=True)
+    _check_range("target_probs", arrays["target_probs"], 0.0, 1.0, low_open=False)
+    for name, array in arrays.items():
+        object.__setattr__(owner, name, array)
+
+
 @dataclass(frozen=True)
 class LoggedBandit:
     """One row per logged decision: reward, logging propensity, target probability of the logged action, and
@@ -70,11 +80,7 @@ class LoggedBandit:
         for name in ("q_logged", "q_target"):
             if getattr(self, name) is not None:
                 arrays[name] = _as_array(name, getattr(self, name), 1)
-        _check_same_shape({name: array.shape for name, array in arrays.items()})
-        _check_range("propensities", arrays["propensities"], 0.0, 1.0, low_open=True)
-        _check_range("target_probs", arrays["target_probs"], 0.0, 1.0, low_open=False)
-        for name, array in arrays.items():
-            object.__setattr__(self, name, array)
+        _set_checked(self, arrays)
 
     def __len__(self) -> int:
         return int(self.rewards.shape[0])
@@ -186,12 +192,8 @@ class LoggedSlates:
     target_probs: np.ndarray
 
     def __post_init__(self) -> None:
-        arrays = {name: _as_array(name, getattr(self, name), 2) for name in ("rewards", "propensities", "target_probs")}
-        _check_same_shape({name: array.shape for name, array in arrays.items()})
-        _check_range("propensities", arrays["propensities"], 0.0, 1.0, low_open=True)
-        _check_range("target_probs", arrays["target_probs"], 0.0, 1.0, low_open=False)
-        for name, array in arrays.items():
-            object.__setattr__(self, name, array)
+        _set_checked(self, {name: _as_array(name, getattr(self, name), 2)
+                            for name in ("rewards", "propensities", "target_probs")})
 
     def __len__(self) -> int:
         return int(self.rewards.shape[0])
