@@ -406,7 +406,7 @@ class _TimedIndex:
         return getattr(self._inner, name)
 
 
-STAGES = ("user tower (ONNX)", "ANN search (index.search)", "ranking: eligible", "ranking: blend",
+STAGES = ("user tower (ONNX)", "ANN search (index.search)", "ranking: eligible", "ranking: ranking_features",
           "ranking: select_slate")
 OTHER = "rest (checks, history rows, ids<->rows, exploration pool, popular candidates, result)"
 
@@ -416,7 +416,7 @@ def timed_ranking(clock: StageClock) -> Iterator[None]:
     """Time the ranking functions as the recommend service calls them (its module globals), then restore them."""
     import rtrec.services.recommend as service
 
-    saved = {name: getattr(service, name) for name in ("eligible", "blend", "select_slate")}
+    saved = {name: getattr(service, name) for name in ("eligible", "ranking_features", "select_slate")}
     try:
         for name, fn in saved.items():
             setattr(service, name, clock.timed(f"ranking: {name}", fn))
