@@ -175,7 +175,7 @@ class Recommender:
             cold_start=strategy != STRATEGY_TWO_TOWER,
             strategy=strategy,
             items=tuple(ScoredItem(catalog.item_id(s.row), s.score, s.propensity) for s in slate),
-            features=tuple(tuple(round(float(v), 6) for v in features[s.position]) for s in slate),
+            features=tuple(map(tuple, np.round(features[[s.position for s in slate]], 6).tolist())),
             online_ranker=ranked_online,
         )
 
