@@ -10,7 +10,15 @@ import pytest
 
 from rtrec.domain.catalog import ItemCatalog
 from rtrec.domain.models import ItemFeatures
-from rtrec.domain.ranking import Filters, RankingConfig, blend, eligible, promoted_slots, select_slate
+from rtrec.domain.ranking import (
+    Filters,
+    RankingConfig,
+    blend,
+    eligible,
+    promoted_slots,
+    select_slate,
+    slate_probabilities,
+)
 from rtrec.errors import InvalidInputError
 
 GENRES = ("Action", "Comedy", "Drama")
@@ -151,3 +159,34 @@ def test_plackett_luce_prefers_higher_scores_and_temperature_controls_how_much()
 def test_config_rejects_bad_values(bad):
     with pytest.raises(ValueError):
         RankingConfig(**bad)
+
+
+@pytest.mark.parametrize("config", [
+    RankingConfig(policy="plackett_luce", temperature=0.3, promoted_share=0.25, max_genre_share=0.5),
+    RankingConfig(policy="epsilon_greedy", epsilon=0.3, promoted_share=0.25, max_genre_share=0.5),
+    RankingConfig(policy="greedy", promoted_share=0.25, max_genre_share=0.5),
+])
+def test_slate_probabilities_give_back_what_the_serving_policy_logged(config):
+    """The propensities select_slate logs, recomputed for its slates (promoted slots and the genre cap included)."""
+    items = [item(i, GENRES[i % 3], promoted=i % 5 == 0) for i in range(1, 16)]
+    catalog = make_catalog(items)
+    rows = np.arange(len(items))
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        scores = rng.normal(size=len(items))
+        slate = select_slate(rows, scores, catalog, 8, config, rng)
+        again = slate_probabilities(rows, scores, catalog, 8, config, [s.position for s in slate])
+        assert again == pytest.approx([s.propensity for s in slate])
+
+
+def test_slate_probabilities_under_another_policy_are_a_distribution_per_slot():
+    items = [item(i, GENRES[i % 3]) for i in range(1, 9)]
+    catalog = make_catalog(items)
+    rows, scores = np.arange(8), np.linspace(1.0, 0.0, 8)
+    served = RankingConfig(policy="greedy", max_genre_share=1.0)
+    target = RankingConfig(policy="plackett_luce", temperature=0.5, max_genre_share=1.0)
+    slate = [s.position for s in select_slate(rows, scores, catalog, 4, served, np.random.default_rng(0))]
+    assert slate == [0, 1, 2, 3]
+    first = [slate_probabilities(rows, scores, catalog, 4, target, [p])[0] for p in range(8)]
+    assert sum(first) == pytest.approx(1.0) and first == sorted(first, reverse=True)
+    assert slate_probabilities(rows, scores, catalog, 4, served, [1, 0])[0] == 0.0  # greedy never starts with 1

@@ -161,24 +161,65 @@ def blend(rows: np.ndarray, relevance: np.ndarray, catalog: ItemCatalog, config:
     return ranking_features(rows, relevance, catalog, config, now) @ blend_weights(config)
 
 
+def _distribution(values: np.ndarray, config: RankingConfig) -> np.ndarray:
+    """The policy's probability of picking each of the slot's eligible candidates (their scores: `values`)."""
+    best = int(np.argmax(values))
+    if config.policy == "greedy" or len(values) == 1:
+        probabilities = np.zeros(len(values))
+        probabilities[best] = 1.0
+    elif config.policy == "epsilon_greedy":
+        probabilities = np.full(len(values), config.epsilon / len(values))
+        probabilities[best] += 1.0 - config.epsilon
+    else:
+        weights = np.exp((values - values[best]) / config.temperature)
+        probabilities = weights / weights.sum()
+    return probabilities
+
+
 def _pick(scores: np.ndarray, mask: np.ndarray, config: RankingConfig, rng: np.random.Generator) -> tuple[int, float]:
     """One pick among `mask` by the policy; returns (candidate position, its probability)."""
     positions = np.flatnonzero(mask)
-    values = scores[positions]
-    best = int(np.argmax(values))
+    probabilities = _distribution(scores[positions], config)
     if config.policy == "greedy" or len(positions) == 1:
-        return int(positions[best]), 1.0
-    if config.policy == "epsilon_greedy":
-        if rng.random() < config.epsilon:
-            chosen = int(rng.integers(len(positions)))
-        else:
-            chosen = best
-        probability = config.epsilon / len(positions) + (1.0 - config.epsilon) * (chosen == best)
-        return int(positions[chosen]), float(probability)
-    weights = np.exp((values - values[best]) / config.temperature)
-    probabilities = weights / weights.sum()
-    chosen = int(rng.choice(len(positions), p=probabilities))
+        chosen = int(np.argmax(probabilities))
+    elif config.policy == "epsilon_greedy":
+        best = int(np.argmax(probabilities))
+        chosen = int(rng.integers(len(positions))) if rng.random() < config.epsilon else best
+    else:
+        chosen = int(rng.choice(len(positions), p=probabilities))
     return int(positions[chosen]), float(probabilities[chosen])
+
+
+class _SlotPools:
+    """Which candidates each slot may take: the promoted ones in a promoted slot, and none of a genre that has
+    reached the cap (each rule relaxed when it would leave the slot empty)."""
+
+    def __init__(self, rows: np.ndarray, catalog: ItemCatalog, k: int, config: RankingConfig) -> None:
+        cols = catalog.columns
+        self.remaining = np.ones(len(rows), dtype=bool)
+        self.genre_masks = cols.genre_mask[rows]
+        self.promoted = cols.promoted[rows]
+        self.promoted_at = promoted_slots(k, config.promoted_share) if self.promoted.any() else frozenset()
+        self.cap = max(1, math.ceil(config.max_genre_share * k)) if config.max_genre_share < 1 else k
+        self.genre_counts: dict[int, int] = {}
+        self.full_genres = 0  # bit mask of the genres that have reached the cap
+
+    def pool(self, slot: int) -> np.ndarray:
+        pool = self.remaining
+        if slot in self.promoted_at and (self.remaining & self.promoted).any():
+            pool = self.remaining & self.promoted
+        diverse = pool & ((self.genre_masks & self.full_genres) == 0)
+        return diverse if diverse.any() else pool
+
+    def take(self, position: int) -> None:
+        self.remaining[position] = False
+        mask = int(self.genre_masks[position])
+        while mask:
+            bit = mask & -mask
+            mask ^= bit
+            self.genre_counts[bit] = self.genre_counts.get(bit, 0) + 1
+            if self.genre_counts[bit] >= self.cap:
+                self.full_genres |= bit
 
 
 def select_slate(
@@ -190,30 +231,32 @@ def select_slate(
     rng: np.random.Generator,
 ) -> list[RankedItem]:
     """Up to k items from the (already eligible) candidates, slot by slot, with per-slot propensities."""
-    remaining = np.ones(len(rows), dtype=bool)
-    cols = catalog.columns
-    genre_masks = cols.genre_mask[rows]
-    promoted = cols.promoted[rows]
-    promoted_at = promoted_slots(k, config.promoted_share) if promoted.any() else frozenset()
-    cap = max(1, math.ceil(config.max_genre_share * k)) if config.max_genre_share < 1 else k
-    genre_counts: dict[int, int] = {}
-    full_genres = 0  # bit mask of the genres that have reached the cap
+    pools = _SlotPools(rows, catalog, k, config)
     slate: list[RankedItem] = []
     for slot in range(min(k, len(rows))):
-        pool = remaining
-        if slot in promoted_at and (remaining & promoted).any():
-            pool = remaining & promoted
-        diverse = pool & ((genre_masks & full_genres) == 0)
-        if diverse.any():
-            pool = diverse
-        position, probability = _pick(scores, pool, config, rng)
-        remaining[position] = False
+        position, probability = _pick(scores, pools.pool(slot), config, rng)
+        pools.take(position)
         slate.append(RankedItem(int(rows[position]), float(scores[position]), probability, position))
-        mask = int(genre_masks[position])
-        while mask:
-            bit = mask & -mask
-            mask ^= bit
-            genre_counts[bit] = genre_counts.get(bit, 0) + 1
-            if genre_counts[bit] >= cap:
-                full_genres |= bit
     return slate
+
+
+def slate_probabilities(
+    rows: np.ndarray,
+    scores: np.ndarray,
+    catalog: ItemCatalog,
+    k: int,
+    config: RankingConfig,
+    chosen: list[int],
+) -> np.ndarray:
+    """Per slot, the probability that `select_slate` with `config` picks `chosen[slot]` (a candidate position)
+    given the picks before it: the propensities a policy would have logged for a given slate. Off-policy
+    evaluation needs them for a policy other than the one that served (0 where it could not have picked)."""
+    pools = _SlotPools(rows, catalog, k, config)
+    out = np.zeros(len(chosen))
+    for slot, position in enumerate(chosen):
+        pool = pools.pool(slot)
+        if pool[position]:
+            positions = np.flatnonzero(pool)
+            out[slot] = _distribution(scores[positions], config)[int(np.searchsorted(positions, position))]
+        pools.take(position)
+    return out
