@@ -109,8 +109,6 @@ class CatalogAdditions(Protocol):
 class ItemStatsStore(Protocol):
     """Online item statistics (impressions, clicks, interactions, popularity mass), updated by ADD."""
 
-    def add_item_stats(self, deltas: Mapping[str, ItemStatsDelta]) -> None: ...
-
     def add_item_stats_once(self, shard_id: str, deltas: Mapping[str, Sequence[tuple[int, ItemStatsDelta]]]) -> int:
         """Add each item's deltas, tagged with their records' sequence numbers on `shard_id`, exactly once
         (a per-item, per-shard watermark); returns the number of items updated."""

@@ -193,27 +193,6 @@ class DynamoFeatureStore:
     def put_items(self, items: Iterable[ItemFeatures]) -> int:
         return self._batch_write(self.item_table, (item_to_record(i) for i in items))
 
-    def add_item_stats(self, deltas: Mapping[str, ItemStatsDelta]) -> None:
-        """One UpdateItem ADD per item: commutative, so concurrent consumers never lose an increment. The
-        updates of one call run concurrently (an impression touches ~10 items); any failure raises."""
-        items = list(deltas.items())
-        if len(items) == 1:
-            self._add_item_stats(*items[0])
-            return
-        for future in [self._pool().submit(self._add_item_stats, item_id, delta) for item_id, delta in items]:
-            future.result()
-
-    def _add_item_stats(self, item_id: str, delta: ItemStatsDelta) -> None:
-        values = {":i": delta.impressions, ":c": delta.clicks, ":n": delta.interactions,
-                  ":m": Decimal(repr(float(delta.popularity_mass)))}
-        with translate_aws_errors(f"updating the stats of item {item_id!r} in {self.item_table}"):
-            self._client.update_item(
-                TableName=self.item_table,
-                Key={"item_id": {"S": item_id}},
-                UpdateExpression="ADD impressions :i, clicks :c, interaction_count :n, popularity_mass :m",
-                ExpressionAttributeValues={k: _serializer.serialize(v) for k, v in values.items()},
-            )
-
     def add_item_stats_once(self, shard_id: str, deltas: Mapping[str, Sequence[tuple[int, ItemStatsDelta]]]) -> int:
         """Apply each item's deltas (tagged with the sequence number of the record they came from) exactly once.
 

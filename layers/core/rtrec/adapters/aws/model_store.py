@@ -13,11 +13,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from rtrec.adapters.aws.clients import aws_client
 from rtrec.adapters.aws.errors import translate_aws_errors
-from rtrec.adapters.aws.s3 import list_objects
+from rtrec.adapters.aws.s3 import list_objects, read_object
 from rtrec.domain.promotion import ProductionPointer
 from rtrec.errors import DependencyError, InvalidInputError, NotFoundError
 
@@ -81,14 +79,9 @@ class S3ModelStore:
 
     def read_pointer(self) -> ProductionPointer | None:
         where = f"s3://{self.bucket}/{self.pointer_key}"
-        with translate_aws_errors(f"reading {where}"):
-            try:
-                response = self._client.get_object(Bucket=self.bucket, Key=self.pointer_key)
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                    return None
-                raise
-            raw = response["Body"].read()
+        raw = read_object(self._client, self.bucket, self.pointer_key)
+        if raw is None:
+            return None
         try:
             return ProductionPointer.from_dict(json.loads(raw))
         except (ValueError, KeyError, TypeError) as exc:

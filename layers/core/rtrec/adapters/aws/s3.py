@@ -27,6 +27,17 @@ def list_objects(client: Any, bucket: str, prefix: str) -> list[dict[str, Any]]:
     return [obj for page in pages for obj in page.get("Contents", []) if not obj["Key"].endswith("/")]
 
 
+def read_object(client: Any, bucket: str, key: str) -> bytes | None:
+    """The object's bytes, or None when there is no such key (any other failure is a DependencyError)."""
+    with translate_aws_errors(f"reading s3://{bucket}/{key}"):
+        try:
+            return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise
+
+
 class S3PopularityStore:
     """PopularityStore as one JSON object in the models bucket."""
 
@@ -37,15 +48,11 @@ class S3PopularityStore:
         self._client = client if client is not None else aws_client("s3", endpoint_url, region)
 
     def load(self) -> PopularItems | None:
-        with translate_aws_errors(f"reading s3://{self.bucket}/{self.key}"):
-            try:
-                response = self._client.get_object(Bucket=self.bucket, Key=self.key)
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                    return None
-                raise
+        raw = read_object(self._client, self.bucket, self.key)
+        if raw is None:
+            return None
         try:
-            body = json.loads(response["Body"].read())
+            body = json.loads(raw)
             return PopularItems(
                 items=tuple(ScoredItem(str(i["item_id"]), float(i["score"])) for i in body["items"]),
                 generated_at=int(body["generated_at"]),
@@ -176,13 +183,9 @@ class S3RankerStateStore:
         self._client = client if client is not None else aws_client("s3", endpoint_url, region)
 
     def _read(self, key: str) -> RankerShardState | None:
-        with translate_aws_errors(f"reading s3://{self.bucket}/{key}"):
-            try:
-                raw = self._client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                    return None
-                raise
+        raw = read_object(self._client, self.bucket, key)
+        if raw is None:
+            return None
         try:
             return RankerShardState.from_dict(json.loads(raw))
         except (ValueError, KeyError, TypeError) as exc:

@@ -49,17 +49,13 @@ class InMemoryFeatureStore:
     def ping(self) -> None:
         return None
 
-    def add_item_stats(self, deltas: Mapping[str, ItemStatsDelta]) -> None:
-        for item_id, delta in deltas.items():
-            self.item_stats[item_id] = self.item_stats.get(item_id, ItemStatsDelta()) + delta
-
     def add_item_stats_once(self, shard_id: str, deltas: Mapping[str, Sequence[tuple[int, ItemStatsDelta]]]) -> int:
         updated = 0
         for item_id, tagged in deltas.items():
             seen = self.watermarks.get((shard_id, item_id), -1)
             fresh = [(seq, d) for seq, d in tagged if seq > seen]
             if fresh:
-                self.add_item_stats({item_id: sum((d for _, d in fresh), ItemStatsDelta())})
+                self.item_stats[item_id] = sum((d for _, d in fresh), self.item_stats.get(item_id, ItemStatsDelta()))
                 self.watermarks[(shard_id, item_id)] = max(seq for seq, _ in fresh)
                 updated += 1
         return updated
