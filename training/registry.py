@@ -28,6 +28,7 @@ from mlflow.exceptions import MlflowException
 
 from rtrec.domain.promotion import (
     DEFAULT_TOLERANCE,
+    SHADOW_POINTER,
     Gate,
     GateDecision,
     ProductionPointer,
@@ -120,6 +121,10 @@ def local_registry_config(state_dir: Path, **overrides: Any) -> RegistryConfig:
     return RegistryConfig(
         tracking_uri=local_tracking_uri(state_dir), artifact_location=local_artifact_location(state_dir), **overrides
     )
+
+
+# The off-policy half of the gate: (candidate version, production version) -> decision, from logged traffic.
+PolicyGate = Callable[[str, str], GateDecision]
 
 
 @dataclass(frozen=True)
@@ -295,6 +300,70 @@ def _record_decision(client: MlflowClient, config: RegistryConfig, model_version
         client.set_model_version_tag(name, version, key, value)
 
 
+def _candidate(client: MlflowClient, name: str, version: str | None) -> ModelVersion:
+    """The version to act on: `version`, or the one with alias `staging`."""
+    if version is None:
+        candidate = _version_by_alias(client, name, STAGING)
+        if candidate is None:
+            raise NotFoundError(f"registered model {name!r} has no {STAGING!r} version")
+        return candidate
+    try:
+        return client.get_model_version(name, str(version))
+    except MlflowException as exc:
+        if _error_code(exc) == "RESOURCE_DOES_NOT_EXIST":
+            raise NotFoundError(f"registered model {name!r} has no version {version}") from exc
+        raise
+
+
+def _publish(config: RegistryConfig, client: MlflowClient, store: ModelStore, candidate: ModelVersion,
+             work: Path, index_builder: Callable[[Path], None] | None) -> str:
+    """Download the version's files, build what serving needs beside them (the item index, also kept with the
+    run's artifacts) and publish them to the model store; returns the key prefix."""
+    model_dir = _download(config, candidate.source, work / "candidate")
+    if index_builder is not None:
+        before = {p.name for p in model_dir.iterdir()}
+        index_builder(model_dir)
+        added = [p for p in model_dir.iterdir() if p.name not in before]
+        for path in added:
+            if path.is_dir():
+                client.log_artifacts(str(candidate.run_id), str(path), f"{MODEL_ARTIFACT_PATH}/{path.name}")
+            else:
+                client.log_artifact(str(candidate.run_id), str(path), MODEL_ARTIFACT_PATH)
+    return store.publish(str(candidate.version), model_dir)
+
+
+def publish_shadow(
+    config: RegistryConfig,
+    store: ModelStore,
+    version: str | None = None,
+    index_builder: Callable[[Path], None] | None = None,
+) -> ProductionPointer:
+    """Make a registered version (default: alias `staging`) the shadow candidate: publish its files and write the
+    shadow pointer. Serving then scores it beside production on every request and logs its policy's
+    probabilities, which is what the promotion gate's off-policy check reads. Nothing users see changes."""
+    client = config.client()
+    candidate = _candidate(client, config.model_name, version)
+    with tempfile.TemporaryDirectory(prefix="rtrec-shadow-") as tmp:
+        work = Path(tmp)
+        metrics = _folder_metrics(config, candidate, work / "metrics")
+        s3_prefix = _publish(config, client, store, candidate, work, index_builder)
+    pointer = ProductionPointer(model_name=config.model_name, version=str(candidate.version),
+                                run_id=str(candidate.run_id), s3_prefix=s3_prefix, promoted_at=int(time.time()),
+                                metrics=metrics, gate_reason="shadow candidate")
+    store.write_pointer(pointer, SHADOW_POINTER)
+    client.set_model_version_tag(config.model_name, str(candidate.version), "shadow.published_at",
+                                 str(pointer.promoted_at))
+    log.info("published %s version %s as the shadow candidate", config.model_name, candidate.version)
+    return pointer
+
+
+def _merge(offline: GateDecision, policy: GateDecision) -> GateDecision:
+    figures = {**offline.figures, **policy.figures}
+    if not policy.approved:
+        return GateDecision(False, f"{policy.reason} (offline: {offline.reason})", figures)
+    return GateDecision(True, f"{offline.reason}; {policy.reason}", figures)
+
+
 def promote(
     config: RegistryConfig,
     store: ModelStore,
@@ -302,14 +371,18 @@ def promote(
     version: str | None = None,
     override_reason: str | None = None,
     index_builder: Callable[[Path], None] | None = None,
+    policy_gate: PolicyGate | None = None,
 ) -> PromotionOutcome:
     """Gate a registered version (default: alias `staging`) against alias `production`; on approval,
     or on a rejection overridden with a non-empty `override_reason`, make it production.
 
-    Steps, in this order: gate the candidate's metrics.json against production's; record the
-    decision as gate.* tags on the version (in every case); a rejection stops here. Otherwise
-    download the version's files, run `index_builder(folder)` (builds the item index into it),
-    publish the folder, write the production pointer, set alias `production`, tag the version
+    Steps, in this order: gate the candidate's metrics.json against production's, then, when
+    `policy_gate` is given and a version is in production, its off-policy estimate on the traffic
+    production served (rtrec.services.ope.OffPolicyGate); record the decision as gate.* tags on the
+    version (in every case); a rejection stops here. Otherwise download the version's files, run
+    `index_builder(folder)` (builds the item index into it) and publish the folder (skipped when
+    the version is the shadow candidate: published already), write the production pointer, remove
+    the shadow pointer if it named this version, set alias `production`, tag the version
     `promotion.status=promoted`.
 
     What serving (which follows only the pointer) sees if the process dies between steps:
@@ -328,17 +401,7 @@ def promote(
         raise ValueError("override_reason must be a non-empty reason (or None)")
     client = config.client()
     name = config.model_name
-    if version is None:
-        candidate = _version_by_alias(client, name, STAGING)
-        if candidate is None:
-            raise NotFoundError(f"registered model {name!r} has no {STAGING!r} version to promote")
-    else:
-        try:
-            candidate = client.get_model_version(name, str(version))
-        except MlflowException as exc:
-            if _error_code(exc) == "RESOURCE_DOES_NOT_EXIST":
-                raise NotFoundError(f"registered model {name!r} has no version {version}") from exc
-            raise
+    candidate = _candidate(client, name, version)
     candidate_version = str(candidate.version)
     production = _version_by_alias(client, name, PRODUCTION)
 
@@ -349,6 +412,8 @@ def promote(
             _folder_metrics(config, production, work / "production-metrics") if production is not None else None
         )
         decision = gate(candidate_metrics, production_metrics)
+        if decision.approved and policy_gate is not None and production is not None:
+            decision = _merge(decision, policy_gate(candidate_version, str(production.version)))
         if not decision.approved and override_reason is not None:
             decision = override(decision, override_reason)
         _record_decision(client, config, candidate, decision, production)
@@ -356,18 +421,11 @@ def promote(
             log.info("gate rejected %s version %s: %s", name, candidate_version, decision.reason)
             return PromotionOutcome(decision, candidate_version, None)
 
-        model_dir = _download(config, candidate.source, work / "candidate")
-        if index_builder is not None:
-            before = {p.name for p in model_dir.iterdir()}
-            index_builder(model_dir)
-            # What the builder added (the item index) is kept with the run's artifacts too.
-            added = [p for p in model_dir.iterdir() if p.name not in before]
-            for path in added:
-                if path.is_dir():
-                    client.log_artifacts(str(candidate.run_id), str(path), f"{MODEL_ARTIFACT_PATH}/{path.name}")
-                else:
-                    client.log_artifact(str(candidate.run_id), str(path), MODEL_ARTIFACT_PATH)
-        s3_prefix = store.publish(candidate_version, model_dir)
+        shadow = store.read_pointer(SHADOW_POINTER)
+        if shadow is not None and shadow.version == candidate_version:
+            s3_prefix = shadow.s3_prefix  # published (with its index) when it became the shadow candidate
+        else:
+            s3_prefix = _publish(config, client, store, candidate, work, index_builder)
 
     pointer = ProductionPointer(
         model_name=name,
@@ -379,6 +437,8 @@ def promote(
         gate_reason=decision.reason,
     )
     store.write_pointer(pointer)
+    if shadow is not None and shadow.version == candidate_version:
+        store.delete_pointer(SHADOW_POINTER)  # it serves now; nothing left to score beside it
     client.set_registered_model_alias(name, PRODUCTION, candidate_version)
     client.set_model_version_tag(name, candidate_version, "promotion.status", "promoted")
     client.set_model_version_tag(name, candidate_version, "promotion.promoted_at", str(pointer.promoted_at))

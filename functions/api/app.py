@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path as FilePath
 from typing import Annotated, Literal
@@ -134,6 +135,8 @@ class HealthResponse(BaseModel):
     index_size: int
     popular_items: int
     online_ranker_examples: int = Field(0, description="examples the online ranker has learned from (all shards)")
+    shadow_version: str | None = Field(None, description="the candidate scored beside production for the promotion "
+                                                         "gate's off-policy check (none shown to users)")
     dependencies: dict[str, str]
 
 
@@ -151,6 +154,7 @@ class Services:
     catalog: CatalogService
     admin_api_key: str | None = None
     model_error: str | None = None  # the last failed model load, for /health
+    shadow_version: Callable[[], str | None] = lambda: None  # the shadow candidate's version, for /health
     ingest: IngestService | None = None  # POST /events and impression logging; None: not configured
 
     def log_impression(self, result: Recommendation) -> None:
@@ -185,6 +189,7 @@ def build_services(settings: ApiSettings) -> Services:
     from rtrec.adapters.aws.model_store import S3ModelStore
     from rtrec.adapters.aws.s3 import S3CatalogAdditions, S3PopularityStore, S3RankerStateStore
     from rtrec.adapters.model.onnx_towers import load_serving_model
+    from rtrec.domain.promotion import SHADOW_POINTER
     from rtrec.resources import ITEM_FEATURES, MODELS_BUCKET, USER_FEATURES
     from rtrec.services.model_watcher import ModelWatcher
     from rtrec.services.online import OnlineRankerSource
@@ -231,10 +236,28 @@ def build_services(settings: ApiSettings) -> Services:
                 logger.warning("catalog sync failed", extra={"error": str(exc)})
         return model
 
+    shadow_watcher: ModelWatcher[ServingModel] = ModelWatcher(
+        S3ModelStore(bucket, **aws), load, settings.model_cache_dir / "shadow", poll_seconds=settings.model_poll_seconds,
+        on_error=lambda message: logger.warning(f"shadow candidate: {message}"), role=SHADOW_POINTER,
+    )
+
+    def shadow_model() -> ServingModel | None:
+        if not settings.shadow_scoring:
+            return None
+        model = shadow_watcher.current()
+        if model is not None:
+            try:
+                catalog.maybe_sync(model)
+            except RtrecError as exc:
+                logger.warning("catalog sync of the shadow candidate failed", extra={"error": str(exc)})
+        return model
+
+    services.shadow_version = lambda: shadow_watcher.version if settings.shadow_scoring else None
     services.recommender = Recommender(
         features, S3PopularityStore(bucket, **aws), current_model, ranking=ranking_config(settings),
         retrieval=RetrievalConfig(candidates=settings.candidates), refresh_seconds=settings.popularity_refresh_seconds,
         ranker=OnlineRankerSource(S3RankerStateStore(bucket, **aws), poll_seconds=settings.online_ranker_poll_seconds),
+        shadow=shadow_model,
     )
     current_model()  # load at start (the Lambda cold start), not on the first request
     return services
@@ -332,6 +355,7 @@ def create_app(services: Services | Recommender) -> FastAPI:
             index_size=len(model.index) if model else 0,
             popular_items=popular_items,
             online_ranker_examples=ranker.examples if ranker is not None else 0,
+            shadow_version=services.shadow_version(),
             dependencies=dependencies,
         )
         return JSONResponse(status_code=200 if can_serve else 503, content=body.model_dump())

@@ -27,6 +27,7 @@ from training.registry import (
     log_and_register,
     mlflow_key,
     promote,
+    publish_shadow,
 )
 
 pytestmark = pytest.mark.integration
@@ -175,6 +176,42 @@ def test_register_promote_reject_and_override(tmp_path, state_dir, config, store
     assert tags["gate.approved"] == "true" and tags["gate.overridden"] == "true"
     assert "new catalogue" in tags["gate.reason"] and tags["promotion.status"] == "promoted"
     assert keys_under(s3, store.bucket, f"{store.prefix}/versions/2/") == set(REQUIRED)
+
+
+def test_a_shadow_candidate_is_published_once_and_the_off_policy_gate_decides_its_promotion(
+        tmp_path, config, store, client):
+    from rtrec.domain.promotion import GateDecision
+
+    mlflow = config.client()
+    built: list[Path] = []
+    log_and_register(fake_result(tmp_path, "v1", GOOD), config)
+    assert promote(config, store, default_gate(), index_builder=fake_index_builder(built)).promoted
+    log_and_register(fake_result(tmp_path, "v2", GOOD), config)
+    shadow = publish_shadow(config, store, index_builder=fake_index_builder(built))
+    assert shadow.version == "2" and store.read_pointer("shadow") == shadow and len(built) == 2
+    assert store.read_pointer().version == "1"  # production is untouched
+    assert keys_under(client("s3"), store.bucket, shadow.s3_prefix) == set(REQUIRED) | {artifacts.ITEM_INDEX}
+    assert "shadow.published_at" in mlflow.get_model_version(config.model_name, "2").tags
+
+    asked: list[tuple[str, str]] = []
+
+    def policy_gate(approve: bool):
+        def decide(candidate: str, production: str) -> GateDecision:
+            asked.append((candidate, production))
+            return GateDecision(approve, "off-policy: test verdict", {"ope.dr": 0.1, "ope.slates": 300.0})
+        return decide
+
+    rejected = promote(config, store, default_gate(), policy_gate=policy_gate(False))
+    assert not rejected.promoted and asked == [("2", "1")]
+    tags = mlflow.get_model_version(config.model_name, "2").tags
+    assert tags["gate.approved"] == "false" and "off-policy: test verdict" in tags["gate.reason"]
+    assert float(tags["gate.ope.dr"]) == 0.1 and store.read_pointer("shadow") == shadow
+
+    approved = promote(config, store, default_gate(), policy_gate=policy_gate(True))
+    assert approved.promoted and approved.pointer.s3_prefix == shadow.s3_prefix
+    assert len(built) == 2  # published as the shadow candidate already: not built or uploaded again
+    assert store.read_pointer().version == "2" and store.read_pointer("shadow") is None
+    assert "within tolerance" in approved.decision.reason and "test verdict" in approved.decision.reason
 
 
 def test_promote_needs_a_candidate_and_register_needs_a_complete_consistent_folder(tmp_path, config, store):

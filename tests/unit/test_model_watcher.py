@@ -14,13 +14,15 @@ class FakeStore:
     def __init__(self) -> None:
         self.pointer: ProductionPointer | None = None
         self.reads = 0
+        self.roles: list[str] = []
         self.fail_download = False
 
     def publish_pointer(self, version: str) -> None:
         self.pointer = ProductionPointer("m", version, "run", f"models/versions/{version}/", 0, {}, "ok")
 
-    def read_pointer(self) -> ProductionPointer | None:
+    def read_pointer(self, role: str = "production") -> ProductionPointer | None:
         self.reads += 1
+        self.roles.append(role)
         return self.pointer
 
     def download(self, version: str, target_dir: Path) -> Path:
@@ -33,7 +35,10 @@ class FakeStore:
     def publish(self, version: str, model_dir: Path) -> str:  # pragma: no cover - not used by the watcher
         raise NotImplementedError
 
-    def write_pointer(self, pointer: ProductionPointer) -> None:  # pragma: no cover
+    def write_pointer(self, pointer: ProductionPointer, role: str = "production") -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def delete_pointer(self, role: str) -> None:  # pragma: no cover
         raise NotImplementedError
 
 
@@ -147,3 +152,16 @@ def test_folders_left_by_ended_processes_are_pruned_after_a_day(tmp_path):
     store.publish_pointer("1")
     assert ModelWatcher(store, load, tmp_path).current() == "weights of 1"
     assert not stale.exists() and recent.exists()
+
+
+def test_a_shadow_watcher_drops_its_model_when_the_pointer_goes_but_production_keeps_it(tmp_path):
+    for role, kept in (("production", "weights of 1"), ("shadow", None)):
+        store, clock = FakeStore(), Clock()
+        store.publish_pointer("1")
+        watcher = ModelWatcher(store, load, tmp_path / role, poll_seconds=1, clock=clock, role=role)
+        assert watcher.current() == "weights of 1"
+        store.pointer = None
+        clock.now = 1
+        assert watcher.current() == kept
+        assert set(store.roles) == {role}
+    assert not list((tmp_path / "shadow").glob("v1-*"))

@@ -190,3 +190,22 @@ def test_slate_probabilities_under_another_policy_are_a_distribution_per_slot():
     first = [slate_probabilities(rows, scores, catalog, 4, target, [p])[0] for p in range(8)]
     assert sum(first) == pytest.approx(1.0) and first == sorted(first, reverse=True)
     assert slate_probabilities(rows, scores, catalog, 4, served, [1, 0])[0] == 0.0  # greedy never starts with 1
+
+
+def test_slate_policy_terms_give_each_slots_expected_value_and_skip_items_outside_the_candidates():
+    from rtrec.domain.ranking import slate_policy_terms
+
+    items = [item(i, GENRES[i % 3]) for i in range(1, 7)]
+    catalog = make_catalog(items)
+    rows, scores = np.arange(6), np.linspace(1.0, 0.0, 6)
+    values = np.array([0.6, 0.5, 0.4, 0.3, 0.2, 0.1])
+    config = RankingConfig(policy="plackett_luce", temperature=0.5, max_genre_share=1.0)
+    first = np.exp(scores / 0.5) / np.exp(scores / 0.5).sum()
+    probabilities, expected = slate_policy_terms(rows, scores, catalog, 3, config, [2, -1, 0], values)
+    assert probabilities[0] == pytest.approx(first[2]) and probabilities[1] == 0.0
+    assert expected[0] == pytest.approx(first @ values)
+    after_two = np.delete(np.arange(6), 2)  # the slot after the unknown item: only item 2 was taken
+    second = np.exp(scores[after_two] / 0.5) / np.exp(scores[after_two] / 0.5).sum()
+    assert expected[1] == pytest.approx(second @ values[after_two])
+    assert probabilities[2] == pytest.approx(second[0])
+    assert slate_policy_terms(rows, scores, catalog, 3, config, [0, 1])[1].tolist() == [0.0, 0.0]

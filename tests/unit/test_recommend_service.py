@@ -164,3 +164,46 @@ def test_popular_snapshot_is_cached_and_refreshed():
     clock[0] = 61
     recommender.popular()
     assert world.popularity.loads == 2
+
+
+# -- shadow scoring (the promotion gate's off-policy check) ----------------------------------------------------
+
+
+def _ranker_with_clicks():
+    from rtrec.domain.online import OnlineRanker, RankerShardState
+
+    return OnlineRanker.merge([RankerShardState("s", impressions={str(i): 50 for i in range(1, 30)},
+                                                clicks={str(i): i % 5 for i in range(1, 30)})])
+
+
+def test_an_identical_shadow_model_logs_exactly_the_serving_policys_propensities(world):
+    from tests.unit.serving_world import catalog_items, make_model
+
+    twin = make_model(catalog_items(), version="2")  # same towers and items, another version
+    ranker = _ranker_with_clicks()
+    config = RankingConfig(policy="plackett_luce", temperature=0.3, max_genre_share=0.4)
+    for user in ("u1", "cold", "empty"):
+        result = world.recommender(config, ranker=lambda: ranker, shadow=lambda: twin).recommend(user, k=6)
+        assert result.shadow is not None and result.shadow.version == "2"
+        assert result.shadow.propensities == pytest.approx([i.propensity for i in result.items])
+        assert len(result.q_hat) == 6 and all(0 < q < 1 for q in result.q_hat)
+        assert all(0 < e < 1 for e in result.shadow.expected_q)
+
+
+def test_a_shadow_model_that_ranks_otherwise_gives_other_probabilities_and_zero_for_items_it_lacks(world):
+    from tests.unit.serving_world import catalog_items, make_model
+
+    items = catalog_items()
+    other = make_model(items[:20] + [ItemFeatures(item_id=f"x{i}", title="x") for i in range(20)], version="3")
+    config = RankingConfig(policy="plackett_luce", temperature=0.3)
+    result = world.recommender(config, shadow=lambda: other).recommend("u1", k=8)
+    shadow = result.shadow
+    assert shadow is not None and shadow.propensities != pytest.approx([i.propensity for i in result.items])
+    lacking = [slot for slot, item in enumerate(result.items) if int(item.item_id) > 20]
+    assert lacking and all(shadow.propensities[slot] == 0.0 for slot in lacking)
+    assert result.q_hat == () and shadow.expected_q == (0.0,) * 8  # no reward model without the online ranker
+
+
+def test_no_shadow_scores_without_a_shadow_or_when_it_is_the_serving_version(world):
+    assert world.recommender().recommend("u1", k=3).shadow is None
+    assert world.recommender(shadow=lambda: world.model).recommend("u1", k=3).shadow is None

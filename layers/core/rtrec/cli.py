@@ -395,36 +395,63 @@ def train_command(
         say(f"model written to {result['model_dir']} (not registered)")
 
 
+OpeSlotsOption = Annotated[int | None, typer.Option(help="evaluate the first N slots of each slate (default: all)")]
+OpeClipOption = Annotated[float | None, typer.Option(help="cap on the cumulative importance weights (default: none)")]
+
+
+def _model_store_and_log(settings: AwsSettings) -> tuple[Any, Any]:
+    from rtrec.adapters.aws.model_store import S3ModelStore
+    from rtrec.adapters.aws.s3 import S3CounterfactualLog
+    from rtrec.local.cloud import wait_for_endpoint
+    from rtrec.resources import COUNTERFACTUAL_BUCKET, MODELS_BUCKET
+
+    if settings.endpoint_url:
+        wait_for_endpoint(settings.endpoint_url, timeout_s=3)
+    aws = {"endpoint_url": settings.endpoint_url, "region": settings.region}
+    return (S3ModelStore(settings.names.bucket(MODELS_BUCKET), **aws),
+            S3CounterfactualLog(settings.names.bucket(COUNTERFACTUAL_BUCKET), **aws))
+
+
+def _registry(state_dir: Path | None) -> Any:
+    import os
+
+    from rtrec.local.state import LocalState
+    from training.registry import local_registry_config
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    state = LocalState(_local(state_dir=state_dir).state_dir.resolve()).ensure()
+    return local_registry_config(state.root)
+
+
 @app.command("promote")
 def promote_command(
     endpoint_url: EndpointOption = None,
     version: Annotated[str | None, typer.Option(help="model version (default: the one with alias `staging`)")] = None,
     override: Annotated[str | None, typer.Option(help="promote even if the gate rejects; the reason is logged")] = None,
     tolerance: Annotated[float, typer.Option(help="allowed relative regression of each gated metric")] = 0.02,
+    min_slates: Annotated[int, typer.Option(help="shadow-scored slates the off-policy check waits for")] = 200,
+    ope_tolerance: Annotated[float, typer.Option(
+        help="relative shortfall against production the off-policy estimate may show at its upper bound")] = 0.0,
+    slots: OpeSlotsOption = None,
+    clip: OpeClipOption = None,
     state_dir: Annotated[Path | None, typer.Option(help="default .rtrec")] = None,
 ) -> None:
-    """Gate a registered model version against production; on approval make it `production`,
+    """Gate a registered model version against production (offline metrics, then the off-policy estimate of its
+    policy on the traffic production served while it was the shadow candidate); on approval make it `production`,
     build its item index, publish it to the models bucket and write the pointer serving follows."""
-    import os
-
-    from rtrec.adapters.aws.model_store import S3ModelStore
-    from rtrec.local.cloud import wait_for_endpoint
-    from rtrec.local.state import LocalState
-    from rtrec.resources import MODELS_BUCKET
+    from rtrec.services.ope import OffPolicyGate, OpeConfig
     from training.index import build_item_index
-    from training.registry import default_gate, local_registry_config, promote
+    from training.registry import default_gate, promote
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     settings = _aws(endpoint_url)
-    state = LocalState(_local(state_dir=state_dir).state_dir.resolve()).ensure()
-    say(f"models bucket at {settings.endpoint_url or 'AWS'}; registry {state.mlflow_tracking_uri}")
     try:
-        if settings.endpoint_url:
-            wait_for_endpoint(settings.endpoint_url, timeout_s=3)
-        store = S3ModelStore(settings.names.bucket(MODELS_BUCKET), endpoint_url=settings.endpoint_url,
-                             region=settings.region)
-        outcome = promote(local_registry_config(state.root), store, default_gate(tolerance), version=version,
-                          override_reason=override, index_builder=build_item_index)
+        config = _registry(state_dir)
+        say(f"models bucket at {settings.endpoint_url or 'AWS'}; registry {config.tracking_uri}")
+        store, log = _model_store_and_log(settings)
+        policy_gate = OffPolicyGate(log, OpeConfig(slots=slots, clip=clip, min_slates=min_slates,
+                                                   tolerance=ope_tolerance))
+        outcome = promote(config, store, default_gate(tolerance), version=version, override_reason=override,
+                          index_builder=build_item_index, policy_gate=policy_gate)
     except (RtrecError, ValueError) as exc:
         raise fail(str(exc)) from None
     decision = outcome.decision
@@ -435,10 +462,75 @@ def promote_command(
         assert pointer is not None
         say(f"version {outcome.version} is now `production`{' (OVERRIDDEN)' if decision.overridden else ''}: "
             f"{decision.reason}")
-        say(f"published to s3://{settings.names.bucket(MODELS_BUCKET)}/{pointer.s3_prefix}; pointer written")
+        say(f"published under {pointer.s3_prefix} in the models bucket; pointer written")
     else:
         say(f"version {outcome.version} rejected: {decision.reason}")
         raise typer.Exit(1)
+
+
+@app.command("shadow")
+def shadow_command(
+    endpoint_url: EndpointOption = None,
+    version: Annotated[str | None, typer.Option(help="model version (default: the one with alias `staging`)")] = None,
+    state_dir: Annotated[Path | None, typer.Option(help="default .rtrec")] = None,
+) -> None:
+    """Make a registered version the shadow candidate: serving scores it beside production on every request (users
+    see production's slates) and logs its policy's probabilities, which `rtrec ope` and the promotion gate read."""
+    from training.index import build_item_index
+    from training.registry import publish_shadow
+
+    settings = _aws(endpoint_url)
+    try:
+        config = _registry(state_dir)
+        store, _ = _model_store_and_log(settings)
+        pointer = publish_shadow(config, store, version=version, index_builder=build_item_index)
+    except (RtrecError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    say(f"version {pointer.version} is the shadow candidate (published under {pointer.s3_prefix}); serving picks "
+        "it up within its model poll interval")
+
+
+@app.command("ope")
+def ope_command(
+    endpoint_url: EndpointOption = None,
+    version: Annotated[str | None, typer.Option(
+        help="the candidate version (default: the current shadow candidate)")] = None,
+    against: Annotated[str | None, typer.Option(
+        help="only slates this version served (default: the version that served most of them)")] = None,
+    slots: OpeSlotsOption = None,
+    clip: OpeClipOption = None,
+    bootstrap: Annotated[int, typer.Option(help="bootstrap resamples for the intervals")] = 500,
+    alpha: Annotated[float, typer.Option(help="1 - the intervals' level")] = 0.05,
+) -> None:
+    """Off-policy estimates (cascade IPS, SNIPS, DR with bootstrap intervals) of a model version's policy on the
+    logged traffic it was shadow-scored on, beside the serving policy's own value."""
+    from rtrec.domain.promotion import SHADOW_POINTER
+    from rtrec.services.ope import OffPolicyGate, OpeConfig
+
+    settings = _aws(endpoint_url)
+    try:
+        store, log = _model_store_and_log(settings)
+        if version is None:
+            shadow = store.read_pointer(SHADOW_POINTER)
+            if shadow is None:
+                raise fail("no shadow candidate is published; name a version with --version "
+                           "(one that was the shadow candidate while traffic flowed)")
+            version = shadow.version
+        config = OpeConfig(slots=slots, clip=clip, n_boot=bootstrap, alpha=alpha)
+        report = OffPolicyGate(log, config).report(version, against)
+    except (RtrecError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    level = f"{1 - alpha:.0%}"
+    say(f"version {report.candidate_version} on {report.slates} slates served by version {report.logging_version} "
+        f"({report.rewarded} rewarded, {report.slots} slots)")
+    typer.echo(f"  {'estimator':<34} {'value':>8}   {level} interval")
+    rows = [("production (on-policy)", report.logged), ("candidate: cascade IPS", report.ips),
+            ("candidate: cascade SNIPS", report.snips), ("candidate: cascade DR", report.dr),
+            ("candidate - production (DR)", report.difference)]
+    for name, (value, low, high) in rows:
+        typer.echo(f"  {name:<34} {value:>8.4f}   [{low:.4f}, {high:.4f}]")
+    typer.echo(f"  effective sample size: {report.ess_first_slot:.0f} (first slot), {report.ess_last_slot:.0f} "
+               f"(last slot), of {report.slates}")
 
 
 dlq_app = typer.Typer(help="The events dead-letter queue: inspect it, send its records back to the stream.",

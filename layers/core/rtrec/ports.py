@@ -73,11 +73,15 @@ class ModelStore(Protocol):
     def publish(self, version: str, model_dir: Path) -> str:
         """Upload every file of `model_dir` for `version`; returns the prefix the files are under."""
 
-    def write_pointer(self, pointer: ProductionPointer) -> None:
-        """Replace the production pointer in one write (readers see the old or the new one, never a mix)."""
+    def write_pointer(self, pointer: ProductionPointer, role: str = "production") -> None:
+        """Replace the pointer of `role` ("production" or "shadow") in one write (readers see the old or the
+        new one, never a mix)."""
 
-    def read_pointer(self) -> ProductionPointer | None:
-        """The current production pointer, None when nothing was promoted yet."""
+    def read_pointer(self, role: str = "production") -> ProductionPointer | None:
+        """The current pointer of `role`, None when there is none (nothing promoted, no shadow candidate)."""
+
+    def delete_pointer(self, role: str) -> None:
+        """Remove the pointer of `role` (a shadow candidate that was promoted or withdrawn)."""
 
     def download(self, version: str, target_dir: Path) -> Path:
         """Fetch the files of a published `version` into `target_dir`; returns it."""
@@ -129,6 +133,9 @@ class CounterfactualLog(Protocol):
 
     def write_joined(self, batch_id: str, slates: Sequence[LabeledImpression]) -> None:
         """Write the slates a batch resolved, joined with their rewards (readers de-duplicate by request_id)."""
+
+    def read_joined(self) -> list[LabeledImpression]:
+        """Every joined slate, de-duplicated by request_id, oldest first (off-policy evaluation reads it)."""
 
 
 class RankerStateStore(Protocol):

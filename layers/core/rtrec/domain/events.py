@@ -56,6 +56,15 @@ class Impression:
     scores: tuple[float, ...]
     timestamp: float
     features: tuple[tuple[float, ...], ...] = ()  # per item, RANKER_FEATURES; empty when none were computed
+    # Per item, the reward model's click probability (empty: none was available). With the shadow fields,
+    # what a doubly robust estimate of the shadow policy needs (rtrec.domain.ope.LoggedCascade).
+    q_hat: tuple[float, ...] = ()
+    # The candidate model scored beside the serving one (None: none was): per slot, the probability that its
+    # policy picks the shown item given the items shown above it, and the expectation of q_hat under that
+    # policy's distribution for the slot.
+    shadow_version: str | None = None
+    shadow_propensities: tuple[float, ...] = ()
+    shadow_expected_q: tuple[float, ...] = ()
 
     @property
     def event_id(self) -> str:
@@ -88,6 +97,16 @@ def _number(body: dict[str, Any], name: str, *, required: bool = True) -> float 
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise InvalidInputError(f"{name} must be a finite number, got {value!r}")
     return float(value)
+
+
+def _per_item(body: dict[str, Any], name: str, count: int) -> tuple[float, ...]:
+    """An optional list of finite numbers, one per shown item (empty when absent)."""
+    values = body.get(name) or []
+    if not isinstance(values, list) or (values and len(values) != count):
+        raise InvalidInputError(f"impression {name} must be a list with one number per item")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+        raise InvalidInputError(f"impression {name} must hold finite numbers")
+    return tuple(float(v) for v in values)
 
 
 def decode_record(data: bytes) -> StreamMessage:
@@ -138,6 +157,14 @@ def decode_message(body: Any) -> StreamMessage:
             if not (isinstance(row, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                                   and math.isfinite(v) for v in row)):
                 raise InvalidInputError("impression feature rows must be lists of finite numbers")
+        q_hat = _per_item(body, "q_hat", len(items))
+        shadow_version = _text(body, "shadow_version", required=False)
+        shadow_propensities = _per_item(body, "shadow_propensities", len(items))
+        shadow_expected_q = _per_item(body, "shadow_expected_q", len(items))
+        if shadow_version is not None and not (shadow_propensities and shadow_expected_q):
+            raise InvalidInputError("an impression with a shadow_version needs shadow_propensities and shadow_expected_q")
+        if not all(0 <= p <= 1 for p in shadow_propensities):
+            raise InvalidInputError("shadow_propensities must be in [0, 1]")
         return Impression(
             request_id=_text(body, "request_id"),  # type: ignore[arg-type]
             user_id=_text(body, "user_id"),  # type: ignore[arg-type]
@@ -148,5 +175,9 @@ def decode_message(body: Any) -> StreamMessage:
             scores=tuple(float(s) for s in scores),
             timestamp=_number(body, "timestamp"),  # type: ignore[arg-type]
             features=tuple(tuple(float(v) for v in row) for row in features),
+            q_hat=q_hat,
+            shadow_version=shadow_version,
+            shadow_propensities=shadow_propensities,
+            shadow_expected_q=shadow_expected_q,
         )
     raise InvalidInputError(f"kind must be 'event' or 'impression', got {kind!r}")

@@ -73,6 +73,15 @@ class PopularItems:
 
 
 @dataclass(frozen=True)
+class ShadowScores:
+    """How a candidate model's policy would have ranked a served slate (see Impression's shadow fields)."""
+
+    version: str
+    propensities: tuple[float, ...]  # per slot: P(candidate picks the shown item | the items shown above it)
+    expected_q: tuple[float, ...]  # per slot: the reward model's expectation under the candidate's distribution
+
+
+@dataclass(frozen=True)
 class Recommendation:
     request_id: str
     user_id: str
@@ -83,6 +92,8 @@ class Recommendation:
     # Each item's ranking features (RANKER_FEATURES), logged with the impression for the online ranker.
     features: tuple[tuple[float, ...], ...] = ()
     online_ranker: bool = False  # whether the online ranker's score was part of the ranking
+    q_hat: tuple[float, ...] = ()  # per item, the reward model's click probability (empty: no model yet)
+    shadow: ShadowScores | None = None
 
 
 @dataclass(frozen=True)

@@ -284,6 +284,12 @@ class OnlineRanker:
         trend = np.log1p(counts) / top if top > 0 else np.zeros(len(item_ids))
         return ctr_lift, trend
 
+    def click_probabilities(self, features: np.ndarray) -> np.ndarray:
+        """The reward model off-policy evaluation uses: each candidate's posterior click-through rate, read back
+        from its ctr_lift feature (rows of RANKER_FEATURES). Per item, not per user or slot: a doubly robust
+        estimate stays unbiased with any reward model; a better one only narrows its interval."""
+        return self.global_ctr * np.exp(features[:, RANKER_FEATURES.index("ctr_lift")])
+
     def stream_signals(self) -> tuple[list[str], np.ndarray, np.ndarray]:
         """`item_signals` of the items the stream knows (shown or trending); every other item's are exactly 0 (its
         posterior is the prior, whose mean is the global rate), so callers need not visit the whole catalog."""

@@ -7,8 +7,9 @@ expectation under the target policy, sum_a pi_e(a|x_i) q_hat(x_i, a).
 
 Estimators: IPS (inverse propensity scoring), SNIPS (self-normalised IPS, Swaminathan & Joachims 2015), DM (direct
 method), DR (doubly robust, Dudik et al. 2011), SNDR (DR with self-normalised correction) and Switch-DR (Wang et al.
-2017); for slates, independent (per-position) IPS (Li et al. 2018) and its self-normalised form. Each returns a point
-estimate; `bootstrap_ci` puts a percentile interval around any of them.
+2017); for slates, independent (per-position) IPS (Li et al. 2018) and its self-normalised form, and the cascade
+IPS, SNIPS and DR (Kiyohara et al. 2022) over the per-pick probabilities serving logs. Each returns a point estimate;
+`bootstrap_ci` puts a percentile interval around any of them.
 """
 
 from __future__ import annotations
@@ -230,6 +231,102 @@ def self_normalized_independent_ips(slates: LoggedSlates, clip: float | None = N
         _self_normalised(weights[:, k] * slates.rewards[:, k], weights[:, k], f"self-normalised IPS at slot {k}")
         for k in range(slates.slate_size)
     ))
+
+
+@dataclass(frozen=True)
+class LoggedCascade:
+    """One row per logged slate, one column per slot, with the per-pick *conditional* probabilities a sequential
+    policy logs: propensities[i, k] = pi_0(a_ik | x_i, a_i1..a_i,k-1) and target_probs[i, k] the same for the target
+    policy, given the same logged items above. q_logged[i, k] is a reward model's prediction for the logged item and
+    q_target[i, k] its expectation under the target's distribution for slot k given the logged items above.
+
+    The cascade estimators (Kiyohara et al., WSDM 2022) assume a slot's reward depends on the items at and above it,
+    not below: a user reads down the list. The weight of slot k is then the product of the ratios of slots 1..k.
+    Slates shorter than the widest are padded with reward 0 and probability 1 (`from_ragged`)."""
+
+    rewards: np.ndarray
+    propensities: np.ndarray
+    target_probs: np.ndarray
+    q_logged: np.ndarray
+    q_target: np.ndarray
+
+    def __post_init__(self) -> None:
+        _set_checked(self, {name: _as_array(name, getattr(self, name), 2)
+                            for name in ("rewards", "propensities", "target_probs", "q_logged", "q_target")})
+
+    @classmethod
+    def from_ragged(cls, rows: list[tuple[list[float], list[float], list[float], list[float], list[float]]],
+                    slots: int | None = None) -> LoggedCascade:
+        """From per-slate lists (rewards, propensities, target_probs, q_logged, q_target), keeping the first `slots`
+        slots of each (all when None)."""
+        if not rows:
+            raise ValueError("no logged slates: off-policy estimates need at least one")
+        if slots is not None and slots < 1:
+            raise ValueError(f"slots must be at least 1, got {slots}")
+        width = max(len(r[0]) for r in rows) if slots is None else slots
+        arrays = [np.zeros((len(rows), width)), np.ones((len(rows), width)), np.ones((len(rows), width)),
+                  np.zeros((len(rows), width)), np.zeros((len(rows), width))]
+        for i, row in enumerate(rows):
+            if len({len(column) for column in row}) != 1:
+                raise ValueError(f"slate {i}: its per-slot lists differ in length")
+            for array, column in zip(arrays, row):
+                n = min(len(column), width)
+                array[i, :n] = column[:n]
+        return cls(*arrays)
+
+    def __len__(self) -> int:
+        return int(self.rewards.shape[0])
+
+    def take(self, rows: np.ndarray) -> LoggedCascade:
+        """The slates at `rows` (with repeats, for the bootstrap)."""
+        return LoggedCascade(self.rewards[rows], self.propensities[rows], self.target_probs[rows],
+                             self.q_logged[rows], self.q_target[rows])
+
+    def weights(self, clip: float | None = None) -> np.ndarray:
+        """Cumulative importance weights, shape (n, slots): slot k's is the product of the ratios of slots 1..k,
+        capped at `clip` only when it is given."""
+        return _clipped(np.cumprod(self.target_probs / self.propensities, axis=1), clip)
+
+    def logged_value(self) -> float:
+        """The logging policy's own value: the mean total reward per slate (on-policy, no weights)."""
+        return float(self.rewards.sum(axis=1).mean())
+
+
+def _previous(weights: np.ndarray) -> np.ndarray:
+    """Each slot's weight of the slots above it (1 for the first slot)."""
+    return np.hstack([np.ones((weights.shape[0], 1)), weights[:, :-1]])
+
+
+def cascade_ips(data: LoggedCascade, clip: float | None = None) -> float:
+    """Mean over slates of sum_k W_k r_k (W_k the cumulative weight of slot k): unbiased under the cascade model."""
+    return float(np.mean((data.weights(clip) * data.rewards).sum(axis=1)))
+
+
+def cascade_snips(data: LoggedCascade, clip: float | None = None) -> float:
+    """Cascade IPS with each slot's sum normalised by that slot's sum of weights instead of n."""
+    weights = data.weights(clip)
+    return float(sum(
+        _self_normalised(weights[:, k] * data.rewards[:, k], weights[:, k], f"cascade SNIPS at slot {k}")
+        for k in range(weights.shape[1])
+    ))
+
+
+def cascade_dr_by_slate(data: LoggedCascade, clip: float | None = None) -> np.ndarray:
+    """Each slate's term of the cascade doubly robust estimate: sum_k W_k (r_k - q_k) + W_{k-1} E_target[q_k]."""
+    weights = data.weights(clip)
+    return (weights * (data.rewards - data.q_logged) + _previous(weights) * data.q_target).sum(axis=1)
+
+
+def cascade_dr(data: LoggedCascade, clip: float | None = None) -> float:
+    """Cascade doubly robust (Kiyohara et al. 2022): unbiased under the cascade model if the propensities are right,
+    whatever the reward model; the closer the model, the narrower the spread."""
+    return float(np.mean(cascade_dr_by_slate(data, clip)))
+
+
+def effective_sample_size(weights: np.ndarray) -> float:
+    """(sum w)^2 / sum w^2: how many on-policy samples the weighted ones are worth (n when every weight is 1)."""
+    total = float(np.sum(weights ** 2))
+    return float(np.sum(weights)) ** 2 / total if total > 0 else 0.0
 
 
 class Resamplable(Protocol):

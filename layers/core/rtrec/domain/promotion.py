@@ -119,10 +119,17 @@ def override(decision: GateDecision, reason: str) -> GateDecision:
     return GateDecision(True, f"overridden: {reason.strip()} (gate: {decision.reason})", dict(decision.figures), True)
 
 
+PRODUCTION_POINTER = "production"
+# The candidate (alias `staging`) serving scores beside production without showing it: its policy's
+# probabilities for the served slates are logged, so the promotion gate can estimate it off-policy.
+SHADOW_POINTER = "shadow"
+POINTER_ROLES = (PRODUCTION_POINTER, SHADOW_POINTER)
+
+
 @dataclass(frozen=True)
 class ProductionPointer:
-    """What serving reads to find the production model: written by promotion after the version's
-    files are published under `s3_prefix` (a key prefix in the models bucket)."""
+    """What serving reads to find a model (the production one, or the shadow candidate): written after the
+    version's files are published under `s3_prefix` (a key prefix in the models bucket)."""
 
     model_name: str
     version: str

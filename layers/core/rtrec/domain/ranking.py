@@ -251,12 +251,36 @@ def slate_probabilities(
     """Per slot, the probability that `select_slate` with `config` picks `chosen[slot]` (a candidate position)
     given the picks before it: the propensities a policy would have logged for a given slate. Off-policy
     evaluation needs them for a policy other than the one that served (0 where it could not have picked)."""
+    return slate_policy_terms(rows, scores, catalog, k, config, chosen)[0]
+
+
+def slate_policy_terms(
+    rows: np.ndarray,
+    scores: np.ndarray,
+    catalog: ItemCatalog,
+    k: int,
+    config: RankingConfig,
+    chosen: list[int],
+    values: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`slate_probabilities`, and per slot the expectation of `values` (a reward model's prediction per
+    candidate) under the policy's distribution for that slot given the picks before it: the two terms a
+    doubly robust estimate of the policy needs at every slot (zeros when `values` is None).
+
+    A chosen position of -1 is an item outside this policy's candidates: its slot gets probability 0 and
+    the picks after it are conditioned on the other picks only."""
     pools = _SlotPools(rows, catalog, k, config)
-    out = np.zeros(len(chosen))
+    probabilities, expected = np.zeros(len(chosen)), np.zeros(len(chosen))
     for slot, position in enumerate(chosen):
         pool = pools.pool(slot)
-        if pool[position]:
-            positions = np.flatnonzero(pool)
-            out[slot] = _distribution(scores[positions], config)[int(np.searchsorted(positions, position))]
-        pools.take(position)
-    return out
+        positions = np.flatnonzero(pool)
+        if len(positions) == 0:
+            break
+        distribution = _distribution(scores[positions], config)
+        if values is not None:
+            expected[slot] = float(distribution @ values[positions])
+        if position >= 0:
+            if pool[position]:
+                probabilities[slot] = distribution[int(np.searchsorted(positions, position))]
+            pools.take(position)
+    return probabilities, expected

@@ -1,4 +1,4 @@
-"""ModelWatcher: follows the production pointer and swaps the serving model atomically.
+"""ModelWatcher: follows a model pointer (production, or the shadow candidate) and swaps the model atomically.
 
 A request takes `current()` once and uses that object to the end, so it never sees a half-loaded
 model: a new version is downloaded and loaded completely beside the old one, then published by one
@@ -32,8 +32,12 @@ class ModelWatcher(Generic[Model]):
         poll_seconds: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
         on_error: Callable[[str], None] = lambda _message: None,
+        role: str = "production",
     ) -> None:
+        """`role` names the pointer to follow. The production model is kept when its pointer disappears
+        (serving never goes dark); a shadow candidate whose pointer is removed is dropped."""
         self._store = store
+        self._role = role
         self._load = load
         self._work_dir = Path(work_dir)
         self._poll_seconds = poll_seconds
@@ -69,7 +73,10 @@ class ModelWatcher(Generic[Model]):
     def _refresh(self) -> None:
         folder: Path | None = None
         try:
-            pointer = self._store.read_pointer()
+            pointer = self._store.read_pointer(self._role)
+            if pointer is None and self._role != "production" and self._model is not None:
+                self._drop()
+                return
             if pointer is None or pointer.version == self._version:
                 return
             # A folder of its own per load: processes (uvicorn workers) sharing the cache folder never
@@ -88,6 +95,12 @@ class ModelWatcher(Generic[Model]):
             # In-flight requests hold the previous model object; its files are no longer read.
             shutil.rmtree(previous, ignore_errors=True)
         self._prune_stale(keep=folder)
+
+    def _drop(self) -> None:
+        previous = self._folder
+        self._model, self._version, self._folder = None, None, None
+        if previous is not None:
+            shutil.rmtree(previous, ignore_errors=True)
 
     def _prune_stale(self, keep: Path) -> None:
         """Remove model folders left by processes that ended without cleaning up (a restart makes a new one

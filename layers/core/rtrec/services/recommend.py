@@ -22,9 +22,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from rtrec.domain.catalog import ItemCatalog
-from rtrec.domain.models import PopularItems, Recommendation, ScoredItem, UserProfile
+from rtrec.domain.models import PopularItems, Recommendation, ScoredItem, ShadowScores, UserProfile
 from rtrec.domain.online import OnlineRanker
-from rtrec.domain.ranking import Filters, RankingConfig, blend_weights, eligible, ranking_features, select_slate
+from rtrec.domain.ranking import (
+    Filters,
+    RankingConfig,
+    blend_weights,
+    eligible,
+    ranking_features,
+    select_slate,
+    slate_policy_terms,
+)
 from rtrec.errors import InvalidInputError, ModelNotReadyError, NotFoundError
 from rtrec.ports import FeatureStore, PopularityStore
 from rtrec.services.catalog import ServingModel
@@ -52,6 +60,15 @@ class RetrievalConfig:
 
 
 @dataclass(frozen=True)
+class _Candidates:
+    strategy: str
+    rows: np.ndarray
+    features: np.ndarray  # per candidate, RANKER_FEATURES
+    scores: np.ndarray
+    ranked_online: bool
+
+
+@dataclass(frozen=True)
 class SimilarItems:
     item_id: str
     model_version: str
@@ -75,6 +92,7 @@ class Recommender:
         rng: np.random.Generator | None = None,
         request_ids: Callable[[], str] = lambda: uuid.uuid4().hex,
         ranker: Callable[[], OnlineRanker | None] = lambda: None,
+        shadow: Callable[[], ServingModel | None] = lambda: None,
     ) -> None:
         self._features = features
         self._popularity = popularity
@@ -87,7 +105,9 @@ class Recommender:
         self._rng = rng if rng is not None else np.random.default_rng()
         self._request_ids = request_ids
         self._ranker = ranker
-        self._signals: tuple[OnlineRanker, ItemCatalog, int, tuple[np.ndarray, np.ndarray]] | None = None
+        self._shadow = shadow
+        # Per catalog (the serving model's and the shadow's): the ranker state and catalog size they were built for.
+        self._signals: dict[int, tuple[OnlineRanker, ItemCatalog, int, tuple[np.ndarray, np.ndarray]]] = {}
         self._lock = threading.Lock()
         self._popular: PopularItems | None = None
         self._loaded_at: float | None = None
@@ -144,6 +164,30 @@ class Recommender:
         has_history = profile is not None and (bool(profile.history) or profile.interaction_count > 0)
         if model is None:
             return self._popular_without_model(user_id, profile, has_history, k, filters)
+        ranker = self._ranker()
+        policy = self._policy(model, profile, has_history, k, filters, ranker, use_online_ranker)
+        slate = select_slate(policy.rows, policy.scores, model.catalog, k, self.ranking, self._rng)
+        shown = np.fromiter((s.row for s in slate), dtype=np.int64, count=len(slate))
+        model.catalog.record_impressions(shown)
+        positions = [s.position for s in slate]
+        q_hat = ranker.click_probabilities(policy.features[positions]) if ranker is not None else None
+        shadow = self._shadow_scores(model, shown, profile, has_history, k, filters, ranker, use_online_ranker)
+        return Recommendation(
+            request_id=self._request_ids(),
+            user_id=user_id,
+            model_version=model.version,
+            cold_start=policy.strategy != STRATEGY_TWO_TOWER,
+            strategy=policy.strategy,
+            items=tuple(ScoredItem(model.catalog.item_id(s.row), s.score, s.propensity) for s in slate),
+            features=tuple(map(tuple, np.round(policy.features[positions], 6).tolist())),
+            online_ranker=policy.ranked_online,
+            q_hat=tuple(q_hat.tolist()) if q_hat is not None else (),
+            shadow=shadow,
+        )
+
+    def _policy(self, model: ServingModel, profile: UserProfile | None, has_history: bool, k: int,
+                filters: Filters, ranker: OnlineRanker | None, use_online_ranker: bool) -> _Candidates:
+        """What the ranking policy of `model` chooses the slate from: its candidates, their features and scores."""
         if has_history:
             strategy, vector = STRATEGY_TWO_TOWER, model.towers.user_vectors([profile])[0]
         elif profile is not None and profile.has_demographics:
@@ -158,7 +202,6 @@ class Recommender:
             rows, relevance = self._retrieve(model, vector, k, filters, seen)
         keep = eligible(rows, catalog, filters, seen)
         rows, relevance = rows[keep], relevance[keep]
-        ranker = self._ranker()
         signals = self._item_signals(ranker, catalog) if ranker is not None else None
         features = ranking_features(rows, relevance, catalog, self.ranking, self._wall_clock(), signals)
         scores = features @ blend_weights(self.ranking)
@@ -166,23 +209,35 @@ class Recommender:
                          and ranker.examples >= self.ranking.online_min_examples)
         if ranked_online:
             scores += self.ranking.online_weight * (features @ ranker.weights)  # type: ignore[union-attr]
-        slate = select_slate(rows, scores, catalog, k, self.ranking, self._rng)
-        catalog.record_impressions(np.fromiter((s.row for s in slate), dtype=np.int64, count=len(slate)))
-        return Recommendation(
-            request_id=self._request_ids(),
-            user_id=user_id,
-            model_version=model.version,
-            cold_start=strategy != STRATEGY_TWO_TOWER,
-            strategy=strategy,
-            items=tuple(ScoredItem(catalog.item_id(s.row), s.score, s.propensity) for s in slate),
-            features=tuple(map(tuple, np.round(features[[s.position for s in slate]], 6).tolist())),
-            online_ranker=ranked_online,
-        )
+        return _Candidates(strategy, rows, features, scores, ranked_online)
+
+    def _shadow_scores(self, model: ServingModel, shown: np.ndarray, profile: UserProfile | None,
+                       has_history: bool, k: int, filters: Filters, ranker: OnlineRanker | None,
+                       use_online_ranker: bool) -> ShadowScores | None:
+        """The shadow model's policy terms for the slate the serving model chose (None without a shadow model).
+
+        The shadow policy is the same ranking layer over the shadow model's own candidates, for the same
+        user at the same moment: so an off-policy estimate of it on these impressions needs no replay."""
+        shadow = self._shadow()
+        if shadow is None or shadow.version == model.version:
+            return None
+        policy = self._policy(shadow, profile, has_history, k, filters, ranker, use_online_ranker)
+        position_of = {int(row): position for position, row in enumerate(policy.rows.tolist())}
+        chosen = []
+        for row in shown.tolist():
+            shadow_row = shadow.catalog.row(model.catalog.item_id(row))
+            chosen.append(position_of.get(shadow_row, -1) if shadow_row is not None else -1)
+        values = ranker.click_probabilities(policy.features) if ranker is not None else None
+        probabilities, expected_q = slate_policy_terms(policy.rows, policy.scores, shadow.catalog, k, self.ranking,
+                                                       chosen, values)
+        taken = [policy.rows[p] for p in chosen if p >= 0]
+        shadow.catalog.record_impressions(np.asarray(taken, dtype=np.int64))
+        return ShadowScores(shadow.version, tuple(probabilities.tolist()), tuple(expected_q.tolist()))
 
     def _item_signals(self, ranker: OnlineRanker, catalog: ItemCatalog) -> tuple[np.ndarray, np.ndarray]:
         """The stream's per-row signals for this catalog, computed once per ranker state and catalog size.
         The global impression counts also feed the new-item exploration term (each instance only sees its own)."""
-        cached = self._signals
+        cached = self._signals.get(id(catalog))
         if cached is not None and cached[0] is ranker and cached[1] is catalog and cached[2] == len(catalog):
             return cached[3]
         known, known_lift, known_trend = ranker.stream_signals()  # sparse: never a pass over a 1M-item catalog
@@ -194,7 +249,9 @@ class Recommender:
                 ctr_lift[row], trend[row] = lift, level
                 if shown.get(item_id, 0) > catalog.columns.impressions[row]:
                     catalog.columns.impressions[row] = shown[item_id]
-        self._signals = (ranker, catalog, len(catalog), (ctr_lift, trend))
+        if len(self._signals) >= 4:  # catalogs of models no longer served
+            self._signals.clear()
+        self._signals[id(catalog)] = (ranker, catalog, len(catalog), (ctr_lift, trend))
         return ctr_lift, trend
 
     def similar(self, item_id: str, k: int) -> SimilarItems:

@@ -47,7 +47,10 @@ class IngestService:
             request_id=result.request_id, user_id=result.user_id, model_version=result.model_version,
             strategy=result.strategy, items=tuple(i.item_id for i in result.items),
             propensities=tuple(i.propensity for i in result.items), scores=tuple(i.score for i in result.items),
-            timestamp=self._clock(), features=result.features,
+            timestamp=self._clock(), features=result.features, q_hat=result.q_hat,
+            shadow_version=result.shadow.version if result.shadow else None,
+            shadow_propensities=result.shadow.propensities if result.shadow else (),
+            shadow_expected_q=result.shadow.expected_q if result.shadow else (),
         )])
 
 

@@ -3,6 +3,7 @@
 Layout (under `prefix`, "models" by default):
     <prefix>/versions/<version>/<file>   every file of a promoted model folder
     <prefix>/production.json             the ProductionPointer serving follows
+    <prefix>/shadow.json                 the candidate serving scores beside production (off-policy evaluation)
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 from rtrec.adapters.aws.clients import aws_client
 from rtrec.adapters.aws.errors import translate_aws_errors
 from rtrec.adapters.aws.s3 import list_objects, read_object
-from rtrec.domain.promotion import ProductionPointer
+from rtrec.domain.promotion import POINTER_ROLES, PRODUCTION_POINTER, ProductionPointer
 from rtrec.errors import DependencyError, InvalidInputError, NotFoundError
 
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -44,7 +45,12 @@ class S3ModelStore:
 
     @property
     def pointer_key(self) -> str:
-        return f"{self.prefix}/production.json"
+        return self.pointer_key_for(PRODUCTION_POINTER)
+
+    def pointer_key_for(self, role: str) -> str:
+        if role not in POINTER_ROLES:
+            raise InvalidInputError(f"pointer role must be one of {', '.join(POINTER_ROLES)}, got {role!r}")
+        return f"{self.prefix}/{role}.json"
 
     def version_prefix(self, version: str) -> str:
         return f"{self.prefix}/versions/{_check_version(version)}/"
@@ -69,23 +75,28 @@ class S3ModelStore:
                 self._client.delete_object(Bucket=self.bucket, Key=key)
         return prefix
 
-    def write_pointer(self, pointer: ProductionPointer) -> None:
+    def write_pointer(self, pointer: ProductionPointer, role: str = PRODUCTION_POINTER) -> None:
+        key = self.pointer_key_for(role)
         body = json.dumps(pointer.to_dict(), indent=2, sort_keys=True).encode()
-        with translate_aws_errors(f"writing s3://{self.bucket}/{self.pointer_key}"):
+        with translate_aws_errors(f"writing s3://{self.bucket}/{key}"):
             self._client.put_object(
-                Bucket=self.bucket, Key=self.pointer_key, Body=body, ContentType="application/json",
-                CacheControl="no-cache",
+                Bucket=self.bucket, Key=key, Body=body, ContentType="application/json", CacheControl="no-cache",
             )
 
-    def read_pointer(self) -> ProductionPointer | None:
-        where = f"s3://{self.bucket}/{self.pointer_key}"
-        raw = read_object(self._client, self.bucket, self.pointer_key)
+    def read_pointer(self, role: str = PRODUCTION_POINTER) -> ProductionPointer | None:
+        key = self.pointer_key_for(role)
+        raw = read_object(self._client, self.bucket, key)
         if raw is None:
             return None
         try:
             return ProductionPointer.from_dict(json.loads(raw))
         except (ValueError, KeyError, TypeError) as exc:
-            raise DependencyError(f"{where} is not a valid production pointer: {exc}") from exc
+            raise DependencyError(f"s3://{self.bucket}/{key} is not a valid {role} pointer: {exc}") from exc
+
+    def delete_pointer(self, role: str) -> None:
+        key = self.pointer_key_for(role)
+        with translate_aws_errors(f"deleting s3://{self.bucket}/{key}"):
+            self._client.delete_object(Bucket=self.bucket, Key=key)
 
     def download(self, version: str, target_dir: Path) -> Path:
         """Fetch every file of a published version into `target_dir` (created if missing); each file

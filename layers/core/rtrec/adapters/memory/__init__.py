@@ -144,6 +144,13 @@ class InMemoryCounterfactualLog:
     def write_joined(self, batch_id: str, slates: Sequence[LabeledImpression]) -> None:
         self.joined[batch_id] = list(slates)
 
+    def read_joined(self) -> list[LabeledImpression]:
+        seen: dict[str, LabeledImpression] = {}
+        for slates in self.joined.values():
+            for labeled in slates:
+                seen.setdefault(labeled.slate.request_id, labeled)
+        return sorted(seen.values(), key=lambda s: s.slate.timestamp)
+
 
 class InMemoryRankerStateStore:
     """Keeps states as their JSON dicts, so a test sees what a round trip through the store keeps."""
