@@ -61,7 +61,10 @@ def run(env: Mapping[str, str]) -> dict[str, Any]:
     model_dir = Path(env.get("SM_MODEL_DIR", LOCAL_ROOT / "model"))
     output_dir = Path(env.get("SM_OUTPUT_DATA_DIR", LOCAL_ROOT / "output" / "data"))
     data_dir = Path(env.get("SM_CHANNEL_TRAIN", Path.home() / ".cache" / "rtrec"))
-    config = parse_hyperparameters(_hyperparameters(env), output_dir=model_dir, data_cache_dir=data_dir)
+    paths: dict[str, Path] = {"output_dir": model_dir, "data_cache_dir": data_dir}
+    if env.get("RTREC_EVENTS_BUCKET"):
+        paths["extra_events"] = _export_stream_events(env, output_dir.parent / "stream-events.jsonl")
+    config = parse_hyperparameters(_hyperparameters(env), **paths)
     result = train(config, progress=lambda line: print(line, flush=True))
     summary: dict[str, Any] = {
         "model_dir": str(result.model_dir),
@@ -76,14 +79,60 @@ def run(env: Mapping[str, str]) -> dict[str, Any]:
 
         tags = json.loads(env.get("RTREC_RUN_TAGS", "{}"))
         tags.setdefault("job_name", summary["job_name"])
-        registered = log_and_register(result, RegistryConfig(tracking_uri=env["MLFLOW_TRACKING_URI"]), tags=tags)
+        registry = RegistryConfig(tracking_uri=env["MLFLOW_TRACKING_URI"])
+        registered = log_and_register(result, registry, tags=tags)
         summary.update({"model_name": registered.model_name, "version": registered.version,
                         "run_id": registered.run_id})
         print(f"registered {registered.model_name} version {registered.version} (run {registered.run_id}) "
               f"with alias staging", flush=True)
+        if env.get("RTREC_MODELS_BUCKET"):
+            _after_registration(env, registry, registered.version, registered.run_id, tags, output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "result.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _aws(env: Mapping[str, str]) -> dict[str, Any]:
+    return {"endpoint_url": env.get("AWS_ENDPOINT_URL") or None, "region": env.get("AWS_DEFAULT_REGION", "us-east-1")}
+
+
+def _export_stream_events(env: Mapping[str, str], target: Path) -> Path:
+    """The offline store's raw events (the counterfactual-logs bucket's `events/`) as one JSON-lines file."""
+    from rtrec.adapters.aws.s3 import S3CounterfactualLog
+    from rtrec.domain.events import message_to_dict
+
+    events = S3CounterfactualLog(env["RTREC_EVENTS_BUCKET"], **_aws(env)).read("events")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("".join(json.dumps(message_to_dict(e)) + "\n" for e in events))
+    print(f"offline store: {len(events):,} stream events exported from s3://{env['RTREC_EVENTS_BUCKET']}/events/",
+          flush=True)
+    return target
+
+
+def _after_registration(env: Mapping[str, str], registry: Any, version: str, run_id: str, tags: Mapping[str, str],
+                        output_dir: Path) -> None:
+    """Attach the drift report that triggered the run, and make the version the shadow candidate, so the
+    promotion gate can judge it on live traffic."""
+    from rtrec.adapters.aws.model_store import S3ModelStore
+    from training.index import build_item_index
+    from training.registry import publish_shadow
+
+    store = S3ModelStore(env["RTREC_MODELS_BUCKET"], **_aws(env))
+    report_key = tags.get("drift_report")
+    if report_key:
+        from rtrec.adapters.aws.s3 import S3DriftStore
+
+        raw = S3DriftStore(env["RTREC_MODELS_BUCKET"], **_aws(env)).report(report_key)
+        if raw is not None:
+            report = output_dir / "drift_report.json"
+            output_dir.mkdir(parents=True, exist_ok=True)
+            report.write_bytes(raw)
+            registry.client().log_artifact(run_id, str(report), "drift")
+            print(f"attached the drift report {report_key} to run {run_id}", flush=True)
+    if env.get("RTREC_PUBLISH_SHADOW") == "1":
+        pointer = publish_shadow(registry, store, version=version, index_builder=build_item_index)
+        print(f"version {pointer.version} is the shadow candidate; the promotion gate judges it on live traffic",
+              flush=True)
 
 
 def main() -> int:

@@ -3,6 +3,8 @@ the baselines, export ONNX and write the model folder. The job entry point is tr
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import math
 import time
@@ -61,11 +63,14 @@ class TrainConfig:
     max_minutes: Annotated[float, Field(gt=0.0)] | None = None  # a budget for each protocol's training loop
     threads: PositiveInt = 2
     onnx_opset: Annotated[int, Field(ge=13, le=21)] = 17
+    # The offline store's stream events (JSON lines of UserEvent records) to learn from beside the data set.
+    extra_events: Path | None = None
 
     def params(self) -> dict[str, Any]:
         values = asdict(self)
         values["data_cache_dir"] = str(self.data_cache_dir)
         values["output_dir"] = str(self.output_dir)
+        values["extra_events"] = str(self.extra_events) if self.extra_events else None
         values["protocols"] = ",".join(self.protocols)
         return values
 
@@ -277,6 +282,16 @@ def train(config: TrainConfig, progress: Progress = print) -> artifacts.TrainRes
     torch.use_deterministic_algorithms(True)
     dataset = load_movielens(config.dataset, config.data_cache_dir)  # type: ignore[arg-type]
     progress(dataset.summary())
+    data_sha256 = dataset.source_sha256
+    stream_counts: dict[str, int] = {}
+    if config.extra_events is not None:
+        raw = Path(config.extra_events).read_bytes()
+        frame = pd.read_json(io.BytesIO(raw), lines=True) if raw.strip() else pd.DataFrame()
+        dataset, stream_counts = dataset.with_events(frame)
+        data_sha256 = hashlib.sha256(dataset.source_sha256.encode() + raw).hexdigest()
+        progress(f"offline store: {stream_counts['events']:,} stream events, {stream_counts['added']:,} new "
+                 f"interactions added ({stream_counts['duplicate']:,} already known, {stream_counts['unknown']:,} of "
+                 f"unknown users or items, {stream_counts['not_positive']:,} not positive)")
     encoder = build_encoder(dataset, config)
     metrics: dict[str, float] = {}
     history: list[dict[str, float]] = []
@@ -309,11 +324,12 @@ def train(config: TrainConfig, progress: Progress = print) -> artifacts.TrainRes
     metrics["train.seconds"] = seconds
     artifacts.write_json(model_dir, artifacts.METRICS, metrics)
     artifacts.write_json(model_dir, artifacts.PARAMS, config.params())
-    snapshot = {"dataset": dataset.name, "sha256": dataset.source_sha256, "interactions": len(dataset.interactions),
-                "users": dataset.n_users, "items": dataset.n_items}
+    snapshot = {"dataset": dataset.name, "sha256": data_sha256, "source_sha256": dataset.source_sha256,
+                "interactions": len(dataset.interactions), "users": dataset.n_users, "items": dataset.n_items,
+                "stream_events": stream_counts}
     artifacts.write_json(model_dir, artifacts.DATA_SNAPSHOT, snapshot)
     (model_dir / "history.json").write_text(json.dumps(history, indent=1))
     return artifacts.TrainResult(
-        model_dir=model_dir, params=config.params(), metrics=metrics, data_sha256=dataset.source_sha256,
+        model_dir=model_dir, params=config.params(), metrics=metrics, data_sha256=data_sha256,
         epochs=exported.epochs, seconds=seconds, history=history,
     )

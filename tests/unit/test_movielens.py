@@ -86,3 +86,28 @@ def test_a_corrupt_cached_wheel_is_reported(tmp_path):
     (tmp_path / "recbole-1.2.1-py3-none-any.whl").write_bytes(b"not a zip")
     with pytest.raises(DataUnavailableError, match="not a valid wheel"):
         load_movielens("ml-100k", tmp_path, allow_download=False)
+
+
+def test_stream_events_join_the_data_set_once_and_only_for_known_users_and_items(ml100k):
+    import pandas as pd
+
+    first = ml100k.interactions.iloc[0]
+    user = ml100k.users.loc[ml100k.users["user_index"] == first["user_index"], "user_id"].item()
+    item = ml100k.items.loc[ml100k.items["item_index"] == first["item_index"], "item_id"].item()
+    unseen = ml100k.items.loc[~ml100k.items["item_index"].isin(
+        ml100k.interactions.loc[ml100k.interactions["user_index"] == first["user_index"], "item_index"]), "item_id"]
+    new_item = str(unseen.iloc[0])
+    events = pd.DataFrame([
+        {"user_id": user, "item_id": item, "type": "click", "value": None, "timestamp": 2_000_000_000},  # known pair
+        {"user_id": user, "item_id": new_item, "type": "click", "value": None, "timestamp": 2_000_000_001},
+        {"user_id": user, "item_id": new_item, "type": "purchase", "value": None, "timestamp": 2_000_000_002},
+        {"user_id": user, "item_id": "no-such-item", "type": "click", "value": None, "timestamp": 2_000_000_003},
+        {"user_id": user, "item_id": new_item, "type": "view", "value": None, "timestamp": 2_000_000_004},
+        {"user_id": user, "item_id": new_item, "type": "rating", "value": 1.0, "timestamp": 2_000_000_005},
+    ])
+    grown, counts = ml100k.with_events(events)
+    assert counts == {"events": 6, "not_positive": 2, "unknown": 1, "duplicate": 2, "added": 1}
+    assert len(grown.interactions) == len(ml100k.interactions) + 1
+    last = grown.interactions.iloc[-1]
+    assert last["timestamp"] == 2_000_000_001 and last["rating"] == 5.0
+    assert ml100k.with_events(pd.DataFrame())[0] is ml100k

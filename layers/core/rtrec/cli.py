@@ -290,6 +290,78 @@ def _bootstrap_model(endpoint_url: str, local: LocalSettings, epochs: int) -> th
     return thread
 
 
+def _local_training_jobs(endpoint_url: str, local: LocalSettings) -> Any:
+    """Retraining jobs as local subprocesses with the training container's contract, learning from the offline
+    store (the stream's events in the counterfactual-logs bucket) and ending as the shadow candidate."""
+    import os
+
+    from rtrec.local.jobs import LocalJobRunner, LocalTrainingJobs
+    from rtrec.local.state import LocalState
+    from rtrec.resources import COUNTERFACTUAL_BUCKET, MODELS_BUCKET
+
+    state = LocalState(local.state_dir.resolve()).ensure()
+    names = AwsSettings(endpoint_url=endpoint_url).names
+    env = {**os.environ, "AWS_ENDPOINT_URL": endpoint_url, "MLFLOW_TRACKING_URI": state.mlflow_tracking_uri,
+           "RTREC_EVENTS_BUCKET": names.bucket(COUNTERFACTUAL_BUCKET), "RTREC_MODELS_BUCKET": names.bucket(MODELS_BUCKET),
+           "RTREC_PUBLISH_SHADOW": "1", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    return LocalTrainingJobs(LocalJobRunner(state.root / "jobs"), {"train": local.data_cache_dir}, env)
+
+
+def _promotion_step(endpoint_url: str, local: LocalSettings) -> None:
+    """When a shadow candidate is published, ask the promotion gate about it (in a subprocess: this serving
+    process never imports torch or mlflow); a candidate the gate turns down for good is withdrawn."""
+    from rtrec.adapters.aws.model_store import S3ModelStore
+    from rtrec.domain.promotion import SHADOW_POINTER
+    from rtrec.resources import MODELS_BUCKET
+
+    settings = AwsSettings(endpoint_url=endpoint_url)
+    store = S3ModelStore(settings.names.bucket(MODELS_BUCKET), endpoint_url=endpoint_url, region=settings.region)
+    shadow = store.read_pointer(SHADOW_POINTER)
+    if shadow is None:
+        return
+    command = [sys.executable, "-m", "rtrec.cli", "promote", "--version", shadow.version, "--endpoint-url",
+               endpoint_url, "--state-dir", str(local.state_dir), "--withdraw-on-reject"]
+    done = subprocess.run(command, capture_output=True, text=True)
+    verdict = [line for line in done.stdout.splitlines() if "is now `production`" in line or " rejected: " in line]
+    say(f"promotion gate, shadow candidate {shadow.version}: "
+        f"{verdict[-1].split('] ', 1)[-1] if verdict else (done.stderr.strip() or 'no verdict')[-300:]}")
+
+
+def _start_scheduler(endpoint_url: str, local: LocalSettings, drift_seconds: float, promote_seconds: float,
+                     retrain_hyperparameters: dict[str, str], cooldown_seconds: float) -> Any:
+    """EventBridge's schedules, locally: the drift check (which may start a retraining job) and the promotion
+    gate's retries for the shadow candidate."""
+    from functions.drift_check.app import build_handler
+    from rtrec.adapters.aws.cloudwatch import CloudWatchMetrics
+    from rtrec.local.scheduler import LocalScheduler, ScheduledTask, scheduled_event
+    from rtrec.settings import DriftSettings
+
+    tasks = []
+    if drift_seconds > 0:
+        settings = DriftSettings(endpoint_url=endpoint_url, retrain_hyperparameters=retrain_hyperparameters,
+                                 retrain_cooldown_seconds=cooldown_seconds)
+        metrics = CloudWatchMetrics(settings.names.metrics_namespace, endpoint_url=endpoint_url, region=settings.region)
+        handler = build_handler(settings, jobs=_local_training_jobs(endpoint_url, local), metrics=metrics)
+
+        def drift_check() -> None:
+            summary = handler(scheduled_event("rtrec-drift-check"), None)
+            line = f"drift check: {'DRIFT: ' + '; '.join(summary['reasons'])[:300] if summary['drifted'] else 'no drift'}"
+            if "retraining" in summary:
+                line += f"; retraining: {summary['retraining']['reason'][:200]}"
+            say(line)
+
+        tasks.append(ScheduledTask("drift-check", drift_seconds, drift_check))
+    if promote_seconds > 0:
+        tasks.append(ScheduledTask("promotion-gate", promote_seconds, lambda: _promotion_step(endpoint_url, local)))
+    if not tasks:
+        return None
+    scheduler = LocalScheduler(tasks, on_error=say)
+    scheduler.start()
+    say(f"local scheduler: drift check every {drift_seconds:g} s, promotion gate for a shadow candidate every "
+        f"{promote_seconds:g} s (0 = off)")
+    return scheduler
+
+
 @app.command("run")
 def run(
     cloud_port: Annotated[int | None, typer.Option(help="embedded cloud port, default 4566")] = None,
@@ -302,6 +374,12 @@ def run(
     bootstrap_epochs: Annotated[int, typer.Option(min=1, help="epochs of the bootstrap model")] = 4,
     model_poll_seconds: Annotated[float, typer.Option(min=0.1, help="how often the API checks for a newly "
                                                                      "promoted model")] = 5.0,
+    drift_check_seconds: Annotated[float, typer.Option(min=0, help="how often the drift check runs (0: never)")] = 300.0,
+    promote_check_seconds: Annotated[float, typer.Option(
+        min=0, help="how often the promotion gate judges a shadow candidate (0: never)")] = 60.0,
+    retrain_epochs: Annotated[int, typer.Option(min=1, help="epochs of a retraining job the drift check starts")] = 4,
+    retrain_cooldown_seconds: Annotated[float, typer.Option(
+        min=1, help="after a retraining trigger, no other starts for this long")] = 6 * 3600.0,
 ) -> None:
     """The whole system on this machine: embedded cloud, data seeded, a model in production, API served.
     Ctrl-C stops it all."""
@@ -310,11 +388,14 @@ def run(
         cloud = _start_cloud(local)
     except RtrecError as exc:
         raise fail(str(exc)) from None
-    consumer = None
+    consumer = scheduler = None
     try:
         aws = AwsSettings(endpoint_url=cloud.endpoint_url)
         _seed(aws, local)
         consumer = _start_stream_consumer(cloud.endpoint_url)
+        retrain = {"epochs": str(retrain_epochs), "protocols": "recbole", "baselines": "false", "threads": "1"}
+        scheduler = _start_scheduler(cloud.endpoint_url, local, drift_check_seconds, promote_check_seconds, retrain,
+                                     retrain_cooldown_seconds)
         version = _production_version(aws)
         if version is not None:
             say(f"production model: version {version}")
@@ -329,6 +410,8 @@ def run(
     except RtrecError as exc:
         raise fail(str(exc)) from None
     finally:
+        if scheduler is not None:
+            scheduler.stop()
         if consumer is not None:
             consumer.stop()
         say("saving state and stopping the embedded cloud")
@@ -434,12 +517,15 @@ def promote_command(
         help="relative shortfall against production the off-policy estimate may show at its upper bound")] = 0.0,
     slots: OpeSlotsOption = None,
     clip: OpeClipOption = None,
+    withdraw_on_reject: Annotated[bool, typer.Option(
+        help="when the gate turns the shadow candidate down for good (not merely waiting for traffic), remove the "
+             "shadow pointer so serving stops scoring it")] = False,
     state_dir: Annotated[Path | None, typer.Option(help="default .rtrec")] = None,
 ) -> None:
     """Gate a registered model version against production (offline metrics, then the off-policy estimate of its
     policy on the traffic production served while it was the shadow candidate); on approval make it `production`,
     build its item index, publish it to the models bucket and write the pointer serving follows."""
-    from rtrec.services.ope import OffPolicyGate, OpeConfig
+    from rtrec.services.ope import WAITING_FOR_TRAFFIC, OffPolicyGate, OpeConfig
     from training.index import build_item_index
     from training.registry import default_gate, promote
 
@@ -465,6 +551,13 @@ def promote_command(
         say(f"published under {pointer.s3_prefix} in the models bucket; pointer written")
     else:
         say(f"version {outcome.version} rejected: {decision.reason}")
+        if withdraw_on_reject and not decision.reason.startswith(WAITING_FOR_TRAFFIC):
+            from rtrec.domain.promotion import SHADOW_POINTER
+
+            shadow = store.read_pointer(SHADOW_POINTER)
+            if shadow is not None and shadow.version == outcome.version:
+                store.delete_pointer(SHADOW_POINTER)
+                say(f"version {outcome.version} withdrawn as the shadow candidate")
         raise typer.Exit(1)
 
 

@@ -153,3 +153,22 @@ class RankerStateStore(Protocol):
 
 class DeadLetterQueue(Protocol):
     def send(self, body: dict) -> None: ...
+
+
+class Lock(Protocol):
+    """Named locks with expiry (the retraining cool-down): one conditional write decides who holds it."""
+
+    def acquire(self, name: str, owner: str, now: float, ttl_seconds: float, note: str = "") -> bool:
+        """Take `name` until now + ttl_seconds unless someone holds it unexpired; True when this call took it."""
+
+    def release(self, name: str, owner: str) -> bool: ...
+
+
+class TrainingJobs(Protocol):
+    """Where retraining runs: SageMaker training jobs in AWS, the local job runner in the embedded cloud."""
+
+    def start(self, name: str, hyperparameters: Mapping[str, str], tags: Mapping[str, str]) -> str:
+        """Start a training job named `name`; returns its name (or ARN)."""
+
+    def in_progress(self, prefix: str) -> list[str]:
+        """Names of the jobs starting with `prefix` that are still running."""

@@ -119,6 +119,24 @@ class ConsumerSettings(AwsSettings):
     ranker_l2: float = Field(default=1.0, ge=0, validation_alias=_env("ranker_l2"))
 
 
+class DriftSettings(AwsSettings):
+    """The `drift_check` Lambda (EventBridge schedule in AWS; the local scheduler in the embedded cloud)."""
+
+    drift_window_events: int = Field(default=2000, ge=1, validation_alias=_env("drift_window_events"))
+    retrain_cooldown_seconds: float = Field(
+        default=6 * 3600.0, gt=0, validation_alias=_env("retrain_cooldown_seconds"),
+        description="after a trigger, no other retraining starts for this long",
+    )
+    retrain_hyperparameters: dict[str, str] = Field(
+        default_factory=dict, validation_alias=_env("retrain_hyperparameters"),
+        description="hyperparameters of the retraining job (JSON object of strings)",
+    )
+    sagemaker_role_arn: str | None = Field(default=None, validation_alias=_env("sagemaker_role_arn"))
+    sagemaker_image_uri: str | None = Field(default=None, validation_alias=_env("sagemaker_image_uri"))
+    sagemaker_instance_type: str = Field(default="ml.m5.xlarge", validation_alias=_env("sagemaker_instance_type"))
+    mlflow_tracking_uri: str | None = Field(default=None, validation_alias=_env("mlflow_tracking_uri"))
+
+
 class LocalSettings(BaseSettings):
     """The embedded local stack that `rtrec cloud up` / `rtrec run` starts on one machine."""
 

@@ -8,6 +8,7 @@ here under `<root>/<job name>/`), so one entry point runs locally and as a SageM
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -137,6 +138,54 @@ class LocalJobRunner:
             process.wait()
             log.close()
         return job
+
+
+class LocalTrainingJobs:
+    """The TrainingJobs port over LocalJobRunner: jobs run in the background as subprocesses, each with the same
+    channels and environment (the registry, the cloud endpoint), as SageMaker would run them from one definition.
+
+    A job counts as in progress while its process lives: processes this object started are polled; a job folder
+    left by another process is judged by the pid it recorded and by whether it wrote its result or failure."""
+
+    def __init__(self, runner: LocalJobRunner, channels: Mapping[str, Path], env: Mapping[str, str]) -> None:
+        self.runner = runner
+        self.channels = dict(channels)
+        self.env = dict(env)
+        self._jobs: dict[str, LocalJob] = {}
+
+    def start(self, name: str, hyperparameters: Mapping[str, str], tags: Mapping[str, str]) -> str:
+        env = {**self.env, "RTREC_RUN_TAGS": json.dumps(dict(tags))}
+        job = self.runner.start(name, hyperparameters, self.channels, env)
+        (job.paths.root / "pid").write_text(str(job.process.pid))
+        self._jobs[name] = job
+        return name
+
+    def job(self, name: str) -> LocalJob | None:
+        return self._jobs.get(name)
+
+    def in_progress(self, prefix: str) -> list[str]:
+        running = []
+        for name in existing_jobs(self.runner.root):
+            if not name.startswith(prefix):
+                continue
+            own = self._jobs.get(name)
+            if own is not None:
+                if own.status() == "InProgress":
+                    running.append(name)
+            elif _foreign_job_running(JobPaths(self.runner.root / name)):
+                running.append(name)
+        return running
+
+
+def _foreign_job_running(paths: JobPaths) -> bool:
+    pid_file = paths.root / "pid"
+    if not pid_file.exists() or paths.failure_file.exists() or (paths.output_data_dir / "result.json").exists():
+        return False
+    try:
+        os.kill(int(pid_file.read_text()), 0)
+    except (OSError, ValueError):
+        return False  # the process is gone (or the pid file is unreadable): not running
+    return True
 
 
 def new_job_name(prefix: str = "rtrec-train") -> str:

@@ -27,6 +27,7 @@ from rtrec.errors import NotFoundError
 from rtrec.ports import CounterfactualLog
 
 Interval = tuple[float, float, float]  # estimate, low, high
+WAITING_FOR_TRAFFIC = "off-policy: waiting for shadow-scored traffic"
 
 
 @dataclass(frozen=True)
@@ -173,7 +174,7 @@ class OffPolicyGate:
         if count < self.config.min_slates:
             return GateDecision(
                 False,
-                f"off-policy: waiting for shadow-scored traffic: {count} of the {self.config.min_slates} joined "
+                f"{WAITING_FOR_TRAFFIC}: {count} of the {self.config.min_slates} joined "
                 f"slates needed (version {candidate_version} must be the shadow candidate while {production_version} "
                 "serves; retry later)",
                 {"ope.slates": float(count)},

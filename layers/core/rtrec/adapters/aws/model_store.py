@@ -98,6 +98,10 @@ class S3ModelStore:
         with translate_aws_errors(f"deleting s3://{self.bucket}/{key}"):
             self._client.delete_object(Bucket=self.bucket, Key=key)
 
+    def read_file(self, version: str, name: str) -> bytes | None:
+        """One file of a published version (None when it has no such file)."""
+        return read_object(self._client, self.bucket, self.version_prefix(version) + name)
+
     def download(self, version: str, target_dir: Path) -> Path:
         """Fetch every file of a published version into `target_dir` (created if missing); each file
         is written to a temporary name first, so a failed download leaves no half-written file."""

@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError
 from rtrec.adapters.aws.clients import aws_client
 from rtrec.adapters.aws.dynamo import item_from_record, item_to_record
 from rtrec.adapters.aws.errors import translate_aws_errors
-from rtrec.domain.events import Impression, StreamMessage, decode_record, encode_record
+from rtrec.domain.events import Impression, StreamMessage, UserEvent, decode_record, encode_record
 from rtrec.domain.models import ItemFeatures, PopularItems, ScoredItem
 from rtrec.domain.online import LabeledImpression, RankerShardState
 from rtrec.errors import DependencyError
@@ -216,6 +216,103 @@ class S3RankerStateStore:
 
     def clear(self) -> int:
         keys = [obj["Key"] for obj in list_objects(self._client, self.bucket, self.prefix)]
+        for key in keys:
+            with translate_aws_errors(f"deleting s3://{self.bucket}/{key}"):
+                self._client.delete_object(Bucket=self.bucket, Key=key)
+        return len(keys)
+
+
+class S3DriftSources:
+    """DriftSources over the counterfactual-logs bucket: the objects that arrived since a cursor.
+
+    The cursor is an arrival time (S3 LastModified) plus the keys read at exactly that time, so an object written in
+    the same second as the last one read is neither missed nor read twice. Partitions are by event time, which a
+    replay sets in the past, so arrival time is what says "new"."""
+
+    def __init__(self, bucket: str, client: Any = None, *, endpoint_url: str | None = None,
+                 region: str = "us-east-1") -> None:
+        self.bucket = bucket
+        self._client = client if client is not None else aws_client("s3", endpoint_url, region)
+
+    def _since(self, prefix: str, cursor: Any) -> tuple[list[bytes], dict[str, Any]]:
+        cursor = cursor if isinstance(cursor, dict) else {"t": float(cursor or 0.0), "keys": []}
+        since, seen = float(cursor.get("t", 0.0)), set(cursor.get("keys", []))
+        fresh = [(obj["LastModified"].timestamp(), obj["Key"]) for obj in list_objects(self._client, self.bucket, prefix)]
+        fresh = sorted((t, k) for t, k in fresh if t > since or (t == since and k not in seen))
+        bodies = []
+        for _, key in fresh:
+            body = read_object(self._client, self.bucket, key)
+            if body is not None:
+                bodies.append(body)
+        if not fresh:
+            return bodies, {"t": since, "keys": sorted(seen)}
+        newest = fresh[-1][0]
+        keys = [k for t, k in fresh if t == newest] + (sorted(seen) if newest == since else [])
+        return bodies, {"t": newest, "keys": sorted(set(keys))}
+
+    def events_since(self, cursor: Any) -> tuple[list[UserEvent], dict[str, Any]]:
+        bodies, cursor = self._since("events/", cursor)
+        events = []
+        for body in bodies:
+            for line in body.decode().splitlines():
+                if line.strip():
+                    message = decode_record(line.encode())
+                    if isinstance(message, UserEvent):
+                        events.append(message)
+        return events, cursor
+
+    def slates_since(self, cursor: Any) -> tuple[list[LabeledImpression], dict[str, Any]]:
+        bodies, cursor = self._since("joined/", cursor)
+        slates = [LabeledImpression.from_dict(json.loads(line)) for body in bodies
+                  for line in body.decode().splitlines() if line.strip()]
+        return slates, cursor
+
+
+DRIFT_STATE_KEY = "drift/state.json"
+DRIFT_REPORTS_PREFIX = "drift/reports/"
+
+
+class S3DriftStore:
+    """The drift check's state and reports in the models bucket: `drift/state.json`, `drift/reports/<UTC>.json`."""
+
+    def __init__(self, bucket: str, client: Any = None, *, endpoint_url: str | None = None,
+                 region: str = "us-east-1") -> None:
+        self.bucket = bucket
+        self._client = client if client is not None else aws_client("s3", endpoint_url, region)
+
+    def load_state(self) -> dict[str, Any] | None:
+        raw = read_object(self._client, self.bucket, DRIFT_STATE_KEY)
+        return json.loads(raw) if raw is not None else None
+
+    def save_state(self, state: dict[str, Any]) -> None:
+        with translate_aws_errors(f"writing s3://{self.bucket}/{DRIFT_STATE_KEY}"):
+            self._client.put_object(Bucket=self.bucket, Key=DRIFT_STATE_KEY, Body=json.dumps(state).encode(),
+                                    ContentType="application/json")
+
+    def write_report(self, report: dict[str, Any]) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H-%M-%S", time.gmtime(float(report.get("generated_at", time.time()))))
+        key = f"{DRIFT_REPORTS_PREFIX}{stamp}-{int(report.get('run', 0)):06d}.json"
+        with translate_aws_errors(f"writing s3://{self.bucket}/{key}"):
+            self._client.put_object(Bucket=self.bucket, Key=key, Body=json.dumps(report, indent=1).encode(),
+                                    ContentType="application/json")
+        return key
+
+    def report(self, key: str) -> bytes | None:
+        """One stored report's JSON (None when there is no such key)."""
+        return read_object(self._client, self.bucket, key)
+
+    def reports(self) -> list[dict[str, Any]]:
+        """Every stored report, oldest first."""
+        out = []
+        for obj in sorted(list_objects(self._client, self.bucket, DRIFT_REPORTS_PREFIX), key=lambda o: o["Key"]):
+            raw = read_object(self._client, self.bucket, obj["Key"])
+            if raw is not None:
+                out.append(json.loads(raw))
+        return out
+
+    def clear(self) -> int:
+        """Forget the state and the reports (a demo or replay starting over)."""
+        keys = [o["Key"] for o in list_objects(self._client, self.bucket, "drift/")]
         for key in keys:
             with translate_aws_errors(f"deleting s3://{self.bucket}/{key}"):
                 self._client.delete_object(Bucket=self.bucket, Key=key)

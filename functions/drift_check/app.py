@@ -1,0 +1,102 @@
+"""The `drift_check` Lambda: on a schedule, compare live traffic with the production model's training snapshot,
+watch the reward, store the report, publish metrics, and start retraining when something drifted.
+
+The handler parses the scheduled event, runs one DriftMonitor pass and maps its outcome; the wiring below picks
+the training backend: SageMaker when a role and an image are configured, or whatever TrainingJobs the caller
+passes (the local job runner in the embedded cloud).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from aws_lambda_powertools import Logger
+
+from rtrec.domain.model_files import ENCODER, ITEM_CATALOG
+from rtrec.errors import RtrecError
+from rtrec.ports import TrainingJobs
+from rtrec.services.drift import DriftMonitor, TrainingSnapshot
+from rtrec.services.retrain import RetrainTrigger
+from rtrec.settings import DriftSettings
+
+logger = Logger(service="rtrec-drift-check")
+
+
+@dataclass
+class DriftCheckHandler:
+    monitor: DriftMonitor
+
+    def __call__(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        if event.get("detail-type") not in (None, "Scheduled Event"):
+            logger.warning("not a scheduled event; running the check anyway", extra={"detail_type": event.get("detail-type")})
+        outcome = self.monitor.run()
+        report = outcome.report
+        summary = {"report": outcome.report_key, "drifted": report["drifted"], "reasons": report["reasons"],
+                   "model_version": report["model_version"], "window": report["window"]}
+        if outcome.trigger is not None:
+            summary["retraining"] = {"started": outcome.trigger.started, "job": outcome.trigger.job_name,
+                                     "reason": outcome.trigger.reason}
+        logger.info("drift check", extra=summary)
+        return summary
+
+
+class ProductionSnapshot:
+    """The production model's training snapshot (its item catalog), loaded once per version."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self._cached: TrainingSnapshot | None = None
+
+    def __call__(self) -> TrainingSnapshot | None:
+        pointer = self._store.read_pointer()
+        if pointer is None:
+            return None
+        if self._cached is not None and self._cached.version == pointer.version:
+            return self._cached
+        raw, encoder = (self._store.read_file(pointer.version, name) for name in (ITEM_CATALOG, ENCODER))
+        if raw is None or encoder is None:
+            raise RtrecError(f"model version {pointer.version} lacks {ITEM_CATALOG} or {ENCODER}: no training "
+                             "snapshot to compare with")
+        genres = tuple(json.loads(encoder).get("genres", ()))  # the genre mask's bit order
+        with np.load(io.BytesIO(raw), allow_pickle=False) as columns:
+            snapshot = TrainingSnapshot(pointer.version, columns["item_ids"], genres, columns["genre_mask"],
+                                        columns["popularity"])
+        self._cached = snapshot
+        return snapshot
+
+
+def build_handler(settings: DriftSettings, jobs: TrainingJobs | None = None, metrics: Any = None) -> DriftCheckHandler:
+    from rtrec.adapters.aws.locks import DynamoLock
+    from rtrec.adapters.aws.model_store import S3ModelStore
+    from rtrec.adapters.aws.s3 import S3DriftSources, S3DriftStore
+    from rtrec.resources import COUNTERFACTUAL_BUCKET, LOCKS, MODELS_BUCKET
+
+    names = settings.names
+    aws = {"endpoint_url": settings.endpoint_url, "region": settings.region}
+    if jobs is None and settings.sagemaker_role_arn and settings.sagemaker_image_uri:
+        from rtrec.adapters.aws.sagemaker import SageMakerJobConfig, SageMakerTrainingJobs
+        from rtrec.resources import OFFLINE_STORE_BUCKET
+
+        env = {"MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri} if settings.mlflow_tracking_uri else {}
+        jobs = SageMakerTrainingJobs(SageMakerJobConfig(
+            role_arn=settings.sagemaker_role_arn, image_uri=settings.sagemaker_image_uri,
+            train_s3_uri=f"s3://{names.bucket(OFFLINE_STORE_BUCKET)}/train/",
+            output_s3_uri=f"s3://{names.bucket(MODELS_BUCKET)}/jobs/", instance_type=settings.sagemaker_instance_type,
+            environment=env), **aws)
+    trigger = None
+    if jobs is not None:
+        trigger = RetrainTrigger(DynamoLock(names.table(LOCKS), **aws), jobs,
+                                 cooldown_seconds=settings.retrain_cooldown_seconds,
+                                 hyperparameters=settings.retrain_hyperparameters)
+    else:
+        logger.warning("no training backend configured (RTREC_SAGEMAKER_ROLE_ARN and RTREC_SAGEMAKER_IMAGE_URI): "
+                       "drift is reported, retraining is not started")
+    models = S3ModelStore(names.bucket(MODELS_BUCKET), **aws)
+    monitor = DriftMonitor(S3DriftSources(names.bucket(COUNTERFACTUAL_BUCKET), **aws),
+                           S3DriftStore(names.bucket(MODELS_BUCKET), **aws), ProductionSnapshot(models), trigger,
+                           metrics, window_events=settings.drift_window_events)
+    return DriftCheckHandler(monitor)
