@@ -3,6 +3,7 @@ the baselines, export ONNX and write the model folder. The job entry point is tr
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -284,10 +285,12 @@ def train(config: TrainConfig, progress: Progress = print) -> artifacts.TrainRes
     progress(dataset.summary())
     data_sha256 = dataset.source_sha256
     stream_counts: dict[str, int] = {}
+    stream = dataset.interactions.iloc[:0]
     if config.extra_events is not None:
         raw = Path(config.extra_events).read_bytes()
-        frame = pd.read_json(io.BytesIO(raw), lines=True) if raw.strip() else pd.DataFrame()
-        dataset, stream_counts = dataset.with_events(frame)
+        frame = pd.read_json(io.BytesIO(raw), lines=True, dtype={"user_id": str, "item_id": str}) if raw.strip() \
+            else pd.DataFrame()
+        stream, stream_counts = dataset.stream_interactions(frame)
         data_sha256 = hashlib.sha256(dataset.source_sha256.encode() + raw).hexdigest()
         progress(f"offline store: {stream_counts['events']:,} stream events, {stream_counts['added']:,} new "
                  f"interactions added ({stream_counts['duplicate']:,} already known, {stream_counts['unknown']:,} of "
@@ -298,6 +301,11 @@ def train(config: TrainConfig, progress: Progress = print) -> artifacts.TrainRes
     exported: ProtocolResult | None = None
     for protocol in config.protocols:
         split = make_split(dataset, protocol, seed=config.split_seed)  # type: ignore[arg-type]
+        if len(stream):
+            # The stream's interactions only train: the held-out parts stay the data set's, so the offline metrics
+            # of a retrained model and of the model in production are measured on the same interactions.
+            train_part = pd.concat([split.train, stream[split.train.columns]], ignore_index=True)
+            split = dataclasses.replace(split, train=train_part)
         progress(split.describe())
         result = train_protocol(dataset, split, encoder, config, progress)
         metrics.update({f"{protocol}.{k}": v for k, v in result.metrics.items()})
@@ -317,7 +325,8 @@ def train(config: TrainConfig, progress: Progress = print) -> artifacts.TrainRes
     np.save(model_dir / artifacts.ITEM_EMBEDDINGS, exported.item_vectors.astype(np.float32))
     artifacts.write_json(model_dir, artifacts.ITEM_IDS, list(encoder.item_ids))
     (model_dir / artifacts.ENCODER).write_text(encoder.to_json())
-    np.savez(model_dir / artifacts.ITEM_CATALOG, **catalog_columns(dataset.catalog(), encoder.genres))
+    served = dataset.with_events(frame)[0] if len(stream) else dataset  # popularity as the stream made it
+    np.savez(model_dir / artifacts.ITEM_CATALOG, **catalog_columns(served.catalog(), encoder.genres))
     parity = export_towers(exported.user_tower, exported.item_tower, encoder, model_dir, opset=config.onnx_opset)
     metrics["onnx.max_abs_diff"] = parity
     seconds = time.monotonic() - started

@@ -95,3 +95,20 @@ def test_bad_ope_settings_are_refused():
     for bad in ({"n_boot": 1}, {"alpha": 1.0}, {"min_slates": 0}, {"tolerance": -0.1}):
         with pytest.raises(ValueError):
             OpeConfig(**bad)
+
+
+def test_the_evaluation_goes_as_deep_as_the_effective_sample_size_allows():
+    from rtrec.domain.ope import LoggedCascade
+    from rtrec.services.ope import informative_slots
+
+    rng = np.random.default_rng(7)
+    n = 400
+    # Slot 1 agrees with the logging policy; deeper slots disagree more and more, so the cumulative weights thin out.
+    target = np.column_stack([np.full(n, 0.5)] + [np.where(rng.random(n) < 0.5, 0.95, 0.05) for _ in range(3)])
+    data = LoggedCascade(np.zeros((n, 4)), np.full((n, 4), 0.5), target, np.zeros((n, 4)), np.zeros((n, 4)))
+    assert informative_slots(data, min_ess=n * 0.99) == 1
+    assert informative_slots(data, min_ess=1) == 4
+    assert informative_slots(data, min_ess=100) == 3 and informative_slots(data, min_ess=300) == 1
+    assert data.first(2).rewards.shape == (n, 2)
+    assert informative_slots(LoggedCascade(np.zeros((3, 2)), np.full((3, 2), 0.5), np.zeros((3, 2)),
+                                           np.zeros((3, 2)), np.zeros((3, 2))), min_ess=1) == 1

@@ -70,37 +70,48 @@ class MovieLens:
     def n_users(self) -> int:
         return len(self.users)
 
-    def with_events(self, events: pd.DataFrame, positive_rating: float = 3.0) -> tuple[MovieLens, dict[str, int]]:
-        """This data set plus the stream's events (columns user_id, item_id, type, value, timestamp): the offline
-        store retraining learns from. Positive events of known users and items are added as interactions (a click
-        or purchase as rating 5, a rating as its value); a pair the data set already holds is kept once, so a
-        replay of the data set's own ratings adds nothing. Returns the counts of what was added and skipped."""
+    def stream_interactions(self, events: pd.DataFrame, positive_rating: float = 3.0) -> tuple[pd.DataFrame, dict[str, int]]:
+        """The stream's events (columns user_id, item_id, type, value, timestamp) as interactions of this data set:
+        positive events of known users and items (a click or purchase as rating 5, a rating as its value), each
+        (user, item) pair once and only when the data set does not hold it already, so a replay of the data set's
+        own ratings adds nothing. Returns them and the counts of what was added and skipped."""
         import numpy as np
         import pandas as pd
 
+        columns = list(self.interactions.columns)
         if events.empty:
-            return self, {"events": 0, "added": 0, "unknown": 0, "duplicate": 0, "not_positive": 0}
+            return self.interactions.iloc[:0], {"events": 0, "added": 0, "unknown": 0, "duplicate": 0, "not_positive": 0}
         user_index = pd.Series(self.users["user_index"].to_numpy(), index=self.users["user_id"].astype(str))
         item_index = pd.Series(self.items["item_index"].to_numpy(), index=self.items["item_id"].astype(str))
-        rating = np.where(events["type"].isin(["click", "purchase"]), 5.0,
-                          pd.to_numeric(events.get("value"), errors="coerce").fillna(0.0))
-        positive = (events["type"].isin(["click", "purchase"])) | ((events["type"] == "rating") & (rating >= positive_rating))
+        clicks = events["type"].isin(["click", "purchase"]).to_numpy()
+        values = pd.to_numeric(events["value"], errors="coerce").fillna(0.0).to_numpy() if "value" in events else 0.0
+        rating = np.where(clicks, 5.0, values)
+        positive = clicks | ((events["type"] == "rating").to_numpy() & (rating >= positive_rating))
         frame = pd.DataFrame({
-            "user_index": events["user_id"].astype(str).map(user_index),
-            "item_index": events["item_id"].astype(str).map(item_index),
-            "rating": rating, "timestamp": events["timestamp"].astype(np.int64),
-        })[positive.to_numpy()]
+            "user_index": events["user_id"].astype(str).map(user_index).to_numpy(),
+            "item_index": events["item_id"].astype(str).map(item_index).to_numpy(),
+            "rating": rating, "timestamp": events["timestamp"].astype(np.int64).to_numpy(),
+        })[positive]
         unknown = frame[["user_index", "item_index"]].isna().any(axis=1)
         frame = frame[~unknown].astype({"user_index": np.int64, "item_index": np.int64, "rating": np.float32})
         repeated = int(frame.duplicated(["user_index", "item_index"]).sum())
         frame = frame.drop_duplicates(["user_index", "item_index"])
         known = pd.MultiIndex.from_frame(self.interactions[["user_index", "item_index"]])
         new = ~pd.MultiIndex.from_frame(frame[["user_index", "item_index"]]).isin(known)
-        added = frame[new]
-        interactions = (pd.concat([self.interactions, added[self.interactions.columns]], ignore_index=True)
-                        .sort_values(["timestamp", "user_index", "item_index"], kind="stable").reset_index(drop=True))
+        added = frame[new][columns].sort_values(["timestamp", "user_index", "item_index"], kind="stable")
         counts = {"events": len(events), "not_positive": int((~positive).sum()), "unknown": int(unknown.sum()),
                   "duplicate": int((~new).sum()) + repeated, "added": len(added)}
+        return added.reset_index(drop=True), counts
+
+    def with_events(self, events: pd.DataFrame, positive_rating: float = 3.0) -> tuple[MovieLens, dict[str, int]]:
+        """This data set plus `stream_interactions(events)`: the offline store retraining learns from."""
+        import pandas as pd
+
+        added, counts = self.stream_interactions(events, positive_rating)
+        if not len(added):
+            return self, counts
+        interactions = (pd.concat([self.interactions, added], ignore_index=True)
+                        .sort_values(["timestamp", "user_index", "item_index"], kind="stable").reset_index(drop=True))
         return replace(self, interactions=interactions), counts
 
     @property

@@ -282,6 +282,13 @@ class LoggedCascade:
         return LoggedCascade(self.rewards[rows], self.propensities[rows], self.target_probs[rows],
                              self.q_logged[rows], self.q_target[rows])
 
+    def first(self, slots: int) -> LoggedCascade:
+        """The same slates cut to their first `slots` positions (the estimators' value is then theirs alone)."""
+        if slots < 1:
+            raise ValueError(f"slots must be at least 1, got {slots}")
+        return LoggedCascade(self.rewards[:, :slots], self.propensities[:, :slots], self.target_probs[:, :slots],
+                             self.q_logged[:, :slots], self.q_target[:, :slots])
+
     def weights(self, clip: float | None = None) -> np.ndarray:
         """Cumulative importance weights, shape (n, slots): slot k's is the product of the ratios of slots 1..k,
         capped at `clip` only when it is given."""

@@ -32,7 +32,12 @@ WAITING_FOR_TRAFFIC = "off-policy: waiting for shadow-scored traffic"
 
 @dataclass(frozen=True)
 class OpeConfig:
-    slots: int | None = None  # evaluate the first `slots` positions of each slate (None: all)
+    # Evaluate the first `slots` positions of each slate; None: as deep as the estimate stays informative, i.e.
+    # the deepest slot whose cumulative weights keep an effective sample size of at least `min_ess`. The cascade
+    # weight of slot k multiplies k ratios, so two policies that order alike but not the same leave few slates
+    # with weight deep down (measured on a replay: ESS 132, 63, then 4 of 1,172 slates at slots 1, 2, 3).
+    slots: int | None = None
+    min_ess: float = 50.0
     clip: float | None = None  # cap on the cumulative importance weights (None: unbiased, wider)
     n_boot: int = 500
     alpha: float = 0.05
@@ -99,6 +104,14 @@ def cascade_data(slates: Sequence[LabeledImpression], slots: int | None = None) 
     return LoggedCascade.from_ragged(rows, slots)
 
 
+def informative_slots(data: LoggedCascade, min_ess: float, clip: float | None = None) -> int:
+    """The deepest slot count whose last slot keeps an effective sample size of at least `min_ess` (at least 1)."""
+    weights = data.weights(clip)
+    ess = [effective_sample_size(weights[:, k]) for k in range(weights.shape[1])]
+    deep = [k + 1 for k, value in enumerate(ess) if value >= min_ess]
+    return max(deep) if deep else 1
+
+
 def evaluate(slates: Sequence[LabeledImpression], candidate_version: str, config: OpeConfig,
              logging_version: str | None = None) -> OpeReport:
     """Estimate `candidate_version`'s value on the slates that were shadow-scored for it (served by
@@ -114,6 +127,8 @@ def evaluate(slates: Sequence[LabeledImpression], candidate_version: str, config
         logging_version = Counter(s.slate.model_version for s in chosen).most_common(1)[0][0] or "none"
         chosen = [s for s in chosen if s.slate.model_version == logging_version]
     data = cascade_data(chosen, config.slots)
+    if config.slots is None:
+        data = data.first(informative_slots(data, config.min_ess, config.clip))
 
     def interval(estimator: Callable[[LoggedCascade], float]) -> Interval:
         # One seed for every estimator: each is computed on the same resamples, so they can be compared.
