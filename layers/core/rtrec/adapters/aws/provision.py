@@ -57,7 +57,8 @@ class Provisioner:
         return report
 
     def _tables(self, report: ProvisionReport) -> None:
-        existing = set(self._dynamodb.list_tables().get("TableNames", []))
+        existing = {n for page in self._dynamodb.get_paginator("list_tables").paginate()
+                    for n in page.get("TableNames", [])}
         for spec in TABLES:
             name = self.names.table(spec)
             if name in existing:
@@ -72,15 +73,22 @@ class Provisioner:
             report.created.append(f"dynamodb:{name}")
 
     def _streams(self, report: ProvisionReport) -> None:
-        existing = set(self._kinesis.list_streams().get("StreamNames", []))
         for spec in STREAMS:
             name = self.names.stream(spec)
-            if name in existing:
+            # Asked by name: ListStreams pages 10 names at a time, and moto's pages carry no token to go on with.
+            if self._stream_exists(name):
                 report.existing.append(f"kinesis:{name}")
                 continue
             self._kinesis.create_stream(StreamName=name, ShardCount=spec.shard_count)
             self._wait_stream_active(name)
             report.created.append(f"kinesis:{name}")
+
+    def _stream_exists(self, name: str) -> bool:
+        try:
+            self._kinesis.describe_stream_summary(StreamName=name)
+        except self._kinesis.exceptions.ResourceNotFoundException:
+            return False
+        return True
 
     def _wait_stream_active(self, name: str, timeout_s: float = 30.0) -> None:
         deadline = time.monotonic() + timeout_s
@@ -105,7 +113,8 @@ class Provisioner:
             report.created.append(f"s3:{name}")
 
     def _queues(self, report: ProvisionReport) -> None:
-        existing = {url.rsplit("/", 1)[-1] for url in self._sqs.list_queues().get("QueueUrls", [])}
+        existing = {url.rsplit("/", 1)[-1] for page in self._sqs.get_paginator("list_queues").paginate()
+                    for url in page.get("QueueUrls", [])}
         for spec in QUEUES:
             name = self.names.queue(spec)
             if name in existing:

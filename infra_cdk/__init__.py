@@ -1,0 +1,1 @@
+"""The rtrec CDK app (Python): the stacks under `stacks/`, the Lambda layer build in `layers.py`, the entry point `app.py`."""
