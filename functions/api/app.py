@@ -24,12 +24,17 @@ from rtrec.errors import (
     NotFoundError,
     RtrecError,
 )
+from rtrec.monitoring.catalog import API_SERVICE
+from rtrec.monitoring.telemetry import NO_TELEMETRY, Telemetry
 from rtrec.services.catalog import ITEM_ID_PATTERN, CatalogService, ServingModel
 from rtrec.services.recommend import MAX_K, Recommender, RetrievalConfig
 from rtrec.services.stream import MAX_EVENTS_PER_REQUEST, IngestService
 from rtrec.settings import ApiSettings
 
-logger = Logger(service="rtrec-api")
+from .observability import ObservabilityMiddleware
+from .observability import request_id as current_request_id
+
+logger = Logger(service=API_SERVICE)
 
 ERROR_STATUS: dict[type[RtrecError], int] = {
     InvalidInputError: 422,
@@ -156,6 +161,7 @@ class Services:
     model_error: str | None = None  # the last failed model load, for /health
     shadow_version: Callable[[], str | None] = lambda: None  # the shadow candidate's version, for /health
     ingest: IngestService | None = None  # POST /events and impression logging; None: not configured
+    model_version: Callable[[], str | None] = lambda: None  # the production version loaded (no poll), for the logs
 
     def log_impression(self, result: Recommendation) -> None:
         """Runs after the response is sent; a failure is logged, never turned into an error for the client."""
@@ -253,11 +259,12 @@ def build_services(settings: ApiSettings) -> Services:
         return model
 
     services.shadow_version = lambda: shadow_watcher.version if settings.shadow_scoring else None
+    services.model_version = lambda: watcher.version
     services.recommender = Recommender(
         features, S3PopularityStore(bucket, **aws), current_model, ranking=ranking_config(settings),
         retrieval=RetrievalConfig(candidates=settings.candidates), refresh_seconds=settings.popularity_refresh_seconds,
         ranker=OnlineRankerSource(S3RankerStateStore(bucket, **aws), poll_seconds=settings.online_ranker_poll_seconds),
-        shadow=shadow_model,
+        shadow=shadow_model, request_ids=current_request_id,  # the slate's id is the request's (logs join the log)
     )
     current_model()  # load at start (the Lambda cold start), not on the first request
     return services
@@ -315,7 +322,9 @@ def _names(values: list[str] | None) -> tuple[str, ...]:
 ERRORS = {404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}}
 
 
-def create_app(services: Services | Recommender) -> FastAPI:
+def create_app(services: Services | Recommender, *, telemetry: Telemetry = NO_TELEMETRY) -> FastAPI:
+    """The app over `services`; `telemetry` receives each request's and each slate's metrics (EMF in Lambda,
+    Prometheus locally, whose registry is then served at GET /metrics)."""
     if isinstance(services, Recommender):  # a recommender alone: no admin routes' store behind it
         services = Services(recommender=services, catalog=None)  # type: ignore[arg-type]
     app = FastAPI(
@@ -326,6 +335,17 @@ def create_app(services: Services | Recommender) -> FastAPI:
     app.state.services = services
     app.add_exception_handler(RtrecError, _domain_error)
     app.add_exception_handler(Exception, _unexpected_error)
+    app.add_middleware(ObservabilityMiddleware, telemetry=telemetry, logger=logger,
+                       model_version=lambda: services.model_version())
+    exposition = telemetry.exposition
+    if exposition is not None:
+
+        @app.get("/metrics", include_in_schema=False)
+        def metrics() -> Response:
+            """Prometheus text format: request latency per route, errors, strategy mix, cold users, the model
+            version, and the stream consumer's metrics when it runs in this process (`rtrec run`)."""
+            body, content_type = exposition()
+            return Response(content=body, media_type=content_type)
 
     @app.get("/health", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
     def health(services: ServicesDep, recommender: RecommenderDep) -> JSONResponse:
@@ -377,6 +397,7 @@ def create_app(services: Services | Recommender) -> FastAPI:
         filters = Filters(_names(include_genres), _names(exclude_genres), frozenset(_names(exclude_items)))
         result = recommender.recommend(user_id, k, filters, online_ranker=online_ranker)
         background.add_task(services.log_impression, result)
+        telemetry.recommendation(result.strategy, result.cold_start, result.model_version, result.online_ranker)
         logger.info("impression", extra={
             "request_id": result.request_id, "user_id": result.user_id, "model_version": result.model_version,
             "strategy": result.strategy, "items": [i.item_id for i in result.items],

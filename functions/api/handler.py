@@ -1,9 +1,16 @@
-"""The `api` Lambda: FastAPI behind API Gateway's REST proxy integration, via Mangum."""
+"""The `api` Lambda: FastAPI behind API Gateway's REST proxy integration, via Mangum.
+
+Observability (Powertools): JSON logs with the Lambda request id, the app's request id and the serving model
+version; each request's metrics as CloudWatch EMF (namespace from the settings) plus Powertools' ColdStart metric;
+an X-Ray segment per invocation (off outside Lambda, or with POWERTOOLS_TRACE_DISABLED=true).
+"""
 
 from __future__ import annotations
 
 from mangum import Mangum
 
+from rtrec.adapters.aws.powertools import lambda_observability
+from rtrec.monitoring.catalog import API_SERVICE
 from rtrec.settings import ApiSettings
 
 from .app import build_services, create_app
@@ -11,5 +18,6 @@ from .app import build_services, create_app
 # Module scope: settings are validated, clients built and the production model loaded once, at the
 # Lambda cold start; later requests only check the production pointer every RTREC_MODEL_POLL_SECONDS.
 settings = ApiSettings()
-app = create_app(build_services(settings))
-handler = Mangum(app, lifespan="off")
+observability = lambda_observability(API_SERVICE, settings.names.metrics_namespace)
+app = create_app(build_services(settings), telemetry=observability.telemetry)
+handler = observability.wrap(Mangum(app, lifespan="off"))

@@ -20,7 +20,8 @@ record, profile read and write and stats update cost.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -28,12 +29,14 @@ from aws_lambda_powertools.utilities.data_classes.kinesis_stream_event import Ki
 
 from rtrec.domain.events import StreamMessage, decode_record
 from rtrec.errors import InvalidInputError, RtrecError
+from rtrec.monitoring.catalog import CONSUMER_SERVICE
+from rtrec.monitoring.telemetry import NO_TELEMETRY, Telemetry
 from rtrec.ports import DeadLetterQueue
 from rtrec.services.online import LearnerConfig, OnlineLearner
 from rtrec.services.stream import StreamConsumer
 from rtrec.settings import ConsumerSettings
 
-logger = Logger(service="rtrec-stream-consumer")
+logger = Logger(service=CONSUMER_SERVICE)
 
 
 @dataclass
@@ -41,11 +44,17 @@ class ConsumerHandler:
     consumer: StreamConsumer
     dlq: DeadLetterQueue
     learner: OnlineLearner | None = None
+    telemetry: Telemetry = field(default=NO_TELEMETRY)
+    _dead_lettered: int = field(default=0, init=False, repr=False)
 
     def __call__(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
         records = [KinesisStreamRecord(r) for r in event.get("Records", [])]
         if not records:
             return {"batchItemFailures": []}
+        self._dead_lettered = 0
+        # Lambda's IteratorAge: how old the batch's oldest record is when the handler takes it (the consumer's lag).
+        arrived = [float(a) for r in records if (a := r.raw_event.get("kinesis", {}).get("approximateArrivalTimestamp"))]
+        iterator_age_ms = (time.time() - min(arrived)) * 1000.0 if arrived else None
         by_sequence = {int(r.kinesis.sequence_number): r for r in records}
         messages: list[tuple[int, StreamMessage]] = []
         for seq, record in by_sequence.items():
@@ -65,26 +74,37 @@ class ConsumerHandler:
             plan = self.consumer.plan(shard, messages)
             for seq, reason in plan.failed:
                 self._dead_letter(by_sequence[seq], f"could not be applied: {reason}")
+            examples = 0
             if self.learner is not None:
                 learned = self.learner.learn_batch(shard, batch_id, plan.applied)
+                examples = learned.examples
                 if learned.slates:
                     logger.debug("online ranker learned", extra={"slates": learned.slates, "examples": learned.examples,
                                                                  "total_examples": learned.total_examples})
             self.consumer.commit(plan)
         except RtrecError as exc:
             logger.warning("batch failed; reported for re-delivery", extra={"batch_id": batch_id, "error": str(exc)})
+            self.telemetry.consumer_batch(records=len(records), failed=True, dead_lettered=self._dead_lettered,
+                                          iterator_age_ms=iterator_age_ms)
             return {"batchItemFailures": [{"itemIdentifier": first.kinesis.sequence_number}]}
+        resolved = [slate for _, applied in plan.applied for slate in applied.resolved]
+        self.telemetry.consumer_batch(records=len(records), failed=False, dead_lettered=self._dead_lettered,
+                                      iterator_age_ms=iterator_age_ms, slates=len(resolved),
+                                      rewards=sum(sum(slate.rewards) for slate in resolved), examples=examples)
         return {"batchItemFailures": []}
 
     def _dead_letter(self, record: KinesisStreamRecord, reason: str) -> None:
+        self._dead_lettered += 1
         logger.warning("record to the dead-letter queue", extra={"sequence_number": record.kinesis.sequence_number,
                                                                  "reason": reason})
         self.dlq.send({"reason": reason, "source": "stream_consumer", "event_id": record.event_id,
                        "record": record.raw_event})
 
 
-def build_handler(settings: ConsumerSettings, *, dynamodb_client: Any = None) -> ConsumerHandler:
-    """Wire the AWS adapters named by `settings`; the handler is built once per Lambda container."""
+def build_handler(settings: ConsumerSettings, *, dynamodb_client: Any = None,
+                  telemetry: Telemetry = NO_TELEMETRY) -> ConsumerHandler:
+    """Wire the AWS adapters named by `settings`; the handler is built once per Lambda container. `telemetry`
+    receives each batch's metrics (EMF in Lambda, Prometheus in `rtrec run`)."""
     from rtrec.adapters.aws.clients import aws_client
     from rtrec.adapters.aws.dynamo import DynamoFeatureStore
     from rtrec.adapters.aws.s3 import S3CounterfactualLog, S3RankerStateStore
@@ -101,4 +121,4 @@ def build_handler(settings: ConsumerSettings, *, dynamodb_client: Any = None) ->
     learner = OnlineLearner(S3RankerStateStore(names.bucket(MODELS_BUCKET), **aws), log, LearnerConfig(
         alpha=settings.ranker_alpha, l1=settings.ranker_l1, l2=settings.ranker_l2,
         trend_half_life_days=settings.trend_half_life_days))
-    return ConsumerHandler(consumer, SqsDeadLetterQueue(names.queue(EVENTS_DLQ), **aws), learner)
+    return ConsumerHandler(consumer, SqsDeadLetterQueue(names.queue(EVENTS_DLQ), **aws), learner, telemetry)
