@@ -4,10 +4,11 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRAS := serving,data,local,training,search,dev
+EXTRAS := serving,data,local,training,search,monitoring,infra,dev
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: help venv data run cloud train promote mlflow-ui test test-unit test-integration test-e2e bench lint clean
+.PHONY: help venv data run cloud train promote mlflow-ui test test-unit test-integration test-e2e test-infra bench lint clean \
+	infra-deps layers synth deploy-local
 
 help:
 	@echo "make run    - embedded cloud + ML-1M features + a production model (bootstrapped if none) + API on http://127.0.0.1:8000"
@@ -18,6 +19,9 @@ help:
 	@echo "make mlflow-ui - MLflow UI on http://127.0.0.1:5000 over the local registry"
 	@echo "make bench  - benchmarks (tests/bench), figures printed"
 	@echo "make lint   - ruff"
+	@echo "make layers - build the Lambda layers (core + runtime wheels for python3.12 on Amazon Linux 2023)"
+	@echo "make synth  - cdk synth of infra_cdk/ into infra_cdk/cdk.out (offline)"
+	@echo "make deploy-local - cdk deploy to the running embedded cloud (make cloud) or LocalStack on :4566"
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 2; }
@@ -46,11 +50,11 @@ promote: venv
 mlflow-ui: venv
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/.rtrec/mlflow/mlflow.db --host 127.0.0.1 --port 5000
 
-test: data
+test: data infra-deps layers
 	$(BIN)/python -m pytest
 
 lint: venv
-	$(BIN)/ruff check layers functions training tests
+	$(BIN)/ruff check layers functions training tests infra_cdk
 
 test-unit: venv
 	$(BIN)/python -m pytest tests/unit
@@ -60,6 +64,38 @@ test-integration: venv
 
 test-e2e: data
 	$(BIN)/python -m pytest tests/e2e
+
+test-infra: infra-deps layers
+	$(BIN)/python -m pytest tests/infra
+
+# The CDK CLI (npm, pinned by infra_cdk/package-lock.json) for infra_cdk/; the app itself is Python (the infra extra).
+INFRA := infra_cdk
+# jsii prints a banner per synth on Node 20 (end of life; Node 22+ is supported): silenced, noted in infra_cdk/README.md.
+CDK_ENV := CDK_DISABLE_VERSION_CHECK=1 CDK_DISABLE_CLI_TELEMETRY=true NODE_NO_WARNINGS=1 JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=18,19,20
+$(INFRA)/node_modules/.package-lock.json: $(INFRA)/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "error: npm not found; install Node.js 20+ (the CDK CLI runs on it)"; exit 2; }
+	cd $(INFRA) && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
+	touch $@
+
+infra-deps: $(INFRA)/node_modules/.package-lock.json
+
+# Lambda layers: core (the rtrec package) and runtime (Linux wheels of layers/runtime/requirements.txt, from the
+# package index; pass LAMBDA_ARCH=arm64 for Graviton, with -c lambda_architecture=arm64 at synth).
+LAMBDA_ARCH ?= x86_64
+LAYERS_STAMP := $(INFRA)/build/layers/.runtime-$(LAMBDA_ARCH)-$(shell cat layers/runtime/requirements.txt $(INFRA)/layers.py | sha1sum | cut -c1-12)
+$(LAYERS_STAMP): layers/runtime/requirements.txt $(INFRA)/layers.py | $(STAMP)
+	rm -f $(INFRA)/build/layers/.runtime-*
+	$(BIN)/python $(INFRA)/layers.py all --arch $(LAMBDA_ARCH)
+	touch $@
+
+layers: $(LAYERS_STAMP)
+	$(BIN)/python $(INFRA)/layers.py core
+
+synth: venv infra-deps layers
+	cd $(INFRA) && $(CDK_ENV) ./node_modules/.bin/cdk synth --quiet --no-notices
+
+deploy-local: venv infra-deps layers
+	$(BIN)/rtrec cloud deploy
 
 bench: data
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS),bench]"

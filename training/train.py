@@ -276,6 +276,14 @@ def baseline_metrics(split: Split, n_items: int, seed: int, progress: Progress) 
     return out
 
 
+def read_stream_events(raw: bytes) -> pd.DataFrame:
+    """The offline store's events (JSON lines of UserEvent records), ids as strings and timestamps as unix seconds
+    (pandas would read a column named `timestamp` as dates, in nanoseconds, unless told not to)."""
+    if not raw.strip():
+        return pd.DataFrame()
+    return pd.read_json(io.BytesIO(raw), lines=True, convert_dates=False, dtype={"user_id": str, "item_id": str})
+
+
 def train(config: TrainConfig, progress: Progress = print) -> artifacts.TrainResult:
     """Train, evaluate and export; the model folder holds everything training/artifacts.py lists."""
     started = time.monotonic()
@@ -288,8 +296,7 @@ def train(config: TrainConfig, progress: Progress = print) -> artifacts.TrainRes
     stream = dataset.interactions.iloc[:0]
     if config.extra_events is not None:
         raw = Path(config.extra_events).read_bytes()
-        frame = pd.read_json(io.BytesIO(raw), lines=True, dtype={"user_id": str, "item_id": str}) if raw.strip() \
-            else pd.DataFrame()
+        frame = read_stream_events(raw)
         stream, stream_counts = dataset.stream_interactions(frame)
         data_sha256 = hashlib.sha256(dataset.source_sha256.encode() + raw).hexdigest()
         progress(f"offline store: {stream_counts['events']:,} stream events, {stream_counts['added']:,} new "

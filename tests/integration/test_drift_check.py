@@ -85,5 +85,6 @@ def test_the_scheduled_check_reports_drift_once_and_starts_one_retraining_job(cl
 
     reports = S3DriftStore(world.bucket(MODELS_BUCKET), endpoint_url=cloud.endpoint_url).reports()
     assert [r["drifted"] for r in reports] == [False, True, True]
+    assert reports[1]["trigger"]["started"] and reports[1]["trigger"]["job_name"] == jobs.started[0][0]
     genre = next(f for f in reports[1]["features"] if f["name"] == "genre")
     assert genre["statistic"] == "js_distance" and genre["value"] > genre["threshold"]

@@ -111,3 +111,17 @@ def test_stream_events_join_the_data_set_once_and_only_for_known_users_and_items
     last = grown.interactions.iloc[-1]
     assert last["timestamp"] == 2_000_000_001 and last["rating"] == 5.0
     assert ml100k.with_events(pd.DataFrame())[0] is ml100k
+
+
+def test_the_offline_stores_events_keep_unix_seconds_and_string_ids():
+    import json as _json
+
+    from rtrec.domain.events import UserEvent, message_to_dict
+    from training.train import read_stream_events
+
+    raw = "".join(_json.dumps(message_to_dict(UserEvent(f"e{n}", "007", "0042", "click", 1_046_454_590.0 + n))) + "\n"
+                  for n in range(3)).encode()
+    frame = read_stream_events(raw)
+    assert frame["timestamp"].tolist() == [1_046_454_590, 1_046_454_591, 1_046_454_592]
+    assert frame["user_id"].tolist() == ["007"] * 3 and frame["item_id"].tolist() == ["0042"] * 3
+    assert read_stream_events(b"  \n").empty

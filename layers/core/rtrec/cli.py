@@ -99,6 +99,33 @@ def cloud_provision(endpoint_url: EndpointOption = None) -> None:
     say(f"created: {', '.join(report.created) or 'nothing'}; already there: {', '.join(report.existing) or 'nothing'}")
 
 
+@cloud_app.command("deploy")
+def cloud_deploy(
+    endpoint_url: EndpointOption = None,
+    prefix: Annotated[str, typer.Option(help="resource name prefix of the deployed copy (the running cloud already "
+                                             "holds its own prefix's resources)")] = "rtrec-cdk",
+    runtime_layer_dir: Annotated[Path | None, typer.Option(help="built runtime layer (default: infra_cdk/build/"
+                                                                "layers/runtime, from `make layers`)")] = None,
+) -> None:
+    """`cdk deploy` of the CDK app (infra_cdk/) to the embedded cloud or LocalStack; reports what it skipped."""
+    import os
+
+    from rtrec.local.deploy import CdkDeployer
+
+    settings = _aws(endpoint_url)
+    endpoint = settings.endpoint_url or _local().endpoint_url  # never real AWS: there, run `cdk deploy` in infra_cdk/
+    try:
+        AwsSettings(resource_prefix=prefix)
+        report = CdkDeployer(endpoint, base_env=dict(os.environ), python=sys.executable, prefix=prefix,
+                             region=settings.region, runtime_layer_dir=runtime_layer_dir, log=say).run()
+    except (RtrecError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    for line in report.summary():
+        say(line)
+    say(f"deployed in {report.seconds['total']:.0f} s; `AWS_ENDPOINT_URL={report.endpoint_url} RTREC_PREFIX={prefix}` "
+        "points the project's commands at the deployed copy")
+
+
 def _seed(settings: AwsSettings, local: LocalSettings) -> None:
     from rtrec.adapters.aws.cloudwatch import CloudWatchMetrics
     from rtrec.adapters.aws.dynamo import DynamoFeatureStore
@@ -194,13 +221,32 @@ def cloud_up(
         cloud.stop()
 
 
+_TELEMETRY: list[Any] = []
+
+
+def _local_telemetry() -> Any:
+    """One Prometheus-backed Telemetry per process: the API serves it at /metrics, and the stream consumer that
+    `rtrec run` runs in the same process writes into it too (one uvicorn worker, so no multiprocess mode)."""
+    from rtrec.monitoring.telemetry import NO_TELEMETRY, Telemetry
+
+    if not _TELEMETRY:
+        try:
+            from rtrec.adapters.prometheus import PrometheusMetrics
+        except ImportError:  # the `monitoring` extra is not installed
+            say("prometheus-client is not installed: no /metrics (pip install -e '.[monitoring]')")
+            _TELEMETRY.append(NO_TELEMETRY)
+        else:
+            _TELEMETRY.append(Telemetry(PrometheusMetrics()))
+    return _TELEMETRY[0]
+
+
 def _serve(settings: ApiSettings, host: str, port: int) -> None:
     """Run the API until Ctrl-C or SIGTERM, then return (so callers can save state)."""
     import uvicorn
 
     from functions.api.app import build_services, create_app
 
-    api = create_app(build_services(settings))
+    api = create_app(build_services(settings), telemetry=_local_telemetry())
     # uvicorn re-raises the signal it caught after shutting down, which would skip our cleanup:
     # run it in a thread (it installs no signal handlers there) and own the signals here.
     server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="warning"))
@@ -244,11 +290,15 @@ def _start_stream_consumer(endpoint_url: str) -> Any:
     settings = ConsumerSettings(endpoint_url=endpoint_url)
     names = settings.names
     mapping = KinesisEventSourceMapping(
-        names.stream(EVENTS_STREAM), build_handler(settings), checkpoint_table=names.table(STREAM_CHECKPOINTS),
+        names.stream(EVENTS_STREAM), build_handler(settings, telemetry=_local_telemetry()),
+        checkpoint_table=names.table(STREAM_CHECKPOINTS),
         dlq_url=SqsDeadLetterQueue(names.queue(EVENTS_DLQ), endpoint_url=endpoint_url).url,
         endpoint_url=endpoint_url, region=settings.region, on_progress=say,
     )
     mapping.start()
+    sink = _local_telemetry().sink
+    if hasattr(sink, "watch"):  # the mapping's lag behind the stream's tip, read at each scrape of /metrics
+        sink.watch("ConsumerMillisBehindLatest", lambda: mapping.stats()["millis_behind_latest"])
     say(f"stream consumer reading {names.stream(EVENTS_STREAM)} (local event source mapping; DLQ {names.queue(EVENTS_DLQ)})")
     return mapping
 
@@ -307,7 +357,7 @@ def _local_training_jobs(endpoint_url: str, local: LocalSettings) -> Any:
     return LocalTrainingJobs(LocalJobRunner(state.root / "jobs"), {"train": local.data_cache_dir}, env)
 
 
-def _promotion_step(endpoint_url: str, local: LocalSettings) -> None:
+def _promotion_step(endpoint_url: str, local: LocalSettings, min_slates: int = 200) -> None:
     """When a shadow candidate is published, ask the promotion gate about it (in a subprocess: this serving
     process never imports torch or mlflow); a candidate the gate turns down for good is withdrawn."""
     from rtrec.adapters.aws.model_store import S3ModelStore
@@ -320,7 +370,7 @@ def _promotion_step(endpoint_url: str, local: LocalSettings) -> None:
     if shadow is None:
         return
     command = [sys.executable, "-m", "rtrec.cli", "promote", "--version", shadow.version, "--endpoint-url",
-               endpoint_url, "--state-dir", str(local.state_dir), "--withdraw-on-reject"]
+               endpoint_url, "--state-dir", str(local.state_dir), "--withdraw-on-reject", "--min-slates", str(min_slates)]
     done = subprocess.run(command, capture_output=True, text=True)
     verdict = [line for line in done.stdout.splitlines() if "is now `production`" in line or " rejected: " in line]
     say(f"promotion gate, shadow candidate {shadow.version}: "
@@ -328,19 +378,20 @@ def _promotion_step(endpoint_url: str, local: LocalSettings) -> None:
 
 
 def _start_scheduler(endpoint_url: str, local: LocalSettings, drift_seconds: float, promote_seconds: float,
-                     retrain_hyperparameters: dict[str, str], cooldown_seconds: float) -> Any:
+                     retrain_hyperparameters: dict[str, str], cooldown_seconds: float,
+                     window_events: int = 2000, min_slates: int = 200) -> Any:
     """EventBridge's schedules, locally: the drift check (which may start a retraining job) and the promotion
     gate's retries for the shadow candidate."""
     from functions.drift_check.app import build_handler
-    from rtrec.adapters.aws.cloudwatch import CloudWatchMetrics
     from rtrec.local.scheduler import LocalScheduler, ScheduledTask, scheduled_event
     from rtrec.settings import DriftSettings
 
     tasks = []
     if drift_seconds > 0:
         settings = DriftSettings(endpoint_url=endpoint_url, retrain_hyperparameters=retrain_hyperparameters,
-                                 retrain_cooldown_seconds=cooldown_seconds)
-        metrics = CloudWatchMetrics(settings.names.metrics_namespace, endpoint_url=endpoint_url, region=settings.region)
+                                 retrain_cooldown_seconds=cooldown_seconds, drift_window_events=window_events)
+        # The local API's /metrics shows the drift scores (Prometheus, the same registry as the API and consumer).
+        metrics = _local_telemetry().sink
         handler = build_handler(settings, jobs=_local_training_jobs(endpoint_url, local), metrics=metrics)
 
         def drift_check() -> None:
@@ -352,7 +403,8 @@ def _start_scheduler(endpoint_url: str, local: LocalSettings, drift_seconds: flo
 
         tasks.append(ScheduledTask("drift-check", drift_seconds, drift_check))
     if promote_seconds > 0:
-        tasks.append(ScheduledTask("promotion-gate", promote_seconds, lambda: _promotion_step(endpoint_url, local)))
+        tasks.append(ScheduledTask("promotion-gate", promote_seconds,
+                                   lambda: _promotion_step(endpoint_url, local, min_slates)))
     if not tasks:
         return None
     scheduler = LocalScheduler(tasks, on_error=say)
@@ -478,7 +530,8 @@ def train_command(
         say(f"model written to {result['model_dir']} (not registered)")
 
 
-OpeSlotsOption = Annotated[int | None, typer.Option(help="evaluate the first N slots of each slate (default: all)")]
+OpeSlotsOption = Annotated[int | None, typer.Option(
+    help="evaluate the first N slots of each slate (default: as deep as the effective sample size stays >= 50)")]
 OpeClipOption = Annotated[float | None, typer.Option(help="cap on the cumulative importance weights (default: none)")]
 
 
@@ -626,6 +679,124 @@ def ope_command(
                f"(last slot), of {report.slates}")
 
 
+demo_app = typer.Typer(help="Scenarios that run the whole loop end to end and print what happened.",
+                       no_args_is_help=True)
+app.add_typer(demo_app, name="demo")
+
+
+def _interrupt(*_: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _start_api_thread(settings: ApiSettings, host: str, port: int) -> tuple[Any, threading.Thread]:
+    import uvicorn
+
+    from functions.api.app import build_services, create_app
+
+    server = uvicorn.Server(uvicorn.Config(create_app(build_services(settings)), host=host, port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    while not server.started and thread.is_alive():
+        time.sleep(0.05)
+    if not thread.is_alive():
+        raise fail(f"the API could not start on {host}:{port} (is the port in use? choose one with --api-port)")
+    return server, thread
+
+
+@demo_app.command("drift")
+def demo_drift(
+    state_dir: Annotated[Path, typer.Option(help="the demo's own state (registry, buckets), apart from make run's")]
+    = Path(".rtrec-demo"),
+    cloud_port: Annotated[int, typer.Option(help="the demo's embedded cloud")] = 4577,
+    api_port: Annotated[int, typer.Option(help="the demo's API")] = 8077,
+    genre: Annotated[str, typer.Option(help="the genre users turn to when the drift starts")] = "Horror",
+    stationary_events: Annotated[int, typer.Option(min=100, help="events before the drift")] = 600,
+    drift_events: Annotated[int, typer.Option(min=100, help="at most this many events after it")] = 6000,
+    after_events: Annotated[int, typer.Option(min=0, help="events sent after the new model serves")] = 300,
+    rate: Annotated[float, typer.Option(min=0.5, help="events per second")] = 8.0,
+    epochs: Annotated[int, typer.Option(min=1, help="epochs of the first model and of the retrained one")] = 3,
+    check_seconds: Annotated[float, typer.Option(min=1, help="drift check and promotion gate interval")] = 15.0,
+    window_events: Annotated[int, typer.Option(min=100, help="the drift check's rolling window")] = 500,
+    min_slates: Annotated[int, typer.Option(min=1, help="shadow-scored slates the gate waits for")] = 150,
+    max_minutes: Annotated[float, typer.Option(min=1, help="give up when the loop has not closed by then")] = 30.0,
+) -> None:
+    """The injected-drift scenario end to end, on a stack of its own: a first model, stationary traffic, then users
+    turning to one genre; the drift check finds it, retrains on the offline store, the retrained model is scored in
+    shadow, the promotion gate (offline metrics + off-policy estimate) lets it serve. Prints the timeline."""
+    from rtrec.adapters.aws.dynamo import DynamoFeatureStore
+    from rtrec.adapters.aws.s3 import S3DriftStore
+    from rtrec.data.movielens import load_movielens
+    from rtrec.local.drift_demo import genre_events, run_demo
+    from rtrec.local.replay import late_events
+    from rtrec.resources import ITEM_FEATURES, MODELS_BUCKET, USER_FEATURES
+    from rtrec.services.seed import user_profiles
+
+    local = _local(cloud_port=cloud_port, api_port=api_port, state_dir=state_dir)
+    try:
+        cloud = _start_cloud(local)
+    except RtrecError as exc:
+        raise fail(str(exc)) from None
+    consumer = scheduler = server = None
+    try:
+        aws = AwsSettings(endpoint_url=cloud.endpoint_url)
+        _seed(aws, local)
+        consumer = _start_stream_consumer(cloud.endpoint_url)
+        if _production_version(aws) is None:
+            say(f"no model in production yet: training a first one ({epochs} epochs), then promoting it")
+            _bootstrap_model(cloud.endpoint_url, local, epochs).join()
+            if _production_version(aws) is None:
+                raise fail("the first model could not be trained or promoted (see the [bootstrap] lines)", code=1)
+        drift_store = S3DriftStore(aws.names.bucket(MODELS_BUCKET), endpoint_url=cloud.endpoint_url)
+        drift_store.clear()  # the windows and detectors start from this run's traffic
+        retrain = {"epochs": str(epochs), "protocols": "recbole", "baselines": "false", "threads": "1"}
+        server, _ = _start_api_thread(ApiSettings(endpoint_url=cloud.endpoint_url, model_poll_seconds=2.0,
+                                                  catalog_sync_seconds=2.0), local.api_host, local.api_port)
+        api_url = f"http://{local.api_host}:{local.api_port}"
+        scheduler = _start_scheduler(cloud.endpoint_url, local, check_seconds, check_seconds, retrain, 3600.0,
+                                     window_events=window_events, min_slates=min_slates)
+        data = load_movielens(local.dataset, local.data_cache_dir)
+        late, cut = late_events(data, 0.9, None)
+        # Spread over the whole late period, so the stationary traffic comes from many users, as live traffic does
+        # (the first few hundred late events belong to a couple of dozen users, whose tastes are not the population's).
+        stationary = late[:: max(1, len(late) // stationary_events)][:stationary_events]
+        users = sorted({e.user_id for e in stationary})
+        shifted = genre_events(data, users, genre, drift_events, int(stationary[-1].timestamp) + 60)
+        DynamoFeatureStore(aws.names.table(USER_FEATURES), aws.names.table(ITEM_FEATURES),
+                           endpoint_url=cloud.endpoint_url).put_users(
+            p for p in user_profiles(data, until=cut) if p.user_id in set(users))
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a background job ignores SIGINT unless told otherwise
+            signal.signal(sig, _interrupt)
+        timeline, phases = run_demo(api_url, stationary, shifted, rate=rate, reports=drift_store.reports, say=say,
+                                    after_events=after_events, max_seconds=max_minutes * 60)
+    except (RtrecError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted", code=130) from None
+    finally:
+        if scheduler is not None:
+            scheduler.stop()
+        if server is not None:
+            server.should_exit = True
+        if consumer is not None:
+            consumer.stop()
+        say("saving state and stopping the demo's embedded cloud")
+        cloud.stop()
+    typer.echo("\n| t (s) | events | what |\n|---|---|---|")
+    for seconds, what, events in timeline.marks:
+        typer.echo(f"| {seconds:.0f} | {events:,} | {what} |")
+    typer.echo("\n| phase | events | HR@10 |\n|---|---|---|")
+    for phase in phases:
+        typer.echo(f"| {phase.name} | {phase.events:,} | {phase.hit_rate:.4f} |")
+    start, detected = timeline.at("drift starts"), timeline.at("drift detected")
+    serving = timeline.at("version ")
+    if start and detected:
+        say(f"detection delay: {detected[1] - start[1]:,} events, {detected[0] - start[0]:.0f} s")
+    if start and serving:
+        say(f"drift start to the retrained model serving: {serving[0] - start[0]:.0f} s "
+            f"({serving[1] - start[1]:,} events)")
+
+
 dlq_app = typer.Typer(help="The events dead-letter queue: inspect it, send its records back to the stream.",
                       no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
@@ -749,6 +920,39 @@ def replay_command(
         if arm in by_mode and base in by_mode and by_mode[base].hit_rate > 0:
             a, b = by_mode[arm].hit_rate, by_mode[base].hit_rate
             say(f"{what}: HR@10 {a:.4f} vs {b:.4f} ({(a / b - 1) * 100:+.1f}%)")
+
+
+@app.command("report")
+def report_command(
+    endpoint_url: EndpointOption = "http://localhost:4566",
+    api_url: Annotated[str, typer.Option(help="the running API; its /metrics gives the latency histogram "
+                                              "('' to skip)")] = "http://127.0.0.1:8000",
+    out: Annotated[Path, typer.Option(help="folder for index.html and its PNGs")] = Path(".rtrec/report"),
+    probe: Annotated[int, typer.Option(min=0, help="also time N GET /recommend calls from here (client-side latency; "
+                                                   "each is a real request and logs an impression)")] = 0,
+    drift_reports: Annotated[int, typer.Option(min=0, help="at most the newest N drift reports")] = 1000,
+) -> None:
+    """A static HTML report a person opens in a browser (index.html + PNGs): the latency histogram, CTR and online
+    hit rate over time, model versions and strategy mix along time, drift scores. Reads the counterfactual log and
+    the drift reports (S3) and the running API's /metrics."""
+    from rtrec.adapters.aws.json_reports import S3JsonReports
+    from rtrec.monitoring.report import collect, render
+    from rtrec.resources import MODELS_BUCKET
+
+    settings = _aws(endpoint_url)
+    try:
+        _, log = _model_store_and_log(settings)
+        reports = S3JsonReports(settings.names.bucket(MODELS_BUCKET), endpoint_url=settings.endpoint_url,
+                                region=settings.region)
+        say(f"reading the counterfactual log and the drift reports at {settings.endpoint_url or 'AWS'}"
+            + (f", {api_url}/metrics" if api_url else ""))
+        inputs = collect(log, lambda: reports.read_all(limit=drift_reports), api_url=api_url or None, probe=probe)
+        page = render(inputs, out)
+    except RtrecError as exc:
+        raise fail(str(exc)) from None
+    for note in inputs.notes:
+        say(f"note: {note}")
+    say(f"report written: file://{page.resolve()}")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -32,6 +32,7 @@ from rtrec.domain.drift import (
 )
 from rtrec.domain.events import UserEvent
 from rtrec.domain.online import LabeledImpression
+from rtrec.monitoring.telemetry import Telemetry
 from rtrec.ports import Metrics
 from rtrec.services.retrain import RetrainTrigger, TriggerOutcome
 
@@ -101,8 +102,8 @@ class DriftStore(Protocol):
 
     def save_state(self, state: dict[str, Any]) -> None: ...
 
-    def write_report(self, report: dict[str, Any]) -> str:
-        """Store a report; returns where (its key)."""
+    def write_report(self, report: dict[str, Any], key: str | None = None) -> str:
+        """Store a report (under `key`, replacing it, when given); returns where (its key)."""
 
 
 @dataclass
@@ -214,23 +215,19 @@ class DriftMonitor:
         outcome_trigger = None
         key = self._store.write_report(body)
         if report.drifted and self._trigger is not None:
+            # The job is tagged with the report's key, so the report is written first, then again with the outcome.
             outcome_trigger = self._trigger.maybe_start(key, report.reasons)
-            body["trigger"] = outcome_trigger.__dict__
+            body["trigger"] = dict(outcome_trigger.__dict__)
+            self._store.write_report(body, key)
         self._store.save_state(state.to_dict())
-        self._publish(report, outcome_trigger)
+        self._publish(body, outcome_trigger)
         return DriftOutcome(body, key, outcome_trigger)
 
-    def _publish(self, report: DriftReport, trigger: TriggerOutcome | None) -> None:
-        if self._metrics is None:
-            return
-        for feature in report.features:
-            stats = feature.statistics
-            value = stats.get("psi", stats.get("js_distance", stats.get("estimate")))
-            if value is not None:
-                self._metrics.put("DriftScore", float(value), "None", {"feature": feature.name})
-        self._metrics.put("Drifted", float(report.drifted), "Count")
+    def _publish(self, body: dict[str, Any], trigger: TriggerOutcome | None) -> None:
+        telemetry = Telemetry(self._metrics)
+        telemetry.drift_check(body)
         if trigger is not None and trigger.started:
-            self._metrics.put("RetrainingRuns", 1.0, "Count")
+            telemetry.retraining_run()
 
 
 def _size(values: Any) -> int:

@@ -289,9 +289,9 @@ class S3DriftStore:
             self._client.put_object(Bucket=self.bucket, Key=DRIFT_STATE_KEY, Body=json.dumps(state).encode(),
                                     ContentType="application/json")
 
-    def write_report(self, report: dict[str, Any]) -> str:
+    def write_report(self, report: dict[str, Any], key: str | None = None) -> str:
         stamp = time.strftime("%Y-%m-%dT%H-%M-%S", time.gmtime(float(report.get("generated_at", time.time()))))
-        key = f"{DRIFT_REPORTS_PREFIX}{stamp}-{int(report.get('run', 0)):06d}.json"
+        key = key or f"{DRIFT_REPORTS_PREFIX}{stamp}-{int(report.get('run', 0)):06d}.json"
         with translate_aws_errors(f"writing s3://{self.bucket}/{key}"):
             self._client.put_object(Bucket=self.bucket, Key=key, Body=json.dumps(report, indent=1).encode(),
                                     ContentType="application/json")

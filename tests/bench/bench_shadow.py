@@ -1,0 +1,72 @@
+"""What shadow scoring costs on the serving compute path: the same requests served with and without a shadow
+candidate loaded, interleaved round by round (ratios, since this machine is noisy).
+
+    .venv/bin/python tests/bench/bench_shadow.py --production .rtrec/s3/models/models/versions/2 \
+        --shadow .rtrec/s3/models/models/versions/4 [--requests 2000 --rounds 3]
+
+Both folders must be published model versions (with item_index/); ML-1M from the data cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from bench_serving import K, load_workload, popularity_store, real_model, recommender_for  # noqa: E402
+
+
+def timed(recommender, requests) -> np.ndarray:
+    out = []
+    for r in requests:
+        start = time.perf_counter_ns()
+        recommender.recommend_for(r.user_id, r.profile, K)
+        out.append(time.perf_counter_ns() - start)
+    return np.array(out) / 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--production", type=Path, required=True)
+    parser.add_argument("--shadow", type=Path, required=True)
+    parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "rtrec")
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    workload = load_workload(args.cache, args.requests)
+    production = real_model(args.production.name, args.production, workload)
+    shadow = real_model(args.shadow.name, args.shadow, workload)
+    popularity = popularity_store(workload)
+    plain = recommender_for(production, None, popularity)
+    scored = recommender_for(production, None, popularity)
+    scored._shadow = lambda: shadow  # noqa: SLF001 - the one knob that differs between the two arms
+    for r in workload.warmup:
+        plain.recommend_for(r.user_id, r.profile, K)
+        assert scored.recommend_for(r.user_id, r.profile, K).shadow is not None or r.profile is None
+    results: dict[str, list[np.ndarray]] = {"without shadow": [], "with shadow": []}
+    for _ in range(args.rounds):
+        for name, recommender in (("without shadow", plain), ("with shadow", scored)):
+            gc.collect()
+            results[name].append(timed(recommender, workload.requests))
+    print(f"{args.requests:,} requests x {args.rounds} rounds, interleaved; production {args.production.name}, "
+          f"shadow {args.shadow.name}; compute path (recommend_for), ms")
+    print("| arm | p50 | p90 | p99 | mean |\n|---|---|---|---|---|")
+    summary = {}
+    for name, rounds in results.items():
+        values = np.concatenate(rounds)
+        summary[name] = np.percentile(values, [50, 90, 99]).tolist() + [float(values.mean())]
+        p50, p90, p99, mean = summary[name]
+        print(f"| {name} | {p50:.3f} | {p90:.3f} | {p99:.3f} | {mean:.3f} |")
+    ratio = [w / o for w, o in zip(summary["with shadow"], summary["without shadow"])]
+    print(f"| ratio | {ratio[0]:.2f}x | {ratio[1]:.2f}x | {ratio[2]:.2f}x | {ratio[3]:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
