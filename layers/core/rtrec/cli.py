@@ -240,15 +240,14 @@ def _local_telemetry() -> Any:
     return _TELEMETRY[0]
 
 
-def _serve(settings: ApiSettings, host: str, port: int) -> None:
-    """Run the API until Ctrl-C or SIGTERM, then return (so callers can save state)."""
+def _start_api_thread(settings: ApiSettings, host: str, port: int) -> tuple[Any, threading.Thread]:
+    """The API under uvicorn on a daemon thread, started. uvicorn re-raises the signal it caught after shutting
+    down, which would skip the caller's cleanup: in a thread it installs no signal handlers, the caller owns them."""
     import uvicorn
 
     from functions.api.app import build_services, create_app
 
     api = create_app(build_services(settings), telemetry=_local_telemetry())
-    # uvicorn re-raises the signal it caught after shutting down, which would skip our cleanup:
-    # run it in a thread (it installs no signal handlers there) and own the signals here.
     server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
@@ -256,6 +255,12 @@ def _serve(settings: ApiSettings, host: str, port: int) -> None:
         time.sleep(0.05)
     if not thread.is_alive():
         raise fail(f"the API could not start on {host}:{port} (is the port in use? choose one with --api-port)")
+    return server, thread
+
+
+def _serve(settings: ApiSettings, host: str, port: int) -> None:
+    """Run the API until Ctrl-C or SIGTERM, then return (so callers can save state)."""
+    server, thread = _start_api_thread(settings, host, port)
     say(f"API on http://{host}:{port}  (Swagger UI: http://{host}:{port}/docs)")
     say(f"try: curl http://{host}:{port}/recommend/1")
     say("press Ctrl-C to stop")
@@ -686,22 +691,6 @@ app.add_typer(demo_app, name="demo")
 
 def _interrupt(*_: Any) -> None:
     raise KeyboardInterrupt
-
-
-def _start_api_thread(settings: ApiSettings, host: str, port: int) -> tuple[Any, threading.Thread]:
-    import uvicorn
-
-    from functions.api.app import build_services, create_app
-
-    server = uvicorn.Server(uvicorn.Config(create_app(build_services(settings)), host=host, port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    while not server.started and thread.is_alive():
-        time.sleep(0.05)
-    if not thread.is_alive():
-        raise fail(f"the API could not start on {host}:{port} (is the port in use? choose one with --api-port)")
-    return server, thread
 
 
 @demo_app.command("drift")
