@@ -264,7 +264,8 @@ def build_services(settings: ApiSettings) -> Services:
         features, S3PopularityStore(bucket, **aws), current_model, ranking=ranking_config(settings),
         retrieval=RetrievalConfig(candidates=settings.candidates), refresh_seconds=settings.popularity_refresh_seconds,
         ranker=OnlineRankerSource(S3RankerStateStore(bucket, **aws), poll_seconds=settings.online_ranker_poll_seconds),
-        shadow=shadow_model, request_ids=current_request_id,  # the slate's id is the request's (logs join the log)
+        shadow=shadow_model, shadow_share=settings.shadow_share,
+        request_ids=current_request_id,  # the slate's id is the request's (logs join the log)
     )
     current_model()  # load at start (the Lambda cold start), not on the first request
     return services

@@ -207,3 +207,16 @@ def test_a_shadow_model_that_ranks_otherwise_gives_other_probabilities_and_zero_
 def test_no_shadow_scores_without_a_shadow_or_when_it_is_the_serving_version(world):
     assert world.recommender().recommend("u1", k=3).shadow is None
     assert world.recommender(shadow=lambda: world.model).recommend("u1", k=3).shadow is None
+
+
+def test_the_shadow_candidate_is_scored_on_the_configured_share_of_requests(world):
+    from tests.unit.serving_world import catalog_items, make_model
+
+    twin = make_model(catalog_items(), version="2")
+    recommender = world.recommender(shadow=lambda: twin, shadow_share=0.25)
+    scored = sum(recommender.recommend("u1", k=3).shadow is not None for _ in range(400))
+    assert 60 < scored < 140
+    assert all(world.recommender(shadow=lambda: twin, shadow_share=0.0).recommend("u1", k=3).shadow is None
+               for _ in range(20))
+    with pytest.raises(ValueError):
+        world.recommender(shadow_share=1.5)

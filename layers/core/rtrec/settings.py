@@ -98,6 +98,10 @@ class ApiSettings(AwsSettings):
     )
     online_ranker_min_examples: int = Field(default=500, ge=0, validation_alias=_env("online_ranker_min_examples"))
     online_ranker_poll_seconds: float = Field(default=2.0, gt=0, validation_alias=_env("online_ranker_poll_seconds"))
+    shadow_share: float = Field(
+        default=1.0, ge=0.0, le=1.0, validation_alias=_env("shadow_share"),
+        description="share of requests the shadow candidate is scored on (it doubles their model compute)",
+    )
     shadow_scoring: bool = Field(
         default=True, validation_alias=_env("shadow_scoring"),
         description="score the shadow candidate (if one is published) beside production on every request and log "

@@ -93,7 +93,10 @@ class Recommender:
         request_ids: Callable[[], str] = lambda: uuid.uuid4().hex,
         ranker: Callable[[], OnlineRanker | None] = lambda: None,
         shadow: Callable[[], ServingModel | None] = lambda: None,
+        shadow_share: float = 1.0,
     ) -> None:
+        if not 0.0 <= shadow_share <= 1.0:
+            raise ValueError(f"shadow_share must lie in [0, 1], got {shadow_share}")
         self._features = features
         self._popularity = popularity
         self._models = models
@@ -106,6 +109,11 @@ class Recommender:
         self._request_ids = request_ids
         self._ranker = ranker
         self._shadow = shadow
+        # The share of requests the shadow candidate is scored on: it doubles a request's model compute
+        # (tests/bench/bench_shadow.py), and the gate needs enough scored slates, not all of them. Its own generator
+        # leaves the policy's random draws as they are.
+        self.shadow_share = shadow_share
+        self._shadow_rng = np.random.default_rng()
         # Per catalog (the serving model's and the shadow's): the ranker state and catalog size they were built for.
         self._signals: dict[int, tuple[OnlineRanker, ItemCatalog, int, tuple[np.ndarray, np.ndarray]]] = {}
         self._lock = threading.Lock()
@@ -218,6 +226,8 @@ class Recommender:
 
         The shadow policy is the same ranking layer over the shadow model's own candidates, for the same
         user at the same moment: so an off-policy estimate of it on these impressions needs no replay."""
+        if self.shadow_share < 1.0 and self._shadow_rng.random() >= self.shadow_share:
+            return None
         shadow = self._shadow()
         if shadow is None or shadow.version == model.version:
             return None
