@@ -69,7 +69,8 @@ class ProductionSnapshot:
         return snapshot
 
 
-def build_handler(settings: DriftSettings, jobs: TrainingJobs | None = None, metrics: Any = None) -> DriftCheckHandler:
+def build_handler(settings: DriftSettings, jobs: TrainingJobs | None = None, metrics: Any = None,
+                  run_log: Any = None) -> DriftCheckHandler:
     from rtrec.adapters.aws.locks import DynamoLock
     from rtrec.adapters.aws.model_store import S3ModelStore
     from rtrec.adapters.aws.s3 import S3DriftSources, S3DriftStore
@@ -98,5 +99,5 @@ def build_handler(settings: DriftSettings, jobs: TrainingJobs | None = None, met
     models = S3ModelStore(names.bucket(MODELS_BUCKET), **aws)
     monitor = DriftMonitor(S3DriftSources(names.bucket(COUNTERFACTUAL_BUCKET), **aws),
                            S3DriftStore(names.bucket(MODELS_BUCKET), **aws), ProductionSnapshot(models), trigger,
-                           metrics, window_events=settings.drift_window_events)
+                           metrics, window_events=settings.drift_window_events, run_log=run_log)
     return DriftCheckHandler(monitor)

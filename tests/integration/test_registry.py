@@ -277,3 +277,21 @@ def test_no_pointer_in_an_empty_bucket_and_a_garbled_one_is_a_dependency_error(c
     s3.put_object(Bucket=bucket, Key=store.pointer_key, Body=json.dumps({"model_name": "m"}).encode())
     with pytest.raises(DependencyError, match="not a valid production pointer"):
         store.read_pointer()
+
+
+def test_each_drift_report_becomes_a_run_of_the_drift_experiment(state_dir):
+    from rtrec.adapters.mlflow.drift_runs import MlflowDriftRuns
+
+    config = local_registry_config(state_dir)
+    runs = MlflowDriftRuns(config.tracking_uri, artifact_location=config.artifact_location)
+    report = {"generated_at": 1_700_000_000.0, "model_version": "3", "drifted": True, "reasons": ["genre: JS 0.3"],
+              "features": [{"name": "genre", "statistic": "js_distance", "value": 0.3, "drifted": True},
+                           {"name": "score", "statistic": None, "value": None, "drifted": False}]}
+    run_id = runs.log(report, "drift/reports/2023-11-14T22-13-20-000007.json")
+    assert runs.log({**report, "drifted": False, "features": []}, "drift/reports/next.json") != run_id
+    run = config.client().get_run(run_id)
+    assert run.info.status == "FINISHED" and run.info.run_name == "2023-11-14T22-13-20-000007"
+    assert run.data.tags["drift_report"].endswith("000007.json") and run.data.tags["model_version"] == "3"
+    assert run.data.metrics == {"drifted": 1.0, "genre.js_distance": 0.3, "genre.drifted": 1.0, "score.drifted": 0.0}
+    assert [a.path for a in config.client().list_artifacts(run_id)] == ["drift_report.json"]
+    assert run.info.artifact_uri.startswith(config.artifact_location)

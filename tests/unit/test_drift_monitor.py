@@ -154,3 +154,25 @@ def test_items_the_model_never_saw_count_as_new_and_without_a_model_nothing_is_j
     traffic(sources, np.random.default_rng(5), 50)
     outcome = DriftMonitor(sources, store, lambda: None, None).run()
     assert not outcome.report["drifted"] and "no production model" in outcome.report["note"]
+
+
+def test_each_report_goes_to_the_run_log_and_its_failure_never_fails_the_check():
+    from rtrec.errors import DependencyError
+
+    class RunLog:
+        def __init__(self, fail: bool) -> None:
+            self.fail, self.logged = fail, []
+
+        def log(self, report, key):
+            if self.fail:
+                raise DependencyError("mlflow is down")
+            self.logged.append(key)
+            return f"run-{len(self.logged)}"
+
+    sources, store = Sources(), Store()
+    traffic(sources, np.random.default_rng(6), 300)
+    good = RunLog(fail=False)
+    outcome = DriftMonitor(sources, store, snapshot, None, run_log=good).run()
+    assert good.logged == [outcome.report_key] and outcome.report["mlflow_run_id"] == "run-1"
+    failing = DriftMonitor(sources, Store(), snapshot, None, run_log=RunLog(fail=True)).run()
+    assert "mlflow is down" in failing.report["mlflow_error"]

@@ -382,6 +382,19 @@ def _promotion_step(endpoint_url: str, local: LocalSettings, min_slates: int = 2
         f"{verdict[-1].split('] ', 1)[-1] if verdict else (done.stderr.strip() or 'no verdict')[-300:]}")
 
 
+def _drift_run_log(local: LocalSettings) -> Any:
+    """Each drift report as a run of the local registry's `rtrec-drift` experiment (None without mlflow)."""
+    try:
+        from rtrec.adapters.mlflow.drift_runs import MlflowDriftRuns
+    except ImportError:
+        return None
+    from rtrec.local.state import LocalState
+
+    state = LocalState(local.state_dir.resolve()).ensure()
+    state.mlflow_artifacts_dir.mkdir(parents=True, exist_ok=True)
+    return MlflowDriftRuns(state.mlflow_tracking_uri, artifact_location=state.mlflow_artifacts_dir.resolve().as_uri())
+
+
 def _start_scheduler(endpoint_url: str, local: LocalSettings, drift_seconds: float, promote_seconds: float,
                      retrain_hyperparameters: dict[str, str], cooldown_seconds: float,
                      window_events: int = 2000, min_slates: int = 200) -> Any:
@@ -397,7 +410,8 @@ def _start_scheduler(endpoint_url: str, local: LocalSettings, drift_seconds: flo
                                  retrain_cooldown_seconds=cooldown_seconds, drift_window_events=window_events)
         # The local API's /metrics shows the drift scores (Prometheus, the same registry as the API and consumer).
         metrics = _local_telemetry().sink
-        handler = build_handler(settings, jobs=_local_training_jobs(endpoint_url, local), metrics=metrics)
+        handler = build_handler(settings, jobs=_local_training_jobs(endpoint_url, local), metrics=metrics,
+                                run_log=_drift_run_log(local))
 
         def drift_check() -> None:
             summary = handler(scheduled_event("rtrec-drift-check"), None)

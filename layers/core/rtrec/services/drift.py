@@ -32,6 +32,7 @@ from rtrec.domain.drift import (
 )
 from rtrec.domain.events import UserEvent
 from rtrec.domain.online import LabeledImpression
+from rtrec.errors import RtrecError
 from rtrec.monitoring.telemetry import Telemetry
 from rtrec.ports import Metrics
 from rtrec.services.retrain import RetrainTrigger, TriggerOutcome
@@ -97,6 +98,12 @@ class DriftSources(Protocol):
     def slates_since(self, cursor: float) -> tuple[list[LabeledImpression], float]: ...
 
 
+class DriftRunLog(Protocol):
+    """Where each report is also recorded for people (MLflow); best effort, S3 is the record of reference."""
+
+    def log(self, report: dict[str, Any], key: str) -> str: ...
+
+
 class DriftStore(Protocol):
     def load_state(self) -> dict[str, Any] | None: ...
 
@@ -149,6 +156,7 @@ class DriftMonitor:
         thresholds: DriftThresholds | None = None,
         window_events: int = 2_000,
         clock: Callable[[], float] = time.time,
+        run_log: DriftRunLog | None = None,
     ) -> None:
         if window_events < 1:
             raise ValueError("window_events must be at least 1")
@@ -160,6 +168,7 @@ class DriftMonitor:
         self.thresholds = thresholds or DEFAULT_THRESHOLDS
         self.window_events = window_events
         self._clock = clock
+        self._run_log = run_log
 
     def run(self) -> DriftOutcome:
         now = self._clock()
@@ -221,6 +230,11 @@ class DriftMonitor:
             self._store.write_report(body, key)
         self._store.save_state(state.to_dict())
         self._publish(body, outcome_trigger)
+        if self._run_log is not None:
+            try:
+                body["mlflow_run_id"] = self._run_log.log(body, key)
+            except RtrecError as exc:
+                body["mlflow_error"] = str(exc)
         return DriftOutcome(body, key, outcome_trigger)
 
     def _publish(self, body: dict[str, Any], trigger: TriggerOutcome | None) -> None:

@@ -1,0 +1,1 @@
+"""MLflow adapters (imported only where mlflow is installed: the training job, the local stack)."""
