@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 
 from functions.drift_check.app import build_handler
+from rtrec.adapters.aws.json_reports import S3JsonReports
 from rtrec.adapters.aws.locks import DynamoLock
 from rtrec.adapters.aws.model_store import S3ModelStore
 from rtrec.adapters.aws.provision import Provisioner
-from rtrec.adapters.aws.s3 import S3CounterfactualLog, S3DriftStore
+from rtrec.adapters.aws.s3 import S3CounterfactualLog
 from rtrec.domain.catalog import catalog_columns
 from rtrec.domain.events import UserEvent
 from rtrec.domain.model_files import ENCODER, ITEM_CATALOG
@@ -83,7 +84,8 @@ def test_the_scheduled_check_reports_drift_once_and_starts_one_retraining_job(cl
     holder = DynamoLock(world.table(LOCKS), endpoint_url=cloud.endpoint_url).holder(RETRAIN_LOCK)
     assert holder is not None and holder.owner == jobs.started[0][0] and holder.note == found["report"]
 
-    reports = S3DriftStore(world.bucket(MODELS_BUCKET), endpoint_url=cloud.endpoint_url).reports()
+    reports, skipped = S3JsonReports(world.bucket(MODELS_BUCKET), endpoint_url=cloud.endpoint_url).read_all()
+    assert skipped == []
     assert [r["drifted"] for r in reports] == [False, True, True]
     assert reports[1]["trigger"]["started"] and reports[1]["trigger"]["job_name"] == jobs.started[0][0]
     genre = next(f for f in reports[1]["features"] if f["name"] == "genre")

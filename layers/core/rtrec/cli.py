@@ -728,6 +728,7 @@ def demo_drift(
     turning to one genre; the drift check finds it, retrains on the offline store, the retrained model is scored in
     shadow, the promotion gate (offline metrics + off-policy estimate) lets it serve. Prints the timeline."""
     from rtrec.adapters.aws.dynamo import DynamoFeatureStore
+    from rtrec.adapters.aws.json_reports import S3JsonReports
     from rtrec.adapters.aws.s3 import S3DriftStore
     from rtrec.data.movielens import load_movielens
     from rtrec.local.drift_demo import genre_events, run_demo
@@ -770,8 +771,9 @@ def demo_drift(
             p for p in user_profiles(data, until=cut) if p.user_id in set(users))
         for sig in (signal.SIGINT, signal.SIGTERM):  # a background job ignores SIGINT unless told otherwise
             signal.signal(sig, _interrupt)
-        timeline, phases = run_demo(api_url, stationary, shifted, rate=rate, reports=drift_store.reports, say=say,
-                                    after_events=after_events, max_seconds=max_minutes * 60)
+        reports = S3JsonReports(aws.names.bucket(MODELS_BUCKET), endpoint_url=cloud.endpoint_url)
+        timeline, phases = run_demo(api_url, stationary, shifted, rate=rate, reports=lambda: reports.read_all()[0],
+                                    say=say, after_events=after_events, max_seconds=max_minutes * 60)
     except (RtrecError, ValueError) as exc:
         raise fail(str(exc)) from None
     except KeyboardInterrupt:

@@ -8,9 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from rtrec.adapters.aws.clients import aws_client
-from rtrec.adapters.aws.s3 import list_objects, read_object
+from rtrec.adapters.aws.s3 import DRIFT_REPORTS_PREFIX, list_objects, read_object
 
-DRIFT_REPORTS_PREFIX = "drift/reports/"
+__all__ = ["DRIFT_REPORTS_PREFIX", "S3JsonReports"]
 
 
 class S3JsonReports:

@@ -16,7 +16,7 @@ from typing import Any
 
 from rtrec.adapters.aws.clients import aws_client
 from rtrec.adapters.aws.errors import translate_aws_errors
-from rtrec.adapters.aws.s3 import list_objects, read_object
+from rtrec.adapters.aws.s3 import list_objects, read_json_as, read_object
 from rtrec.domain.promotion import POINTER_ROLES, PRODUCTION_POINTER, ProductionPointer
 from rtrec.errors import DependencyError, InvalidInputError, NotFoundError
 
@@ -84,14 +84,8 @@ class S3ModelStore:
             )
 
     def read_pointer(self, role: str = PRODUCTION_POINTER) -> ProductionPointer | None:
-        key = self.pointer_key_for(role)
-        raw = read_object(self._client, self.bucket, key)
-        if raw is None:
-            return None
-        try:
-            return ProductionPointer.from_dict(json.loads(raw))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise DependencyError(f"s3://{self.bucket}/{key} is not a valid {role} pointer: {exc}") from exc
+        return read_json_as(self._client, self.bucket, self.pointer_key_for(role), ProductionPointer.from_dict,
+                            f"{role} pointer")
 
     def delete_pointer(self, role: str) -> None:
         key = self.pointer_key_for(role)

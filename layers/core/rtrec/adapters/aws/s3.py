@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError
 
@@ -18,6 +18,7 @@ from rtrec.domain.online import LabeledImpression, RankerShardState
 from rtrec.errors import DependencyError
 
 POPULARITY_KEY = "popularity/current.json"
+T = TypeVar("T")
 
 
 def list_objects(client: Any, bucket: str, prefix: str) -> list[dict[str, Any]]:
@@ -38,6 +39,27 @@ def read_object(client: Any, bucket: str, key: str) -> bytes | None:
             raise
 
 
+def read_json_as(client: Any, bucket: str, key: str, parse: Callable[[Any], T], what: str) -> T | None:
+    """The object's JSON through `parse`, or None when there is no such key; a body that is not JSON, or that
+    `parse` refuses (ValueError, KeyError, TypeError), is a DependencyError naming it as `what`."""
+    raw = read_object(client, bucket, key)
+    if raw is None:
+        return None
+    try:
+        return parse(json.loads(raw))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DependencyError(f"s3://{bucket}/{key} is not a valid {what}: {exc}") from exc
+
+
+def _popular_items(body: Any) -> PopularItems:
+    return PopularItems(
+        items=tuple(ScoredItem(str(i["item_id"]), float(i["score"])) for i in body["items"]),
+        generated_at=int(body["generated_at"]),
+        half_life_days=float(body["half_life_days"]),
+        source=str(body.get("source", "")),
+    )
+
+
 class S3PopularityStore:
     """PopularityStore as one JSON object in the models bucket."""
 
@@ -48,19 +70,7 @@ class S3PopularityStore:
         self._client = client if client is not None else aws_client("s3", endpoint_url, region)
 
     def load(self) -> PopularItems | None:
-        raw = read_object(self._client, self.bucket, self.key)
-        if raw is None:
-            return None
-        try:
-            body = json.loads(raw)
-            return PopularItems(
-                items=tuple(ScoredItem(str(i["item_id"]), float(i["score"])) for i in body["items"]),
-                generated_at=int(body["generated_at"]),
-                half_life_days=float(body["half_life_days"]),
-                source=str(body.get("source", "")),
-            )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise DependencyError(f"s3://{self.bucket}/{self.key} is not a valid popularity snapshot: {exc}") from exc
+        return read_json_as(self._client, self.bucket, self.key, _popular_items, "popularity snapshot")
 
     def save(self, popular: PopularItems) -> None:
         body = {
@@ -183,13 +193,7 @@ class S3RankerStateStore:
         self._client = client if client is not None else aws_client("s3", endpoint_url, region)
 
     def _read(self, key: str) -> RankerShardState | None:
-        raw = read_object(self._client, self.bucket, key)
-        if raw is None:
-            return None
-        try:
-            return RankerShardState.from_dict(json.loads(raw))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise DependencyError(f"s3://{self.bucket}/{key} is not a valid online-ranker state: {exc}") from exc
+        return read_json_as(self._client, self.bucket, key, RankerShardState.from_dict, "online-ranker state")
 
     def load(self, shard_id: str) -> RankerShardState | None:
         return self._read(f"{self.prefix}{shard_id}.json")
@@ -281,8 +285,7 @@ class S3DriftStore:
         self._client = client if client is not None else aws_client("s3", endpoint_url, region)
 
     def load_state(self) -> dict[str, Any] | None:
-        raw = read_object(self._client, self.bucket, DRIFT_STATE_KEY)
-        return json.loads(raw) if raw is not None else None
+        return read_json_as(self._client, self.bucket, DRIFT_STATE_KEY, dict, "drift check state")
 
     def save_state(self, state: dict[str, Any]) -> None:
         with translate_aws_errors(f"writing s3://{self.bucket}/{DRIFT_STATE_KEY}"):
@@ -311,7 +314,8 @@ class S3DriftStore:
         return out
 
     def clear(self) -> int:
-        """Forget the state and the reports (a demo or replay starting over)."""
+        """Forget the state and the reports (a demo or replay starting over). Reports are read by
+        S3JsonReports (rtrec.adapters.aws.json_reports), the reader `rtrec report` uses too."""
         keys = [o["Key"] for o in list_objects(self._client, self.bucket, "drift/")]
         for key in keys:
             with translate_aws_errors(f"deleting s3://{self.bucket}/{key}"):
