@@ -27,37 +27,7 @@ from rtrec.domain.events import UserEvent  # noqa: E402
 from rtrec.local.drift_demo import genre_events  # noqa: E402
 from rtrec.local.replay import late_events  # noqa: E402
 from rtrec.services.drift import DriftMonitor, TrainingSnapshot  # noqa: E402
-
-
-class ListSources:
-    def __init__(self) -> None:
-        self.events: list[UserEvent] = []
-
-    def events_since(self, cursor):
-        start = int(cursor or 0)
-        return self.events[start:], len(self.events)
-
-    def slates_since(self, cursor):
-        return [], cursor
-
-
-class MemoryStore:
-    def __init__(self) -> None:
-        self.state = None
-        self.reports: list[dict] = []
-
-    def load_state(self):
-        return self.state
-
-    def save_state(self, state):
-        self.state = json.loads(json.dumps(state))  # what a round trip through S3 keeps
-
-    def write_report(self, report, key=None):
-        if key is not None:
-            self.reports[int(key) - 1] = report
-            return key
-        self.reports.append(report)
-        return str(len(self.reports))
+from tests.unit.test_drift_monitor import Sources, Store  # noqa: E402  (the unit tests' in-memory ports)
 
 
 def snapshot_from(model_dir: Path) -> TrainingSnapshot:
@@ -72,7 +42,7 @@ def as_events(replayed, offset: int = 0) -> list[UserEvent]:
 
 
 def run(snapshot: TrainingSnapshot, events: list[UserEvent], run_events: int, window: int) -> list[dict]:
-    sources, store = ListSources(), MemoryStore()
+    sources, store = Sources(), Store()
     monitor = DriftMonitor(sources, store, lambda: snapshot, None, window_events=window)
     for start in range(0, len(events), run_events):
         sources.events.extend(events[start : start + run_events])

@@ -3,6 +3,8 @@ found, and a finding starts retraining once per cool-down."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from rtrec.domain.drift import DriftThresholds
@@ -48,7 +50,7 @@ class Store:
         return self.state
 
     def save_state(self, state):
-        self.state = state
+        self.state = json.loads(json.dumps(state))  # what a round trip through S3 keeps
 
     def write_report(self, report, key=None):
         if key is not None:
