@@ -57,6 +57,7 @@ class TrainingSnapshot:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_row", {str(i): r for r, i in enumerate(self.item_ids.tolist())})
+        object.__setattr__(self, "_references", {})  # one draw per (sample, seed): the snapshot never changes
 
     def rows(self, item_ids: list[str]) -> np.ndarray:
         row = self._row  # type: ignore[attr-defined]
@@ -75,14 +76,18 @@ class TrainingSnapshot:
     def reference(self, sample: int = 5_000, seed: int = 0) -> dict[str, Any]:
         """The training side: genre shares and popularity over interactions (items weighted by their decayed
         interaction count), with the reference's total scaled to `sample` observations."""
-        weights = np.clip(self.popularity, 0.0, None)
-        total = float(weights.sum())
-        if total <= 0:
-            raise ValueError(f"model {self.version}'s catalog has no popularity to build a drift reference from")
-        rows = np.arange(len(weights))
-        genre = {k: v * sample / total for k, v in self.genre_counts(rows, weights).items()}
-        drawn = np.random.default_rng(seed).choice(rows, size=sample, p=weights / total)
-        return {"genre": genre, "item_popularity": np.log1p(weights[drawn])}
+        cached = self._references.get((sample, seed))  # type: ignore[attr-defined]
+        if cached is None:
+            weights = np.clip(self.popularity, 0.0, None)
+            total = float(weights.sum())
+            if total <= 0:
+                raise ValueError(f"model {self.version}'s catalog has no popularity to build a drift reference from")
+            rows = np.arange(len(weights))
+            genre = {k: v * sample / total for k, v in self.genre_counts(rows, weights).items()}
+            drawn = np.random.default_rng(seed).choice(rows, size=sample, p=weights / total)
+            cached = {"genre": genre, "item_popularity": np.log1p(weights[drawn])}
+            self._references[(sample, seed)] = cached  # type: ignore[attr-defined]
+        return dict(cached)  # the caller adds its own features to the mapping
 
     def live(self, item_ids: list[str]) -> dict[str, Any]:
         rows = self.rows(item_ids)
