@@ -461,7 +461,27 @@ def _check_state(state: Mapping[str, Any], kind: str, keys: Iterable[str]) -> No
         raise ValueError(f"{kind} state lacks {', '.join(missing)}")
 
 
-class PageHinkley:
+class _SequentialDetector:
+    """What the reward detectors share: the counters, and feeding a batch of rewards through `update`."""
+
+    n_seen: int
+    n_detections: int
+    last_detection: int | None
+
+    def update(self, x: float) -> bool:
+        raise NotImplementedError
+
+    def update_many(self, values: Iterable[float]) -> list[int]:
+        """Feed rewards in order; the 0-based positions (in `values`) at which a change was signalled."""
+        return [i for i, x in enumerate(values) if self.update(x)]
+
+    def _reset_counts(self) -> None:
+        self.n_seen = 0
+        self.n_detections = 0
+        self.last_detection = None
+
+
+class PageHinkley(_SequentialDetector):
     """Page-Hinkley test (Page 1954; Mouss et al. 2004, Gama et al. 2013's form) for a change in the mean of a stream.
 
     With xbar_t the running mean since the last restart, it accumulates m_t = alpha m_(t-1) + (x_t - xbar_t - delta)
@@ -494,9 +514,7 @@ class PageHinkley:
 
     def reset(self) -> None:
         """Back to a fresh detector: statistics and counters."""
-        self.n_seen = 0
-        self.n_detections = 0
-        self.last_detection: int | None = None
+        self._reset_counts()
         self._restart()
 
     def _restart(self) -> None:
@@ -536,10 +554,6 @@ class PageHinkley:
         self._restart()
         return True
 
-    def update_many(self, values: Iterable[float]) -> list[int]:
-        """Feed rewards in order; the 0-based positions (in `values`) at which a change was signalled."""
-        return [i for i, x in enumerate(values) if self.update(x)]
-
     def to_dict(self) -> dict[str, Any]:
         """Parameters and state, JSON-able; `from_dict` continues exactly where this left off."""
         return {"kind": self.kind, "delta": self.delta, "threshold": self.threshold,
@@ -564,7 +578,7 @@ class PageHinkley:
         return detector
 
 
-class Adwin:
+class Adwin(_SequentialDetector):
     """ADWIN (Bifet & Gavalda 2007), the exponential-histogram version (ADWIN2, as in MOA and river).
 
     Keeps a window of the recent stream whose mean is its estimate, compressed into buckets: level i holds up to
@@ -596,9 +610,7 @@ class Adwin:
 
     def reset(self) -> None:
         """Back to a fresh detector: empty window and counters."""
-        self.n_seen = 0
-        self.n_detections = 0
-        self.last_detection: int | None = None
+        self._reset_counts()
         self.width = 0
         self.total = 0.0
         self.variance_sum = 0.0  # sum of squared deviations from the window's mean
@@ -638,10 +650,6 @@ class Adwin:
             self.last_detection = self.n_seen
             return True
         return False
-
-    def update_many(self, values: Iterable[float]) -> list[int]:
-        """Feed rewards in order; the 0-based positions (in `values`) at which a change was signalled."""
-        return [i for i, x in enumerate(values) if self.update(x)]
 
     def _compress(self) -> None:
         level = 0
