@@ -15,9 +15,11 @@ from rtrec.adapters.aws.s3 import S3CounterfactualLog, S3RankerStateStore
 from rtrec.adapters.aws.sqs import SqsDeadLetterQueue
 from rtrec.adapters.memory import InMemoryDeadLetterQueue
 from rtrec.domain.events import Impression, UserEvent
-from rtrec.domain.models import UserProfile
+from rtrec.domain.models import ItemStatsDelta, UserProfile
 from rtrec.domain.online import RANKER_FEATURES
+from rtrec.errors import DependencyError
 from rtrec.resources import COUNTERFACTUAL_BUCKET, EVENTS_DLQ, EVENTS_STREAM, ITEM_FEATURES, MODELS_BUCKET, USER_FEATURES
+from rtrec.services.online import ItemStatsReader
 from rtrec.settings import ConsumerSettings
 
 pytestmark = pytest.mark.integration
@@ -36,8 +38,12 @@ class Context:
         return 60_000
 
 
-def kinesis_event(records: list[tuple[str, bytes]], shard: str = "shardId-000000000000") -> dict:
-    """The event Lambda gets from a Kinesis event source mapping (sequence numbers made up, increasing)."""
+def kinesis_event(records: list[tuple[str, bytes]], shard: str | None = None) -> dict:
+    """The event Lambda gets from a Kinesis event source mapping (sequence numbers made up, increasing).
+
+    Each call without `shard` gets a shard of its own: the shard state counts a record only above the sequence
+    number it learned through, and these made-up numbers start again at every call."""
+    shard = shard or f"shardId-{uuid.uuid4().hex[:12]}"
     return {"Records": [{
         "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": key, "sequenceNumber": f"{49_000_000 + n:056d}",
                     "data": base64.b64encode(data).decode(), "approximateArrivalTimestamp": NOW},
@@ -60,11 +66,16 @@ def consumer(cloud, names):
     return build_handler(settings), features
 
 
+def item_stats(cloud, names, item: str) -> ItemStatsDelta:
+    """The item's statistics summed over every shard's state (what serving and the online ranker read)."""
+    return ItemStatsReader(S3RankerStateStore(names.bucket(MODELS_BUCKET), endpoint_url=cloud.endpoint_url)).get(item)
+
+
 def user_event(user: str, n: int, item: str, type_: str = "click") -> UserEvent:
     return UserEvent(f"{user}-{n}", user, item, type_, NOW + n)
 
 
-def test_events_update_profile_and_item_stats_exactly_once(consumer):
+def test_events_update_profile_and_item_stats_exactly_once(consumer, cloud, names):
     handler, features = consumer
     user = f"u-{uuid.uuid4().hex[:8]}"
     item = f"i-{uuid.uuid4().hex[:8]}"
@@ -75,8 +86,8 @@ def test_events_update_profile_and_item_stats_exactly_once(consumer):
     assert handler(batch, Context()) == {"batchItemFailures": []}  # re-delivered: no effect the second time
     profile = features.get_user(user)
     assert profile.history == ("1", item) and profile.interaction_count == 2 and profile.age == 30
-    stats = features.get_item_stats(item)
-    assert stats["clicks"] == 1 and stats["impressions"] == 1 and stats["interaction_count"] == 1
+    stats = item_stats(cloud, names, item)
+    assert stats.clicks == 1 and stats.impressions == 1 and stats.interactions == 1
 
 
 def test_a_malformed_record_goes_to_the_dlq_and_the_rest_is_processed(consumer, names, cloud):
@@ -90,22 +101,22 @@ def test_a_malformed_record_goes_to_the_dlq_and_the_rest_is_processed(consumer, 
     assert any("type must be one of" in r for r in reasons)
 
 
-def test_a_dynamodb_failure_reports_the_record_for_retry_then_it_applies_once(cloud, names):
+def test_a_dynamodb_throttle_is_raised_for_the_whole_batch_then_it_applies_once(cloud, names):
     from rtrec.adapters.aws.clients import aws_client
 
     class Flaky:
-        """A DynamoDB client whose item-stats update fails twice (throttling), then works."""
+        """A DynamoDB client whose profile write fails twice (throttling), then works."""
 
         def __init__(self) -> None:
             self._client = aws_client("dynamodb", cloud.endpoint_url)
             self.failures = 2
 
-        def update_item(self, **kwargs):
+        def batch_write_item(self, **kwargs):
             if self.failures:
                 self.failures -= 1
                 raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}},
-                                  "UpdateItem")
-            return self._client.update_item(**kwargs)
+                                  "BatchWriteItem")
+            return self._client.batch_write_item(**kwargs)
 
         def __getattr__(self, name):
             return getattr(self._client, name)
@@ -115,11 +126,13 @@ def test_a_dynamodb_failure_reports_the_record_for_retry_then_it_applies_once(cl
     features = DynamoFeatureStore(names.table(USER_FEATURES), names.table(ITEM_FEATURES), endpoint_url=cloud.endpoint_url)
     user, item = f"u-{uuid.uuid4().hex[:8]}", f"i-{uuid.uuid4().hex[:8]}"
     batch = kinesis_event(encoded(user_event(user, 1, item)))
-    first = handler(batch, Context())
-    assert first["batchItemFailures"] == [{"itemIdentifier": batch["Records"][0]["kinesis"]["sequenceNumber"]}]
-    assert handler(batch, Context())["batchItemFailures"]  # still failing: reported again, not dropped
+    # systemic: raised, so the event source mapping retries the whole batch with backoff (nothing dead-lettered)
+    with pytest.raises(DependencyError):
+        handler(batch, Context())
+    with pytest.raises(DependencyError):  # still failing: raised again, not dropped
+        handler(batch, Context())
     assert handler(batch, Context()) == {"batchItemFailures": []}
-    assert features.get_item_stats(item)["clicks"] == 1
+    assert item_stats(cloud, names, item).clicks == 1
     profile = features.get_user(user)
     assert profile.history == (item,) and profile.interaction_count == 1  # the failed tries' profile write counted once
 
@@ -158,19 +171,19 @@ def test_a_batch_that_fails_after_learning_is_learned_once_and_its_stats_added_o
     from rtrec.adapters.aws.clients import aws_client
 
     class FailsOnce:
-        """A DynamoDB client whose first item-stats update is throttled (after the profiles were written; the
-        other item's update may have gone through)."""
+        """A DynamoDB client whose first profile write is throttled (the last step of a batch: the shard state,
+        with its item statistics and learner, was saved before it)."""
 
         def __init__(self) -> None:
             self._client = aws_client("dynamodb", cloud.endpoint_url)
             self.failed = False
 
-        def update_item(self, **kwargs):
+        def batch_write_item(self, **kwargs):
             if not self.failed:
                 self.failed = True
                 raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow"}},
-                                  "UpdateItem")
-            return self._client.update_item(**kwargs)
+                                  "BatchWriteItem")
+            return self._client.batch_write_item(**kwargs)
 
         def __getattr__(self, name):
             return getattr(self._client, name)
@@ -186,19 +199,19 @@ def test_a_batch_that_fails_after_learning_is_learned_once_and_its_stats_added_o
     ), shard)
     states = S3RankerStateStore(names.bucket(MODELS_BUCKET), endpoint_url=cloud.endpoint_url)
     features = DynamoFeatureStore(names.table(USER_FEATURES), names.table(ITEM_FEATURES), endpoint_url=cloud.endpoint_url)
-    first = handler(batch, Context())
-    assert first == {"batchItemFailures": [{"itemIdentifier": batch["Records"][0]["kinesis"]["sequenceNumber"]}]}
+    with pytest.raises(DependencyError):
+        handler(batch, Context())
     assert states.load(f"itest-events-{shard}").learner.examples == 4  # learned before the writes
-    assert features.get_user(a).history == (y,)
-    assert features.get_item_stats(x)["impressions"] + features.get_item_stats(y)["impressions"] < 4
+    assert features.get_user(a) is None  # the profiles are the batch's last write
+    assert item_stats(cloud, names, x).impressions == item_stats(cloud, names, y).impressions == 2
     assert handler(batch, Context()) == {"batchItemFailures": []}  # the whole batch again
     assert handler(batch, Context()) == {"batchItemFailures": []}  # and once more, after it worked
     state = states.load(f"itest-events-{shard}")
     assert state.learner.examples == 4 and state.clicks == {x: 1, y: 1}
     assert state.learned_through == int(batch["Records"][3]["kinesis"]["sequenceNumber"])
-    assert features.get_item_stats(x) == {"impressions": 2, "clicks": 1, "interaction_count": 1,
-                                          "popularity_mass": pytest.approx(features.get_item_stats(x)["popularity_mass"])}
-    assert features.get_item_stats(y)["impressions"] == 2 and features.get_item_stats(y)["clicks"] == 1
+    stats_x, stats_y = item_stats(cloud, names, x), item_stats(cloud, names, y)
+    assert (stats_x.impressions, stats_x.clicks, stats_x.interactions) == (2, 1, 1) and stats_x.popularity_mass > 0
+    assert (stats_y.impressions, stats_y.clicks, stats_y.interactions) == (2, 1, 1)
     assert features.get_user(a).interaction_count == 1 and features.get_user(b).history == (x,)
 
 
@@ -224,16 +237,16 @@ def test_the_sample_kinesis_event_resolves_its_slate_and_dead_letters_its_poison
     assert dead["event_id"] == event["Records"][2]["eventID"] and "not JSON" in dead["reason"]
 
 
-def test_watermarks_of_two_streams_with_the_same_shard_ids_do_not_shadow_each_other(consumer):
-    handler, features = consumer
-    item = f"i-{uuid.uuid4().hex[:8]}"
-    first = kinesis_event(encoded(user_event(f"u-{uuid.uuid4().hex[:8]}", 1, item)))
-    second = kinesis_event(encoded(user_event(f"u-{uuid.uuid4().hex[:8]}", 1, item)))
+def test_watermarks_of_two_streams_with_the_same_shard_ids_do_not_shadow_each_other(consumer, cloud, names):
+    handler, _ = consumer
+    item, shard = f"i-{uuid.uuid4().hex[:8]}", f"shardId-{uuid.uuid4().hex[:12]}"
+    first = kinesis_event(encoded(user_event(f"u-{uuid.uuid4().hex[:8]}", 1, item)), shard)
+    second = kinesis_event(encoded(user_event(f"u-{uuid.uuid4().hex[:8]}", 1, item)), shard)
     for record in second["Records"]:  # another stream, the same shard id and the same sequence number
         record["eventSourceARN"] = record["eventSourceARN"].replace("itest-events", "itest-other-events")
     assert handler(first, Context()) == {"batchItemFailures": []}
     assert handler(second, Context()) == {"batchItemFailures": []}
-    assert features.get_item_stats(item)["clicks"] == 2
+    assert item_stats(cloud, names, item).clicks == 2
 
 
 def test_put_records_then_the_stream_holds_them(cloud, names):

@@ -13,10 +13,12 @@ from functions.stream_consumer.app import build_handler
 from rtrec.adapters.aws.clients import aws_client
 from rtrec.adapters.aws.dynamo import DynamoFeatureStore
 from rtrec.adapters.aws.kinesis import KinesisEventStream
+from rtrec.adapters.aws.s3 import S3RankerStateStore
 from rtrec.adapters.aws.sqs import SqsDeadLetterQueue
 from rtrec.domain.events import UserEvent
 from rtrec.local.event_source import KinesisEventSourceMapping
-from rtrec.resources import EVENTS_DLQ, ITEM_FEATURES, STREAM_CHECKPOINTS, USER_FEATURES
+from rtrec.resources import EVENTS_DLQ, ITEM_FEATURES, MODELS_BUCKET, STREAM_CHECKPOINTS, USER_FEATURES
+from rtrec.services.online import ItemStatsReader
 from rtrec.settings import ConsumerSettings
 
 pytestmark = pytest.mark.integration
@@ -64,9 +66,10 @@ def test_stopping_and_restarting_the_consumer_loses_nothing_and_doubles_nothing(
     assert second.run_until_idle(timeout_s=120)
 
     features = DynamoFeatureStore(names.table(USER_FEATURES), names.table(ITEM_FEATURES), endpoint_url=cloud.endpoint_url)
+    stats = ItemStatsReader(S3RankerStateStore(names.bucket(MODELS_BUCKET), endpoint_url=cloud.endpoint_url))
     for item in items:
         expected = sum(1 for e in events if e.item_id == item)
-        assert features.get_item_stats(item)["clicks"] == expected, item
+        assert stats.get(item).clicks == expected, item
     for user in users:
         profile = features.get_user(user)
         assert profile.interaction_count == sum(1 for e in events if e.user_id == user)

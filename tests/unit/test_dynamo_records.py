@@ -1,26 +1,42 @@
-"""How profiles are stored in DynamoDB: id lists as JSON strings, the pending slate as its stream record."""
+"""How profiles are stored in DynamoDB: id lists as JSON strings, the pending slate as its stream record, the
+exactly-once marks (per-shard watermarks as strings, the packed dedup set as binary), and the old format."""
 
 from __future__ import annotations
 
 from rtrec.adapters.aws.dynamo import _from_attribute_map, _to_attribute_map, user_from_record, user_to_record
 from rtrec.domain.events import Impression
-from rtrec.domain.models import UserProfile
+from rtrec.domain.models import LEGACY_ARRIVAL, SeenEvents, UserProfile, event_fingerprint, record_fingerprint
 
 
 def test_a_profile_survives_the_round_trip_through_attribute_maps():
     slate = Impression("r1", "u1", "2", "two_tower", ("a", "b"), (0.5, 0.25), (0.9, 0.8), 1e9,
                        ((1.0, 0.5, 0, 0, 0, 0, 0), (1.0, 0.4, 0, 0, 0, 0, 0)))
+    seen = SeenEvents()
+    seen.add("e1", 10**55 + 7, 1.7e9)
     profile = UserProfile("u1", age=30, gender="F", history=("3", "1 2", 'q"x'), interaction_count=3, last_seen=7,
-                          recent_event_ids=("e1@5",), pending_impression=slate, early_rewards=("r0 a",))
+                          applied_through=(("s-1", 10**55 + 7), ("s-0", 5)), seen_events=seen.pack(),
+                          recent_slates=("r 1 0badcafe",), pending_impression=slate, early_rewards=("r0 a",))
     attributes = _to_attribute_map(user_to_record(profile))
     assert attributes["history"] == {"S": '["3","1 2","q\\"x"]'}  # one string, not a list of 3
-    assert user_from_record(_from_attribute_map(attributes)) == profile
+    assert attributes["seen_events"] == {"B": seen.pack()} and len(seen.pack()) == 16
+    assert str(10**55 + 7) in attributes["applied_through"]["S"]  # 56 digits: a string, not a DynamoDB number
+    again = user_from_record(_from_attribute_map(attributes))
+    assert again == profile and again.applied_on("s-1") == 10**55 + 7 and again.applied_on("s-9") == -1
 
 
 def test_profiles_written_with_dynamodb_lists_still_read():
     record = {"user_id": "u1", "history": ["3", "1"], "recent_event_ids": ["e1"], "interaction_count": 2}
     profile = user_from_record(record)
-    assert profile.history == ("3", "1") and profile.recent_event_ids == ("e1",) and profile.early_rewards == ()
+    assert profile.history == ("3", "1") and profile.early_rewards == ()
+    assert SeenEvents(profile.seen_events).entries == {event_fingerprint("e1"): (0, LEGACY_ARRIVAL)}
+
+
+def test_old_marks_become_dedup_entries_and_recent_slates():
+    profile = user_from_record({"user_id": "u1", "recent_event_ids": '["e1@5", "impression:r1@6", "e@x@9"]'})
+    seen = SeenEvents(profile.seen_events)
+    assert seen.first_applied_by("e1", 2e9) == record_fingerprint(5)  # kept until stamped by its first use
+    assert seen.first_applied_by("e@x", 2e9) == record_fingerprint(9)
+    assert profile.recent_slates == (f"r1 {record_fingerprint(6):08x}",) and profile.applied_through == ()
 
 
 def test_an_empty_profile_stores_no_empty_attributes():

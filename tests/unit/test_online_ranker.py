@@ -263,3 +263,24 @@ def test_the_source_reloads_after_its_interval_and_keeps_the_last_on_failure():
     states.load_all = broken  # type: ignore[method-assign]
     now[0] = 6.0
     assert source().examples == 3
+
+
+def test_item_stats_live_in_the_shard_state_and_merge_by_summing():
+    from rtrec.domain.models import ItemStatsDelta
+    from rtrec.domain.online import merged_item_stats
+    from rtrec.services.online import ItemStatsReader
+
+    parent, child = RankerShardState("s-0"), RankerShardState("s-0-child")
+    parent.count("a", ItemStatsDelta(impressions=3, clicks=1, interactions=1, popularity_mass=0.5))
+    child.count("a", ItemStatsDelta(impressions=2, popularity_mass=0.25))
+    child.count("b", ItemStatsDelta(impressions=1))
+    states = InMemoryRankerStateStore()
+    for state in (parent, child):
+        states.save(state)
+    assert RankerShardState.from_dict(parent.to_dict()).item_stats == parent.item_stats
+    assert merged_item_stats([parent, child])["a"] == ItemStatsDelta(5, 1, 1, 0.75)
+    assert ItemStatsReader(states).get("a") == ItemStatsDelta(5, 1, 1, 0.75)
+    assert ItemStatsReader(states).many(["b", "zz"]) == {"b": ItemStatsDelta(impressions=1)}
+    old = parent.to_dict()
+    del old["item_stats"]  # a state saved before the item statistics moved here
+    assert RankerShardState.from_dict(old).item_stats == {}

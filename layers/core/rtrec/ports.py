@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from rtrec.domain.events import StreamMessage
-from rtrec.domain.models import ItemFeatures, ItemStatsDelta, PopularItems, UserProfile
+from rtrec.domain.models import ItemFeatures, PopularItems, UserProfile
 from rtrec.domain.online import LabeledImpression, RankerShardState
 from rtrec.domain.promotion import ProductionPointer
 
@@ -110,19 +110,24 @@ class CatalogAdditions(Protocol):
         """Items whose version tag differs from `known[item_id]` (or that are missing from it)."""
 
 
-class ItemStatsStore(Protocol):
-    """Online item statistics (impressions, clicks, interactions, popularity mass), updated by ADD."""
-
-    def add_item_stats_once(self, shard_id: str, deltas: Mapping[str, Sequence[tuple[int, ItemStatsDelta]]]) -> int:
-        """Add each item's deltas, tagged with their records' sequence numbers on `shard_id`, exactly once
-        (a per-item, per-shard watermark); returns the number of items updated."""
-
-
 class EventStream(Protocol):
     """The event stream (Kinesis): user events and impressions, partition key = user id."""
 
     def put(self, messages: Sequence[StreamMessage]) -> int:
         """Write every message (retrying the failed ones) or raise DependencyError."""
+
+
+class ImpressionQueue(Protocol):
+    """Impressions onto the stream off the request path (KinesisImpressionProducer): buffered, batched, flushed."""
+
+    def offer(self, message: StreamMessage) -> bool:
+        """Queue `message` without blocking; False when the full buffer made it drop one (counted)."""
+
+    def flush(self, timeout_s: float) -> int:
+        """Send what is buffered, synchronously, for at most `timeout_s`; the number of records still buffered."""
+
+    def close(self, timeout_s: float) -> int:
+        """Flush, stop the background sender, and count what could not be sent as dropped; that number."""
 
 
 class CounterfactualLog(Protocol):
@@ -139,7 +144,8 @@ class CounterfactualLog(Protocol):
 
 
 class RankerStateStore(Protocol):
-    """Each shard's online-ranker state (the models bucket): one writer per shard, read by every server."""
+    """Each shard's online-ranker state (the models bucket): one writer per shard, read by every server. It holds
+    the shard's item statistics too (ItemStatsReader merges them): loaded and saved once per consumer batch."""
 
     def load(self, shard_id: str) -> RankerShardState | None: ...
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -27,8 +30,15 @@ class UserProfile:
     history: tuple[str, ...] = ()
     interaction_count: int = 0
     last_seen: int | None = None  # unix seconds
-    # The last events applied to this profile: a re-delivered event is recognised and not applied twice.
-    recent_event_ids: tuple[str, ...] = ()
+    # Per shard ("<stream>-<shardId>"), the last sequence number of that shard applied to this profile: a record
+    # delivered again is recognised without its event id. Most recently advanced last, at most MAX_SHARD_WATERMARKS.
+    applied_through: tuple[tuple[str, int], ...] = ()
+    # The client events applied, packed (see SeenEvents): a client re-sending an event within the retention is a
+    # no-op however many messages came between. Impressions never enter it (see recent_slates).
+    seen_events: bytes = b""
+    # The last RECENT_SLATES slates applied, "request_id record_fingerprint": an impression re-sent (the
+    # producer retrying) is a no-op without using the user's event budget.
+    recent_slates: tuple[str, ...] = ()
     # The last slate served to the user, until a positive event rewards one of its items or the next
     # slate replaces it (then none was chosen): the consumer joins impressions with rewards here.
     pending_impression: Impression | None = None
@@ -39,6 +49,93 @@ class UserProfile:
     @property
     def has_demographics(self) -> bool:
         return any(v is not None for v in (self.age, self.gender, self.occupation, self.zip_prefix))
+
+    def applied_on(self, shard_id: str) -> int:
+        """The last sequence number of `shard_id` applied to this profile (-1: none)."""
+        for shard, seq in self.applied_through:
+            if shard == shard_id:
+                return seq
+        return -1
+
+
+# -- exactly once without a window ------------------------------------------------------------------------------
+
+MAX_SHARD_WATERMARKS = 8  # a user's records move to a child shard on a split: the parent's watermark ages out
+RECENT_SLATES = 8
+SEEN_EVENTS_LIMIT = 4096  # x 16 bytes = 64 KiB of a profile's 400 KB DynamoDB item at most
+LEGACY_ARRIVAL = 0xFFFFFFFF  # an entry converted from the old `recent_event_ids`: stamped by its first use
+_ENTRY = struct.Struct(">QII")  # event-id fingerprint, record fingerprint, arrival (unix seconds)
+
+
+def event_fingerprint(event_id: str) -> int:
+    """64 bits of BLAKE2b of the event id: among a user's <= SEEN_EVENTS_LIMIT ids two collide with
+    probability < 4096**2 / 2**65 (~5e-13); a collision would make a new event look like a duplicate."""
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big")
+
+
+def record_fingerprint(sequence_number: int) -> int:
+    """32 bits of BLAKE2b of a record's sequence number: enough to tell the record that first applied an event
+    (the original, delivered again) from another record carrying it (a client retry)."""
+    return int.from_bytes(hashlib.blake2b(str(sequence_number).encode(), digest_size=4).digest(), "big")
+
+
+class SeenEvents:
+    """A user's client-event dedup set, mutable while a batch is planned: event-id fingerprint ->
+    (fingerprint of the record that first applied it, that record's approximate arrival second).
+
+    Entries expire `retention_seconds` after their arrival, measured against the arrival of the record being
+    applied (never the wall clock), so a re-delivered batch expires exactly what it expired the first time.
+    At most `limit` entries: beyond (a user sending more than `limit` distinct events within the retention)
+    the oldest are dropped early and a client retry of one of those is applied again (`evicted` counts them).
+    Packed as 16 bytes an entry, oldest first, so a full set is 64 KiB of the profile's item."""
+
+    def __init__(self, packed: bytes = b"", *, retention_seconds: float = 86_400.0,
+                 limit: int = SEEN_EVENTS_LIMIT) -> None:
+        self.entries: dict[int, tuple[int, int]] = {
+            event: (record, arrived) for event, record, arrived in _ENTRY.iter_unpack(packed)}
+        self.retention = int(retention_seconds)
+        self.limit = limit
+        self.evicted = 0
+        self._legacy = any(a == LEGACY_ARRIVAL for _, a in self.entries.values())
+
+    def first_applied_by(self, event_id: str, arrived: float) -> int | None:
+        """The fingerprint of the record that first applied `event_id`, if that is within the retention."""
+        entry = self.entries.get(event_fingerprint(event_id))
+        if entry is None or (entry[1] != LEGACY_ARRIVAL and entry[1] < int(arrived) - self.retention):
+            return None
+        return entry[0]
+
+    def add(self, event_id: str, sequence_number: int, arrived: float) -> None:
+        """Remember `event_id` as first applied by this record; expire and bound the set (oldest first)."""
+        now = int(arrived)
+        if self._legacy:
+            self.entries = {e: (r, now if a == LEGACY_ARRIVAL else a) for e, (r, a) in self.entries.items()}
+            self._legacy = False
+        key = event_fingerprint(event_id)
+        self.entries.pop(key, None)  # an expired entry of the same id: to the end, as the newest
+        self.entries[key] = (record_fingerprint(sequence_number), now)
+        oldest = now - self.retention
+        while self.entries:  # insertion order is arrival order (a shard's arrival times do not go back)
+            first = next(iter(self.entries))
+            if self.entries[first][1] >= oldest and len(self.entries) <= self.limit:
+                break
+            if self.entries[first][1] >= oldest:
+                self.evicted += 1
+            del self.entries[first]
+
+    def pack(self) -> bytes:
+        return b"".join(_ENTRY.pack(e, r, a) for e, (r, a) in self.entries.items())
+
+    @staticmethod
+    def from_legacy_marks(marks: Iterable[str]) -> bytes:
+        """The old format's `event_id@sequence_number` marks (or bare event ids) as packed entries whose
+        arrival is stamped by the next record applied (so they live a whole retention from then on)."""
+        packed = []
+        for mark in marks:
+            event_id, _, seq = mark.rpartition("@") if "@" in mark else (mark, "", "")
+            record = record_fingerprint(int(seq)) if seq.isdigit() else 0
+            packed.append(_ENTRY.pack(event_fingerprint(event_id), record, LEGACY_ARRIVAL))
+        return b"".join(packed)
 
 
 @dataclass(frozen=True)

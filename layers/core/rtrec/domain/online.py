@@ -13,11 +13,13 @@ that Thompson sampling draws from to explore new items.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from rtrec.domain.events import Impression, decode_message, message_to_dict
+from rtrec.domain.models import ItemStatsDelta
 
 
 @dataclass
@@ -158,9 +160,12 @@ def slate_centred(features: np.ndarray) -> np.ndarray:
 @dataclass
 class RankerShardState:
     """What one consumer (one Kinesis shard) has learned: the FTRL learner, per-item impressions and clicks
-    of resolved slates (the Beta posteriors' counts), and a time-decayed count of positive events per item
-    (the trend). Each shard has one writer, so the state is read, changed and written back without a race;
-    `learned_through` (the last sequence number learned) makes a re-delivered batch a no-op."""
+    of resolved slates (the Beta posteriors' counts), a time-decayed count of positive events per item
+    (the trend), and the item statistics of every record of the shard (`item_stats`: impressions shown,
+    clicks, positive interactions, popularity mass; see `merged_item_stats`). Each shard has one writer, so the
+    state is read, changed and written back once per batch without a race; `learned_through` (the last
+    sequence number learned) makes a re-delivered batch a no-op. A child shard (split or merge) has a state of
+    its own: every record is on one shard, so the merged statistics are the sums over the states."""
 
     shard_id: str
     learner: FtrlProximal = field(default_factory=lambda: FtrlProximal(len(RANKER_FEATURES)))
@@ -171,6 +176,22 @@ class RankerShardState:
     trend_anchor: float | None = None
     trend_reference: float | None = None  # the newest positive event seen
     trend_half_life_days: float = 7.0
+    # item -> [impressions, clicks, interactions, popularity_mass]: lists, so a batch adds in place
+    item_stats: dict[str, list[float]] = field(default_factory=dict)
+
+    def count(self, item_id: str, delta: ItemStatsDelta) -> None:
+        """Add one record's statistics of `item_id` (the caller counts each record once: learned_through)."""
+        row = self.item_stats.get(item_id)
+        if row is None:
+            row = self.item_stats[item_id] = [0, 0, 0, 0.0]
+        row[0] += delta.impressions
+        row[1] += delta.clicks
+        row[2] += delta.interactions
+        row[3] += delta.popularity_mass
+
+    def stats_of(self, item_id: str) -> ItemStatsDelta:
+        row = self.item_stats.get(item_id)
+        return ItemStatsDelta(int(row[0]), int(row[1]), int(row[2]), float(row[3])) if row else ItemStatsDelta()
 
     def observe_positive(self, item_id: str, timestamp: float) -> None:
         """Count a positive event in the trend, in O(1): masses are kept relative to `trend_anchor`, each
@@ -216,7 +237,8 @@ class RankerShardState:
                 "learned_through": str(self.learned_through), "impressions": self.impressions,
                 "clicks": self.clicks, "trend": self.trend, "trend_anchor": self.trend_anchor,
                 "trend_reference": self.trend_reference,
-                "trend_half_life_days": self.trend_half_life_days, "features": list(RANKER_FEATURES)}
+                "trend_half_life_days": self.trend_half_life_days, "features": list(RANKER_FEATURES),
+                "item_stats": self.item_stats}
 
     @classmethod
     def from_dict(cls, body: dict) -> RankerShardState:
@@ -229,7 +251,20 @@ class RankerShardState:
                    trend={str(k): float(v) for k, v in body.get("trend", {}).items()},
                    trend_anchor=body.get("trend_anchor", body.get("trend_reference")),
                    trend_reference=body.get("trend_reference"),
-                   trend_half_life_days=float(body.get("trend_half_life_days", 7.0)))
+                   trend_half_life_days=float(body.get("trend_half_life_days", 7.0)),
+                   item_stats={str(k): [int(v[0]), int(v[1]), int(v[2]), float(v[3])]
+                               for k, v in body.get("item_stats", {}).items()})
+
+
+def merged_item_stats(states: Iterable[RankerShardState], item_ids: Iterable[str] | None = None
+                      ) -> dict[str, ItemStatsDelta]:
+    """Each item's statistics summed over every shard's state (all items, or those of `item_ids`)."""
+    wanted = None if item_ids is None else set(item_ids)
+    merged: dict[str, ItemStatsDelta] = {}
+    for state in states:
+        for item in (state.item_stats if wanted is None else wanted & state.item_stats.keys()):
+            merged[item] = merged.get(item, ItemStatsDelta()) + state.stats_of(item)
+    return merged
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,14 @@
 """The online ranker's two halves: the consumer learns per batch, serving reads what it learned.
 
-`OnlineLearner` runs after each consumer batch: it takes the slates the batch resolved (joined with their
-rewards) and its positive events, writes the joined slates to the counterfactual log, updates the shard's
-FTRL learner, Beta counts and trend, and saves the shard's state. Learning is exactly once per record: the
-state remembers the last sequence number it learned. The handler learns after planning a batch and before
-writing its profiles, so when a write fails and the batch comes again, what was learned is skipped (the
-profiles written before the failure no longer resolve their slates then, and need not).
+`OnlineLearner` runs in each consumer batch (`StreamConsumer.process_batch`): it takes the slates the batch
+resolved (joined with their rewards), its positive events and each record's item statistics, writes the joined
+slates to the counterfactual log, updates the shard's FTRL learner, Beta counts, trend and item statistics, and
+saves the shard's state: one GET and one PUT per batch, however many items the batch showed. Learning is exactly
+once per record: the state remembers the last sequence number it learned. The consumer learns after planning a
+batch and before writing its profiles, so when a write fails and the batch comes again, what was learned is
+skipped (the profiles written before the failure no longer resolve their slates then, and need not).
+
+`ItemStatsReader` gives an item's statistics merged over every shard's state (tests and operators).
 
 `OnlineRankerSource` is serving's side: it reloads every shard's state every `poll_seconds` and merges
 them into one `OnlineRanker`; a failed reload keeps the last one.
@@ -21,7 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rtrec.domain.online import RANKER_FEATURES, FtrlProximal, OnlineRanker, RankerShardState
+from rtrec.domain.models import ItemStatsDelta
+from rtrec.domain.online import RANKER_FEATURES, FtrlProximal, OnlineRanker, RankerShardState, merged_item_stats
 from rtrec.errors import RtrecError
 from rtrec.ports import CounterfactualLog, RankerStateStore
 from rtrec.services.stream import Applied
@@ -69,10 +73,26 @@ class OnlineLearner:
         for _, a in fresh:
             if a.positive is not None:
                 state.observe_positive(*a.positive)
+            for item, delta in a.stats:
+                state.count(item, delta)
         examples = state.learn(slates)
         state.learned_through = fresh[-1][0]
         self._states.save(state)
         return Learned(len(fresh), len(slates), examples, state.learner.examples)
+
+
+class ItemStatsReader:
+    """Item statistics (impressions, clicks, interactions, popularity mass) summed over every shard's state."""
+
+    def __init__(self, states: RankerStateStore) -> None:
+        self._states = states
+
+    def get(self, item_id: str) -> ItemStatsDelta:
+        return self.many([item_id]).get(item_id, ItemStatsDelta())
+
+    def many(self, item_ids: Sequence[str] | None = None) -> dict[str, ItemStatsDelta]:
+        """The items of `item_ids` that any shard counted (every counted item when None)."""
+        return merged_item_stats(self._states.load_all(), item_ids)
 
 
 class OnlineRankerSource:

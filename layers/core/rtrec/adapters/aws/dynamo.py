@@ -1,10 +1,14 @@
-"""DynamoFeatureStore: user and item features in two DynamoDB tables."""
+"""DynamoFeatureStore: user and item features in two DynamoDB tables.
+
+The stream consumer's exactly-once marks live in the profile item: `applied_through` (a JSON map of shard to
+sequence number, as strings: Kinesis sequence numbers have up to 56 digits, more than a DynamoDB number holds),
+`seen_events` (binary, 16 bytes per client event, at most SEEN_EVENTS_LIMIT) and `recent_slates`. A profile
+written before them has `recent_event_ids` instead: read, its marks become `seen_events` entries."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Iterator, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -14,13 +18,12 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from rtrec.adapters.aws.clients import aws_client
 from rtrec.adapters.aws.errors import translate_aws_errors
 from rtrec.domain.events import Impression, decode_record, encode_record
-from rtrec.domain.models import ItemFeatures, ItemStatsDelta, UserProfile
+from rtrec.domain.models import RECENT_SLATES, ItemFeatures, SeenEvents, UserProfile, record_fingerprint
 from rtrec.errors import DependencyError
 
 _BATCH_WRITE_LIMIT = 25
 _BATCH_GET_LIMIT = 100
 _MAX_UNPROCESSED_ROUNDS = 8
-_UPDATE_THREADS = 16
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -44,16 +47,6 @@ def _from_attribute_map(item: dict[str, Any]) -> dict[str, Any]:
     return {key: _deserializer.deserialize(value) for key, value in item.items()}
 
 
-def _watermark_attribute(shard_id: str) -> str:
-    """`applied_<shard>`: the last sequence number of that shard whose stats the item has."""
-    return "applied_" + "".join(c if c.isalnum() else "_" for c in shard_id)
-
-
-def _padded(sequence_number: int) -> str:
-    # Kinesis sequence numbers have up to 56 digits, more than a DynamoDB number holds: a string, compared in Python.
-    return f"{sequence_number:064d}"
-
-
 def _chunks(values: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(values), size):
         yield values[start : start + size]
@@ -71,7 +64,10 @@ def user_to_record(user: UserProfile) -> dict[str, Any]:
         "history": _id_list(user.history),
         "interaction_count": user.interaction_count,
         "last_seen": user.last_seen,
-        "recent_event_ids": _id_list(user.recent_event_ids),
+        "applied_through": (orjson.dumps({shard: str(seq) for shard, seq in user.applied_through}).decode()
+                            if user.applied_through else None),
+        "seen_events": user.seen_events or None,
+        "recent_slates": _id_list(user.recent_slates),
         # A JSON string: a map of float lists would cost a Decimal per feature both ways.
         "pending_impression": encode_record(user.pending_impression).decode() if user.pending_impression else None,
         "early_rewards": _id_list(user.early_rewards),
@@ -88,10 +84,33 @@ def user_from_record(record: dict[str, Any]) -> UserProfile:
         history=_ids(record.get("history")),
         interaction_count=int(record.get("interaction_count", 0)),
         last_seen=int(record["last_seen"]) if "last_seen" in record else None,
-        recent_event_ids=_ids(record.get("recent_event_ids")),
+        applied_through=tuple((str(k), int(v)) for k, v in orjson.loads(record["applied_through"]).items())
+        if record.get("applied_through") else (),
+        seen_events=_seen(record),
+        recent_slates=_ids(record.get("recent_slates")) or _legacy_slates(record),
         pending_impression=_impression(record.get("pending_impression")),
         early_rewards=_ids(record.get("early_rewards")),
     )
+
+
+def _seen(record: dict[str, Any]) -> bytes:
+    """The packed dedup set; from a profile of the old format, its `recent_event_ids` marks converted."""
+    raw = record.get("seen_events")
+    if raw is not None:
+        return bytes(raw.value if hasattr(raw, "value") else raw)  # boto3 reads a B attribute as Binary
+    legacy = [m for m in _ids(record.get("recent_event_ids")) if not m.startswith("impression:")]
+    return SeenEvents.from_legacy_marks(legacy) if legacy else b""
+
+
+def _legacy_slates(record: dict[str, Any]) -> tuple[str, ...]:
+    """The old format's impression marks (`impression:<request_id>@<seq>`) as recent_slates entries."""
+    slates = []
+    for mark in _ids(record.get("recent_event_ids")):
+        if mark.startswith("impression:"):
+            request_id, _, seq = mark[len("impression:"):].rpartition("@")
+            if request_id and seq.isdigit():
+                slates.append(f"{request_id} {record_fingerprint(int(seq)):08x}")
+    return tuple(slates[-RECENT_SLATES:])
 
 
 def _id_list(ids: Sequence[str]) -> str | None:
@@ -150,13 +169,6 @@ class DynamoFeatureStore:
         self.user_table = user_table
         self.item_table = item_table
         self._client = client if client is not None else aws_client("dynamodb", endpoint_url, region)
-        self._executor: ThreadPoolExecutor | None = None
-
-    def _pool(self) -> ThreadPoolExecutor:
-        """The threads that run a call's item updates concurrently: made once, not for every batch."""
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=_UPDATE_THREADS, thread_name_prefix="dynamo-updates")
-        return self._executor
 
     def get_user(self, user_id: str) -> UserProfile | None:
         with translate_aws_errors(f"reading user {user_id!r} from {self.user_table}"):
@@ -192,57 +204,6 @@ class DynamoFeatureStore:
 
     def put_items(self, items: Iterable[ItemFeatures]) -> int:
         return self._batch_write(self.item_table, (item_to_record(i) for i in items))
-
-    def add_item_stats_once(self, shard_id: str, deltas: Mapping[str, Sequence[tuple[int, ItemStatsDelta]]]) -> int:
-        """Apply each item's deltas (tagged with the sequence number of the record they came from) exactly once.
-
-        Each item keeps, per shard, the last sequence number whose deltas it has (a watermark). The watermarks
-        are read in one BatchGetItem per 100 items; each item gets the sum of its deltas above its watermark,
-        and the new watermark, in one UpdateItem conditioned on the watermark it was read with (the updates of
-        a call run concurrently). A batch delivered again finds the watermarks moved and adds nothing twice.
-        Not TransactWriteItems: each update is idempotent on its own, and a transaction costs twice the write
-        capacity (and moto copies the whole table for each one). Returns the number of items updated."""
-        mark = _watermark_attribute(shard_id)
-        read = self._batch_get(self.item_table, "item_id", deltas, ProjectionExpression="item_id, #w",
-                               ExpressionAttributeNames={"#w": mark})
-        watermarks = {str(r["item_id"]): int(r[mark]) for r in read if mark in r}
-        updates = []
-        for item_id, tagged in deltas.items():
-            seen = watermarks.get(item_id, -1)
-            fresh = [(seq, d) for seq, d in tagged if seq > seen]
-            if not fresh:
-                continue
-            total = sum((d for _, d in fresh), ItemStatsDelta())
-            values = {":i": total.impressions, ":c": total.clicks, ":n": total.interactions,
-                      ":m": Decimal(repr(float(total.popularity_mass))), ":w": _padded(max(s for s, _ in fresh))}
-            condition = "attribute_not_exists(#w)"
-            if item_id in watermarks:
-                values[":seen"] = _padded(seen)
-                condition = "#w = :seen"
-            updates.append({
-                "TableName": self.item_table, "Key": {"item_id": {"S": item_id}},
-                "UpdateExpression": "ADD impressions :i, clicks :c, interaction_count :n, popularity_mass :m SET #w = :w",
-                "ConditionExpression": condition, "ExpressionAttributeNames": {"#w": mark},
-                "ExpressionAttributeValues": {k: _serializer.serialize(v) for k, v in values.items()},
-            })
-        if len(updates) == 1:
-            self._update_once(updates[0])
-        elif updates:
-            for future in [self._pool().submit(self._update_once, u) for u in updates]:
-                future.result()
-        return len(updates)
-
-    def _update_once(self, update: dict[str, Any]) -> None:
-        # ConditionalCheckFailed: the watermark moved since it was read (another writer of the shard); the
-        # DependencyError makes the batch come again, and the next read sees the new watermark.
-        with translate_aws_errors(f"updating the stats of item {update['Key']['item_id']['S']!r} in {self.item_table}"):
-            self._client.update_item(**update)
-
-    def get_item_stats(self, item_id: str) -> dict[str, float]:
-        with translate_aws_errors(f"reading item {item_id!r} from {self.item_table}"):
-            response = self._client.get_item(TableName=self.item_table, Key={"item_id": {"S": item_id}})
-        record = _from_attribute_map(response.get("Item", {}))
-        return {k: float(record.get(k, 0)) for k in ("impressions", "clicks", "interaction_count", "popularity_mass")}
 
     def ping(self) -> None:
         with translate_aws_errors(f"describing {self.user_table}"):

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
 from rtrec.domain.encoder import FeatureEncoder
 from rtrec.domain.events import StreamMessage
-from rtrec.domain.models import ItemFeatures, ItemStatsDelta, PopularItems, UserProfile
+from rtrec.domain.models import ItemFeatures, PopularItems, UserProfile
 from rtrec.domain.online import LabeledImpression, RankerShardState
 
 
@@ -17,8 +17,6 @@ class InMemoryFeatureStore:
     def __init__(self) -> None:
         self.users: dict[str, UserProfile] = {}
         self.items: dict[str, ItemFeatures] = {}
-        self.item_stats: dict[str, ItemStatsDelta] = {}
-        self.watermarks: dict[tuple[str, str], int] = {}  # (shard, item) -> last sequence number applied
         self.user_reads = 0
 
     def get_user(self, user_id: str) -> UserProfile | None:
@@ -48,17 +46,6 @@ class InMemoryFeatureStore:
 
     def ping(self) -> None:
         return None
-
-    def add_item_stats_once(self, shard_id: str, deltas: Mapping[str, Sequence[tuple[int, ItemStatsDelta]]]) -> int:
-        updated = 0
-        for item_id, tagged in deltas.items():
-            seen = self.watermarks.get((shard_id, item_id), -1)
-            fresh = [(seq, d) for seq, d in tagged if seq > seen]
-            if fresh:
-                self.item_stats[item_id] = sum((d for _, d in fresh), self.item_stats.get(item_id, ItemStatsDelta()))
-                self.watermarks[(shard_id, item_id)] = max(seq for seq, _ in fresh)
-                updated += 1
-        return updated
 
 
 class InMemoryPopularityStore:
