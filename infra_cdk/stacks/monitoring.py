@@ -107,6 +107,15 @@ class MonitoringStack(Stack):
         alarm("DlqMessages", "dlq-messages",
               dlq.metric_approximate_number_of_messages_visible(period=five_min, statistic="Maximum"), 1,
               "records reached the dead-letter queue: `rtrec dlq show`, fix, `rtrec dlq redrive`")
+        # The consumer's lag as the Lambda service sees it: AWS/Lambda IteratorAge is reported for every invocation of
+        # the event source mapping, failed and retried ones included, so a stuck shard (the handler raising on a
+        # systemic failure, or bisecting a poison record) moves it where the handler's own IteratorAge stays silent.
+        consumer_fn = functions["stream-consumer"]
+        alarm("StreamConsumerIteratorAge", "stream-consumer-lambda-iterator-age",
+              consumer_fn.metric("IteratorAge", period=Duration.minutes(1), statistic="Maximum"), 60_000,
+              "the stream consumer's event source mapping is more than a minute behind (Lambda's IteratorAge, failed "
+              "batches included): a stuck or lagging shard; see `rtrec dlq show` and the consumer's errors",
+              comparison=cw.ComparisonOperator.GREATER_THAN_THRESHOLD, evaluation_periods=5, datapoints=3)
         alarm("StreamWriteThrottles", "stream-write-throttles",
               stream.metric_put_records_throttled_records(period=five_min, statistic="Sum"), 1,
               "Kinesis refused records for lack of shard capacity: add shards")
@@ -133,7 +142,9 @@ class MonitoringStack(Stack):
                            left=[fn.metric_duration(statistic="p99", label=n) for n, fn in functions.items()]),
             cw.GraphWidget(title="Kinesis: incoming records, iterator age", width=WIDGET_WIDTH,
                            left=[stream.metric_incoming_records()],
-                           right=[stream.metric_get_records_iterator_age_milliseconds(statistic="Maximum")]),
+                           right=[stream.metric_get_records_iterator_age_milliseconds(statistic="Maximum"),
+                                  functions["stream-consumer"].metric("IteratorAge", statistic="Maximum",
+                                                                      label="consumer Lambda IteratorAge")]),
             cw.GraphWidget(title="Dead-letter queue depth", width=WIDGET_WIDTH,
                            left=[dlq.metric_approximate_number_of_messages_visible(statistic="Maximum")]),
         ]

@@ -42,7 +42,8 @@ class Deployment:
 
 @pytest.fixture(scope="session")
 def deployment(runtime_layer_stand_in: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    cloud = EmbeddedCloud(port=0, names=PROVISIONED)
+    # moto only: its CloudFormation creates the stacks' resources inside moto, next to what start() provisioned there
+    cloud = EmbeddedCloud(port=0, names=PROVISIONED, backend="moto")
     cloud.start()
     try:
         deployer = CdkDeployer(cloud.endpoint_url, base_env=os.environ, python=sys.executable, prefix=DEPLOYED.prefix,

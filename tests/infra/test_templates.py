@@ -88,6 +88,7 @@ def test_event_source_mapping_reports_partial_failures_retries_and_dead_letters(
     assert mapping["BatchSize"] == 500
     assert mapping["ParallelizationFactor"] == 1
     assert mapping["StartingPosition"] == "TRIM_HORIZON"
+    assert mapping["MaximumRecordAgeInSeconds"] == EVENTS_STREAM.retention_hours * 3600
     destination = json.dumps(mapping["DestinationConfig"]["OnFailure"]["Destination"])
     assert f":{NAMES.queue(EVENTS_DLQ)}" in destination
     stream = next(iter(synth.resources("Streaming", "AWS::Kinesis::Stream")))
@@ -195,7 +196,11 @@ def test_monitoring_builds_the_catalog_dashboard_and_alarms(synth):
     alarms = by_property(synth.resources("Monitoring", "AWS::CloudWatch::Alarm"), "AlarmName")
     assert {f"rtrec-{spec.name}" for spec in ALARMS} <= set(alarms)
     assert {"rtrec-api-gateway-5xx", "rtrec-dlq-messages", "rtrec-stream-consumer-errors"} <= set(alarms)
-    assert len(alarms) == len(ALARMS) + 3 + 2 * 3  # + API 5xx, DLQ, stream throttles; errors/throttles per function
+    assert len(alarms) == len(ALARMS) + 4 + 2 * 3  # + API 5xx, DLQ, stream throttles, consumer Lambda IteratorAge;
+    # errors/throttles per function
+    lambda_age = alarms["rtrec-stream-consumer-lambda-iterator-age"]  # moves while a shard is stuck (failed batches)
+    assert lambda_age["Namespace"] == "AWS/Lambda" and lambda_age["MetricName"] == "IteratorAge"
+    assert lambda_age["Statistic"] == "Maximum" and lambda_age["Threshold"] == 60_000
     topic = next(iter(synth.resources("Monitoring", "AWS::SNS::Topic")))
     assert all(a["AlarmActions"] == [{"Ref": topic}] for a in alarms.values())
     latency = alarms["rtrec-recommend-latency-p99"]

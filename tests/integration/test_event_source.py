@@ -261,9 +261,9 @@ def test_a_poison_record_goes_to_the_dlq_and_the_shard_moves_on(cloud, names, cl
             return []
 
     recorder = Poisoned()
-    # A raising handler fails its whole batch (no bisect), so the raise case reads one record per batch.
-    esm = mapping(cloud, names, stream, consumer, recorder, batch_size=100 if mode == "report" else 1,
-                  max_attempts=3, dlq_url=dlq_url)
+    # A raising handler fails its whole batch: bisection isolates the record (the reported one is retried once
+    # as it is, then split the same way until it is alone).
+    esm = mapping(cloud, names, stream, consumer, recorder, batch_size=100, max_attempts=3, dlq_url=dlq_url)
     assert esm.run_until_idle(timeout_s=20)
 
     letters = dead_letters(client, dlq_url, stream, expected=1)
@@ -273,11 +273,14 @@ def test_a_poison_record_goes_to_the_dlq_and_the_shard_moves_on(cloud, names, cl
     assert letter["attempts"] == 3 and letter["consumer"] == consumer and letter["stream"] == stream
     assert letter["reason"] == (PARTIAL_FAILURE_REASON if mode == "report" else "ValueError: cannot parse event 10")
     assert decode(letter["record"]) == 10 and letter["record"]["eventID"] == f"{poison['shard']}:{poison['seq']}"
-    assert recorder.delivered_count()[f"{poison['seq']}@{poison['shard']}"] == 3
+    with_poison = [d for d in recorder.deliveries if any(decode(r) == 10 for r in d)]
+    assert [len(d) for d in with_poison[-3:]] == [1, 1, 1]  # dead-lettered after 3 deliveries of it alone
+    assert sum(len(d) == 1 for d in with_poison) == 3 and len(with_poison) <= 3 + 2 + 5  # + retry + log2(30) splits
     expected = [(r["shard"], r["seq"]) for r in put_results if r["i"] != 10]
     assert recorder.processed == expected  # the rest once each, in order
     stats = esm.stats()
-    assert stats["records_to_dlq"] == 1 and stats["failed_deliveries"] == 3
+    assert stats["records_to_dlq"] == 1 and stats["failed_deliveries"] == len(with_poison)
+    assert stats["bisections"] >= 1
     assert checkpoints(client, names, consumer) == {poison["shard"]: put_results[-1]["seq"]}
 
 

@@ -306,3 +306,226 @@ def test_a_stop_that_times_out_never_leaves_two_pollers():
     pollers = [t for t in _threading.enumerate() if t.name.startswith("esm-") and t.is_alive()]
     assert len(pollers) == 1
     assert mapping.stop(timeout_s=5)
+
+
+# -- poison isolation (BisectBatchOnFunctionError), systemic failures, visible lag -----------------------------------
+
+from rtrec.adapters.memory import InMemoryDeadLetterQueue  # noqa: E402
+from rtrec.errors import DependencyError  # noqa: E402
+
+SHARD = "shardId-000000000000"
+POISON = -1
+
+
+class Applier:
+    """A recording handler like the consumer's: a batch holding the poison record fails as a whole (reported from
+    its first record, or raised), else every record is applied in order."""
+
+    def __init__(self, mode: str = "report") -> None:
+        self.mode = mode
+        self.applied: list[int] = []
+        self.deliveries: list[list[int]] = []
+
+    def __call__(self, event: dict, context: Any) -> dict:
+        values = [decode(r) for r in event["Records"]]
+        self.deliveries.append(values)
+        if POISON in values:
+            if self.mode == "raise":
+                raise ValueError("cannot apply the poison record " + "x" * 5000)
+            return {"batchItemFailures": [{"itemIdentifier": event["Records"][0]["kinesis"]["sequenceNumber"]}]}
+        self.applied.extend(values)
+        return {"batchItemFailures": []}
+
+
+@pytest.mark.parametrize("mode", ["report", "raise"])
+def test_a_poison_record_among_20_is_isolated_by_bisection_and_dead_lettered_alone(mode):
+    kinesis = FakeKinesis()
+    kinesis.add_shard(SHARD)
+    goods = list(range(10)) + list(range(11, 21))
+    for i in goods[:10]:
+        kinesis.put(SHARD, i)
+    poison_seq = kinesis.put(SHARD, POISON)
+    for i in goods[10:]:
+        kinesis.put(SHARD, i)
+    dynamo, dlq = FakeDynamo(), InMemoryDeadLetterQueue()
+    handler = Applier(mode)
+    esm = make(kinesis, handler, dynamo=dynamo, dead_letter_queue=dlq, batch_size=100, max_attempts=3)
+
+    assert esm.run_until_idle(timeout_s=10)
+
+    assert handler.applied == goods  # the good ones, each once, in order
+    assert len(dlq.messages) == 1
+    letter = dlq.messages[0]
+    assert letter["sequence_number"] == poison_seq and decode(letter["record"]) == POISON
+    assert letter["source"] == "event_source_mapping" and letter["attempts"] == 3
+    assert len(letter["reason"]) <= 300  # a reason that repeats a huge field is cut
+    assert [d for d in handler.deliveries if d == [POISON]] == [[POISON]] * 3  # dead-lettered alone, after 3 tries
+    assert all(POISON not in d or len(d) <= 21 for d in handler.deliveries)
+    stats = esm.stats()
+    assert stats["bisections"] >= 2 and stats["dead_lettered"] == 1 and stats["records"] == 20
+    assert stats["shards"][SHARD]["state"] == "reading" and stats["stalled_shards"] == {}
+
+    # the shard moved on: the next 2,000 events are applied, in full batches again
+    more = list(range(100, 2100))
+    last = [kinesis.put(SHARD, i) for i in more][-1]
+    before = len(handler.deliveries)
+    assert esm.run_until_idle(timeout_s=20)
+    assert handler.applied == goods + more
+    assert len(handler.deliveries) - before == 20  # 2,000 in batches of 100: no bisection left behind
+    assert dynamo.checkpoint(SHARD) == last and len(dlq.messages) == 1
+
+
+def test_a_poison_record_reported_exactly_is_isolated_without_losing_its_neighbours():
+    kinesis = FakeKinesis()
+    kinesis.add_shard(SHARD)
+    for i in range(5):
+        kinesis.put(SHARD, i)
+    kinesis.put(SHARD, POISON)
+    for i in range(6, 10):
+        kinesis.put(SHARD, i)
+    applied: list[int] = []
+
+    def handler(event: dict, context: Any) -> dict:
+        for record in event["Records"]:  # applies up to the bad record, reports it
+            if decode(record) == POISON:
+                return {"batchItemFailures": [{"itemIdentifier": record["kinesis"]["sequenceNumber"]}]}
+            applied.append(decode(record))
+        return {}
+
+    dlq = InMemoryDeadLetterQueue()
+    esm = make(kinesis, handler, dead_letter_queue=dlq, max_attempts=2)
+    assert esm.run_until_idle(timeout_s=10)
+    assert applied == [0, 1, 2, 3, 4, 6, 7, 8, 9] and [decode(m["record"]) for m in dlq.messages] == [POISON]
+
+
+class StatsSpy:
+    """Stats of the mapping as seen from inside each delivery."""
+
+    def __init__(self) -> None:
+        self.esm: KinesisEventSourceMapping | None = None
+        self.seen: list[dict[str, Any]] = []
+
+    def snapshot(self) -> None:
+        assert self.esm is not None
+        self.seen.append(self.esm.stats())
+
+
+def test_a_dependency_error_is_retried_with_backoff_never_bisected_nor_dead_lettered():
+    kinesis = FakeKinesis()
+    kinesis.add_shard(SHARD)
+    for i in range(50):
+        kinesis.put(SHARD, i)
+    spy = StatsSpy()
+    applied: list[int] = []
+    deliveries: list[tuple[float, list[int]]] = []
+
+    def handler(event: dict, context: Any) -> dict:
+        spy.snapshot()
+        deliveries.append((time.monotonic(), [decode(r) for r in event["Records"]]))
+        if len(deliveries) <= 5:
+            raise DependencyError("updating item stats failed: ProvisionedThroughputExceededException")
+        applied.extend(decode(r) for r in event["Records"])
+        return {"batchItemFailures": []}
+
+    dlq = InMemoryDeadLetterQueue()
+    esm = make(kinesis, handler, dead_letter_queue=dlq, batch_size=20, max_attempts=1, max_backoff_s=0.05)
+    spy.esm = esm
+    assert esm.run_until_idle(timeout_s=10)
+
+    assert applied == list(range(50)) and dlq.messages == []  # all once, in order; nothing dead-lettered
+    assert [d for _, d in deliveries[:6]] == [list(range(20))] * 6  # the same batch again, never split
+    gaps = [b - a for (a, _), (b, _) in zip(deliveries, deliveries[1:6])]
+    assert sum(gaps) >= 0.9 * (0.01 + 0.02 + 0.04 + 0.05 + 0.05)  # exponential, capped at max_backoff_s
+    during = [s["shards"][SHARD] for s in spy.seen[1:6]]
+    assert all(s["state"] == "stalled" and s["stalled_since"] is not None for s in during)
+    assert [s["consecutive_failures"] for s in during] == [1, 2, 3, 4, 5]
+    assert all("ProvisionedThroughputExceeded" in s["last_error"] for s in during)
+    assert all(set(seen["stalled_shards"]) == {SHARD} for seen in spy.seen[1:6])
+    stats = esm.stats()
+    assert stats["bisections"] == 0 and stats["dead_lettered"] == 0 and stats["failed_batches"] == 5
+    assert stats["systemic_failures"] == 5 and stats["stalled_shards"] == {}
+    assert stats["shards"][SHARD]["stalled_since"] is None and stats["shards"][SHARD]["consecutive_failures"] == 0
+
+
+class FakeSink:
+    def __init__(self) -> None:
+        self.puts: list[tuple[str, float]] = []
+        self.gauges: dict[str, Any] = {}
+
+    def put(self, name: str, value: float, unit: str = "Count", dimensions: dict[str, str] | None = None) -> None:
+        self.puts.append((name, value))
+
+    def watch(self, name: str, read: Any) -> None:
+        self.gauges[name] = read
+
+
+def test_a_stuck_shard_shows_growing_iterator_age_lag_and_failed_batches():
+    kinesis = FakeKinesis()
+    kinesis.add_shard(SHARD)
+    for i in range(30):
+        kinesis.put(SHARD, i)
+    arrived = time.time() - 5.0
+    for record in kinesis.shards[SHARD]["records"]:
+        record["ApproximateArrivalTimestamp"] = arrived
+
+    def handler(event: dict, context: Any) -> None:
+        raise DependencyError("the feature store is down")
+
+    sink = FakeSink()
+    esm = make(kinesis, handler, sqs=FakeSqs(), batch_size=10, max_backoff_s=0.05, metrics=sink)
+    assert not esm.run_until_idle(timeout_s=0.5)
+    first = esm.stats()
+    time.sleep(0.2)
+    second = esm.stats()
+    shard = second["shards"][SHARD]
+    assert first["iterator_age_ms"] >= 5000 and second["iterator_age_ms"] >= first["iterator_age_ms"] + 150
+    assert second["millis_behind_latest"] == 1000 and second["lag_seconds"] >= 5.0
+    assert second["failed_batches"] >= 3 and shard["consecutive_failures"] >= 3 and shard["state"] == "stalled"
+    assert second["records"] == 0 and second["dead_lettered"] == 0  # systemic: nothing skipped
+    assert sink.puts.count(("MappingFailedBatches", 1)) == second["failed_batches"]
+    assert sink.gauges["MappingIteratorAge"]() >= 5000 and sink.gauges["MappingStalledShards"]() == 1
+
+
+def test_a_failing_dead_letter_send_stalls_the_shard_and_never_skips_the_record():
+    kinesis = FakeKinesis()
+    kinesis.add_shard(SHARD)
+    kinesis.put(SHARD, POISON)
+    last = kinesis.put(SHARD, 1)
+
+    class DownDlq:
+        def __init__(self) -> None:
+            self.left, self.messages = 4, []
+
+        def send(self, body: dict) -> None:
+            if self.left:
+                self.left -= 1
+                raise DependencyError("sending to SQS queue failed: ServiceUnavailable")
+            self.messages.append(body)
+
+    dlq, dynamo, handler = DownDlq(), FakeDynamo(), Applier()
+    esm = make(kinesis, handler, dynamo=dynamo, dead_letter_queue=dlq, max_attempts=1, max_backoff_s=0.02)
+    assert not esm.run_until_idle(timeout_s=0.05) or dlq.left == 0
+    assert esm.run_until_idle(timeout_s=10)
+    assert [decode(m["record"]) for m in dlq.messages] == [POISON] and handler.applied == [1]
+    assert dynamo.checkpoint(SHARD) == last and esm.stats()["transient_errors"] == 4
+
+
+def test_the_local_metrics_export_the_stuck_shard_through_prometheus():
+    pytest.importorskip("prometheus_client")
+    from rtrec.adapters.prometheus import PrometheusMetrics
+
+    kinesis = FakeKinesis()
+    kinesis.add_shard(SHARD)
+    kinesis.put(SHARD, 1)
+    kinesis.shards[SHARD]["records"][0]["ApproximateArrivalTimestamp"] = time.time() - 30.0
+
+    def handler(event: dict, context: Any) -> None:
+        raise DependencyError("down")
+
+    sink = PrometheusMetrics(process_metrics=False)
+    esm = make(kinesis, handler, max_backoff_s=0.02, metrics=sink)
+    assert not esm.run_until_idle(timeout_s=0.2)
+    text = sink.exposition()[0].decode()
+    values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line and line[0] != "#"}
+    assert values["rtrec_mapping_iterator_age_seconds"] >= 30.0 and values["rtrec_mapping_stalled_shards"] == 1
+    assert values["rtrec_mapping_failed_batches_total"] == esm.stats()["failed_batches"] >= 2

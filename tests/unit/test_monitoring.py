@@ -59,6 +59,8 @@ def test_every_metric_telemetry_emits_is_in_the_catalog_with_its_unit_and_dimens
         {"name": "user_age", "kind": "numeric", "statistic": "psi", "value": 0.31, "threshold": 0.2, "drifted": True}],
         "reward": {}})
     telemetry.retraining_run()
+    telemetry.impressions_dropped(2)
+    telemetry.impression_queue(5)
     emitted = {name for name, *_ in sink.puts}
     assert emitted == {s.name for s in METRICS if s.emitted_by == "rtrec"}  # every declared metric is emitted
     for name, _, unit, dims in sink.puts:
@@ -82,7 +84,7 @@ def test_panels_and_alarms_name_catalog_metrics_and_their_dimensions():
             assert set(query.dimensions) <= set(spec.cloudwatch_dimensions), (panel.title, query)
     for alarm in ALARMS:
         assert set(alarm.dimensions) <= set(metric(alarm.metric).cloudwatch_dimensions)
-    assert {a.metric for a in ALARMS} == {"Latency", "Errors", "IteratorAge", "DriftDetected"}
+    assert {a.metric for a in ALARMS} == {"Latency", "Errors", "IteratorAge", "DriftDetected", "ImpressionsDropped"}
     assert len({s.prometheus for s in METRICS if s.prometheus}) == len([s for s in METRICS if s.prometheus])
 
 

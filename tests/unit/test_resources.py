@@ -28,7 +28,7 @@ def test_bucket_names_are_valid_s3_names_with_a_suffix():
 def test_the_issue_names_every_resource_kind():
     logical = {t.logical_name for t in TABLES}
     assert {"user-features", "item-features", "locks", "stream-checkpoints"} <= logical
-    assert {b.logical_name for b in BUCKETS} == {"models", "counterfactual-logs", "offline-store"}
+    assert {b.logical_name for b in BUCKETS} == {"models", "counterfactual-logs", "offline-store", "dead-letters"}
     assert all(b.persistent for b in BUCKETS)
     assert [s.logical_name for s in STREAMS] == ["events"]
     assert [q.logical_name for q in QUEUES] == ["events-dlq"]

@@ -83,7 +83,11 @@ COUNTERFACTUAL_BUCKET = BucketSpec(
     "counterfactual-logs", persistent=True, purpose="impressions, propensities and rewards for OPE"
 )
 OFFLINE_STORE_BUCKET = BucketSpec("offline-store", persistent=True, purpose="the raw event log for retraining")
-BUCKETS: tuple[BucketSpec, ...] = (MODELS_BUCKET, COUNTERFACTUAL_BUCKET, OFFLINE_STORE_BUCKET)
+DEAD_LETTER_BUCKET = BucketSpec(
+    "dead-letters", persistent=True,
+    purpose="dead letters too large for SQS, whole (the raw record included); the DLQ message holds their key",
+)
+BUCKETS: tuple[BucketSpec, ...] = (MODELS_BUCKET, COUNTERFACTUAL_BUCKET, OFFLINE_STORE_BUCKET, DEAD_LETTER_BUCKET)
 
 EVENTS_DLQ = QueueSpec("events-dlq", purpose="stream records that failed processing, with the reason; replayable")
 QUEUES: tuple[QueueSpec, ...] = (EVENTS_DLQ,)

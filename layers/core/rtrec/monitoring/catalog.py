@@ -85,6 +85,12 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("ServingModelVersion", "None", "gauge", API_SERVICE,
                "the production model version that served the slate (none while popular items are served)", (),
                "rtrec_serving_model_version"),
+    MetricSpec("ImpressionsDropped", "Count", "counter", API_SERVICE,
+               "impressions never put on the stream: the producer's buffer was full (a long Kinesis outage or "
+               "throttling), or they were still unsent when it shut down; alarmed", (), "rtrec_impressions_dropped"),
+    MetricSpec("ImpressionQueueDepth", "Count", "gauge", API_SERVICE,
+               "impressions buffered by the producer, not yet on the stream (after each send; in Lambda, after the "
+               "end-of-invocation flush)", (), "rtrec_impression_queue_depth"),
     # -- every Lambda: Powertools' log_metrics(capture_cold_start_metric=True) ----------------------------------
     MetricSpec("ColdStart", "Count", "counter", ANY_LAMBDA,
                "1 per Lambda cold start (Powertools); divided by AWS/Lambda Invocations: the cold-start rate",
@@ -125,6 +131,17 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("ConsumerMillisBehindLatest", "Milliseconds", "gauge", LOCAL_SERVICE,
                "the local event source mapping's lag behind the stream's tip (Kinesis MillisBehindLatest, max over "
                "shards); NaN before the first read", (), "rtrec_consumer_behind_latest_seconds", emitted_by="local"),
+    MetricSpec("MappingIteratorAge", "Milliseconds", "gauge", LOCAL_SERVICE,
+               "the local event source mapping's iterator age: age of the oldest record of the batch last delivered, "
+               "max over shards, growing while a batch keeps failing (what Lambda's own IteratorAge shows in AWS); "
+               "0 once caught up", (), "rtrec_mapping_iterator_age_seconds", emitted_by="local"),
+    MetricSpec("MappingStalledShards", "Count", "gauge", LOCAL_SERVICE,
+               "shards of the local event source mapping that are not moving (a dependency down, or a record being "
+               "isolated and retried)", (), "rtrec_mapping_stalled_shards", emitted_by="local"),
+    MetricSpec("MappingFailedBatches", "Count", "counter", LOCAL_SERVICE,
+               "deliveries the local event source mapping saw fail (handler raised or reported a failure), systemic "
+               "ones included (the handler's own ConsumerFailedBatches misses a batch it raised on)", (),
+               "rtrec_mapping_failed_batches", emitted_by="local"),
 )
 
 CATALOG: dict[str, MetricSpec] = {spec.name: spec for spec in METRICS}
@@ -191,6 +208,9 @@ PANELS: tuple[Panel, ...] = (
     Panel("Lambda cold starts", (Query("coldstart", "cold starts", "ColdStart", "Sum", {FUNCTION_NAME: "*"}),),
           description="Powertools' ColdStart metric of every function"),
     Panel("Serving model version", (Query("version", "model version", "ServingModelVersion", "Maximum"),), "none"),
+    Panel("Impression producer", (Query("dropped", "impressions dropped", "ImpressionsDropped", "Sum"),
+                                  Query("depth", "buffered (max)", "ImpressionQueueDepth", "Maximum")),
+          description="impressions dropped before reaching the stream, and the producer's buffer depth"),
     Panel("Stream CTR (rewarded / resolved slates)",
           (Query("rewards", "rewards", "Rewards", "Sum", hidden=True),
            Query("slates", "slates", "SlatesResolved", "Sum", hidden=True),
@@ -231,6 +251,12 @@ ALARMS: tuple[AlarmSpec, ...] = (
               "GET /recommend p99 latency above 250 ms in 3 of 5 minutes", {ROUTE: RECOMMEND_ROUTE}),
     AlarmSpec("api-error-rate", "Errors", "Average", 0.01, "GreaterThanThreshold",
               "more than 1% of API requests answered with a 5xx in 3 of 5 minutes"),
+    AlarmSpec("impressions-dropped", "ImpressionsDropped", "Sum", 0.0, "GreaterThanThreshold",
+              "the API dropped impressions (its producer's buffer overflowed, or it shut down with some unsent): "
+              "the counterfactual log and the online ranker miss them", evaluation_periods=1, datapoints_to_alarm=1),
+    # The handler's own IteratorAge: emitted per batch it handles. A stuck shard (the handler raising on a systemic
+    # failure) emits none, so the monitoring stack adds the same alarm on Lambda's IteratorAge (AWS/Lambda), which
+    # the Lambda service reports for every invocation, failed ones included (`stream-consumer-lambda-iterator-age`).
     AlarmSpec("consumer-iterator-age", "IteratorAge", "Maximum", 60_000.0, "GreaterThanThreshold",
               "the stream consumer is more than a minute behind in 3 of 5 minutes"),
     AlarmSpec("drift-detected", "DriftDetected", "Maximum", 1.0, "GreaterThanOrEqualToThreshold",

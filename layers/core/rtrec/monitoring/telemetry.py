@@ -50,6 +50,16 @@ class Telemetry:
         if model_version is not None and model_version.isdigit():  # registry versions are integers
             sink.put("ServingModelVersion", int(model_version), "None")
 
+    def impressions_dropped(self, count: int) -> None:
+        """Impressions the producer dropped (its buffer full, or still unsent at shutdown), never sent to the stream."""
+        if self.sink is not None and count:
+            self.sink.put("ImpressionsDropped", count, "Count")
+
+    def impression_queue(self, depth: int) -> None:
+        """The impression producer's buffer: records waiting to be put on the stream (after a send or a flush)."""
+        if self.sink is not None:
+            self.sink.put("ImpressionQueueDepth", depth, "Count")
+
     # -- the stream consumer -----------------------------------------------------------------------------------
 
     def consumer_batch(self, *, records: int, failed: bool, dead_lettered: int = 0, iterator_age_ms: float | None = None,
