@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path as FilePath
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools import Logger
 from fastapi import BackgroundTasks, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.concurrency import run_in_threadpool
 
 from rtrec.domain.events import UserEvent
 from rtrec.domain.models import ItemFeatures, Recommendation
@@ -134,6 +136,36 @@ class EventsAccepted(BaseModel):
     accepted: int
 
 
+class ConsumerHealth(BaseModel):
+    """The stream consumer's lag as /health reports it: read from the event source mapping when it runs in this
+    process (`rtrec run`); in AWS the Lambda service runs it, and its IteratorAge metric (alarmed) is the lag."""
+
+    source: Literal["local", "cloudwatch", "unavailable"]
+    status: Literal["ok", "lagging", "stalled", "unknown"] = "unknown"
+    lag_seconds: float | None = Field(None, description="max over shards of the iterator age / behind-latest")
+    stalled_shards: dict[str, str] = Field(default_factory=dict, description="shard -> last error, while stuck")
+    detail: str = "lag is the consumer's IteratorAge metric (CloudWatch alarm consumer-iterator-age)"
+
+
+CONSUMER_LAG_OK_S = 60.0  # as the iterator-age alarm: a minute behind is lagging
+
+
+def consumer_health(status: Callable[[], dict] | None) -> ConsumerHealth:
+    """Summarize the mapping's stats(); a failing status callable degrades to `unavailable`, never raises."""
+    if status is None:
+        return ConsumerHealth(source="cloudwatch")
+    try:
+        stats = status()
+    except Exception as exc:  # the health route must answer whatever the consumer does
+        return ConsumerHealth(source="unavailable", detail=f"consumer status failed: {type(exc).__name__}: {exc}"[:300])
+    lag = stats.get("lag_seconds")
+    stalled = {shard: str(s.get("last_error") or "")[:300] for shard, s in (stats.get("shards") or {}).items()
+               if s.get("stalled_since") is not None}
+    state = "stalled" if stalled else ("lagging" if lag is not None and lag > CONSUMER_LAG_OK_S else "ok")
+    return ConsumerHealth(source="local", status=state, lag_seconds=lag, stalled_shards=stalled,
+                          detail="read from the local event source mapping")
+
+
 class HealthResponse(BaseModel):
     status: str = Field(description="ok | degraded (serving popular items only) | unavailable")
     model_version: str | None
@@ -143,6 +175,8 @@ class HealthResponse(BaseModel):
     shadow_version: str | None = Field(None, description="the candidate scored beside production for the promotion "
                                                          "gate's off-policy check (none shown to users)")
     dependencies: dict[str, str]
+    consumer: ConsumerHealth = Field(default_factory=lambda: ConsumerHealth(source="cloudwatch"),
+                                     description="the stream consumer's lag (degrades, never fails, health)")
 
 
 class ErrorResponse(BaseModel):
@@ -162,6 +196,27 @@ class Services:
     shadow_version: Callable[[], str | None] = lambda: None  # the shadow candidate's version, for /health
     ingest: IngestService | None = None  # POST /events and impression logging; None: not configured
     model_version: Callable[[], str | None] = lambda: None  # the production version loaded (no poll), for the logs
+    impression_flush_s: float = 2.0  # the end of a Lambda invocation waits this long at most for its impressions
+    impression_shutdown_s: float = 5.0  # the app's shutdown waits this long at most
+
+    def flush_impressions(self, timeout_s: float | None = None) -> int:
+        """Send the buffered impressions now (the end of a Lambda invocation); how many are still buffered."""
+        if self.ingest is None:
+            return 0
+        left = self.ingest.flush_impressions(self.impression_flush_s if timeout_s is None else timeout_s)
+        if left:
+            logger.warning("impressions still buffered after the flush", extra={"impressions": left})
+        return left
+
+    def close(self) -> int:
+        """Flush and stop the impression producer (the app's shutdown); how many impressions were dropped."""
+        if self.ingest is None:
+            return 0
+        dropped = self.ingest.close(self.impression_shutdown_s)
+        if dropped:
+            logger.error("impressions dropped at shutdown: the stream did not take them in time",
+                         extra={"impressions": dropped})
+        return dropped
 
     def log_impression(self, result: Recommendation) -> None:
         """Runs after the response is sent; a failure is logged, never turned into an error for the client."""
@@ -189,8 +244,13 @@ def ranking_config(settings: ApiSettings) -> RankingConfig:
     )
 
 
-def build_services(settings: ApiSettings) -> Services:
-    """Wire the AWS adapters named by `settings` into the services, and load the production model."""
+def build_services(settings: ApiSettings, *, telemetry: Telemetry = NO_TELEMETRY,
+                   background_impressions: bool = True) -> Services:
+    """Wire the AWS adapters named by `settings` into the services, and load the production model.
+
+    Impressions go through a KinesisImpressionProducer: a background sender under uvicorn; none in Lambda
+    (`background_impressions=False`: the runtime freezes threads between invocations), where the handler flushes
+    at the end of every invocation (`lambda_entry`). `telemetry` counts the impressions it drops."""
     from rtrec.adapters.aws.dynamo import DynamoFeatureStore
     from rtrec.adapters.aws.model_store import S3ModelStore
     from rtrec.adapters.aws.s3 import S3CatalogAdditions, S3PopularityStore, S3RankerStateStore
@@ -206,12 +266,20 @@ def build_services(settings: ApiSettings) -> Services:
     bucket = names.bucket(MODELS_BUCKET)
     catalog = CatalogService(features, S3CatalogAdditions(bucket, **aws), sync_seconds=settings.catalog_sync_seconds)
     from rtrec.adapters.aws.kinesis import KinesisEventStream
+    from rtrec.adapters.aws.kinesis_producer import KinesisImpressionProducer
     from rtrec.resources import EVENTS_STREAM
 
-    ingest = IngestService(KinesisEventStream(names.stream(EVENTS_STREAM), **aws), clock=time.time)
+    stream = KinesisEventStream(names.stream(EVENTS_STREAM), **aws)
+    producer = KinesisImpressionProducer(
+        stream, max_records=settings.impression_buffer_records, max_bytes=settings.impression_buffer_bytes,
+        linger_s=settings.impression_linger_ms / 1000.0, overflow=settings.impression_overflow,
+        background=background_impressions, telemetry=telemetry,
+    )
+    ingest = IngestService(stream, clock=time.time, impressions=producer)
     services = Services(recommender=None, catalog=catalog,  # type: ignore[arg-type]
                         admin_api_key=settings.admin_api_key.get_secret_value() if settings.admin_api_key else None,
-                        ingest=ingest)
+                        ingest=ingest, impression_flush_s=settings.impression_flush_seconds,
+                        impression_shutdown_s=settings.impression_shutdown_seconds)
 
     def load(version: str, folder: FilePath) -> ServingModel:
         try:
@@ -271,6 +339,28 @@ def build_services(settings: ApiSettings) -> Services:
     return services
 
 
+LambdaHandler = Callable[[dict[str, Any], Any], Any]
+FLUSH_MARGIN_S = 0.5  # of the invocation's remaining time, left for the response and the EMF lines
+
+
+def lambda_entry(handler: LambdaHandler, services: Services) -> LambdaHandler:
+    """`handler` (Mangum) that sends the invocation's impressions before it returns: Lambda freezes the process
+    between invocations, so nothing may stay buffered for a background thread. The flush waits at most
+    `services.impression_flush_s`, and never past the invocation's remaining time less FLUSH_MARGIN_S."""
+
+    def entry(event: dict[str, Any], context: Any) -> Any:
+        try:
+            return handler(event, context)
+        finally:
+            timeout = services.impression_flush_s
+            remaining_ms = getattr(context, "get_remaining_time_in_millis", None)
+            if callable(remaining_ms):
+                timeout = max(0.0, min(timeout, remaining_ms() / 1000.0 - FLUSH_MARGIN_S))
+            services.flush_impressions(timeout)
+
+    return entry
+
+
 def get_services(request: Request) -> Services:
     return request.app.state.services
 
@@ -323,15 +413,27 @@ def _names(values: list[str] | None) -> tuple[str, ...]:
 ERRORS = {404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}}
 
 
-def create_app(services: Services | Recommender, *, telemetry: Telemetry = NO_TELEMETRY) -> FastAPI:
+def create_app(services: Services | Recommender, *, telemetry: Telemetry = NO_TELEMETRY,
+               consumer_status: Callable[[], dict] | None = None) -> FastAPI:
     """The app over `services`; `telemetry` receives each request's and each slate's metrics (EMF in Lambda,
-    Prometheus locally, whose registry is then served at GET /metrics)."""
+    Prometheus locally, whose registry is then served at GET /metrics); `consumer_status` (the local event source
+    mapping's `stats`, when `rtrec run` runs it in this process) gives /health the consumer's lag."""
     if isinstance(services, Recommender):  # a recommender alone: no admin routes' store behind it
         services = Services(recommender=services, catalog=None)  # type: ignore[arg-type]
+    served = services
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        """On shutdown (uvicorn; Mangum runs with lifespan="off" and `lambda_entry` flushes instead), send the
+        buffered impressions before the process goes."""
+        yield
+        await run_in_threadpool(served.close)
+
     app = FastAPI(
         title="rtrec",
         version="0.1.0",
         description="Real-time recommendations: two-tower retrieval, ANN candidates, ranking with exploration.",
+        lifespan=lifespan,
     )
     app.state.services = services
     app.add_exception_handler(RtrecError, _domain_error)
@@ -378,6 +480,7 @@ def create_app(services: Services | Recommender, *, telemetry: Telemetry = NO_TE
             online_ranker_examples=ranker.examples if ranker is not None else 0,
             shadow_version=services.shadow_version(),
             dependencies=dependencies,
+            consumer=consumer_health(consumer_status),  # lag degrades serving's freshness, not its availability
         )
         return JSONResponse(status_code=200 if can_serve else 503, content=body.model_dump())
 

@@ -107,6 +107,30 @@ class ApiSettings(AwsSettings):
         description="score the shadow candidate (if one is published) beside production on every request and log "
                     "its policy's probabilities for the promotion gate's off-policy check",
     )
+    impression_linger_ms: float = Field(
+        default=50.0, ge=0, le=10_000, validation_alias=_env("impression_linger_ms"),
+        description="the longest an impression waits in the producer's buffer before a PutRecords (uvicorn)",
+    )
+    impression_buffer_records: int = Field(
+        default=10_000, ge=1, validation_alias=_env("impression_buffer_records"),
+        description="impressions the producer buffers at most; beyond, it drops and counts (ImpressionsDropped)",
+    )
+    impression_buffer_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=1024 * 1024, validation_alias=_env("impression_buffer_bytes"),
+        description="bytes of encoded impressions the producer buffers at most",
+    )
+    impression_overflow: Literal["drop_oldest", "drop_newest"] = Field(
+        default="drop_oldest", validation_alias=_env("impression_overflow"),
+        description="which impression a full buffer drops (the oldest: recent slates are the ones still rewarded)",
+    )
+    impression_flush_seconds: float = Field(
+        default=2.0, gt=0, le=60, validation_alias=_env("impression_flush_seconds"),
+        description="how long the end of a Lambda invocation waits at most for its impressions to be sent",
+    )
+    impression_shutdown_seconds: float = Field(
+        default=5.0, gt=0, le=60, validation_alias=_env("impression_shutdown_seconds"),
+        description="how long the app's shutdown waits at most for buffered impressions to be sent",
+    )
 
 
 class ConsumerSettings(AwsSettings):
@@ -121,6 +145,16 @@ class ConsumerSettings(AwsSettings):
     ranker_alpha: float = Field(default=0.1, gt=0, validation_alias=_env("ranker_alpha"))
     ranker_l1: float = Field(default=0.01, ge=0, validation_alias=_env("ranker_l1"))
     ranker_l2: float = Field(default=1.0, ge=0, validation_alias=_env("ranker_l2"))
+    dedup_retention_seconds: float = Field(
+        default=86_400.0, gt=0, validation_alias=_env("dedup_retention_seconds"),
+        description="a client event re-sent within this much arrival time of the original is a no-op; at least "
+                    "the stream's retention (24 h by default)",
+    )
+    dedup_max_events_per_user: int = Field(
+        default=4096, ge=1, le=16_384, validation_alias=_env("dedup_max_events_per_user"),
+        description="client events a profile remembers for duplicate detection at most (16 bytes each); beyond, "
+                    "the oldest are forgotten before the retention ends",
+    )
 
 
 class DriftSettings(AwsSettings):
@@ -158,6 +192,11 @@ class LocalSettings(BaseSettings):
         validation_alias=AliasChoices("data_cache_dir", "RTREC_DATA_CACHE"),
     )
     dataset: Literal["ml-1m", "ml-100k"] = Field(default="ml-1m", validation_alias=AliasChoices("dataset", "RTREC_DATASET"))
+    cloud_backend: Literal["durable", "moto"] = Field(
+        default="durable", validation_alias=AliasChoices("cloud_backend", "RTREC_CLOUD_BACKEND")
+    )
+    emulators_dir: Path | None = Field(default=None, validation_alias=AliasChoices("emulators_dir", "RTREC_EMULATORS_DIR"))
+    node: str | None = Field(default=None, validation_alias=AliasChoices("node", "RTREC_NODE"))
 
     @property
     def endpoint_url(self) -> str:

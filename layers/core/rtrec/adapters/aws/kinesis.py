@@ -29,10 +29,7 @@ class KinesisEventStream:
 
     def put(self, messages: Sequence[StreamMessage]) -> int:
         """Write every message or raise DependencyError saying how many could not be written."""
-        entries = [{"Data": encode_record(m), "PartitionKey": m.user_id} for m in messages]
-        for entry in entries:
-            if len(entry["Data"]) + len(entry["PartitionKey"].encode()) > RECORD_BYTES:
-                raise InvalidInputError(f"a record of {len(entry['Data']):,} bytes exceeds Kinesis' 1 MiB limit")
+        entries = [record_entry(m) for m in messages]
         for chunk in _chunks(entries):
             self._put_chunk(chunk)
         return len(entries)
@@ -43,13 +40,22 @@ class KinesisEventStream:
             self._put_chunk(chunk)
         return len(records)
 
+    def put_records_once(self, entries: list[dict[str, Any]]) -> list[int]:
+        """One PutRecords call of at most PUT_RECORDS_LIMIT entries (as `record_entry` makes them): the positions of
+        the entries Kinesis refused (throttled or failed per record), for the caller to send again. A failure of
+        the whole call raises DependencyError (every entry then still needs sending)."""
+        with translate_aws_errors(f"writing {len(entries)} records to Kinesis stream {self.stream_name}"):
+            response = self._client.put_records(StreamName=self.stream_name, Records=entries)
+        if not response.get("FailedRecordCount"):
+            return []
+        return [n for n, result in enumerate(response["Records"]) if "ErrorCode" in result]
+
     def _put_chunk(self, pending: list[dict[str, Any]]) -> None:
         for attempt in range(self._max_rounds):
-            with translate_aws_errors(f"writing {len(pending)} records to Kinesis stream {self.stream_name}"):
-                response = self._client.put_records(StreamName=self.stream_name, Records=pending)
-            if not response.get("FailedRecordCount"):
+            refused = self.put_records_once(pending)
+            if not refused:
                 return
-            pending = [entry for entry, result in zip(pending, response["Records"]) if "ErrorCode" in result]
+            pending = [pending[n] for n in refused]
             self._sleep(min(0.05 * 2**attempt, 2.0))
         raise DependencyError(
             f"writing to Kinesis stream {self.stream_name}: {len(pending)} records still failing after "
@@ -57,11 +63,24 @@ class KinesisEventStream:
         )
 
 
+def record_entry(message: StreamMessage) -> dict[str, Any]:
+    """The PutRecords entry of one message (partition key = user id); InvalidInputError over Kinesis' 1 MiB."""
+    entry = {"Data": encode_record(message), "PartitionKey": message.user_id}
+    if entry_bytes(entry) > RECORD_BYTES:
+        raise InvalidInputError(f"a record of {len(entry['Data']):,} bytes exceeds Kinesis' 1 MiB limit")
+    return entry
+
+
+def entry_bytes(entry: dict[str, Any]) -> int:
+    """What an entry counts toward Kinesis' per-record and per-call limits: data plus partition key."""
+    return len(entry["Data"]) + len(entry["PartitionKey"].encode())
+
+
 def _chunks(entries: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     chunks: list[list[dict[str, Any]]] = [[]]
     size = 0
     for entry in entries:
-        entry_size = len(entry["Data"]) + len(entry["PartitionKey"].encode())
+        entry_size = entry_bytes(entry)
         if len(chunks[-1]) == PUT_RECORDS_LIMIT or size + entry_size > PUT_RECORDS_BYTES:
             chunks.append([])
             size = 0
