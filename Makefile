@@ -8,7 +8,7 @@ EXTRAS := serving,data,local,training,search,monitoring,infra,dev
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
 .PHONY: help venv data run cloud train promote mlflow-ui test test-unit test-integration test-e2e test-infra bench lint clean \
-	infra-deps layers synth deploy-local
+	infra-deps emulators layers synth deploy-local
 
 help:
 	@echo "make run    - embedded cloud + ML-1M features + a production model (bootstrapped if none) + API on http://127.0.0.1:8000"
@@ -35,10 +35,10 @@ venv: $(STAMP)
 data: venv
 	$(BIN)/rtrec data fetch
 
-run: venv
+run: venv emulators
 	$(BIN)/rtrec run
 
-cloud: venv
+cloud: venv emulators
 	$(BIN)/rtrec cloud up
 
 train: data
@@ -50,7 +50,7 @@ promote: venv
 mlflow-ui: venv
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/.rtrec/mlflow/mlflow.db --host 127.0.0.1 --port 5000
 
-test: data infra-deps layers
+test: data infra-deps emulators layers
 	$(BIN)/python -m pytest
 
 lint: venv
@@ -59,10 +59,10 @@ lint: venv
 test-unit: venv
 	$(BIN)/python -m pytest tests/unit
 
-test-integration: venv
+test-integration: venv emulators
 	$(BIN)/python -m pytest tests/integration
 
-test-e2e: data
+test-e2e: data emulators
 	$(BIN)/python -m pytest tests/e2e
 
 test-infra: infra-deps layers
@@ -78,6 +78,16 @@ $(INFRA)/node_modules/.package-lock.json: $(INFRA)/package-lock.json
 	touch $@
 
 infra-deps: $(INFRA)/node_modules/.package-lock.json
+
+# The durable local cloud's emulators (npm, pinned by localstack/emulators/package-lock.json): dynalite, kinesalite,
+# s3rver; their LevelDB bindings ship prebuilt, so nothing compiles.
+EMULATORS := localstack/emulators
+$(EMULATORS)/node_modules/.package-lock.json: $(EMULATORS)/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "error: npm not found; install Node.js 20+ (the local cloud's emulators run on it)"; exit 2; }
+	cd $(EMULATORS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+emulators: $(EMULATORS)/node_modules/.package-lock.json
 
 # Lambda layers: core (the rtrec package) and runtime (Linux wheels of layers/runtime/requirements.txt, from the
 # package index; pass LAMBDA_ARCH=arm64 for Graviton, with -c lambda_architecture=arm64 at synth).
@@ -102,5 +112,9 @@ bench: data
 	$(BIN)/python tests/bench/bench_ann.py
 	$(BIN)/python tests/bench/bench_training.py
 
+# Also the local cloud's state (tables, streams, buckets, queues under .rtrec/cloud; the moto backend's saved
+# buckets under .rtrec/s3), on purpose; the MLflow registry under .rtrec/mlflow stays.
 clean:
-	rm -rf $(VENV) .pytest_cache
+	@! node -e "require('net').connect(4566,'127.0.0.1').on('connect',()=>process.exit(0)).on('error',()=>process.exit(1))" 2>/dev/null \
+		|| { echo "error: the local cloud answers on :4566 (make run / make cloud); stop it first"; exit 2; }
+	rm -rf $(VENV) .pytest_cache .rtrec/cloud .rtrec/s3

@@ -261,8 +261,9 @@ def embedded_cloud(mode: str) -> Iterator[str]:
     started = time.perf_counter()
     if mode == "thread":
         from rtrec.local.cloud import EmbeddedCloud
+        from rtrec.settings import LocalSettings
 
-        cloud = EmbeddedCloud(port=0, names=NAMES)
+        cloud = EmbeddedCloud(port=0, names=NAMES, backend=LocalSettings().cloud_backend)
         cloud.start()
         progress(f"embedded cloud (moto server, thread of this process) at {cloud.endpoint_url}, "
                  f"started and provisioned in {time.perf_counter() - started:.1f} s")

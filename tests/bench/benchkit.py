@@ -18,7 +18,8 @@ import sys
 sys.path[:0] = sys.argv[2:]
 from rtrec.local.cloud import EmbeddedCloud
 from rtrec.resources import ResourceNames
-cloud = EmbeddedCloud(port=0, names=ResourceNames(prefix=sys.argv[1]))
+from rtrec.settings import LocalSettings
+cloud = EmbeddedCloud(port=0, names=ResourceNames(prefix=sys.argv[1]), backend=LocalSettings().cloud_backend)
 cloud.start()
 print(cloud.endpoint_url, flush=True)
 sys.stdin.read()  # until the parent closes the pipe

@@ -148,9 +148,11 @@ def test_run_bootstraps_a_model_serves_it_and_state_survives_a_restart(tmp_path)
     finally:
         stop(process, log)
 
-    saved = state_dir / "s3" / "models" / "popularity" / "current.json"
-    assert saved.exists(), "the popularity snapshot should be saved to the state folder on Ctrl-C"
-    assert (state_dir / "s3" / "models" / "models" / "production.json").exists()
+    # The durable cloud's S3 (s3rver) keeps every object in the state folder as it is written, not only on Ctrl-C.
+    objects = state_dir / "cloud" / "s3" / "rtrec-models"
+    saved = objects / "popularity" / "current.json._S3rver_object"
+    assert saved.exists(), "the popularity snapshot should be in the state folder"
+    assert (objects / "models" / "production.json._S3rver_object").exists()
     top_item = json.loads(saved.read_text())["items"][0]["item_id"]
 
     # Started again: the promoted model and the added item come back from the saved state, no bootstrap.

@@ -1,5 +1,8 @@
 """The embedded cloud, started once per test session on a free port (never 4566, which `make run` may hold).
 
+By default the durable emulators (dynalite, kinesalite, s3rver, moto for the rest, behind the router; state in a
+temporary folder); `RTREC_CLOUD_BACKEND=moto` runs the same tests against moto server in this process.
+
 With AWS_ENDPOINT_URL set (LocalStack: localstack/README.md), the same tests run against that endpoint instead:
 the `itest` resources are provisioned there, nothing is started.
 """
@@ -16,6 +19,7 @@ from rtrec.adapters.aws.clients import aws_client
 from rtrec.adapters.aws.provision import Provisioner
 from rtrec.local.cloud import EmbeddedCloud
 from rtrec.resources import ResourceNames
+from rtrec.settings import LocalSettings
 
 
 @dataclass
@@ -40,7 +44,7 @@ def cloud() -> Iterator[EmbeddedCloud]:
         Provisioner(external.names, endpoint_url=external.endpoint_url, region=external.region).provision()
         yield external  # type: ignore[misc]
         return
-    embedded = EmbeddedCloud(port=0, names=ResourceNames(prefix="itest"))
+    embedded = EmbeddedCloud(port=0, names=ResourceNames(prefix="itest"), backend=LocalSettings().cloud_backend)
     embedded.start()
     yield embedded
     embedded.stop(save_state=False)

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from rtrec.adapters.memory import InMemoryFeatureStore, InMemoryPopularityStore
 from rtrec.data.movielens import load_movielens
-from rtrec.domain.models import PROFILE_HISTORY_LIMIT
+from rtrec.domain.models import PROFILE_HISTORY_LIMIT, UserProfile
 from rtrec.services.seed import POPULAR_SNAPSHOT_SIZE, seed_catalog
 
 
@@ -45,3 +47,39 @@ def test_popular_snapshot_matches_item_popularity(seeded):
     assert best.popularity == pytest.approx(popular.items[0].score)
     assert max(i.popularity for i in features.items.values()) == pytest.approx(best.popularity)
     assert popular.source.startswith("ml-100k@")
+
+
+def test_a_second_seed_keeps_what_the_stream_wrote_and_writes_nothing(data_cache_dir):
+    dataset = load_movielens("ml-100k", data_cache_dir, allow_download=False)
+    features, popularity = InMemoryFeatureStore(), InMemoryPopularityStore()
+    seed_catalog(dataset, features, popularity)
+    user_id = dataset.users.iloc[0]["user_id"]
+    learned = replace(features.users[user_id], history=("1", "2"), interaction_count=2)
+    features.users[user_id] = learned
+    again = seed_catalog(dataset, features, popularity)
+    assert again.already_seeded and again.users_written == again.items_written == 0
+    assert features.users[user_id] == learned
+
+
+def test_an_interrupted_seed_writes_only_what_is_missing(data_cache_dir):
+    dataset = load_movielens("ml-100k", data_cache_dir, allow_download=False)
+    features, popularity = InMemoryFeatureStore(), InMemoryPopularityStore()
+    user_id = dataset.users.iloc[0]["user_id"]
+    new_user = UserProfile(user_id, history=("42",), interaction_count=1)  # the stream wrote it before any seed
+    features.users[user_id] = new_user
+    report = seed_catalog(dataset, features, popularity)
+    assert not report.already_seeded
+    assert report.users_kept == 1 and report.users_written == dataset.n_users - 1
+    assert features.users[user_id] == new_user
+    assert len(features.users) == dataset.n_users
+
+
+def test_overwrite_replaces_on_purpose(data_cache_dir):
+    dataset = load_movielens("ml-100k", data_cache_dir, allow_download=False)
+    features, popularity = InMemoryFeatureStore(), InMemoryPopularityStore()
+    seed_catalog(dataset, features, popularity)
+    user_id = dataset.users.iloc[0]["user_id"]
+    features.users[user_id] = UserProfile(user_id)
+    report = seed_catalog(dataset, features, popularity, overwrite=True)
+    assert report.users_written == dataset.n_users and not report.already_seeded
+    assert features.users[user_id].history

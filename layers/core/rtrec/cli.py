@@ -16,7 +16,7 @@ from rtrec.errors import RtrecError
 from rtrec.settings import ApiSettings, AwsSettings, LocalSettings
 
 app = typer.Typer(help="rtrec: a serverless real-time recommender.", no_args_is_help=True, add_completion=False)
-cloud_app = typer.Typer(help="The embedded local cloud (moto server).", no_args_is_help=True)
+cloud_app = typer.Typer(help="The embedded local cloud (persistent emulators behind one port).", no_args_is_help=True)
 data_app = typer.Typer(help="Public data sets (MovieLens; the Open Bandit Dataset sample).", no_args_is_help=True)
 app.add_typer(cloud_app, name="cloud")
 app.add_typer(data_app, name="data")
@@ -126,7 +126,28 @@ def cloud_deploy(
         "points the project's commands at the deployed copy")
 
 
-def _seed(settings: AwsSettings, local: LocalSettings) -> None:
+@cloud_app.command("reset")
+def cloud_reset(
+    state_dir: Annotated[Path | None, typer.Option(help="default .rtrec")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="the cloud's port, checked first (default 4566)")] = None,
+) -> None:
+    """Delete the local cloud's state (tables, stream records and positions, buckets, queues) to start from nothing;
+    the MLflow registry stays. Refuses while the cloud answers on its port."""
+    from rtrec.local.cloud import cloud_dir, port_in_use, reset_cloud_state
+
+    local = _local(state_dir=state_dir, cloud_port=port)
+    if port_in_use(local.cloud_host, local.cloud_port):
+        raise fail(f"the local cloud answers on {local.cloud_host}:{local.cloud_port}; stop it first (Ctrl-C in "
+                   "`make run` / `make cloud`), then reset")
+    root = local.state_dir.resolve()
+    removed = reset_cloud_state(root)
+    if removed:
+        say(f"deleted {', '.join(str(p) for p in removed)}; the next start provisions and seeds from nothing")
+    else:
+        say(f"nothing to delete: no cloud state in {cloud_dir(root)}")
+
+
+def _seed(settings: AwsSettings, local: LocalSettings, *, overwrite: bool = False) -> None:
     from rtrec.adapters.aws.cloudwatch import CloudWatchMetrics
     from rtrec.adapters.aws.dynamo import DynamoFeatureStore
     from rtrec.adapters.aws.s3 import S3PopularityStore
@@ -143,12 +164,18 @@ def _seed(settings: AwsSettings, local: LocalSettings) -> None:
         region=settings.region,
     )
     popularity = S3PopularityStore(names.bucket(MODELS_BUCKET), endpoint_url=settings.endpoint_url, region=settings.region)
-    report = seed_catalog(dataset, features, popularity, progress=say)
+    report = seed_catalog(dataset, features, popularity, overwrite=overwrite, progress=say)
+    if report.already_seeded:
+        say(f"{dataset.name} was seeded before: users and items kept as the stream and POST /items left them "
+            f"({report.seconds:.1f}s; `rtrec cloud reset` starts from nothing)")
+        return
     metrics = CloudWatchMetrics(names.metrics_namespace, endpoint_url=settings.endpoint_url, region=settings.region)
     metrics.put("CatalogItems", report.items_written, dimensions={"Dataset": dataset.name})
     metrics.put("SeededUsers", report.users_written, dimensions={"Dataset": dataset.name})
+    kept = f" ({report.users_kept:,} users and {report.items_kept:,} items already there, kept)" if (
+        report.users_kept or report.items_kept) else ""
     say(
-        f"seeded {report.users_written:,} users and {report.items_written:,} items into DynamoDB, "
+        f"seeded {report.users_written:,} users and {report.items_written:,} items into DynamoDB{kept}, "
         f"{report.popular_items} popular items into S3, in {report.seconds:.1f}s"
     )
 
@@ -157,10 +184,13 @@ def _seed(settings: AwsSettings, local: LocalSettings) -> None:
 def seed(
     endpoint_url: EndpointOption = None,
     dataset: DatasetOption = "ml-1m",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace users and items already in the store "
+                                                                "(by default seeding only adds what is missing)")] = False,
 ) -> None:
-    """Write the data set's user and item features to DynamoDB and publish the popular-items snapshot."""
+    """Write the data set's users and items the feature store lacks to DynamoDB and publish the popular-items
+    snapshot; what the stream or POST /items wrote is kept unless --overwrite."""
     try:
-        _seed(_aws(endpoint_url), _local(dataset=dataset))
+        _seed(_aws(endpoint_url), _local(dataset=dataset), overwrite=overwrite)
     except RtrecError as exc:
         raise fail(str(exc)) from None
 
@@ -170,21 +200,23 @@ def _start_cloud(local: LocalSettings) -> Any:
     from rtrec.local.state import LocalState
 
     state = LocalState(local.state_dir.resolve()).ensure()
-    cloud = EmbeddedCloud(host=local.cloud_host, port=local.cloud_port, names=AwsSettings().names, state=state)
+    cloud = EmbeddedCloud(host=local.cloud_host, port=local.cloud_port, names=AwsSettings().names, state=state,
+                          backend=local.cloud_backend, emulators_dir=local.emulators_dir, node=local.node)
     report = cloud.start()
-    say(f"embedded cloud (moto server) listening at {cloud.endpoint_url}")
+    engines = "dynalite, kinesalite, s3rver and moto, on disk" if cloud.backend == "durable" else "moto, in memory"
+    say(f"embedded cloud ({engines}) listening at {cloud.endpoint_url}")
     say(f"provisioned: {', '.join(report.created) or 'nothing new'}; state folder: {state.root}")
     return cloud
 
 
-def _wait_for_interrupt(until_dead: threading.Thread | None = None) -> None:
-    """Block until SIGINT/SIGTERM (or until `until_dead` stops)."""
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    while not stop.wait(0.2):
-        if until_dead is not None and not until_dead.is_alive():
-            return
+def _wait_for_interrupt(until_dead: threading.Thread | None = None) -> Any:
+    """Block until SIGINT/SIGTERM (or until `until_dead` stops); returns the Interrupts, which keep counting (a
+    second Ctrl-C sets `forced`)."""
+    from rtrec.local.shutdown import Interrupts
+
+    interrupts = Interrupts(say).install()
+    interrupts.wait(until_dead)
+    return interrupts
 
 
 @cloud_app.command("up")
@@ -197,7 +229,7 @@ def cloud_up(
                                                   help="run the stream consumer on the events stream")] = True,
     dataset: DatasetOption = "ml-1m",
 ) -> None:
-    """Start moto server, provision every resource, restore saved state; Ctrl-C saves state and stops."""
+    """Start the local cloud (state on disk), provision what is missing; Ctrl-C stops it."""
     local = _local(cloud_host=host, cloud_port=port, state_dir=state_dir, dataset=dataset)
     try:
         cloud = _start_cloud(local)
@@ -240,14 +272,14 @@ def _local_telemetry() -> Any:
     return _TELEMETRY[0]
 
 
-def _start_api_thread(settings: ApiSettings, host: str, port: int) -> tuple[Any, threading.Thread]:
+def _start_api_thread(settings: ApiSettings, host: str, port: int, **app_options: Any) -> tuple[Any, threading.Thread]:
     """The API under uvicorn on a daemon thread, started. uvicorn re-raises the signal it caught after shutting
     down, which would skip the caller's cleanup: in a thread it installs no signal handlers, the caller owns them."""
     import uvicorn
 
     from functions.api.app import build_services, create_app
 
-    api = create_app(build_services(settings), telemetry=_local_telemetry())
+    api = create_app(build_services(settings, telemetry=_local_telemetry()), telemetry=_local_telemetry(), **app_options)
     server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
@@ -258,15 +290,17 @@ def _start_api_thread(settings: ApiSettings, host: str, port: int) -> tuple[Any,
     return server, thread
 
 
-def _serve(settings: ApiSettings, host: str, port: int) -> None:
-    """Run the API until Ctrl-C or SIGTERM, then return (so callers can save state)."""
-    server, thread = _start_api_thread(settings, host, port)
+def _serve(settings: ApiSettings, host: str, port: int, **app_options: Any) -> Any:
+    """Run the API until Ctrl-C or SIGTERM, then stop it (its shutdown flushes the buffered impressions) and
+    return the Interrupts, so callers can drain and stop the rest (a second Ctrl-C sets `forced`)."""
+    server, thread = _start_api_thread(settings, host, port, **app_options)
     say(f"API on http://{host}:{port}  (Swagger UI: http://{host}:{port}/docs)")
     say(f"try: curl http://{host}:{port}/recommend/1")
     say("press Ctrl-C to stop")
-    _wait_for_interrupt(thread)
+    interrupts = _wait_for_interrupt(thread)
     server.should_exit = True
     thread.join(timeout=10)
+    return interrupts
 
 
 @app.command("serve")
@@ -296,9 +330,9 @@ def _start_stream_consumer(endpoint_url: str) -> Any:
     names = settings.names
     mapping = KinesisEventSourceMapping(
         names.stream(EVENTS_STREAM), build_handler(settings, telemetry=_local_telemetry()),
-        checkpoint_table=names.table(STREAM_CHECKPOINTS),
-        dlq_url=SqsDeadLetterQueue(names.queue(EVENTS_DLQ), endpoint_url=endpoint_url).url,
-        endpoint_url=endpoint_url, region=settings.region, on_progress=say,
+        checkpoint_table=names.table(STREAM_CHECKPOINTS), dlq_url=None,
+        dead_letter_queue=SqsDeadLetterQueue.for_names(names, endpoint_url=endpoint_url, region=settings.region),
+        endpoint_url=endpoint_url, region=settings.region, on_progress=say, metrics=_local_telemetry().sink,
     )
     mapping.start()
     sink = _local_telemetry().sink
@@ -451,6 +485,9 @@ def run(
     retrain_epochs: Annotated[int, typer.Option(min=1, help="epochs of a retraining job the drift check starts")] = 4,
     retrain_cooldown_seconds: Annotated[float, typer.Option(
         min=1, help="after a retraining trigger, no other starts for this long")] = 6 * 3600.0,
+    drain_seconds: Annotated[float, typer.Option(
+        min=0, help="on Ctrl-C, let the stream consumer catch up for at most this long (a second Ctrl-C skips it; "
+                    "what is left is consumed at the next start)")] = 30.0,
 ) -> None:
     """The whole system on this machine: embedded cloud, data seeded, a model in production, API served.
     Ctrl-C stops it all."""
@@ -476,17 +513,27 @@ def run(
             _bootstrap_model(cloud.endpoint_url, local, bootstrap_epochs)
         else:
             say("no model in production yet: serving popular items (make train && make promote to add one)")
-        _serve(ApiSettings(endpoint_url=cloud.endpoint_url, model_poll_seconds=model_poll_seconds,
-                           catalog_sync_seconds=model_poll_seconds), local.api_host, local.api_port)
+        interrupts = _serve(ApiSettings(endpoint_url=cloud.endpoint_url, model_poll_seconds=model_poll_seconds,
+                                        catalog_sync_seconds=model_poll_seconds), local.api_host, local.api_port,
+                            consumer_status=consumer.stats)
+        if scheduler is not None:
+            scheduler.stop()
+            scheduler = None
+        if interrupts is not None and not interrupts.forced.is_set():
+            from rtrec.local.shutdown import drain
+
+            drain(consumer, interrupts, say, timeout_s=drain_seconds)
     except RtrecError as exc:
         raise fail(str(exc)) from None
     finally:
+        stopped = time.monotonic()
         if scheduler is not None:
             scheduler.stop()
         if consumer is not None:
             consumer.stop()
-        say("saving state and stopping the embedded cloud")
+        say("stopping the embedded cloud")
         cloud.stop()
+        say(f"stopped in {time.monotonic() - stopped:.1f} s")
 
 
 def _key_values(pairs: list[str] | None, what: str) -> dict[str, str]:
@@ -809,25 +856,40 @@ app.add_typer(dlq_app, name="dlq")
 
 def _dlq(endpoint_url: str | None) -> Any:
     from rtrec.adapters.aws.sqs import SqsDeadLetterQueue
-    from rtrec.resources import EVENTS_DLQ
 
     settings = _aws(endpoint_url)
-    return settings, SqsDeadLetterQueue(settings.names.queue(EVENTS_DLQ), endpoint_url=settings.endpoint_url,
-                                        region=settings.region)
+    return settings, SqsDeadLetterQueue.for_names(settings.names, endpoint_url=settings.endpoint_url,
+                                                  region=settings.region)
+
+
+def _dlq_line(body: dict) -> str:
+    """One line per dead letter: which record, why, and where it lies when it went by reference."""
+    from rtrec.adapters.aws.sqs import is_reference
+
+    batch = body.get("KinesisBatchInfo")
+    if isinstance(batch, dict):  # AWS's on-failure destination: batch metadata only, the records stay in the stream
+        return (f"{batch.get('shardId', '?')}:{batch.get('startSequenceNumber', '?')}..{batch.get('endSequenceNumber', '?')}"
+                f": {body.get('requestContext', {}).get('condition', 'failed batch')} (metadata only; "
+                f"{batch.get('batchSize', '?')} record(s) to read from the stream)")
+    ident = body.get("event_id") or body.get("record", {}).get("eventID") or body.get("sequence_number") or "?"
+    line = f"{ident}: {body.get('reason')} (attempts: {body.get('attempts', 1)}, from {body.get('source', '?')})"
+    if is_reference(body):
+        line += f" [by reference: s3://{body['s3_bucket']}/{body['s3_key']}, {int(body.get('size') or 0):,} bytes]"
+    return line
 
 
 @dlq_app.command("show")
 def dlq_show(endpoint_url: EndpointOption = "http://localhost:4566",
              limit: Annotated[int, typer.Option(min=1, max=10)] = 10) -> None:
-    """Print dead-lettered records with the reason (they stay in the queue)."""
+    """Print dead-lettered records with the reason, and the S3 key and size of those kept by reference
+    (they stay in the queue)."""
     try:
         _, dlq = _dlq(endpoint_url)
         messages = dlq.receive_with_handles(limit, visibility_timeout=0)
     except RtrecError as exc:
         raise fail(str(exc)) from None
     for body, _ in messages:
-        record = body.get("record", {})
-        typer.echo(f"{record.get('eventID', '?')}: {body.get('reason')} (attempts: {body.get('attempts', 1)})")
+        typer.echo(_dlq_line(body))
     say(f"{len(messages)} message(s) shown")
 
 
@@ -835,32 +897,41 @@ def dlq_show(endpoint_url: EndpointOption = "http://localhost:4566",
 def dlq_redrive(endpoint_url: EndpointOption = "http://localhost:4566",
                 limit: Annotated[int, typer.Option(min=1, help="at most this many records")] = 1000) -> None:
     """Put dead-lettered records back on the events stream (after fixing what failed them); each message
-    is deleted only once its record is on the stream again, so nothing is lost if this stops midway."""
+    is deleted only once its record is on the stream again, and a by-reference letter's S3 object only after
+    its message, so nothing is lost if this stops midway."""
     import base64
 
     from rtrec.adapters.aws.kinesis import KinesisEventStream
     from rtrec.resources import EVENTS_STREAM
 
-    moved = 0
+    moved = skipped = 0
     try:
         settings, dlq = _dlq(endpoint_url)
         stream = KinesisEventStream(settings.names.stream(EVENTS_STREAM), endpoint_url=settings.endpoint_url,
                                     region=settings.region)
-        while moved < limit:
-            messages = dlq.receive_with_handles(min(10, limit - moved), visibility_timeout=60)
+        while moved + skipped < limit:
+            messages = dlq.receive_with_handles(min(10, limit - moved - skipped), visibility_timeout=60)
             if not messages:
                 break
             for body, handle in messages:
-                kinesis = body.get("record", {}).get("kinesis", {})
+                try:
+                    whole = dlq.resolve(body)  # the record from S3 for a by-reference letter
+                except RtrecError as exc:
+                    say(f"skipping {_dlq_line(body)}: {exc}")
+                    skipped += 1
+                    continue
+                kinesis = whole.get("record", {}).get("kinesis", {})
                 if "data" not in kinesis:
-                    say(f"skipping a message without a Kinesis record: {str(body)[:120]}")
+                    say(f"skipping a message without a Kinesis record: {_dlq_line(body)[:200]}")
+                    skipped += 1
                     continue
                 stream.put_raw([(kinesis.get("partitionKey") or "redrive", base64.b64decode(kinesis["data"]))])
-                dlq.delete(handle)
+                dlq.delete(handle, body)  # the message, then its S3 object
                 moved += 1
     except RtrecError as exc:
         raise fail(f"{exc} ({moved} record(s) were sent back before this)") from None
-    say(f"{moved} record(s) sent back to {settings.names.stream(EVENTS_STREAM)}")
+    say(f"{moved} record(s) sent back to {settings.names.stream(EVENTS_STREAM)}"
+        + (f"; {skipped} message(s) left in the queue" if skipped else ""))
 
 
 @app.command("replay")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from rtrec.data.movielens import MovieLens
 
 POPULAR_SNAPSHOT_SIZE = 500
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,10 @@ class SeedReport:
     items_written: int
     popular_items: int
     seconds: float
+    # users and items already in the store, left as they were (what the stream or POST /items wrote wins)
+    users_kept: int = 0
+    items_kept: int = 0
+    already_seeded: bool = False  # the data set was seeded before: nothing was read or written
 
 
 def user_profiles(dataset: MovieLens, until: float | None = None) -> Iterator[UserProfile]:
@@ -53,27 +58,51 @@ def seed_catalog(
     popularity_store: PopularityStore,
     *,
     half_life_days: float = 90.0,
+    overwrite: bool = False,
     progress: Callable[[str], None] = lambda _message: None,
 ) -> SeedReport:
-    """Write every user and item to the feature store and publish the popular-items snapshot.
+    """Write the data set's users and items that the feature store lacks, then publish the popular-items snapshot.
 
-    Writes are upserts keyed by id, so seeding twice leaves the same state.
-    """
+    Seeding never replaces what is there: a profile the stream updated, or an item an admin changed, stays as
+    it is (`overwrite=True` upserts everything, on purpose). The snapshot is written last and names the data
+    set and its digest, so it marks a completed seed: a second start with the same data set reads one object
+    and writes nothing; a start interrupted half-way writes the rest the next time."""
     started = time.perf_counter()
     inter = dataset.interactions
+    source = f"{dataset.name}@{dataset.source_sha256[:12]}"
+    existing = popularity_store.load()
+    if not overwrite and existing is not None and existing.source == source:
+        return SeedReport(0, 0, len(existing.items), time.perf_counter() - started, already_seeded=True)
     catalog = dataset.catalog(half_life_days)
     scores = np.array([item.popularity for item in catalog])
-    progress(f"writing {dataset.n_items:,} items")
-    items_written = features.put_items(catalog)
-    progress(f"writing {dataset.n_users:,} users")
-    users_written = features.put_users(user_profiles(dataset))
+    items, items_kept = _missing(catalog, lambda ids: features.get_items(list(ids)), lambda i: i.item_id, overwrite)
+    progress(f"writing {len(items):,} items ({items_kept:,} already there, kept)")
+    items_written = features.put_items(items)
+    users, users_kept = _missing(list(user_profiles(dataset)), features.get_users, lambda u: u.user_id, overwrite)
+    progress(f"writing {len(users):,} users ({users_kept:,} already there, kept)")
+    users_written = features.put_users(users)
     popular = top_popular(
         scores,
         dataset.items["item_id"].tolist(),
         POPULAR_SNAPSHOT_SIZE,
         generated_at=int(inter["timestamp"].max()),
         half_life_days=half_life_days,
-        source=f"{dataset.name}@{dataset.source_sha256[:12]}",
+        source=source,
     )
     popularity_store.save(popular)
-    return SeedReport(users_written, items_written, len(popular.items), time.perf_counter() - started)
+    return SeedReport(users_written, items_written, len(popular.items), time.perf_counter() - started,
+                      users_kept=users_kept, items_kept=items_kept)
+
+
+_LOOKUP_CHUNK = 1_000
+
+
+def _missing(records: list[T], lookup: Callable[[list[str]], Mapping[str, object]], key: Callable[[T], str],
+             overwrite: bool) -> tuple[list[T], int]:
+    """The records whose id the store does not hold yet (all of them with `overwrite`), and how many it holds."""
+    if overwrite:
+        return records, 0
+    present: set[str] = set()
+    for start in range(0, len(records), _LOOKUP_CHUNK):
+        present.update(lookup([key(r) for r in records[start:start + _LOOKUP_CHUNK]]))
+    return [r for r in records if key(r) not in present], len(present)

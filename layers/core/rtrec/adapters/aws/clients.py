@@ -17,6 +17,11 @@ _CONFIG = Config(
     read_timeout=10,
     max_pool_connections=32,
 )
+# Emulators (s3rver, moto) and LocalStack: botocore's default flexible checksums (CRC32 trailers on every upload,
+# since 1.36) are sent only where the API requires them, and responses are checked only then.
+_LOCAL_CONFIG = _CONFIG.merge(
+    Config(request_checksum_calculation="when_required", response_checksum_validation="when_required")
+)
 
 
 _session: boto3.session.Session | None = None
@@ -33,6 +38,7 @@ def aws_client(service: str, endpoint_url: str | None = None, region: str = "us-
     kwargs: dict[str, Any] = {"region_name": region, "config": _CONFIG}
     if endpoint_url:
         kwargs["endpoint_url"] = endpoint_url
+        kwargs["config"] = _LOCAL_CONFIG
         kwargs.update(LOCAL_CREDENTIALS)
     with _session_lock:
         if _session is None:

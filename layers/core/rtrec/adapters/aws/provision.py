@@ -6,9 +6,13 @@ creates the same resources from the same definitions.
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from botocore.exceptions import ClientError
 
 from rtrec.adapters.aws.clients import aws_client
 from rtrec.adapters.aws.errors import translate_aws_errors
@@ -38,8 +42,9 @@ def _table_definition(name: str, spec: TableSpec) -> dict[str, Any]:
 
 class Provisioner:
     def __init__(self, names: ResourceNames, *, endpoint_url: str | None = None, region: str = "us-east-1",
-                 clients: dict[str, Any] | None = None) -> None:
+                 clients: dict[str, Any] | None = None, log: Callable[[str], None] | None = None) -> None:
         self.names = names
+        self._log = log or logging.getLogger(__name__).warning
         self.region = region
         clients = clients or {}
         self._dynamodb = clients.get("dynamodb") or aws_client("dynamodb", endpoint_url, region)
@@ -67,10 +72,22 @@ class Provisioner:
             self._dynamodb.create_table(**_table_definition(name, spec))
             self._dynamodb.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
             if spec.ttl_attribute:
-                self._dynamodb.update_time_to_live(
-                    TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": spec.ttl_attribute}
-                )
+                self._time_to_live(name, spec.ttl_attribute)
             report.created.append(f"dynamodb:{name}")
+
+    def _time_to_live(self, table: str, attribute: str) -> None:
+        """Expiry on `attribute`; an emulator without UpdateTimeToLive (dynalite) gets a log line instead: nothing
+        the project does depends on the deletion (readers of expiring items check the attribute themselves)."""
+        try:
+            self._dynamodb.update_time_to_live(
+                TableName=table, TimeToLiveSpecification={"Enabled": True, "AttributeName": attribute}
+            )
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code not in ("UnknownOperationException", "NotImplemented", "InvalidAction"):
+                raise
+            self._log(f"dynamodb:{table}: this endpoint has no UpdateTimeToLive ({code}); items expire by "
+                      f"'{attribute}' only where readers check it")
 
     def _streams(self, report: ProvisionReport) -> None:
         for spec in STREAMS:
