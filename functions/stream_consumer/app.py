@@ -29,7 +29,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.data_classes.kinesis_stream_event import KinesisStreamRecord
 
 from rtrec.domain.events import decode_record
-from rtrec.errors import DependencyError, InvalidInputError
+from rtrec.errors import DependencyError, InvalidInputError, short_reason
 from rtrec.monitoring.catalog import CONSUMER_SERVICE
 from rtrec.monitoring.telemetry import NO_TELEMETRY, Telemetry
 from rtrec.ports import DeadLetterQueue
@@ -39,7 +39,6 @@ from rtrec.settings import ConsumerSettings
 
 logger = Logger(service=CONSUMER_SERVICE)
 
-MAX_REASON_CHARS = 300
 # What a validation message quotes of its input: ", got 'xxx'" (rtrec.domain.events), "input_value=..." and
 # "[type=..., input_value=..., input_type=...]" (pydantic).
 _QUOTED_INPUT = re.compile(r",?\s*\bgot\s.*?(?=;|$)|,?\s*input_value=.*?(?=, input_type=|\]|$)|,?\s*input_type=\w+")
@@ -47,8 +46,7 @@ _QUOTED_INPUT = re.compile(r",?\s*\bgot\s.*?(?=;|$)|,?\s*input_value=.*?(?=, inp
 
 def dead_letter_reason(reason: str) -> str:
     """One line of at most MAX_REASON_CHARS saying why, without the values the message quoted."""
-    text = _QUOTED_INPUT.sub("", " ".join(str(reason)[:4096].split())).strip()
-    return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 3] + "..."
+    return short_reason(_QUOTED_INPUT.sub("", " ".join(str(reason)[:4096].split())).strip())
 
 
 @dataclass

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from rtrec.adapters.aws.sqs import MAX_INLINE_BYTES, MAX_REASON_CHARS, SqsDeadLetterQueue, is_reference, short_reason
-from rtrec.errors import DependencyError
+from rtrec.adapters.aws.sqs import MAX_INLINE_BYTES, SqsDeadLetterQueue, is_reference
+from rtrec.errors import MAX_REASON_CHARS, DependencyError, short_reason
 from rtrec.resources import ResourceNames
 
 SQS_LIMIT = 256 * 1024

@@ -25,3 +25,13 @@ class DependencyError(RtrecError):
 
 class DataUnavailableError(RtrecError):
     """A data set could not be found in the cache nor fetched."""
+
+
+MAX_REASON_CHARS = 300
+
+
+def short_reason(reason: object, limit: int = MAX_REASON_CHARS) -> str:
+    """One line of at most `limit` characters: enough to say why a record failed, never the payload itself
+    (a dead letter's reason, a shard's last error)."""
+    text = " ".join(str(reason if reason is not None else "").split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

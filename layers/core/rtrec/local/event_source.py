@@ -58,8 +58,8 @@ from typing import Any, Literal
 
 from rtrec.adapters.aws.clients import aws_client
 from rtrec.adapters.aws.errors import translate_aws_errors
-from rtrec.adapters.aws.sqs import SqsDeadLetterQueue, short_reason
-from rtrec.errors import DependencyError
+from rtrec.adapters.aws.sqs import SqsDeadLetterQueue
+from rtrec.errors import DependencyError, short_reason
 from rtrec.ports import DeadLetterQueue
 
 logger = logging.getLogger(__name__)

@@ -20,19 +20,12 @@ from typing import Any
 
 from rtrec.adapters.aws.clients import aws_client
 from rtrec.adapters.aws.errors import translate_aws_errors
-from rtrec.errors import DependencyError
+from rtrec.errors import DependencyError, short_reason
 from rtrec.resources import DEAD_LETTER_BUCKET, EVENTS_DLQ, ResourceNames
 
 MAX_INLINE_BYTES = 200 * 1024  # of UTF-8 JSON: well under SQS's 256 KiB with the message's attributes
-MAX_REASON_CHARS = 300
 _MAX_META_CHARS = 512  # a body field longer than this stays in S3 only
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9._=-]+")
-
-
-def short_reason(reason: object, limit: int = MAX_REASON_CHARS) -> str:
-    """One line of at most `limit` characters: enough to say why, never the payload itself."""
-    text = " ".join(str(reason if reason is not None else "").split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def is_reference(body: dict) -> bool:
