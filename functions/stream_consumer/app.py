@@ -139,7 +139,8 @@ def build_handler(settings: ConsumerSettings, *, dynamodb_client: Any = None,
     names = settings.names
     aws = {"endpoint_url": settings.endpoint_url, "region": settings.region}
     dynamodb = dynamodb_client or aws_client("dynamodb", settings.endpoint_url, settings.region)
-    features = DynamoFeatureStore(names.table(USER_FEATURES), names.table(ITEM_FEATURES), client=dynamodb)
+    features = DynamoFeatureStore(names.table(USER_FEATURES), names.table(ITEM_FEATURES), client=dynamodb,
+                                  consistent_profile_reads=True)  # read-modify-write, batch after batch
     log = S3CounterfactualLog(names.bucket(COUNTERFACTUAL_BUCKET), **aws)
     learner = OnlineLearner(S3RankerStateStore(names.bucket(MODELS_BUCKET), **aws), log, LearnerConfig(
         alpha=settings.ranker_alpha, l1=settings.ranker_l1, l2=settings.ranker_l2,

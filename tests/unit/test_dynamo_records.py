@@ -42,3 +42,35 @@ def test_old_marks_become_dedup_entries_and_recent_slates():
 def test_an_empty_profile_stores_no_empty_attributes():
     attributes = _to_attribute_map(user_to_record(UserProfile("u1")))
     assert set(attributes) == {"user_id", "interaction_count"}
+
+
+class RecordingDynamo:
+    """A DynamoDB client that records the reads it gets and finds nothing."""
+
+    def __init__(self) -> None:
+        self.reads: list[dict] = []
+
+    def batch_get_item(self, RequestItems: dict) -> dict:  # noqa: N803 - boto3's parameter name
+        self.reads.append(RequestItems)
+        return {"Responses": {}}
+
+    def get_item(self, **kwargs) -> dict:
+        self.reads.append(kwargs)
+        return {}
+
+
+def test_the_stream_consumer_reads_profiles_strongly_consistent_and_serving_does_not():
+    from functions.stream_consumer.app import build_handler
+    from rtrec.adapters.aws.dynamo import DynamoFeatureStore
+    from rtrec.settings import ConsumerSettings
+
+    client = RecordingDynamo()
+    handler = build_handler(ConsumerSettings(endpoint_url="http://localhost:1", resource_prefix="tt"),
+                            dynamodb_client=client)
+    handler.consumer._features.get_users(["u1"])
+    handler.consumer._features.get_user("u1")
+    assert [r.get("ConsistentRead") or r["tt-user-features"].get("ConsistentRead") for r in client.reads] == [True, True]
+
+    plain = RecordingDynamo()
+    DynamoFeatureStore("users", "items", client=plain).get_users(["u1"])
+    assert "ConsistentRead" not in plain.reads[0]["users"]

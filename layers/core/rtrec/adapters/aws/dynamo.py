@@ -165,14 +165,19 @@ class DynamoFeatureStore:
     """FeatureStore over DynamoDB: one get_item per user lookup, batched writes with retry of unprocessed items."""
 
     def __init__(self, user_table: str, item_table: str, client: Any = None, *, endpoint_url: str | None = None,
-                 region: str = "us-east-1") -> None:
+                 region: str = "us-east-1", consistent_profile_reads: bool = False) -> None:
+        """`consistent_profile_reads`: read profiles strongly consistent (twice the read units). The stream
+        consumer needs it: it reads, changes and writes back the profiles batch after batch, and an eventually
+        consistent read could miss the previous batch's write (its watermarks and dedup set included)."""
         self.user_table = user_table
         self.item_table = item_table
         self._client = client if client is not None else aws_client("dynamodb", endpoint_url, region)
+        self._profile_read: dict[str, Any] = {"ConsistentRead": True} if consistent_profile_reads else {}
 
     def get_user(self, user_id: str) -> UserProfile | None:
         with translate_aws_errors(f"reading user {user_id!r} from {self.user_table}"):
-            response = self._client.get_item(TableName=self.user_table, Key={"user_id": {"S": user_id}})
+            response = self._client.get_item(TableName=self.user_table, Key={"user_id": {"S": user_id}},
+                                             **self._profile_read)
         item = response.get("Item")
         return user_from_record(_from_attribute_map(item)) if item else None
 
@@ -181,7 +186,8 @@ class DynamoFeatureStore:
 
     def get_users(self, user_ids: Iterable[str]) -> dict[str, UserProfile]:
         """BatchGetItem, 100 keys a call, unprocessed keys retried."""
-        return {str(r["user_id"]): user_from_record(r) for r in self._batch_get(self.user_table, "user_id", user_ids)}
+        return {str(r["user_id"]): user_from_record(r)
+                for r in self._batch_get(self.user_table, "user_id", user_ids, **self._profile_read)}
 
     def get_items(self, item_ids: Sequence[str]) -> dict[str, ItemFeatures]:
         return {str(r["item_id"]): item_from_record(r) for r in self._batch_get(self.item_table, "item_id", item_ids)}
