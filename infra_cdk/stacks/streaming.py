@@ -50,7 +50,7 @@ from rtrec.resources import (
     USER_FEATURES,
 )
 
-BATCH_SIZE = 500  # the consumer reads/writes profiles 100/25 at a time: bigger batches, fewer calls per event
+BATCH_SIZE = EVENTS_STREAM.consumer_batch_size  # as the local event source mapping
 MAX_BATCHING_WINDOW = Duration.seconds(1)
 RETRY_ATTEMPTS = 3  # as the local event source mapping's max_attempts (there: deliveries of the record alone)
 BISECT_ON_ERROR = True  # as the local mapping: isolate the failing record, apply the good ones around it

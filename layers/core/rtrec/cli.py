@@ -330,7 +330,7 @@ def _start_stream_consumer(endpoint_url: str) -> Any:
     names = settings.names
     mapping = KinesisEventSourceMapping(
         names.stream(EVENTS_STREAM), build_handler(settings, telemetry=_local_telemetry()),
-        checkpoint_table=names.table(STREAM_CHECKPOINTS), dlq_url=None,
+        checkpoint_table=names.table(STREAM_CHECKPOINTS), dlq_url=None, batch_size=EVENTS_STREAM.consumer_batch_size,
         dead_letter_queue=SqsDeadLetterQueue.for_names(names, endpoint_url=endpoint_url, region=settings.region),
         endpoint_url=endpoint_url, region=settings.region, on_progress=say, metrics=_local_telemetry().sink,
     )
