@@ -529,3 +529,47 @@ def test_the_local_metrics_export_the_stuck_shard_through_prometheus():
     values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line and line[0] != "#"}
     assert values["rtrec_mapping_iterator_age_seconds"] >= 30.0 and values["rtrec_mapping_stalled_shards"] == 1
     assert values["rtrec_mapping_failed_batches_total"] == esm.stats()["failed_batches"] >= 2
+
+
+def test_the_lag_shows_a_backlog_when_the_emulator_reports_no_millis_behind_latest():
+    """kinesalite answers MillisBehindLatest 0 on every read of an open shard: the lag (/health, /metrics, the drain
+    line) comes from the iterator age then, the age of the oldest record of the batch being delivered."""
+
+    class KinesaliteLike(FakeKinesis):
+        def get_records(self, ShardIterator: str, Limit: int) -> dict[str, Any]:
+            return {**super().get_records(ShardIterator, Limit), "MillisBehindLatest": 0}
+
+    kinesis = KinesaliteLike()
+    kinesis.add_shard(SHARD)
+    for i in range(30):
+        kinesis.put(SHARD, i)
+    for record in kinesis.shards[SHARD]["records"]:
+        record["ApproximateArrivalTimestamp"] = time.time() - 8.0
+    lags: list[float] = []
+
+    def handler(event: dict, context: Any) -> None:
+        lags.append(esm.stats()["lag_seconds"])
+
+    esm = make(kinesis, handler, batch_size=10)
+    assert esm.run_until_idle(timeout_s=5)
+    assert len(lags) == 3 and min(lags) >= 8.0
+    assert esm.stats()["millis_behind_latest"] == 0 and esm.stats()["lag_seconds"] == 0.0  # caught up
+
+
+def test_the_drain_line_says_how_far_behind_from_the_lag_not_behind_latest_alone():
+    from rtrec.local.shutdown import Interrupts, drain
+
+    class Backlog:
+        def __init__(self) -> None:
+            self.rounds = 0
+
+        def stats(self) -> dict[str, Any]:
+            return {"millis_behind_latest": 0, "lag_seconds": 12.5 if self.rounds < 2 else 0.0}
+
+        def run_until_idle(self, timeout_s: float = 30.0) -> bool:
+            self.rounds += 1
+            return self.rounds >= 2
+
+    lines: list[str] = []
+    assert drain(Backlog(), Interrupts(lines.append), lines.append, timeout_s=5, line_every_s=0)
+    assert lines[0].startswith("draining the stream (12.5 s behind") and lines[-1].startswith("drained in")

@@ -337,9 +337,15 @@ def _start_stream_consumer(endpoint_url: str) -> Any:
     mapping.start()
     sink = _local_telemetry().sink
     if hasattr(sink, "watch"):  # the mapping's lag behind the stream's tip, read at each scrape of /metrics
-        sink.watch("ConsumerMillisBehindLatest", lambda: mapping.stats()["millis_behind_latest"])
+        sink.watch("ConsumerMillisBehindLatest", lambda: _lag_ms(mapping.stats()))
     say(f"stream consumer reading {names.stream(EVENTS_STREAM)} (local event source mapping; DLQ {names.queue(EVENTS_DLQ)})")
     return mapping
+
+
+def _lag_ms(stats: dict[str, Any]) -> float | None:
+    """The mapping's lag in milliseconds (behind-latest or iterator age, the larger); None before the first read."""
+    lag = stats.get("lag_seconds")
+    return None if lag is None else lag * 1000.0
 
 
 def _production_version(settings: AwsSettings) -> str | None:

@@ -77,6 +77,6 @@ def drain(mapping: Drainable, interrupts: Interrupts, say: Callable[[str], None]
 
 def _behind_s(mapping: Drainable) -> float:
     try:
-        return float(mapping.stats().get("millis_behind_latest") or 0) / 1000.0
+        return float(mapping.stats().get("lag_seconds") or 0)  # behind-latest or iterator age, the larger
     except Exception:  # noqa: BLE001 - a progress line must not stop the stop
         return 0.0

@@ -129,8 +129,9 @@ METRICS: tuple[MetricSpec, ...] = (
                "rtrec_retraining_runs"),
     # -- the embedded cloud only -------------------------------------------------------------------------------
     MetricSpec("ConsumerMillisBehindLatest", "Milliseconds", "gauge", LOCAL_SERVICE,
-               "the local event source mapping's lag behind the stream's tip (Kinesis MillisBehindLatest, max over "
-               "shards); NaN before the first read", (), "rtrec_consumer_behind_latest_seconds", emitted_by="local"),
+               "the local event source mapping's lag behind the stream's tip, max over shards: Kinesis' "
+               "MillisBehindLatest or, when larger, the iterator age (kinesalite answers MillisBehindLatest 0 but "
+               "for closed shards); NaN before the first read", (), "rtrec_consumer_behind_latest_seconds", emitted_by="local"),
     MetricSpec("MappingIteratorAge", "Milliseconds", "gauge", LOCAL_SERVICE,
                "the local event source mapping's iterator age: age of the oldest record of the batch last delivered, "
                "max over shards, growing while a batch keeps failing (what Lambda's own IteratorAge shows in AWS); "
