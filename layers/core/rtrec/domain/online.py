@@ -244,16 +244,25 @@ class RankerShardState:
     def from_dict(cls, body: dict) -> RankerShardState:
         if body.get("features", list(RANKER_FEATURES)) != list(RANKER_FEATURES):
             raise ValueError(f"the state was learned over features {body.get('features')}, not {list(RANKER_FEATURES)}")
+        # The per-item maps are taken as parsed (JSON keys are strings, and to_dict wrote ints and floats): a
+        # conversion per entry cost more than parsing the whole state (5 of 8 ms for 3,700 items), once per batch
+        # in the consumer and per reload in serving.
         return cls(shard_id=str(body["shard_id"]), learner=FtrlProximal.from_dict(body["learner"]),
                    learned_through=int(body["learned_through"]),
-                   impressions={str(k): int(v) for k, v in body.get("impressions", {}).items()},
-                   clicks={str(k): int(v) for k, v in body.get("clicks", {}).items()},
-                   trend={str(k): float(v) for k, v in body.get("trend", {}).items()},
+                   impressions=dict(body.get("impressions", {})), clicks=dict(body.get("clicks", {})),
+                   trend=dict(body.get("trend", {})),
                    trend_anchor=body.get("trend_anchor", body.get("trend_reference")),
                    trend_reference=body.get("trend_reference"),
                    trend_half_life_days=float(body.get("trend_half_life_days", 7.0)),
-                   item_stats={str(k): [int(v[0]), int(v[1]), int(v[2]), float(v[3])]
-                               for k, v in body.get("item_stats", {}).items()})
+                   item_stats=_stat_rows(body.get("item_stats", {})))
+
+
+def _stat_rows(rows: dict) -> dict[str, list[float]]:
+    """The state's item statistics, each row a list of its own (batches add in place) of four numbers."""
+    copied = {item: list(row) for item, row in rows.items()}
+    if any(len(row) != 4 for row in copied.values()):
+        raise ValueError("item_stats rows must be [impressions, clicks, interactions, popularity_mass]")
+    return copied
 
 
 def merged_item_stats(states: Iterable[RankerShardState], item_ids: Iterable[str] | None = None

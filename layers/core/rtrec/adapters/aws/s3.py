@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+import orjson
 from botocore.exceptions import ClientError
 
 from rtrec.adapters.aws.clients import aws_client
@@ -39,14 +40,15 @@ def read_object(client: Any, bucket: str, key: str) -> bytes | None:
             raise
 
 
-def read_json_as(client: Any, bucket: str, key: str, parse: Callable[[Any], T], what: str) -> T | None:
+def read_json_as(client: Any, bucket: str, key: str, parse: Callable[[Any], T], what: str, *,
+                 loads: Callable[[bytes], Any] = json.loads) -> T | None:
     """The object's JSON through `parse`, or None when there is no such key; a body that is not JSON, or that
     `parse` refuses (ValueError, KeyError, TypeError), is a DependencyError naming it as `what`."""
     raw = read_object(client, bucket, key)
     if raw is None:
         return None
     try:
-        return parse(json.loads(raw))
+        return parse(loads(raw))
     except (ValueError, KeyError, TypeError) as exc:
         raise DependencyError(f"s3://{bucket}/{key} is not a valid {what}: {exc}") from exc
 
@@ -193,7 +195,8 @@ class S3RankerStateStore:
         self._client = client if client is not None else aws_client("s3", endpoint_url, region)
 
     def _read(self, key: str) -> RankerShardState | None:
-        return read_json_as(self._client, self.bucket, key, RankerShardState.from_dict, "online-ranker state")
+        return read_json_as(self._client, self.bucket, key, RankerShardState.from_dict, "online-ranker state",
+                            loads=orjson.loads)
 
     def load(self, shard_id: str) -> RankerShardState | None:
         return self._read(f"{self.prefix}{shard_id}.json")
@@ -201,7 +204,9 @@ class S3RankerStateStore:
     def save(self, state: RankerShardState) -> None:
         key = f"{self.prefix}{state.shard_id}.json"
         with translate_aws_errors(f"writing s3://{self.bucket}/{key}"):
-            self._client.put_object(Bucket=self.bucket, Key=key, Body=json.dumps(state.to_dict()).encode(),
+            # orjson: the state is read and written once per consumer batch (200 KB at ML-1M: 9 ms with json)
+            self._client.put_object(Bucket=self.bucket, Key=key,
+                                    Body=orjson.dumps(state.to_dict(), option=orjson.OPT_SERIALIZE_NUMPY),
                                     ContentType="application/json")
 
     def load_all(self) -> list[RankerShardState]:
