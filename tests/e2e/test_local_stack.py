@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from rtrec.adapters.aws.clients import aws_client
 from rtrec.adapters.aws.dynamo import DynamoFeatureStore
@@ -106,6 +107,14 @@ def test_run_bootstraps_a_model_serves_it_and_state_survives_a_restart(tmp_path)
         # The click named its slate: the consumer joined them, the online ranker learned it, serving reloaded it.
         wait_for(lambda: httpx.get(f"{base}/health").json()["online_ranker_examples"] >= 1,
                  "the online ranker to learn the rewarded slate", process, log, timeout_s=30)
+        # The consumer runs in a process of its own: /health reads its lag, /metrics carries its metrics, each
+        # family once beside the API's.
+        assert httpx.get(f"{base}/health").json()["consumer"]["source"] == "local"
+        exposition = httpx.get(f"{base}/metrics").text
+        families = [f.name for f in text_string_to_metric_families(exposition)]
+        assert len(families) == len(set(families)) and "rtrec_requests" in families
+        assert any(line.startswith("rtrec_consumer_records_total ") and float(line.split()[-1]) >= 1
+                   for line in exposition.splitlines())
 
         # A second model as the shadow candidate: serving scores it beside production and logs its probabilities;
         # `rtrec ope` estimates it; the scheduled gate waits for enough shadow-scored traffic; the drift check runs.

@@ -275,3 +275,26 @@ def test_emf_metrics_with_extra_dimensions_are_one_line_per_dimension_set(capsys
     assert all(line[SERVICE] == API_SERVICE for line in lines.values())
     sink.flush()
     assert emf_lines(capsys.readouterr().out) == []  # flushed once
+
+
+def test_the_api_and_a_consumer_apart_expose_each_family_once():
+    """`rtrec run`: the consumer's process keeps its metrics, the API's the rest and appends the consumer's text."""
+    from rtrec.local.consumer_process import consumer_metric
+
+    consumer = PrometheusMetrics(process_metrics=False, only=consumer_metric)
+    api = PrometheusMetrics(only=lambda spec: not consumer_metric(spec))
+    api.include(lambda: consumer.exposition()[0])
+    consumer.put("ConsumerRecords", 7)
+    consumer.put("Requests", 1)  # not the consumer's: left out of its registry
+    api.put("Requests", 2)
+    api.put("ConsumerRecords", 5)  # not the API's
+    api.put("ServingModelVersion", 3, "None")
+    consumer.watch("ConsumerMillisBehindLatest", lambda: 1500.0)
+    api.watch("ConsumerMillisBehindLatest", lambda: 99.0)  # ignored: the consumer's process owns it
+    text = api.exposition()[0].decode()
+    names = [family.name for family in text_string_to_metric_families(text)]
+    assert len(names) == len(set(names))
+    values = samples(text)
+    assert values["rtrec_consumer_records_total{}"] == 7 and values["rtrec_requests_total{}"] == 2
+    assert values["rtrec_consumer_behind_latest_seconds{}"] == 1.5
+    assert values["rtrec_serving_model_info{version=3}"] == 1

@@ -256,9 +256,11 @@ def cloud_up(
 _TELEMETRY: list[Any] = []
 
 
-def _local_telemetry() -> Any:
-    """One Prometheus-backed Telemetry per process: the API serves it at /metrics, and the stream consumer that
-    `rtrec run` runs in the same process writes into it too (one uvicorn worker, so no multiprocess mode)."""
+def _local_telemetry(*, consumer_apart: bool = False) -> Any:
+    """One Prometheus-backed Telemetry per process: the API serves it at /metrics, and a stream consumer in the
+    same process (`rtrec cloud up`) writes into it too (one uvicorn worker, so no multiprocess mode). The first
+    call decides: `consumer_apart` (`rtrec run`, whose consumer has a process of its own) leaves the consumer's
+    metrics out, for its process's text to be appended (PrometheusMetrics.include)."""
     from rtrec.monitoring.telemetry import NO_TELEMETRY, Telemetry
 
     if not _TELEMETRY:
@@ -268,7 +270,10 @@ def _local_telemetry() -> Any:
             say("prometheus-client is not installed: no /metrics (pip install -e '.[monitoring]')")
             _TELEMETRY.append(NO_TELEMETRY)
         else:
-            _TELEMETRY.append(Telemetry(PrometheusMetrics()))
+            from rtrec.local.consumer_process import consumer_metric
+
+            only = (lambda spec: not consumer_metric(spec)) if consumer_apart else None
+            _TELEMETRY.append(Telemetry(PrometheusMetrics(only=only)))
     return _TELEMETRY[0]
 
 
@@ -319,33 +324,11 @@ def serve(
 
 
 def _start_stream_consumer(endpoint_url: str) -> Any:
-    """The stream_consumer handler driven by the local event source mapping (Lambda's, in AWS)."""
-    from functions.stream_consumer.app import build_handler
-    from rtrec.adapters.aws.sqs import SqsDeadLetterQueue
-    from rtrec.local.event_source import KinesisEventSourceMapping
-    from rtrec.resources import EVENTS_DLQ, EVENTS_STREAM, STREAM_CHECKPOINTS
-    from rtrec.settings import ConsumerSettings
+    """The stream consumer in this process (`rtrec cloud up`, the drift demo), its metrics in this process's
+    registry; `rtrec run` runs it in a process of its own (rtrec.local.consumer_process)."""
+    from rtrec.local.consumer_process import start_stream_consumer
 
-    settings = ConsumerSettings(endpoint_url=endpoint_url)
-    names = settings.names
-    mapping = KinesisEventSourceMapping(
-        names.stream(EVENTS_STREAM), build_handler(settings, telemetry=_local_telemetry()),
-        checkpoint_table=names.table(STREAM_CHECKPOINTS), dlq_url=None, batch_size=EVENTS_STREAM.consumer_batch_size,
-        dead_letter_queue=SqsDeadLetterQueue.for_names(names, endpoint_url=endpoint_url, region=settings.region),
-        endpoint_url=endpoint_url, region=settings.region, on_progress=say, metrics=_local_telemetry().sink,
-    )
-    mapping.start()
-    sink = _local_telemetry().sink
-    if hasattr(sink, "watch"):  # the mapping's lag behind the stream's tip, read at each scrape of /metrics
-        sink.watch("ConsumerMillisBehindLatest", lambda: _lag_ms(mapping.stats()))
-    say(f"stream consumer reading {names.stream(EVENTS_STREAM)} (local event source mapping; DLQ {names.queue(EVENTS_DLQ)})")
-    return mapping
-
-
-def _lag_ms(stats: dict[str, Any]) -> float | None:
-    """The mapping's lag in milliseconds (behind-latest or iterator age, the larger); None before the first read."""
-    lag = stats.get("lag_seconds")
-    return None if lag is None else lag * 1000.0
+    return start_stream_consumer(endpoint_url, _local_telemetry(), say)
 
 
 def _production_version(settings: AwsSettings) -> str | None:
@@ -498,15 +481,22 @@ def run(
     """The whole system on this machine: embedded cloud, data seeded, a model in production, API served.
     Ctrl-C stops it all."""
     local = _local(cloud_port=cloud_port, api_port=api_port, state_dir=state_dir, dataset=dataset)
+    telemetry = _local_telemetry(consumer_apart=True)
     try:
         cloud = _start_cloud(local)
     except RtrecError as exc:
         raise fail(str(exc)) from None
     consumer = scheduler = None
     try:
+        from rtrec.local.consumer_process import ConsumerProcess
+
         aws = AwsSettings(endpoint_url=cloud.endpoint_url)
         _seed(aws, local)
-        consumer = _start_stream_consumer(cloud.endpoint_url)
+        # In a process of its own, as Lambda runs it: beside the API's request threads it got a tenth of its speed.
+        consumer = ConsumerProcess(cloud.endpoint_url, local.state_dir.resolve() / "consumer-status.json", say=say,
+                                   drain_seconds=drain_seconds).start()
+        if hasattr(telemetry.sink, "include"):
+            telemetry.sink.include(consumer.metrics_text)
         retrain = {"epochs": str(retrain_epochs), "protocols": "recbole", "baselines": "false", "threads": "1"}
         scheduler = _start_scheduler(cloud.endpoint_url, local, drift_check_seconds, promote_check_seconds, retrain,
                                      retrain_cooldown_seconds)
@@ -526,9 +516,7 @@ def run(
             scheduler.stop()
             scheduler = None
         if interrupts is not None and not interrupts.forced.is_set():
-            from rtrec.local.shutdown import drain
-
-            drain(consumer, interrupts, say, timeout_s=drain_seconds)
+            consumer.drain_and_stop(interrupts.forced)
     except RtrecError as exc:
         raise fail(str(exc)) from None
     finally:

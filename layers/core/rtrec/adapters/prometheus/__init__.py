@@ -37,7 +37,11 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 
 class PrometheusMetrics:
     """The Metrics port over a prometheus-client registry."""
 
-    def __init__(self, registry: CollectorRegistry | None = None, *, process_metrics: bool = True) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, *, process_metrics: bool = True,
+                 only: Callable[[MetricSpec], bool] | None = None) -> None:
+        """`only`: the catalog metrics this registry keeps (all by default). `rtrec run` splits them: the stream
+        consumer's process keeps its own, the API's process the rest and appends the consumer's text (`include`),
+        so /metrics shows each family once."""
         self.registry = registry if registry is not None else CollectorRegistry()
         if process_metrics:
             _process.ProcessCollector(registry=self.registry)
@@ -45,11 +49,13 @@ class PrometheusMetrics:
             _gc.GCCollector(registry=self.registry)
         self._collectors: dict[str, tuple[object, bool, float, str]] = {}
         for spec in METRICS:
-            if spec.prometheus:
+            if spec.prometheus and (only is None or only(spec)):
                 self._collectors[spec.name] = self._collector(spec)
-        self._model_info = Gauge("rtrec_serving_model_info", "the production model version serving (value 1)",
-                                 ["version"], registry=self.registry)
+        self._model_info = (Gauge("rtrec_serving_model_info", "the production model version serving (value 1)",
+                                  ["version"], registry=self.registry)
+                            if "ServingModelVersion" in self._collectors else None)
         self._model_version: str | None = None
+        self._included: list[Callable[[], bytes]] = []
 
     def _collector(self, spec: MetricSpec) -> tuple[object, bool, float, str]:
         labels = [d.lower() for d in spec.dimensions]
@@ -80,7 +86,7 @@ class PrometheusMetrics:
                 self._set_model_info(str(int(value)))
 
     def _set_model_info(self, version: str) -> None:
-        if version != self._model_version:
+        if self._model_info is not None and version != self._model_version:
             if self._model_version is not None:
                 self._model_info.remove(self._model_version)
             self._model_info.labels(version).set(1)
@@ -89,6 +95,8 @@ class PrometheusMetrics:
     def watch(self, name: str, read: Callable[[], float | None]) -> None:
         """Make the gauge `name` read its value at scrape time (e.g. the local consumer's lag); None reads as NaN."""
         spec = metric(name)
+        if spec.name not in self._collectors:
+            return  # left out of this registry (`only`)
         collector, _, scale, kind = self._collectors[spec.name]
         if kind != "gauge":
             raise ValueError(f"{name} is a {kind}, not a gauge")
@@ -99,6 +107,10 @@ class PrometheusMetrics:
 
         collector.set_function(value)  # type: ignore[attr-defined]
 
+    def include(self, read: Callable[[], bytes]) -> None:
+        """Append another process's metrics (Prometheus text, families this registry leaves out) to `exposition`."""
+        self._included.append(read)
+
     def exposition(self) -> tuple[bytes, str]:
-        """The registry in Prometheus' text format, and its content type."""
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        """The registry in Prometheus' text format (and what `include` adds), and its content type."""
+        return generate_latest(self.registry) + b"".join(read() for read in self._included), CONTENT_TYPE_LATEST
