@@ -1,0 +1,327 @@
+"""`make run` as users run it, under a loopback load: throughput, latency, consumer lag, start and stop times.
+
+Starts `rtrec run` (ML-1M, a model in production: bootstrapped on the first start of a state folder) once per
+cloud backend, side by side in one run (`--backends emulators,moto`), and measures from this separate process:
+
+- the bare HTTP floor: 16 keep-alive clients as fast as they go on a static route (`/openapi.json`);
+- `GET /recommend/{random user}`: 16 keep-alive clients as fast as they go (closed loop), then a paced
+  open loop at `--rate` req/s over 16 connections (as `wrk2 -R200`: latency counts from the moment each request
+  was due, so a stall is not hidden by coordinated omission);
+- the stream consumer's lag behind the stream (`rtrec_consumer_behind_latest_seconds` on /metrics) during each
+  load and in the `--after` seconds after it;
+- start time with the state already there (process start to /health 200 with the model loaded) and shutdown
+  time with a full stream (`--backlog` events posted, then Ctrl-C: drain + stop).
+
+    .venv/bin/python tests/bench/bench_make_run.py [--stack durable:durable] [--stack before:moto:/tmp/before] \
+        [--seconds 30] [--rate 200]
+
+Not collected by pytest. Figures go to tests/bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchkit import ROOT, machine  # noqa: E402
+
+CONCURRENCY = 16
+N_USERS = 6040
+
+
+def say(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+@dataclass
+class Load:
+    label: str
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: int = 0
+    seconds: float = 0.0
+    lag_during_s: list[float] = field(default_factory=list)
+    lag_after_s: list[tuple[float, float]] = field(default_factory=list)  # (seconds after the load, lag)
+
+    def row(self) -> list[str]:
+        lat = np.asarray(self.latencies_ms) if self.latencies_ms else np.zeros(1)
+        rate = len(self.latencies_ms) / self.seconds if self.seconds else 0.0
+        lag_max = max(self.lag_during_s, default=float("nan"))
+        settled = next((t for t, lag in self.lag_after_s if lag < 0.5), float("nan"))
+        return [self.label, f"{rate:,.0f}", f"{np.percentile(lat, 50):.1f}", f"{np.percentile(lat, 99):.1f}",
+                f"{lat.max():.0f}", str(self.errors), f"{lag_max:.2f}", f"{settled:.1f}"]
+
+
+def consumer_lag_s(client: httpx.Client) -> float | None:
+    try:
+        text = client.get("/metrics", timeout=5).text
+    except httpx.HTTPError:
+        return None
+    match = re.search(r"^rtrec_consumer_behind_latest_seconds(?:\{[^}]*\})? ([0-9.eE+-]+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else None
+
+
+class LagSampler:
+    """Samples the consumer's lag every 0.5 s on a thread of its own."""
+
+    def __init__(self, base: str) -> None:
+        self._client = httpx.Client(base_url=base)
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            lag = consumer_lag_s(self._client)
+            if lag is not None:
+                self.samples.append((time.monotonic(), lag))
+
+    def __enter__(self) -> LagSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._client.close()
+
+
+async def closed_loop(base: str, path_for, seconds: float) -> tuple[list[float], int, float]:
+    rng = np.random.default_rng(1)
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30.0) as client:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        deadline = start + seconds
+
+        async def worker() -> None:
+            nonlocal errors
+            while loop.time() < deadline:
+                t0 = time.perf_counter()
+                try:
+                    response = await client.get(path_for(rng))
+                    ok = response.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                latencies.append((time.perf_counter() - t0) * 1000)
+                errors += not ok
+
+        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+        return latencies, errors, loop.time() - start
+
+
+async def open_loop(base: str, path_for, seconds: float, rate: float) -> tuple[list[float], int, float]:
+    """Requests due every 1/rate s, each sent by the next free one of CONCURRENCY connections; latency from due."""
+    rng = np.random.default_rng(2)
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
+    total = int(seconds * rate)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30.0) as client:
+        loop = asyncio.get_running_loop()
+        start = loop.time() + 0.1
+        queue: asyncio.Queue[float | None] = asyncio.Queue()
+
+        async def worker() -> None:
+            nonlocal errors
+            while (due := await queue.get()) is not None:
+                try:
+                    response = await client.get(path_for(rng))
+                    ok = response.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                latencies.append((loop.time() - due) * 1000)
+                errors += not ok
+
+        workers = [asyncio.create_task(worker()) for _ in range(CONCURRENCY)]
+        for n in range(total):
+            due = start + n / rate
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            queue.put_nowait(due)
+        for _ in workers:
+            queue.put_nowait(None)
+        await asyncio.gather(*workers)
+        return latencies, errors, loop.time() - start
+
+
+def recommend_path(rng: np.random.Generator) -> str:
+    return f"/recommend/{int(rng.integers(1, N_USERS + 1))}"
+
+
+def measure(label: str, base: str, run, after_s: float) -> Load:
+    load = Load(label)
+    with LagSampler(base) as lag:
+        started = time.monotonic()
+        load.latencies_ms, load.errors, load.seconds = asyncio.run(run())
+        ended = time.monotonic()
+        time.sleep(after_s)
+    load.lag_during_s = [v for t, v in lag.samples if started <= t <= ended]
+    load.lag_after_s = [(t - ended, v) for t, v in lag.samples if t > ended]
+    return load
+
+
+class Stack:
+    """`rtrec run` in a child process with its own state folder and ports."""
+
+    def __init__(self, backend: str, state_dir: Path, cloud_port: int, api_port: int, log: Path,
+                 tree: Path = ROOT) -> None:
+        self.backend, self.state_dir, self.log, self.tree = backend, state_dir, log, tree
+        self.cloud_port, self.api_port = cloud_port, api_port
+        self.base = f"http://127.0.0.1:{api_port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> float:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RTREC_"))}
+        env.update({"RTREC_STATE_DIR": str(self.state_dir), "RTREC_CLOUD_BACKEND": self.backend,
+                    "PYTHONUNBUFFERED": "1"})
+        if self.tree != ROOT:  # another checkout (the code before a change) run with this venv
+            env["PYTHONPATH"] = f"{self.tree / 'layers' / 'core'}:{self.tree}"
+        started = time.monotonic()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "rtrec.cli", "run", "--cloud-port", str(self.cloud_port), "--api-port",
+             str(self.api_port), "--bootstrap-epochs", "1", "--drift-check-seconds", "0",
+             "--promote-check-seconds", "0"], env=env, cwd=self.tree, stdout=self.log.open("a"),
+            stderr=subprocess.STDOUT)
+        self.wait_for(lambda: httpx.get(f"{self.base}/health").status_code == 200, "the API", 300)
+        return time.monotonic() - started
+
+    def wait_for(self, predicate, what: str, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise SystemExit(f"rtrec run exited while waiting for {what}:\n{self.log.read_text()[-3000:]}")
+            try:
+                if predicate():
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise SystemExit(f"{what} not ready after {timeout_s:.0f} s:\n{self.log.read_text()[-3000:]}")
+
+    def model_version(self) -> str | None:
+        return httpx.get(f"{self.base}/health").json().get("model_version")
+
+    def stop(self) -> float:
+        assert self.process is not None
+        started = time.monotonic()
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        return time.monotonic() - started
+
+
+def post_backlog(base: str, events: int) -> float:
+    """`events` clicks posted as fast as 4 clients go (500 per request); returns the seconds it took."""
+    rng = np.random.default_rng(3)
+    now = time.time()
+    batches = [[{"event_id": f"backlog-{now:.0f}-{b}-{n}", "user_id": str(int(rng.integers(1, N_USERS + 1))),
+                 "item_id": str(int(rng.integers(1, 3884))), "type": "click", "timestamp": now}
+                for n in range(500)] for b in range(events // 500)]
+
+    async def send() -> None:
+        async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+            semaphore = asyncio.Semaphore(4)
+
+            async def one(batch: list[dict]) -> None:
+                async with semaphore:
+                    response = await client.post("/events", json={"events": batch})
+                    assert response.status_code == 202, response.text
+
+            await asyncio.gather(*(one(b) for b in batches))
+
+    started = time.monotonic()
+    asyncio.run(send())
+    return time.monotonic() - started
+
+
+def bench_backend(args: argparse.Namespace, spec: str, workdir: Path) -> tuple[list[Load], dict[str, float]]:
+    """One stack, `LABEL:BACKEND[:TREE]` (TREE: another checkout of the project, e.g. the commit before a change)."""
+    from rtrec.local.cloud import free_port
+
+    label, backend, *tree = spec.split(":")
+    state_dir = workdir / f"state-{label}"
+    stack = Stack(backend, state_dir, free_port(), free_port(), workdir / f"run-{label}.log",
+                  Path(tree[0]) if tree else ROOT)
+    backend = label
+    say(f"{backend}: first start (bootstraps a model when the state folder has none)")
+    stack.start()
+    stack.wait_for(lambda: stack.model_version() is not None, "a model in production", 900)
+    stack.stop()
+    say(f"{backend}: start again with the state there")
+    times = {"start_s": stack.start()}
+    stack.wait_for(lambda: stack.model_version() is not None, "the model", 120)
+    times["start_with_model_s"] = times["start_s"]
+    loads = []
+    try:
+        say(f"{backend}: static route, {CONCURRENCY} clients, {args.seconds:.0f} s")
+        loads.append(measure(f"{backend}: GET /openapi.json, closed loop",
+                             stack.base, lambda: closed_loop(stack.base, lambda _: "/openapi.json", args.seconds), 0))
+        say(f"{backend}: GET /recommend, {CONCURRENCY} clients as fast as they go, {args.seconds:.0f} s")
+        loads.append(measure(f"{backend}: GET /recommend, closed loop", stack.base,
+                             lambda: closed_loop(stack.base, recommend_path, args.seconds), args.after))
+        say(f"{backend}: GET /recommend, open loop at {args.rate:.0f} req/s, {args.seconds:.0f} s")
+        loads.append(measure(f"{backend}: GET /recommend, open loop {args.rate:.0f}/s", stack.base,
+                             lambda: open_loop(stack.base, recommend_path, args.seconds, args.rate), args.after))
+        say(f"{backend}: {args.backlog:,} events posted, then Ctrl-C")
+        times["backlog_post_s"] = post_backlog(stack.base, args.backlog)
+    finally:
+        times["stop_s"] = stack.stop()
+    drained = re.findall(r"drained in ([0-9.]+) s|stopped draining after ([0-9.]+) s", stack.log.read_text())
+    if drained:
+        times["drain_s"] = float(next(v for v in drained[-1] if v))
+    return loads, times
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = [" | ".join(str(c).ljust(w) for c, w in zip(header, widths))]
+    lines.append("-|-".join("-" * w for w in widths))
+    lines += [" | ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stack", action="append", help="LABEL:BACKEND[:TREE], repeatable (default: "
+                        "durable:durable and moto:moto); TREE runs another checkout, e.g. the code before a change")
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--after", type=float, default=6.0, help="seconds of lag sampling after each load")
+    parser.add_argument("--backlog", type=int, default=20_000)
+    parser.add_argument("--workdir", type=Path, default=ROOT / ".rtrec-bench" / "make-run")
+    args = parser.parse_args(argv)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    print(machine(with_load=True))
+    stacks = args.stack or ["durable:durable", "moto:moto"]
+    results = {spec.split(":")[0]: bench_backend(args, spec, args.workdir) for spec in stacks}
+    header = ["load", "req/s", "p50 ms", "p99 ms", "max ms", "errors", "lag max s", "lag < 0.5 s after (s)"]
+    print(table(header, [load.row() for loads, _ in results.values() for load in loads]))
+    for backend, (loads, times) in results.items():
+        floor = len(loads[0].latencies_ms) / loads[0].seconds
+        closed = len(loads[1].latencies_ms) / loads[1].seconds
+        print(f"{backend}: /recommend closed loop at {closed / floor:.2f}x the static floor; "
+              + ", ".join(f"{k} {v:.1f}" for k, v in times.items()))
+
+
+if __name__ == "__main__":
+    main()
