@@ -71,6 +71,7 @@ if (service === 'dynamodb') {
     AWSAccount.DUMMY_ACCOUNT.createKeyPair(key, 'test') // its signatures are not checked (allowMismatchedSignatures)
     return AWSAccount.DUMMY_ACCOUNT
   }
+  atomicPutObject(require('s3rver/lib/stores/filesystem'))
   const server = new S3rver({
     port, address: host, directory: dir, silent: true, allowMismatchedSignatures: true, vhostBuckets: false,
   })
@@ -82,6 +83,44 @@ if (service === 'dynamodb') {
   close = (cb) => server.close(cb)
 } else {
   fatal(`unknown service ${service}`)
+}
+
+// s3rver writes an object over its file in place (and answers before a Buffer's write is done): a GET meanwhile
+// reads part of it, and a kill -9 mid-write leaves it cut short. S3 replaces an object whole, so write a file beside
+// it and rename it over the object (atomic on POSIX). The leftover of a crash is not listed: keys are the files
+// ending in "._S3rver_object".
+function atomicPutObject(FilesystemStore) {
+  const crypto = require('crypto')
+  const path = require('path')
+  FilesystemStore.prototype.putObject = async function (object) {
+    const objectPath = this.getResourcePath(object.bucket, object.key, 'object')
+    await fs.promises.mkdir(path.dirname(objectPath), { recursive: true })
+    const partial = `${objectPath}.partial-${process.pid}-${crypto.randomBytes(6).toString('hex')}`
+    const md5Context = crypto.createHash('md5')
+    let size = 0
+    try {
+      await new Promise((resolve, reject) => {
+        const out = fs.createWriteStream(partial)
+        out.on('error', reject).on('finish', resolve)
+        if (Buffer.isBuffer(object.content)) {
+          md5Context.update(object.content)
+          size = object.content.length
+          out.end(object.content)
+        } else {
+          object.content.on('error', reject)
+            .on('data', (chunk) => { md5Context.update(chunk); size += chunk.length })
+            .pipe(out)
+        }
+      })
+      await fs.promises.rename(partial, objectPath)
+    } catch (err) {
+      await fs.promises.rm(partial, { force: true })
+      throw err
+    }
+    const md5 = md5Context.digest('hex')
+    await this.putMetadata(object.bucket, object.key, object.metadata, md5)
+    return { size, md5 }
+  }
 }
 
 let stopping = false

@@ -186,3 +186,31 @@ def test_the_router_sends_each_service_to_its_emulator_and_answers_health(tmp_pa
         # moto-only services answer behind the same port
         assert cloud.client("sts").get_caller_identity()["Account"]
         cloud.client("cloudwatch").put_metric_data(Namespace="durable", MetricData=[{"MetricName": "m", "Value": 1}])
+
+
+def test_a_get_while_an_object_is_replaced_sees_the_old_or_the_new_object_never_part_of_one(tmp_path):
+    """S3 replaces an object whole; s3rver wrote over the file in place (the consumer's shard state, read by serving
+    while the consumer saved it, came back cut short)."""
+    import threading
+
+    versions = [bytes([65 + n]) * (3 * 1024 * 1024) for n in range(2)]  # 3 MiB of "A", then of "B"
+    with EmbeddedCloud(port=0, names=NAMES, state=LocalState(tmp_path / "state").ensure(), backend="durable") as cloud:
+        s3, bucket = cloud.client("s3"), NAMES.bucket(MODELS_BUCKET)
+        s3.put_object(Bucket=bucket, Key="swap.bin", Body=versions[0])
+        done, seen = threading.Event(), []
+
+        def writer() -> None:
+            for n in range(20):
+                s3.put_object(Bucket=bucket, Key="swap.bin", Body=versions[(n + 1) % 2])
+            done.set()
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        reader = cloud.client("s3")
+        while not done.is_set():
+            body = reader.get_object(Bucket=bucket, Key="swap.bin")["Body"].read()
+            seen.append(body in versions)
+        thread.join()
+        assert len(seen) >= 5 and all(seen), f"{seen.count(False)} of {len(seen)} reads saw part of an object"
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+        assert keys == ["swap.bin"]
