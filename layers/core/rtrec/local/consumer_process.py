@@ -215,7 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop_now.set())
 
     def parent_gone() -> None:
-        sys.stdin.buffer.read()  # returns at EOF: the parent closed the pipe or died
+        # The file descriptor, not sys.stdin: a daemon thread blocked inside the buffered reader holds its lock,
+        # which aborts the interpreter's shutdown ("could not acquire lock for <stdin>").
+        while os.read(sys.stdin.fileno(), 4096):  # b"" at EOF: the parent closed the pipe or died
+            pass
         stop_now.set()
 
     threading.Thread(target=parent_gone, name="parent-watch", daemon=True).start()
