@@ -199,7 +199,7 @@ def wrk_closed_loop(base: str, path: str | None, seconds: float) -> tuple[dict[s
     if script is not None:
         script.unlink()
     latency = re.search(r"Latency\s+(\S+)\s+(\S+)\s+(\S+)", out)
-    p50, p99 = (re.search(rf"^\s+{q}%\s+(\S+)$", out, re.MULTILINE) for q in (50, 99))
+    p50, p99 = (re.search(rf"^\s+{q}%\s+(\S+)\s*$", out, re.MULTILINE) for q in (50, 99))
     rate = re.search(r"Requests/sec:\s+([0-9.]+)", out)
     if not (latency and p50 and p99 and rate):
         raise SystemExit(f"could not read wrk's output:\n{out}")
@@ -332,25 +332,30 @@ def bench_backend(args: argparse.Namespace, spec: str, workdir: Path) -> tuple[l
     times = {"start_s": stack.start()}
     stack.wait_for(lambda: stack.model_version() is not None, "the model", 120)
     times["start_with_model_s"] = times["start_s"]
-    loads = []
+    loads: list[Load] = []
+
+    def record(load: Load) -> None:
+        loads.append(load)
+        say(f"measured: {' | '.join(load.row())}")  # printed at once: a later failure keeps it
+
     try:
         tool = "wrk" if args.wrk else "httpx"
         say(f"{backend}: static route, {CONCURRENCY} clients ({tool}), {args.seconds:.0f} s")
         if args.wrk:
-            loads.append(measure_wrk(f"{backend}: GET /openapi.json, closed loop (wrk)", stack.base, "/openapi.json",
+            record(measure_wrk(f"{backend}: GET /openapi.json, closed loop (wrk)", stack.base, "/openapi.json",
                                      args.seconds, 0))
         else:
-            loads.append(measure(f"{backend}: GET /openapi.json, closed loop", stack.base,
+            record(measure(f"{backend}: GET /openapi.json, closed loop", stack.base,
                                  lambda: closed_loop(stack.base, lambda _: "/openapi.json", args.seconds), 0))
         say(f"{backend}: GET /recommend, {CONCURRENCY} clients as fast as they go ({tool}), {args.seconds:.0f} s")
         if args.wrk:
-            loads.append(measure_wrk(f"{backend}: GET /recommend, closed loop (wrk)", stack.base, None, args.seconds,
+            record(measure_wrk(f"{backend}: GET /recommend, closed loop (wrk)", stack.base, None, args.seconds,
                                      args.after))
         else:
-            loads.append(measure(f"{backend}: GET /recommend, closed loop", stack.base,
+            record(measure(f"{backend}: GET /recommend, closed loop", stack.base,
                                  lambda: closed_loop(stack.base, recommend_path, args.seconds), args.after))
         say(f"{backend}: GET /recommend, open loop at {args.rate:.0f} req/s, {args.seconds:.0f} s")
-        loads.append(measure(f"{backend}: GET /recommend, open loop {args.rate:.0f}/s", stack.base,
+        record(measure(f"{backend}: GET /recommend, open loop {args.rate:.0f}/s", stack.base,
                              lambda: open_loop(stack.base, recommend_path, args.seconds, args.rate), args.after))
         say(f"{backend}: {args.backlog:,} events posted, then Ctrl-C")
         times["backlog_post_s"] = post_backlog(stack.base, args.backlog)
