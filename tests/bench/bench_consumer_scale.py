@@ -463,24 +463,6 @@ def call_handler(handler: Any, event: dict[str, Any]) -> int:
 # Worker, phase "store": the real handler against the embedded cloud
 # ==============================================================================================================
 
-_CLOUD_CHILD = """
-import inspect, sys
-sys.path[:0] = [sys.argv[3], sys.argv[4]]
-from rtrec.local.cloud import EmbeddedCloud
-from rtrec.resources import ResourceNames
-options = {}
-if "backend" in inspect.signature(EmbeddedCloud).parameters:
-    options["backend"] = sys.argv[2]
-elif sys.argv[2] != "moto":
-    raise SystemExit("this tree's EmbeddedCloud has no backend " + sys.argv[2])
-cloud = EmbeddedCloud(port=0, names=ResourceNames(prefix=sys.argv[1]), **options)
-cloud.start()
-print(cloud.endpoint_url, flush=True)
-sys.stdin.read()  # until the parent closes the pipe
-cloud.stop(save_state=False)
-"""
-
-
 def _tree_cpu_seconds(pid: int) -> float:
     """CPU seconds of a process and its descendants (Linux /proc; NaN elsewhere)."""
     try:
@@ -506,30 +488,9 @@ def _tree_cpu_seconds(pid: int) -> float:
         return float("nan")
 
 
-@contextlib.contextmanager
-def cloud_child(tree: Path, backend: str, log: Path) -> Any:
-    with log.open("w") as err:
-        proc = subprocess.Popen([sys.executable, "-c", _CLOUD_CHILD, PREFIX, backend, str(tree / "layers" / "core"),
-                                 str(tree)], cwd=tree, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=err)
-        try:
-            assert proc.stdout is not None
-            url = proc.stdout.readline().strip()
-            if not url.startswith("http"):
-                raise SystemExit(f"the embedded cloud ({backend}) did not start; its log:\n{log.read_text()[-3000:]}")
-            yield url, proc
-        finally:
-            with contextlib.suppress(OSError):
-                assert proc.stdin is not None
-                proc.stdin.close()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
 def phase_store(config: dict[str, Any]) -> dict[str, Any]:
+    from benchkit import child_cloud  # this script's folder (sys.path[0]), not the measured tree's
+
     tree = Path(config["tree"])
     meter = Meter()
     meter.install()
@@ -541,7 +502,7 @@ def phase_store(config: dict[str, Any]) -> dict[str, Any]:
     names = ResourceNames(prefix=PREFIX)
     out: dict[str, Any] = {"segments": []}
     started = time.perf_counter()
-    with cloud_child(tree, config["backend"], Path(config["log"])) as (url, proc):
+    with child_cloud(PREFIX, Path(config["log"]), tree=tree, backend=config["backend"]) as (url, proc):
         out["cloud_start_s"] = time.perf_counter() - started
         users, catalog = seed_profiles()
         store = DynamoFeatureStore(names.table(USER_FEATURES), names.table(ITEM_FEATURES), endpoint_url=url)

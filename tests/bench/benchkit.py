@@ -14,12 +14,18 @@ ROOT = Path(__file__).resolve().parents[2]
 CORE = ROOT / "layers" / "core"
 
 _CLOUD_CHILD = """
-import sys
-sys.path[:0] = sys.argv[2:]
+import inspect, sys
+prefix, backend = sys.argv[1], sys.argv[2]
+sys.path[:0] = sys.argv[3:]
 from rtrec.local.cloud import EmbeddedCloud
 from rtrec.resources import ResourceNames
-from rtrec.settings import LocalSettings
-cloud = EmbeddedCloud(port=0, names=ResourceNames(prefix=sys.argv[1]), backend=LocalSettings().cloud_backend)
+options = {}
+if "backend" in inspect.signature(EmbeddedCloud).parameters:  # a checkout from before the durable cloud has none
+    from rtrec.settings import LocalSettings
+    options["backend"] = backend or LocalSettings().cloud_backend
+elif backend not in ("", "moto"):
+    raise SystemExit("this tree's EmbeddedCloud has no backend " + backend)
+cloud = EmbeddedCloud(port=0, names=ResourceNames(prefix=prefix), **options)
 cloud.start()
 print(cloud.endpoint_url, flush=True)
 sys.stdin.read()  # until the parent closes the pipe
@@ -28,25 +34,30 @@ cloud.stop(save_state=False)
 
 
 @contextlib.contextmanager
-def child_cloud(prefix: str, log: Path | None = None) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    """EmbeddedCloud (moto server) provisioned with `prefix` in a child process, so its request handling does not
-    share the measured process's GIL (as a remote service would not); yields (endpoint URL, process)."""
+def child_cloud(prefix: str, log: Path | None = None, *, tree: Path = ROOT,
+                backend: str | None = None) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """EmbeddedCloud provisioned with `prefix` in a child process, so its request handling does not share the
+    measured process's GIL (as a remote service would not); yields (endpoint URL, process). `tree`: the checkout
+    whose code it runs (another one: the code before a change); `backend`: durable or moto (default: the
+    settings', RTREC_CLOUD_BACKEND)."""
     stderr = log.open("w") if log is not None else None
-    proc = subprocess.Popen([sys.executable, "-c", _CLOUD_CHILD, prefix, str(ROOT), str(CORE)], cwd=ROOT, text=True,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr)
+    proc = subprocess.Popen([sys.executable, "-c", _CLOUD_CHILD, prefix, backend or "", str(tree / "layers" / "core"),
+                             str(tree)], cwd=tree, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=stderr)
     try:
         assert proc.stdout is not None
         url = proc.stdout.readline().strip()
         if not url.startswith("http"):
             where = f"; its log:\n{log.read_text()[-3000:]}" if log is not None else ""
-            raise SystemExit(f"the embedded cloud did not start in its child process{where}")
+            raise SystemExit(f"the embedded cloud ({backend or 'default backend'}) did not start in its child "
+                             f"process{where}")
         yield url, proc
     finally:
         with contextlib.suppress(OSError):
             assert proc.stdin is not None
             proc.stdin.close()
         try:
-            proc.wait(timeout=15)
+            proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
