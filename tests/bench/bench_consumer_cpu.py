@@ -107,7 +107,7 @@ def main() -> None:
     store.put_users(UserProfile(u, age=30, history=tuple(str(rng.randrange(3000)) for _ in range(rng.randrange(20, 400))))
                     for u in users)
     log = InMemoryCounterfactualLog()
-    handler = ConsumerHandler(StreamConsumer(store, store, log), InMemoryDeadLetterQueue(),
+    handler = ConsumerHandler(StreamConsumer(store, log), InMemoryDeadLetterQueue(),
                               OnlineLearner(InMemoryRankerStateStore(), log))
     sequence = [0]
     handler(batch(rng, users, sequence), None)  # warm-up

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import io
 import json
 import math
@@ -644,9 +645,11 @@ def _memory_handler() -> tuple[Any, Any]:
 
     store = AttributeMapFeatureStore()
     log = InMemoryCounterfactualLog()
-    # StreamConsumer(features, item_stats, log): the before tree's signature, which the after tree still takes
-    # (its item-stats argument ignored); ConsumerHandler(consumer, dlq, learner) in both.
-    handler = ConsumerHandler(StreamConsumer(store, store, log), InMemoryDeadLetterQueue(),
+    # The before tree's StreamConsumer(features, item_stats, log) wrote item statistics to a store of their own;
+    # the after tree's StreamConsumer(features, log) keeps them in the shard state. ConsumerHandler(consumer, dlq,
+    # learner) in both.
+    stores = (store, store) if "item_stats" in inspect.signature(StreamConsumer).parameters else (store,)
+    handler = ConsumerHandler(StreamConsumer(*stores, log), InMemoryDeadLetterQueue(),
                               OnlineLearner(InMemoryRankerStateStore(), log))
     return handler, store
 

@@ -124,7 +124,7 @@ def run_loop(api_sink: Any, requests: int = 120, seed: int = 3) -> MonitoringRun
         assert posted.status_code == 202, posted.text
     assert client.get("/recommend/u1", params={"k": 0}).status_code == 422  # a client error, counted as one
 
-    consumer = ConsumerHandler(StreamConsumer(world.features, world.features, run.log), InMemoryDeadLetterQueue(),
+    consumer = ConsumerHandler(StreamConsumer(world.features, run.log), InMemoryDeadLetterQueue(),
                                OnlineLearner(InMemoryRankerStateStore(), run.log), Telemetry(run.consumer_metrics))
     messages = list(stream.messages)
     for start in range(0, len(messages), 25):

@@ -71,7 +71,7 @@ def test_a_weak_or_unrelated_event_leaves_the_slate_waiting():
 
 def test_the_consumer_resolves_a_slate_once_even_when_its_batch_comes_again():
     features = InMemoryFeatureStore()
-    consumer = StreamConsumer(features, features, InMemoryCounterfactualLog())
+    consumer = StreamConsumer(features, InMemoryCounterfactualLog())
     batch = [(1, slate("r1")), (2, click(1, "a", "r1"))]
     plan = consumer.apply_batch("s0", batch)
     assert [a.resolved for _, a in plan.applied][0] == ()

@@ -168,14 +168,11 @@ class StreamConsumer:
     - the shard state counts a record only when its sequence number is above the state's `learned_through`,
       and it is saved before the profiles, so it is always at least as far as any profile of its shard."""
 
-    def __init__(self, features: FeatureStore, log: CounterfactualLog | object,
-                 legacy_log: CounterfactualLog | None = None, *, half_life_days: float = 90.0,
+    def __init__(self, features: FeatureStore, log: CounterfactualLog, *, half_life_days: float = 90.0,
                  reward_window_seconds: float = 1800.0, dedup_retention_seconds: float = 86_400.0,
                  dedup_limit: int = SEEN_EVENTS_LIMIT, learner: ShardLearner | None = None) -> None:
-        """`StreamConsumer(features, log)`; the old `StreamConsumer(features, item_stats, log)` still works (the
-        item-stats store is ignored: the statistics live in the shard state)."""
         self._features = features
-        self._log: CounterfactualLog = legacy_log if legacy_log is not None else log  # type: ignore[assignment]
+        self._log = log
         self._half_life_days = half_life_days
         self._reward_window = reward_window_seconds
         self._retention = dedup_retention_seconds
