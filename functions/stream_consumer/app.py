@@ -149,4 +149,4 @@ def build_handler(settings: ConsumerSettings, *, dynamodb_client: Any = None,
                               reward_window_seconds=settings.reward_window_seconds,
                               dedup_retention_seconds=settings.dedup_retention_seconds,
                               dedup_limit=settings.dedup_max_events_per_user, learner=learner)
-    return ConsumerHandler(consumer, SqsDeadLetterQueue.for_names(names, **aws), learner, telemetry)
+    return ConsumerHandler(consumer, SqsDeadLetterQueue.for_names(names, **aws), telemetry=telemetry)

@@ -226,12 +226,6 @@ class StreamConsumer:
         if messages:
             self._log.write_batch(batch_id, messages)
 
-    def plan(self, shard_id: str, messages: Sequence[tuple[int, StreamMessage] | StreamRecord]) -> BatchPlan:
-        """What the batch changes, from one read of its users' profiles; nothing is written."""
-        records = [m if isinstance(m, StreamRecord) else StreamRecord(m[0], m[1]) for m in messages]
-        profiles = self._features.get_users({r.message.user_id for r in records if r.message is not None})
-        return self._plan(shard_id, records, profiles)
-
     def commit(self, plan: BatchPlan) -> None:
         """Write the changed profiles (after the shard state: see the class docstring)."""
         if plan.profiles:
