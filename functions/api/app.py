@@ -198,6 +198,7 @@ class Services:
     model_version: Callable[[], str | None] = lambda: None  # the production version loaded (no poll), for the logs
     impression_flush_s: float = 2.0  # the end of a Lambda invocation waits this long at most for its impressions
     impression_shutdown_s: float = 5.0  # the app's shutdown waits this long at most
+    impression_log_lines: bool = True  # an `impression` log line per slate (ApiSettings.impression_log_lines)
 
     def flush_impressions(self, timeout_s: float | None = None) -> int:
         """Send the buffered impressions now (the end of a Lambda invocation); how many are still buffered."""
@@ -279,7 +280,8 @@ def build_services(settings: ApiSettings, *, telemetry: Telemetry = NO_TELEMETRY
     services = Services(recommender=None, catalog=catalog,  # type: ignore[arg-type]
                         admin_api_key=settings.admin_api_key.get_secret_value() if settings.admin_api_key else None,
                         ingest=ingest, impression_flush_s=settings.impression_flush_seconds,
-                        impression_shutdown_s=settings.impression_shutdown_seconds)
+                        impression_shutdown_s=settings.impression_shutdown_seconds,
+                        impression_log_lines=settings.impression_log_lines)
 
     def load(version: str, folder: FilePath) -> ServingModel:
         try:
@@ -502,11 +504,12 @@ def create_app(services: Services | Recommender, *, telemetry: Telemetry = NO_TE
         result = recommender.recommend(user_id, k, filters, online_ranker=online_ranker)
         background.add_task(services.log_impression, result)
         telemetry.recommendation(result.strategy, result.cold_start, result.model_version, result.online_ranker)
-        logger.info("impression", extra={
-            "request_id": result.request_id, "user_id": result.user_id, "model_version": result.model_version,
-            "strategy": result.strategy, "items": [i.item_id for i in result.items],
-            "propensities": [round(i.propensity, 6) for i in result.items],
-        })
+        if services.impression_log_lines:
+            logger.info("impression", extra={
+                "request_id": result.request_id, "user_id": result.user_id, "model_version": result.model_version,
+                "strategy": result.strategy, "items": [i.item_id for i in result.items],
+                "propensities": [round(i.propensity, 6) for i in result.items],
+            })
         return RecommendationResponse(
             request_id=result.request_id,
             user_id=result.user_id,

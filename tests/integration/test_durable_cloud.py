@@ -188,6 +188,23 @@ def test_the_router_sends_each_service_to_its_emulator_and_answers_health(tmp_pa
         cloud.client("cloudwatch").put_metric_data(Namespace="durable", MetricData=[{"MetricName": "m", "Value": 1}])
 
 
+def test_the_systems_own_clients_reach_every_emulator_past_the_router(tmp_path):
+    from rtrec.adapters.aws.clients import route_services
+
+    with EmbeddedCloud(port=0, names=NAMES, backend="durable") as cloud:
+        routes = cloud.client_routes
+        assert set(routes) == {"dynamodb", "kinesis", "s3", "sqs", "cloudwatch"}
+        assert cloud.endpoint_url not in routes.values()
+        route_services(cloud.endpoint_url, routes)
+        try:
+            assert cloud.client("dynamodb").meta.endpoint_url == routes["dynamodb"]
+            assert cloud.client("sqs").meta.endpoint_url == cloud.service_endpoints["moto"]
+            _check(cloud, _write(cloud))
+            cloud.client("cloudwatch").put_metric_data(Namespace="durable", MetricData=[{"MetricName": "m", "Value": 1}])
+        finally:
+            route_services(cloud.endpoint_url, {})
+
+
 def test_a_get_while_an_object_is_replaced_sees_the_old_or_the_new_object_never_part_of_one(tmp_path):
     """S3 replaces an object whole; s3rver wrote over the file in place (the consumer's shard state, read by serving
     while the consumer saved it, came back cut short)."""

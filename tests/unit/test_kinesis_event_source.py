@@ -277,6 +277,8 @@ def test_constructor_rejects_nonsense():
         make(FakeKinesis(), lambda e, c: None, max_attempts=0)
     with pytest.raises(ValueError):
         make(FakeKinesis(), lambda e, c: None, starting_position="AT_TIMESTAMP")
+    with pytest.raises(ValueError):
+        make(FakeKinesis(), lambda e, c: None, batching_window_s=-1)
 
 
 def test_a_stop_that_times_out_never_leaves_two_pollers():
@@ -573,3 +575,24 @@ def test_the_drain_line_says_how_far_behind_from_the_lag_not_behind_latest_alone
     lines: list[str] = []
     assert drain(Backlog(), Interrupts(lines.append), lines.append, timeout_s=5, line_every_s=0)
     assert lines[0].startswith("draining the stream (12.5 s behind") and lines[-1].startswith("drained in")
+
+
+def test_after_a_batch_that_was_not_full_the_shard_gathers_for_the_batching_window():
+    kinesis = FakeKinesis()
+    kinesis.add_shard("shardId-000000000000")
+    batches: list[list[int]] = []
+
+    def handler(event: dict, context: Any) -> None:
+        batches.append([decode(r) for r in event["Records"]])
+
+    esm = make(kinesis, handler, batch_size=5, batching_window_s=0.3)
+    for i in range(12):
+        kinesis.put("shardId-000000000000", i)
+    assert esm.run_until_idle(timeout_s=5)
+    assert [len(b) for b in batches] == [5, 5, 2]  # full batches follow each other at once
+    kinesis.put("shardId-000000000000", 12)
+    started = time.monotonic()
+    assert esm.run_until_idle(timeout_s=5)
+    assert batches[-1] == [12]
+    assert time.monotonic() - started >= 0.29  # the read that found it caught up waited for the window after [12]
+

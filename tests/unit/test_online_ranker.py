@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import orjson
 import pytest
 
 from rtrec.adapters.memory import InMemoryCounterfactualLog, InMemoryFeatureStore, InMemoryRankerStateStore
@@ -112,7 +113,7 @@ def test_shard_state_survives_its_json_round_trip():
     state = RankerShardState("s")
     state.learn([labeled("r1", 1)])
     state.observe_positive("b", NOW)
-    again = RankerShardState.from_dict(state.to_dict())
+    again = RankerShardState.from_dict(orjson.loads(orjson.dumps(state.to_dict(), option=orjson.OPT_SERIALIZE_NUMPY)))
     assert np.allclose(again.learner.weights, state.learner.weights) and again.learner.examples == 3
     assert (again.impressions, again.clicks, again.trend) == (state.impressions, state.clicks, state.trend)
     assert again.trend_counts() == state.trend_counts() == {"b": 1.0}
@@ -245,7 +246,7 @@ def test_the_global_impressions_feed_the_new_item_exploration_term():
 def test_the_source_reloads_after_its_interval_and_keeps_the_last_on_failure():
     states = InMemoryRankerStateStore()
     now = [0.0]
-    source = OnlineRankerSource(states, poll_seconds=2.0, clock=lambda: now[0])
+    source = OnlineRankerSource(states, poll_seconds=2.0, clock=lambda: now[0], reload_with=lambda work: work())
     assert source() is None
     state = RankerShardState("s")
     state.learn([labeled("r1", 0)])
@@ -263,6 +264,30 @@ def test_the_source_reloads_after_its_interval_and_keeps_the_last_on_failure():
     states.load_all = broken  # type: ignore[method-assign]
     now[0] = 6.0
     assert source().examples == 3
+
+
+def test_the_source_reloads_in_the_background_and_serves_the_last_ranker_meanwhile():
+    states = InMemoryRankerStateStore()
+    first = RankerShardState("s")
+    first.learn([labeled("r1", 0)])
+    states.save(first)
+    now = [0.0]
+    pending: list = []
+    source = OnlineRankerSource(states, poll_seconds=2.0, clock=lambda: now[0], reload_with=pending.append)
+    loaded = source()  # the first call loads before it answers
+    assert loaded.examples == 3 and not pending
+    second = states.load("s")
+    second.learn([labeled("r2", 1)])
+    states.save(second)
+    now[0] = 2.0
+    assert source() is loaded and len(pending) == 1  # stale: a reload is started, the request is not kept waiting
+    assert source() is loaded and len(pending) == 1  # one reload at a time
+    pending.pop()()
+    assert source().examples == 6
+    now[0] = 4.0
+    source()
+    pending.pop()()  # nothing changed: the same object, so serving's per-catalog signals stay cached
+    assert source().examples == 6
 
 
 def test_item_stats_live_in_the_shard_state_and_merge_by_summing():

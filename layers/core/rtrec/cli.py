@@ -196,6 +196,7 @@ def seed(
 
 
 def _start_cloud(local: LocalSettings) -> Any:
+    from rtrec.adapters.aws.clients import route_services
     from rtrec.local.cloud import EmbeddedCloud
     from rtrec.local.state import LocalState
 
@@ -203,6 +204,7 @@ def _start_cloud(local: LocalSettings) -> Any:
     cloud = EmbeddedCloud(host=local.cloud_host, port=local.cloud_port, names=AwsSettings().names, state=state,
                           backend=local.cloud_backend, emulators_dir=local.emulators_dir, node=local.node)
     report = cloud.start()
+    route_services(cloud.endpoint_url, cloud.client_routes)  # this process's clients skip the router
     engines = "dynalite, kinesalite, s3rver and moto, on disk" if cloud.backend == "durable" else "moto, in memory"
     say(f"embedded cloud ({engines}) listening at {cloud.endpoint_url}")
     say(f"provisioned: {', '.join(report.created) or 'nothing new'}; state folder: {state.root}")
@@ -477,6 +479,10 @@ def run(
     drain_seconds: Annotated[float, typer.Option(
         min=0, help="on Ctrl-C, let the stream consumer catch up for at most this long (a second Ctrl-C skips it; "
                     "what is left is consumed at the next start)")] = 30.0,
+    impression_log_lines: Annotated[bool, typer.Option(
+        "--impression-log-lines/--no-impression-log-lines",
+        help="print each slate as an `impression` JSON line (the counterfactual log in S3 keeps them either way)",
+    )] = False,
 ) -> None:
     """The whole system on this machine: embedded cloud, data seeded, a model in production, API served.
     Ctrl-C stops it all."""
@@ -494,7 +500,7 @@ def run(
         _seed(aws, local)
         # In a process of its own, as Lambda runs it: beside the API's request threads it got a tenth of its speed.
         consumer = ConsumerProcess(cloud.endpoint_url, local.state_dir.resolve() / "consumer-status.json", say=say,
-                                   drain_seconds=drain_seconds).start()
+                                   drain_seconds=drain_seconds, routes=cloud.client_routes).start()
         if hasattr(telemetry.sink, "include"):
             telemetry.sink.include(consumer.metrics_text)
         retrain = {"epochs": str(retrain_epochs), "protocols": "recbole", "baselines": "false", "threads": "1"}
@@ -510,7 +516,8 @@ def run(
         else:
             say("no model in production yet: serving popular items (make train && make promote to add one)")
         interrupts = _serve(ApiSettings(endpoint_url=cloud.endpoint_url, model_poll_seconds=model_poll_seconds,
-                                        catalog_sync_seconds=model_poll_seconds), local.api_host, local.api_port,
+                                        catalog_sync_seconds=model_poll_seconds,
+                                        impression_log_lines=impression_log_lines), local.api_host, local.api_port,
                             consumer_status=consumer.stats)
         if scheduler is not None:
             scheduler.stop()

@@ -107,6 +107,11 @@ class ApiSettings(AwsSettings):
         description="score the shadow candidate (if one is published) beside production on every request and log "
                     "its policy's probabilities for the promotion gate's off-policy check",
     )
+    impression_log_lines: bool = Field(
+        default=True, validation_alias=_env("impression_log_lines"),
+        description="log each slate as an `impression` line (CloudWatch Logs in AWS); the counterfactual log "
+                    "keeps every impression either way, so `rtrec run` leaves these lines out of the terminal",
+    )
     impression_linger_ms: float = Field(
         default=50.0, ge=0, le=10_000, validation_alias=_env("impression_linger_ms"),
         description="the longest an impression waits in the producer's buffer before a PutRecords (uvicorn)",

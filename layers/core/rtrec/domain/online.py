@@ -242,6 +242,7 @@ class RankerShardState:
 
     @classmethod
     def from_dict(cls, body: dict) -> RankerShardState:
+        """The state of a parsed JSON body, whose containers it takes as its own (see `_stat_rows`)."""
         if body.get("features", list(RANKER_FEATURES)) != list(RANKER_FEATURES):
             raise ValueError(f"the state was learned over features {body.get('features')}, not {list(RANKER_FEATURES)}")
         # The per-item maps are taken as parsed (JSON keys are strings, and to_dict wrote ints and floats): a
@@ -258,11 +259,12 @@ class RankerShardState:
 
 
 def _stat_rows(rows: dict) -> dict[str, list[float]]:
-    """The state's item statistics, each row a list of its own (batches add in place) of four numbers."""
-    copied = {item: list(row) for item, row in rows.items()}
-    if any(len(row) != 4 for row in copied.values()):
-        raise ValueError("item_stats rows must be [impressions, clicks, interactions, popularity_mass]")
-    return copied
+    """The state's item statistics as parsed: each row a list of four numbers that the state owns (batches add in
+    place), so the body must be a parser's fresh output, as a store's is. Checked, not copied: a copy per row was
+    most of a reload's time in serving, which reads every shard's state every few seconds."""
+    if not all(type(row) is list and len(row) == 4 for row in rows.values()):
+        raise ValueError("item_stats rows must be lists [impressions, clicks, interactions, popularity_mass]")
+    return rows
 
 
 def merged_item_stats(states: Iterable[RankerShardState], item_ids: Iterable[str] | None = None

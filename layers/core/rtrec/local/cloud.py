@@ -53,6 +53,7 @@ REPO_ROOT = Path(__file__).resolve().parents[4]
 EMULATORS_DIR = REPO_ROOT / "localstack" / "emulators"
 NODE_SERVICES = ("dynamodb", "kinesis", "s3")  # emulator.js serves these; moto the rest
 STATE_FOLDERS = {"dynamodb": "dynamodb", "kinesis": "kinesis", "s3": "s3", "moto": "sqs"}
+MOTO_ROUTED = ("sqs", "cloudwatch")  # what the system itself calls on moto (the router sends moto the rest too)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -156,6 +157,18 @@ class EmbeddedCloud:
     def service_endpoints(self) -> dict[str, str]:
         """Each emulator's own endpoint (durable backend): dynamodb, kinesis, s3, and `moto` for the rest."""
         return {name: f"http://127.0.0.1:{child.port}" for name, child in self._children.items() if name != "router"}
+
+    @property
+    def client_routes(self) -> dict[str, str]:
+        """Per boto3 service name, the endpoint the system's own clients use (route_services): each emulator
+        directly, past the router; empty for moto, which has one port."""
+        own = self.service_endpoints
+        if not own:
+            return {}
+        routes = {service: own[service] for service in NODE_SERVICES if service in own}
+        if "moto" in own:
+            routes.update({service: own["moto"] for service in MOTO_ROUTED})
+        return routes
 
     def pids(self) -> dict[str, int | None]:
         return {name: child.pid for name, child in self._children.items()}

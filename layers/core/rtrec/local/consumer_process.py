@@ -22,13 +22,18 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from rtrec.adapters.aws.clients import route_services
 from rtrec.errors import DependencyError
 
 STATUS_INTERVAL_S = 0.5
+# The local mapping's batching window: a quarter second gathers a load's records into batches of a few dozen (each
+# batch reads and writes the shard state and the profiles once) and keeps event-to-effect well under a second.
+# AWS takes whole seconds here; the CDK app sets 1 s (infra_cdk/stacks/streaming.py).
+BATCHING_WINDOW_S = 0.25
 STALE_AFTER_S = 10.0  # a status older than this: the child is hung or gone
 
 
@@ -45,6 +50,7 @@ def start_stream_consumer(endpoint_url: str, telemetry: Any, say: Callable[[str]
     mapping = KinesisEventSourceMapping(
         names.stream(EVENTS_STREAM), build_handler(settings, telemetry=telemetry),
         checkpoint_table=names.table(STREAM_CHECKPOINTS), dlq_url=None, batch_size=EVENTS_STREAM.consumer_batch_size,
+        batching_window_s=BATCHING_WINDOW_S,
         dead_letter_queue=SqsDeadLetterQueue.for_names(names, endpoint_url=endpoint_url, region=settings.region),
         endpoint_url=endpoint_url, region=settings.region, on_progress=say, metrics=telemetry.sink,
     )
@@ -74,8 +80,10 @@ class ConsumerProcess:
     """The parent's handle on the child: start, status, metrics, drain, stop, and a restart when it exits."""
 
     def __init__(self, endpoint_url: str, status_path: Path, *, say: Callable[[str], None],
-                 drain_seconds: float = 30.0, python: str = sys.executable) -> None:
+                 drain_seconds: float = 30.0, routes: Mapping[str, str] | None = None,
+                 python: str = sys.executable) -> None:
         self.endpoint_url = endpoint_url
+        self.routes = dict(routes or {})  # the child's route_services (each emulator's own endpoint)
         self.status_path = status_path
         self.drain_seconds = drain_seconds
         self._say = say
@@ -105,7 +113,8 @@ class ConsumerProcess:
         # Its own session: a Ctrl-C in the terminal reaches only the parent, which drains the child on purpose.
         self._proc = subprocess.Popen(
             [self._python, "-m", "rtrec.local.consumer_process", self.endpoint_url, str(self.status_path),
-             "--drain-seconds", str(self.drain_seconds)],
+             "--drain-seconds", str(self.drain_seconds),
+             *(f"--route={service}={url}" for service, url in sorted(self.routes.items()))],
             stdin=subprocess.PIPE, start_new_session=True, close_fds=True)
         deadline = time.monotonic() + timeout_s
         while not self.status_path.exists():
@@ -196,7 +205,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("endpoint_url")
     parser.add_argument("status_file", type=Path)
     parser.add_argument("--drain-seconds", type=float, default=30.0)
+    parser.add_argument("--route", action="append", default=[], metavar="SERVICE=URL",
+                        help="a service's own endpoint, past the shared one (repeatable)")
     args = parser.parse_args(argv)
+    routes = dict(pair.split("=", 1) for pair in args.route)
+    if routes:
+        route_services(args.endpoint_url, routes)
 
     def say(message: str) -> None:
         print(f"[rtrec {time.strftime('%H:%M:%S')}] {message}", flush=True)

@@ -30,8 +30,12 @@ What it emulates of the AWS event source mapping (ESM):
 - resharding: shards are re-listed every ~30 s (and at once when a closed shard is drained), and a child
   shard is read only after its parents are drained, as Lambda does.
 
+A batching window (`batching_window_s`, as MaximumBatchingWindowInSeconds): after a batch smaller than the
+batch size, the shard is read again only once the window has passed, so a trickle of records arrives in batches
+of a window's worth rather than one by one, each paying the handler's per-batch reads and writes.
+
 What it does not: no parallelization factor (one batch in flight per shard), no tumbling windows, no
-batching window (MaximumBatchingWindowInSeconds), no MaximumRecordAgeInSeconds, no enhanced fan-out
+MaximumRecordAgeInSeconds, no enhanced fan-out
 consumers, no event filtering, no leases: two mappings with the same consumer name would both read every
 shard. Unlike AWS, which sends only batch metadata to the on-failure destination (the records stay in the
 stream until retention ends), this sends the one failing record itself (replayable by `rtrec dlq
@@ -157,6 +161,7 @@ class KinesisEventSourceMapping:
         batch_size: int = 100,
         max_attempts: int = 3,
         poll_interval_s: float = 0.2,
+        batching_window_s: float = 0.0,
         starting_position: StartingPosition = "TRIM_HORIZON",
         kinesis_client: Any = None,
         dynamodb_client: Any = None,
@@ -188,6 +193,9 @@ class KinesisEventSourceMapping:
         self.batch_size = batch_size
         self.max_attempts = max_attempts
         self.poll_interval_s = poll_interval_s
+        if batching_window_s < 0:
+            raise ValueError(f"batching_window_s must not be negative, got {batching_window_s}")
+        self.batching_window_s = batching_window_s
         self.starting_position = starting_position
         self.region = region
         self.on_progress = on_progress
@@ -545,11 +553,11 @@ class KinesisEventSourceMapping:
             if shard.suspect_left is not None:
                 shard.suspect_left -= ok
         if failed_index is None:
-            self._succeeded(shard)
+            self._succeeded(shard, full=len(records) >= (shard.window or self.batch_size))
             return
         self._record_failure(shard, event_records, failed_index, reason)
 
-    def _succeeded(self, shard: _Shard) -> None:
+    def _succeeded(self, shard: _Shard, *, full: bool = True) -> None:
         shard.retry_from = shard.fail_seq = None
         shard.fail_attempts = shard.failures_in_row = 0
         shard.stalled_since = shard.last_error = None
@@ -557,7 +565,9 @@ class KinesisEventSourceMapping:
             shard.window = shard.suspect_left  # bisection: the first half passed, now the rest of the range
         else:
             shard.window = shard.suspect_left = None
-        shard.next_poll_at = time.monotonic()
+        # A batch that was not full caught up with the shard: the next one gathers for the batching window.
+        wait = 0.0 if full or shard.window is not None else self.batching_window_s
+        shard.next_poll_at = time.monotonic() + wait
 
     def _systemic_failure(self, shard: _Shard, event_records: list[dict[str, Any]], reason: str) -> None:
         """A dependency is down: the same batch again, later; the records are not to blame."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -186,38 +187,83 @@ RANKER_STATE_PREFIX = "online/ranker/"
 
 
 class S3RankerStateStore:
-    """RankerStateStore as one JSON object per shard in the models bucket."""
+    """RankerStateStore as one JSON object per shard in the models bucket.
+
+    A state is 200 KB at ML-1M, read and written once per consumer batch and read by every serving instance every
+    few seconds; parsing it cost more than the rest of a small batch. So the store keeps the states it saved and
+    read with their ETags, and reads an object again only when its ETag changed (a HEAD per `load`, nothing more
+    per `load_all`, whose listing carries the ETags). `load` hands its caller the state to change and save (it is
+    not kept meanwhile: a batch that fails between the two reads it again); `load_all`'s states are shared, to read."""
 
     def __init__(self, bucket: str, prefix: str = RANKER_STATE_PREFIX, client: Any = None, *,
                  endpoint_url: str | None = None, region: str = "us-east-1") -> None:
         self.bucket = bucket
         self.prefix = prefix
         self._client = client if client is not None else aws_client("s3", endpoint_url, region)
+        self._lock = threading.Lock()
+        self._saved: dict[str, tuple[str, RankerShardState]] = {}  # key -> (ETag, the state load hands out)
+        self._listed: dict[str, tuple[str, RankerShardState]] = {}  # key -> (ETag, the state load_all shares)
 
     def _read(self, key: str) -> RankerShardState | None:
         return read_json_as(self._client, self.bucket, key, RankerShardState.from_dict, "online-ranker state",
                             loads=orjson.loads)
 
+    def _etag(self, key: str) -> str | None:
+        with translate_aws_errors(f"reading s3://{self.bucket}/{key}"):
+            try:
+                return str(self._client.head_object(Bucket=self.bucket, Key=key)["ETag"])
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                    return None
+                raise
+
     def load(self, shard_id: str) -> RankerShardState | None:
-        return self._read(f"{self.prefix}{shard_id}.json")
+        key = f"{self.prefix}{shard_id}.json"
+        with self._lock:
+            kept = self._saved.pop(key, None)
+        if kept is not None and self._etag(key) == kept[0]:
+            return kept[1]
+        return self._read(key)
 
     def save(self, state: RankerShardState) -> None:
         key = f"{self.prefix}{state.shard_id}.json"
         with translate_aws_errors(f"writing s3://{self.bucket}/{key}"):
             # orjson: the state is read and written once per consumer batch (200 KB at ML-1M: 9 ms with json)
-            self._client.put_object(Bucket=self.bucket, Key=key,
-                                    Body=orjson.dumps(state.to_dict(), option=orjson.OPT_SERIALIZE_NUMPY),
-                                    ContentType="application/json")
+            response = self._client.put_object(Bucket=self.bucket, Key=key,
+                                               Body=orjson.dumps(state.to_dict(), option=orjson.OPT_SERIALIZE_NUMPY),
+                                               ContentType="application/json")
+        etag = response.get("ETag")
+        with self._lock:
+            if etag:
+                self._saved[key] = (str(etag), state)
+            else:
+                self._saved.pop(key, None)
 
     def load_all(self) -> list[RankerShardState]:
-        states = (self._read(obj["Key"]) for obj in list_objects(self._client, self.bucket, self.prefix)
-                  if obj["Key"].endswith(".json"))
-        return [s for s in states if s is not None]
+        states = []
+        listed = [obj for obj in list_objects(self._client, self.bucket, self.prefix) if obj["Key"].endswith(".json")]
+        for obj in listed:
+            key, etag = obj["Key"], str(obj.get("ETag", ""))
+            with self._lock:
+                kept = self._listed.get(key)
+            if kept is not None and etag and kept[0] == etag:
+                states.append(kept[1])
+                continue
+            state = self._read(key)
+            if state is not None:
+                states.append(state)
+                with self._lock:
+                    self._listed[key] = (etag, state)
+        with self._lock:
+            for key in self._listed.keys() - {obj["Key"] for obj in listed}:
+                del self._listed[key]
+        return states
 
     def restart_positions(self) -> int:
         """Keep what every shard learned but forget the last sequence number it learned: for a stream that
         was created again and numbers its records from the start (the embedded cloud's, after a restart)."""
-        states = self.load_all()
+        keys = [obj["Key"] for obj in list_objects(self._client, self.bucket, self.prefix) if obj["Key"].endswith(".json")]
+        states = [state for state in map(self._read, keys) if state is not None]  # not load_all's shared objects
         for state in states:
             state.learned_through = -1
             self.save(state)
@@ -225,6 +271,9 @@ class S3RankerStateStore:
 
     def clear(self) -> int:
         keys = [obj["Key"] for obj in list_objects(self._client, self.bucket, self.prefix)]
+        with self._lock:
+            self._saved.clear()
+            self._listed.clear()
         for key in keys:
             with translate_aws_errors(f"deleting s3://{self.bucket}/{key}"):
                 self._client.delete_object(Bucket=self.bucket, Key=key)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import zlib
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+import orjson
 
 from rtrec.domain.encoder import FeatureEncoder
 from rtrec.domain.events import StreamMessage
@@ -148,14 +150,14 @@ class InMemoryRankerStateStore:
 
     def load(self, shard_id: str) -> RankerShardState | None:
         body = self.states.get(shard_id)
-        return RankerShardState.from_dict(body) if body is not None else None
+        return RankerShardState.from_dict(copy.deepcopy(body)) if body is not None else None
 
     def save(self, state: RankerShardState) -> None:
-        self.states[state.shard_id] = state.to_dict()
+        self.states[state.shard_id] = orjson.loads(orjson.dumps(state.to_dict(), option=orjson.OPT_SERIALIZE_NUMPY))
 
     def load_all(self) -> list[RankerShardState]:
         self.loads += 1
-        return [RankerShardState.from_dict(b) for b in self.states.values()]
+        return [RankerShardState.from_dict(copy.deepcopy(b)) for b in self.states.values()]
 
     def clear(self) -> int:
         count = len(self.states)
