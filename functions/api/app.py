@@ -363,16 +363,18 @@ def lambda_entry(handler: LambdaHandler, services: Services) -> LambdaHandler:
     return entry
 
 
-def get_services(request: Request) -> Services:
+# The dependencies are coroutines: FastAPI runs a plain function dependency in its thread pool, a hand-off (and a
+# fight for the interpreter lock) per dependency per request for what is an attribute read.
+async def get_services(request: Request) -> Services:
     return request.app.state.services
 
 
-def get_recommender(request: Request) -> Recommender:
+async def get_recommender(request: Request) -> Recommender:
     """The service the app was created with; tests override this dependency."""
     return request.app.state.services.recommender
 
 
-def get_catalog(request: Request) -> CatalogService:
+async def get_catalog(request: Request) -> CatalogService:
     return request.app.state.services.catalog
 
 
@@ -381,10 +383,16 @@ CatalogDep = Annotated[CatalogService, Depends(get_catalog)]
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def require_admin(services: ServicesDep, x_api_key: Annotated[str | None, Header()] = None) -> None:
+async def require_admin(services: ServicesDep, x_api_key: Annotated[str | None, Header()] = None) -> None:
     expected = services.admin_api_key
     if expected is not None and not secrets.compare_digest((x_api_key or "").encode(), expected.encode()):
         raise UnauthorizedError("POST /items needs the admin API key in the X-Api-Key header")
+
+
+async def _log_impression(services: Services, result: Recommendation) -> None:
+    """After the response, on the event loop: the impression only joins the producer's buffer (no I/O), so a
+    thread-pool hand-off would cost more than the work."""
+    services.log_impression(result)
 
 
 def _status_for(exc: RtrecError) -> int:
@@ -502,7 +510,7 @@ def create_app(services: Services | Recommender, *, telemetry: Telemetry = NO_TE
     ) -> RecommendationResponse:
         filters = Filters(_names(include_genres), _names(exclude_genres), frozenset(_names(exclude_items)))
         result = recommender.recommend(user_id, k, filters, online_ranker=online_ranker)
-        background.add_task(services.log_impression, result)
+        background.add_task(_log_impression, services, result)
         telemetry.recommendation(result.strategy, result.cold_start, result.model_version, result.online_ranker)
         if services.impression_log_lines:
             logger.info("impression", extra={
