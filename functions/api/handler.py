@@ -17,7 +17,7 @@ from rtrec.adapters.aws.powertools import lambda_observability
 from rtrec.monitoring.catalog import API_SERVICE
 from rtrec.settings import ApiSettings
 
-from .app import build_services, create_app, lambda_entry
+from .app import build_services, create_app, freeze_startup_heap, lambda_entry
 
 # Module scope: settings are validated, clients built and the production model loaded once, at the
 # Lambda cold start; later requests only check the production pointer every RTREC_MODEL_POLL_SECONDS.
@@ -26,3 +26,4 @@ observability = lambda_observability(API_SERVICE, settings.names.metrics_namespa
 services = build_services(settings, telemetry=observability.telemetry, background_impressions=False)
 app = create_app(services, telemetry=observability.telemetry)
 handler = observability.wrap(lambda_entry(Mangum(app, lifespan="off"), services))
+freeze_startup_heap()  # Mangum runs without the app's lifespan, which does it under uvicorn

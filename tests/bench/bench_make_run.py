@@ -357,6 +357,12 @@ def bench_backend(args: argparse.Namespace, spec: str, workdir: Path) -> tuple[l
         say(f"{backend}: GET /recommend, open loop at {args.rate:.0f} req/s, {args.seconds:.0f} s")
         record(measure(f"{backend}: GET /recommend, open loop {args.rate:.0f}/s", stack.base,
                              lambda: open_loop(stack.base, recommend_path, args.seconds, args.rate), args.after))
+        for rate in args.paced:
+            stack.wait_for(lambda: (consumer_lag_s(httpx.Client(base_url=stack.base)) or 0.0) < 0.5,
+                           "the stream drained", 120)
+            say(f"{backend}: GET /recommend, open loop at {rate:g} req/s, {args.seconds:.0f} s")
+            record(measure(f"{backend}: GET /recommend, open loop {rate:g}/s", stack.base,
+                           lambda rate=rate: open_loop(stack.base, recommend_path, args.seconds, rate), args.after))
         say(f"{backend}: {args.backlog:,} events posted, then Ctrl-C")
         times["backlog_post_s"] = post_backlog(stack.base, args.backlog)
     finally:
@@ -381,6 +387,8 @@ def main(argv: list[str] | None = None) -> None:
                         "durable:durable and moto:moto); TREE runs another checkout, e.g. the code before a change")
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--paced", type=float, action="append", default=[],
+                        help="also an open loop at this rate, once the stream has drained (repeatable)")
     parser.add_argument("--after", type=float, default=6.0, help="seconds of lag sampling after each load")
     parser.add_argument("--backlog", type=int, default=20_000)
     parser.add_argument("--workdir", type=Path, default=ROOT / ".rtrec-bench" / "make-run")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -338,6 +339,11 @@ class OnlineRanker:
 
     def stream_signals(self) -> tuple[list[str], np.ndarray, np.ndarray]:
         """`item_signals` of the items the stream knows (shown or trending); every other item's are exactly 0 (its
-        posterior is the prior, whose mean is the global rate), so callers need not visit the whole catalog."""
+        posterior is the prior, whose mean is the global rate), so callers need not visit the whole catalog.
+        Computed once per ranker (the source that merges it computes them off the request path)."""
+        return self._stream_signals
+
+    @cached_property
+    def _stream_signals(self) -> tuple[list[str], np.ndarray, np.ndarray]:
         known = list(dict.fromkeys([*self.posteriors.impressions, *self.trend]))
         return (known, *self.item_signals(known))

@@ -100,7 +100,7 @@ class OnlineRankerSource:
     ones start a reload in the background (`reload_with`, a thread by default) and serve the last ranker
     meanwhile, so no request waits for the shard states (200 KB each at ML-1M) to be read and merged."""
 
-    def __init__(self, states: RankerStateStore, *, poll_seconds: float = 2.0,
+    def __init__(self, states: RankerStateStore, *, poll_seconds: float = 5.0,
                  clock: Callable[[], float] = time.monotonic,
                  reload_with: Callable[[Callable[[], None]], None] | None = None) -> None:
         self._states = states
@@ -143,6 +143,8 @@ class OnlineRankerSource:
             merged = OnlineRanker.merge(states)
             self._merged_from = states
             if not _same(merged, self._ranker):  # an unchanged state keeps its object (serving caches by it)
+                if merged is not None:
+                    merged.stream_signals()  # here, not in the first request that uses this ranker
                 self._ranker = merged
         except (RtrecError, ValueError) as exc:
             logger.warning("online ranker state not reloaded, keeping the last one: %s", exc)

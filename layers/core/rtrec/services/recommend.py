@@ -252,13 +252,14 @@ class Recommender:
             return cached[3]
         known, known_lift, known_trend = ranker.stream_signals()  # sparse: never a pass over a 1M-item catalog
         ctr_lift, trend = np.zeros(len(catalog)), np.zeros(len(catalog))
+        found = [catalog.row(item_id) for item_id in known]
+        in_catalog = np.fromiter((row is not None for row in found), dtype=bool, count=len(found))
+        rows = np.fromiter((row for row in found if row is not None), dtype=np.int64)
+        ctr_lift[rows], trend[rows] = known_lift[in_catalog], known_trend[in_catalog]
         shown = ranker.posteriors.impressions
-        for item_id, lift, level in zip(known, known_lift.tolist(), known_trend.tolist()):
-            row = catalog.row(item_id)
-            if row is not None:
-                ctr_lift[row], trend[row] = lift, level
-                if shown.get(item_id, 0) > catalog.columns.impressions[row]:
-                    catalog.columns.impressions[row] = shown[item_id]
+        counts = np.fromiter((shown.get(item_id, 0) for item_id, row in zip(known, found) if row is not None),
+                             dtype=catalog.columns.impressions.dtype, count=len(rows))
+        catalog.columns.impressions[rows] = np.maximum(catalog.columns.impressions[rows], counts)
         if len(self._signals) >= 4:  # catalogs of models no longer served
             self._signals.clear()
         self._signals[id(catalog)] = (ranker, catalog, len(catalog), (ctr_lift, trend))
