@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -10,11 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path as FilePath
 from typing import Annotated, Any, Literal
 
+import orjson
 from aws_lambda_powertools import Logger
 from fastapi import BackgroundTasks, Depends, FastAPI, Header, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rtrec.domain.events import UserEvent
 from rtrec.domain.models import ItemFeatures, Recommendation
@@ -25,14 +29,16 @@ from rtrec.errors import (
     ModelNotReadyError,
     NotFoundError,
     RtrecError,
+    short_reason,
 )
 from rtrec.monitoring.catalog import API_SERVICE
 from rtrec.monitoring.telemetry import NO_TELEMETRY, Telemetry
 from rtrec.services.catalog import ITEM_ID_PATTERN, CatalogService, ServingModel
 from rtrec.services.recommend import MAX_K, Recommender, RetrievalConfig
 from rtrec.services.stream import MAX_EVENTS_PER_REQUEST, IngestService
-from rtrec.settings import ApiSettings
+from rtrec.settings import DEFAULT_MAX_BODY_BYTES, ApiSettings
 
+from .limits import BodyLimitMiddleware
 from .observability import ObservabilityMiddleware
 from .observability import request_id as current_request_id
 
@@ -48,6 +54,8 @@ ERROR_STATUS: dict[type[RtrecError], int] = {
 
 class UnauthorizedError(RtrecError):
     """The admin route was called without the right API key (maps to 401)."""
+
+    code = "unauthorized"
 
 
 ERROR_STATUS[UnauthorizedError] = 401
@@ -92,8 +100,8 @@ class ItemIn(BaseModel):
     item_id: str = Field(pattern=ITEM_ID_PATTERN.pattern, examples=["tt9999999"])
     title: str = Field(min_length=1, max_length=500, examples=["A New Film (2026)"])
     genres: list[str] = Field(default_factory=list, max_length=20, examples=[["Comedy", "Romance"]])
-    year: int | None = Field(default=None, ge=1800, le=2100, examples=[2026])
-    promoted: bool = Field(default=False, description="eligible for the promoted slots of every slate")
+    year: int | None = Field(default=None, ge=1800, le=2100, strict=True, examples=[2026])
+    promoted: bool = Field(default=False, strict=True, description="eligible for the promoted slots of every slate")
 
 
 class ItemOut(BaseModel):
@@ -115,8 +123,8 @@ class EventIn(BaseModel):
     user_id: str = Field(min_length=1, max_length=128)
     item_id: str = Field(min_length=1, max_length=128)
     type: Literal["view", "click", "purchase", "rating"]
-    value: float | None = Field(default=None, ge=0, le=10, description="the rating, for type rating")
-    timestamp: float = Field(gt=0, description="unix seconds")
+    value: float | None = Field(default=None, ge=0, le=10, strict=True, description="the rating, for type rating")
+    timestamp: float = Field(gt=0, strict=True, description="unix seconds")
     request_id: str | None = Field(default=None, min_length=1, max_length=128)
 
     @model_validator(mode="after")
@@ -143,7 +151,8 @@ class ConsumerHealth(BaseModel):
     source: Literal["local", "cloudwatch", "unavailable"]
     status: Literal["ok", "lagging", "stalled", "unknown"] = "unknown"
     lag_seconds: float | None = Field(None, description="max over shards of the iterator age / behind-latest")
-    stalled_shards: dict[str, str] = Field(default_factory=dict, description="shard -> last error, while stuck")
+    stalled_shards: dict[str, str] = Field(default_factory=dict, description="shard -> its state and since when, "
+                                                                           "while stuck")
     detail: str = "lag is the consumer's IteratorAge metric (CloudWatch alarm consumer-iterator-age)"
 
 
@@ -157,10 +166,13 @@ def consumer_health(status: Callable[[], dict] | None) -> ConsumerHealth:
     try:
         stats = status()
     except Exception as exc:  # the health route must answer whatever the consumer does
-        return ConsumerHealth(source="unavailable", detail=f"consumer status failed: {type(exc).__name__}: {exc}"[:300])
+        logger.warning("health: consumer status failed", extra={"error": type(exc).__name__, "detail": str(exc)})
+        return ConsumerHealth(source="unavailable", detail="the consumer's status could not be read")
     lag = stats.get("lag_seconds")
-    stalled = {shard: str(s.get("last_error") or "")[:300] for shard, s in (stats.get("shards") or {}).items()
-               if s.get("stalled_since") is not None}
+    # The state and since when; the last error (an SDK's text) is in the consumer's log and `rtrec` output.
+    stalled = {shard: f"{s.get('state') or 'stalled'} since "
+                      f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(float(s['stalled_since'])))}"
+               for shard, s in (stats.get("shards") or {}).items() if s.get("stalled_since") is not None}
     state = "stalled" if stalled else ("lagging" if lag is not None and lag > CONSUMER_LAG_OK_S else "ok")
     return ConsumerHealth(source="local", status=state, lag_seconds=lag, stalled_shards=stalled,
                           detail="read from the local event source mapping")
@@ -180,8 +192,14 @@ class HealthResponse(BaseModel):
 
 
 class ErrorResponse(BaseModel):
-    error: str
-    detail: str
+    """Every 4xx and 5xx the API answers (FastAPI's validation errors included)."""
+
+    error: str = Field(description="a stable code: invalid_input, unauthorized, not_found, method_not_allowed, "
+                                   "payload_too_large, model_not_ready, dependency_unavailable, internal_error",
+                       examples=["invalid_input"])
+    detail: str = Field(description="a short reason the client can act on (never the SDK's text: that goes to "
+                                    "the log under the request id)")
+    request_id: str = Field(description="the request's id (also the X-Request-Id header), for the logs")
 
 
 # -- wiring ----------------------------------------------------------------------------------------
@@ -199,6 +217,7 @@ class Services:
     impression_flush_s: float = 2.0  # the end of a Lambda invocation waits this long at most for its impressions
     impression_shutdown_s: float = 5.0  # the app's shutdown waits this long at most
     impression_log_lines: bool = True  # an `impression` log line per slate (ApiSettings.impression_log_lines)
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES  # larger request bodies get 413 (ApiSettings.max_body_bytes)
 
     def flush_impressions(self, timeout_s: float | None = None) -> int:
         """Send the buffered impressions now (the end of a Lambda invocation); how many are still buffered."""
@@ -281,7 +300,7 @@ def build_services(settings: ApiSettings, *, telemetry: Telemetry = NO_TELEMETRY
                         admin_api_key=settings.admin_api_key.get_secret_value() if settings.admin_api_key else None,
                         ingest=ingest, impression_flush_s=settings.impression_flush_seconds,
                         impression_shutdown_s=settings.impression_shutdown_seconds,
-                        impression_log_lines=settings.impression_log_lines)
+                        impression_log_lines=settings.impression_log_lines, max_body_bytes=settings.max_body_bytes)
 
     def load(version: str, folder: FilePath) -> ServingModel:
         try:
@@ -345,6 +364,15 @@ LambdaHandler = Callable[[dict[str, Any], Any], Any]
 FLUSH_MARGIN_S = 0.5  # of the invocation's remaining time, left for the response and the EMF lines
 
 
+def freeze_startup_heap() -> None:
+    """Move what start-up created (imports, clients, the model and its catalog: some 200k objects) out of the
+    garbage collector's sight. Otherwise every full collection walks all of it, 180 ms with the interpreter lock
+    held, triggered every few seconds by the objects a request and the online ranker's reload allocate; that
+    was the p99 of `make run` at low rates. Called once serving is wired (uvicorn's start-up, the Lambda module)."""
+    gc.collect()
+    gc.freeze()
+
+
 def lambda_entry(handler: LambdaHandler, services: Services) -> LambdaHandler:
     """`handler` (Mangum) that sends the invocation's impressions before it returns: Lambda freezes the process
     between invocations, so nothing may stay buffered for a background thread. The flush waits at most
@@ -395,6 +423,12 @@ async def _log_impression(services: Services, result: Recommendation) -> None:
     services.log_impression(result)
 
 
+def _unhealthy(what: str, exc: RtrecError) -> str:
+    """A dependency's state for /health: its error code; the SDK's text goes to the log only."""
+    logger.warning(f"health: {what} failed", extra={"error": type(exc).__name__, "detail": str(exc)})
+    return f"error: {exc.code}"
+
+
 def _status_for(exc: RtrecError) -> int:
     for error_type in type(exc).__mro__:
         if error_type in ERROR_STATUS:
@@ -402,17 +436,52 @@ def _status_for(exc: RtrecError) -> int:
     return 500
 
 
+def error_body(code: str, detail: str) -> dict[str, str]:
+    return {"error": code, "detail": short_reason(detail), "request_id": current_request_id()}
+
+
 async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RtrecError)
     status = _status_for(exc)
-    if status >= 500:
+    if status >= 500 or not exc.public:
         logger.error("request failed", extra={"error": type(exc).__name__, "detail": str(exc)})
-    return JSONResponse(status_code=status, content={"error": type(exc).__name__, "detail": str(exc)})
+    detail = str(exc) if exc.public else exc.public_detail
+    return JSONResponse(status_code=status, content=error_body(exc.code, detail))
+
+
+MAX_VALIDATION_ERRORS = 5  # reported per response; the rest are counted
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's request validation errors in the one error schema: where and what, never the input itself
+    (FastAPI's own body repeats it, which for an 11 MB body was an 11 MB answer)."""
+    assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
+    parts = []
+    for error in errors[:MAX_VALIDATION_ERRORS]:
+        where = ".".join(str(part) for part in error.get("loc", ()) if part != "body") or "body"
+        parts.append(f"{short_reason(where, 80)}: {short_reason(error.get('msg', 'invalid'), 100)}")
+    if len(errors) > MAX_VALIDATION_ERRORS:
+        parts.append(f"and {len(errors) - MAX_VALIDATION_ERRORS} more")
+    return JSONResponse(status_code=422, content=error_body("invalid_input", "; ".join(parts) or "invalid request"))
+
+
+HTTP_ERROR_CODES = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's own errors (unknown route, wrong method, body over the limit, a body that is not JSON) in the
+    one error schema; a 400 (a body that cannot be read as the route's input) is a 422, as every other bad input."""
+    assert isinstance(exc, StarletteHTTPException)
+    status = 422 if exc.status_code == 400 else exc.status_code
+    code = HTTP_ERROR_CODES.get(status, "invalid_input" if status < 500 else "internal_error")
+    headers = dict(exc.headers or {})
+    return JSONResponse(status_code=status, content=error_body(code, str(exc.detail)), headers=headers or None)
 
 
 async def _unexpected_error(_request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unexpected error")
-    return JSONResponse(status_code=500, content={"error": "InternalError", "detail": "unexpected server error"})
+    return JSONResponse(status_code=500, content=error_body("internal_error", "unexpected server error"))
 
 
 def _names(values: list[str] | None) -> tuple[str, ...]:
@@ -420,7 +489,9 @@ def _names(values: list[str] | None) -> tuple[str, ...]:
     return tuple(part.strip() for value in values or () for part in value.split(",") if part.strip())
 
 
-ERRORS = {404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}}
+ERRORS = {404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}, 500: {"model": ErrorResponse},
+          503: {"model": ErrorResponse}}
+BODY_ERRORS = {**ERRORS, 413: {"model": ErrorResponse, "description": "the body is larger than the API takes"}}
 
 
 def create_app(services: Services | Recommender, *, telemetry: Telemetry = NO_TELEMETRY,
@@ -436,6 +507,7 @@ def create_app(services: Services | Recommender, *, telemetry: Telemetry = NO_TE
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         """On shutdown (uvicorn; Mangum runs with lifespan="off" and `lambda_entry` flushes instead), send the
         buffered impressions before the process goes."""
+        freeze_startup_heap()
         yield
         await run_in_threadpool(served.close)
 
@@ -447,7 +519,12 @@ def create_app(services: Services | Recommender, *, telemetry: Telemetry = NO_TE
     )
     app.state.services = services
     app.add_exception_handler(RtrecError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
+    # Added first, so it runs inside the observability middleware (its 413 carries the request id).
+    app.add_middleware(BodyLimitMiddleware, max_bytes=services.max_body_bytes,
+                       error_body=lambda code, detail: orjson.dumps(error_body(code, detail)))
     app.add_middleware(ObservabilityMiddleware, telemetry=telemetry, logger=logger,
                        model_version=lambda: services.model_version())
     exposition = telemetry.exposition
@@ -468,17 +545,17 @@ def create_app(services: Services | Recommender, *, telemetry: Telemetry = NO_TE
             recommender.ping()
             dependencies["feature_store"] = "ok"
         except RtrecError as exc:
-            dependencies["feature_store"] = f"error: {exc}"
+            dependencies["feature_store"] = _unhealthy("feature store", exc)
         try:
             popular_items = len(recommender.popular().items)
             dependencies["popularity"] = "ok"
         except RtrecError as exc:
-            dependencies["popularity"] = f"error: {exc}"
+            dependencies["popularity"] = _unhealthy("popularity snapshot", exc)
         model = recommender.model()
         if model is not None:
-            dependencies["model"] = "ok" if services.model_error is None else f"ok (newer one failed: {services.model_error})"
+            dependencies["model"] = "ok" if services.model_error is None else "ok (a newer version failed to load)"
         else:
-            dependencies["model"] = f"error: {services.model_error}" if services.model_error else "none promoted yet"
+            dependencies["model"] = "error: failed to load" if services.model_error else "none promoted yet"
         ranker = recommender.online_ranker()
         can_serve = dependencies["feature_store"] == "ok" and (model is not None or popular_items > 0)
         status = "unavailable" if not can_serve else ("ok" if model is not None and popular_items else "degraded")
@@ -530,7 +607,7 @@ def create_app(services: Services | Recommender, *, telemetry: Telemetry = NO_TE
             ],
         )
 
-    @app.post("/events", response_model=EventsAccepted, status_code=202, responses=ERRORS)
+    @app.post("/events", response_model=EventsAccepted, status_code=202, responses=BODY_ERRORS)
     def post_events(body: EventsIn, services: ServicesDep) -> EventsAccepted:
         """Validate a batch of events and put it on the stream (partition key: user id); 202 once the
         stream holds every event. The consumer applies each event_id once."""
@@ -551,7 +628,7 @@ def create_app(services: Services | Recommender, *, telemetry: Telemetry = NO_TE
 
     @app.post("/items", response_model=ItemOut, status_code=201, dependencies=[Depends(require_admin)],
               responses={200: {"model": ItemOut, "description": "an existing item was updated"},
-                         401: {"model": ErrorResponse}, **ERRORS})
+                         401: {"model": ErrorResponse}, **BODY_ERRORS})
     def add_item(body: ItemIn, response: Response, recommender: RecommenderDep, catalog: CatalogDep) -> ItemOut:
         if catalog is None:
             raise ModelNotReadyError("this deployment has no catalog store configured")

@@ -56,15 +56,16 @@ def test_unknown_user_is_a_cold_start_not_an_error(client):
 @pytest.mark.parametrize("k", ["0", "101", "ten", "1.5"])
 def test_bad_k_is_422_with_a_reason(client, k):
     response = client.get("/recommend/1", params={"k": k})
-    assert response.status_code == 422
-    assert response.json()["detail"][0]["loc"] == ["query", "k"]
+    body = response.json()
+    assert response.status_code == 422 and body["error"] == "invalid_input" and body["detail"].startswith("query.k: ")
+    assert body["request_id"] == response.headers["x-request-id"]
 
 
 def test_no_snapshot_yet_is_503_with_a_message():
     client = TestClient(create_app(make_recommender(popular=False)))
     response = client.get("/recommend/1")
     assert response.status_code == 503
-    assert response.json()["error"] == "ModelNotReadyError"
+    assert response.json()["error"] == "model_not_ready"
     assert "seed" in response.json()["detail"]
 
 
@@ -85,19 +86,23 @@ def test_health_is_503_when_the_feature_store_is_down():
     recommender._features.ping = down  # type: ignore[method-assign]
     response = TestClient(create_app(recommender)).get("/health")
     assert response.status_code == 503
-    assert "connection refused" in response.json()["dependencies"]["feature_store"]
+    assert response.json()["dependencies"]["feature_store"] == "error: dependency_unavailable"
+    assert "connection refused" not in response.text and "rtrec-user-features" not in response.text  # logged only
 
 
 def test_backend_failure_during_recommend_is_503_not_500():
     recommender = make_recommender()
 
     def broken(_user_id: str):
-        raise DependencyError("reading user '1' failed: ProvisionedThroughputExceededException")
+        raise DependencyError("reading user '1' from rtrec-user-features failed: ResourceNotFoundException: "
+                              "arn:aws:dynamodb:us-east-1:123456789012:table/rtrec-user-features not found")
 
     recommender._features.get_user = broken  # type: ignore[method-assign]
     response = TestClient(create_app(recommender)).get("/recommend/1")
-    assert response.status_code == 503
-    assert "ProvisionedThroughputExceeded" in response.json()["detail"]
+    body = response.json()
+    assert response.status_code == 503 and body["error"] == "dependency_unavailable" and body["request_id"]
+    for internal in ("123456789012", "arn:aws", "rtrec-user-features", "ResourceNotFound"):
+        assert internal not in response.text  # the SDK's text goes to the log under the request id
 
 
 def test_openapi_docs_are_served(client):
@@ -189,7 +194,8 @@ def test_post_item_bad_body_is_422(served, body):
 
 def test_post_item_malformed_json_is_422(served):
     response = served.post("/items", content=b"{not json", headers={"content-type": "application/json"})
-    assert response.status_code == 422 and response.json()["detail"][0]["type"] == "json_invalid"
+    assert response.status_code == 422 and response.json()["error"] == "invalid_input"
+    assert "JSON" in response.json()["detail"]
 
 
 def test_post_item_needs_the_admin_key_when_one_is_set(world):
@@ -205,7 +211,7 @@ def test_post_item_needs_the_admin_key_when_one_is_set(world):
     ("api_recommend_user_1.json", 200, lambda body: body["strategy"] == "popular_fallback"),
     ("api_similar_items.json", 200, lambda body: len(body["similar"]) == 5),
     ("api_post_item.json", 201, lambda body: body["created"] is True),
-    ("api_post_item_malformed.json", 422, lambda body: body["detail"][0]["type"] == "json_invalid"),
+    ("api_post_item_malformed.json", 422, lambda body: body["error"] == "invalid_input" and "JSON" in body["detail"]),
     ("api_recommend_unknown_genre.json", 422, lambda body: "unknown genre" in body["detail"]),
 ])
 def test_mangum_with_a_model_answers_rest_proxy_events(world, lambda_event, event, status, check):

@@ -63,6 +63,9 @@ def _env(name: str) -> AliasChoices:
     return AliasChoices(name, f"RTREC_{name.upper()}")
 
 
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024  # API Gateway's own limit is 10 MB
+
+
 class ApiSettings(AwsSettings):
     """The `api` Lambda (and the same app under uvicorn locally)."""
 
@@ -97,7 +100,10 @@ class ApiSettings(AwsSettings):
         description="weight of the online ranker's logit in the ranking score; 0 turns it off",
     )
     online_ranker_min_examples: int = Field(default=500, ge=0, validation_alias=_env("online_ranker_min_examples"))
-    online_ranker_poll_seconds: float = Field(default=2.0, gt=0, validation_alias=_env("online_ranker_poll_seconds"))
+    online_ranker_poll_seconds: float = Field(
+        default=5.0, gt=0, validation_alias=_env("online_ranker_poll_seconds"),
+        description="how often serving reloads the shards' online-ranker states (in the background)",
+    )
     shadow_share: float = Field(
         default=1.0, ge=0.0, le=1.0, validation_alias=_env("shadow_share"),
         description="share of requests the shadow candidate is scored on (it doubles their model compute)",
@@ -106,6 +112,10 @@ class ApiSettings(AwsSettings):
         default=True, validation_alias=_env("shadow_scoring"),
         description="score the shadow candidate (if one is published) beside production on every request and log "
                     "its policy's probabilities for the promotion gate's off-policy check",
+    )
+    max_body_bytes: int = Field(
+        default=DEFAULT_MAX_BODY_BYTES, ge=1024, le=10 * 1024 * 1024, validation_alias=_env("max_body_bytes"),
+        description="request bodies above this many bytes get 413 before they are parsed",
     )
     impression_log_lines: bool = Field(
         default=True, validation_alias=_env("impression_log_lines"),
