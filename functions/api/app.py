@@ -16,7 +16,7 @@ from aws_lambda_powertools import Logger
 from fastapi import BackgroundTasks, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -64,6 +64,20 @@ ERROR_STATUS[UnauthorizedError] = 401
 # -- schemas ---------------------------------------------------------------------------------------
 
 
+def _number(value: Any) -> Any:
+    """JSON Schema's number: a JSON number, never a string or a boolean (pydantic's lax mode takes both)."""
+    if isinstance(value, (str, bool)):
+        raise ValueError("must be a JSON number")
+    return value
+
+
+JsonFloat = Annotated[float, BeforeValidator(_number)]
+# Bounds inside the Annotated and before the validator: otherwise they reach the OpenAPI document as "ge"/"le",
+# which JSON Schema does not know (and a generator then ignores).
+Year = Annotated[int, Field(ge=1800, le=2100), BeforeValidator(_number)]  # 2026 and 2026.0, not "2026" nor true
+Rating = Annotated[float, Field(ge=0, le=10), BeforeValidator(_number)]
+
+
 class RecommendedItem(BaseModel):
     item_id: str
     score: float
@@ -100,7 +114,7 @@ class ItemIn(BaseModel):
     item_id: str = Field(pattern=ITEM_ID_PATTERN.pattern, examples=["tt9999999"])
     title: str = Field(min_length=1, max_length=500, examples=["A New Film (2026)"])
     genres: list[str] = Field(default_factory=list, max_length=20, examples=[["Comedy", "Romance"]])
-    year: int | None = Field(default=None, ge=1800, le=2100, strict=True, examples=[2026])
+    year: Year | None = Field(default=None, examples=[2026])
     promoted: bool = Field(default=False, strict=True, description="eligible for the promoted slots of every slate")
 
 
@@ -114,24 +128,34 @@ class ItemOut(BaseModel):
     unknown_genres: list[str] = Field(description="genres the model does not know; they do not shape the embedding")
 
 
-class EventIn(BaseModel):
-    """One user event; `request_id` ties a click to the recommendation response that showed the item."""
-
+class _EventFields(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    event_id: str = Field(min_length=1, max_length=128, description="unique; a re-sent event is applied once")
+    event_id: str = Field(min_length=1, max_length=128, description="unique; a re-sent event is applied once, also "
+                                                                     "when repeated within one batch")
     user_id: str = Field(min_length=1, max_length=128)
     item_id: str = Field(min_length=1, max_length=128)
-    type: Literal["view", "click", "purchase", "rating"]
-    value: float | None = Field(default=None, ge=0, le=10, strict=True, description="the rating, for type rating")
-    timestamp: float = Field(gt=0, strict=True, description="unix seconds")
-    request_id: str | None = Field(default=None, min_length=1, max_length=128)
+    timestamp: JsonFloat = Field(gt=0, description="unix seconds (more than a day ahead of the server's clock: "
+                                                   "taken as the time it arrived)")
+    request_id: str | None = Field(default=None, min_length=1, max_length=128,
+                                   description="the recommendation response that showed the item")
 
-    @model_validator(mode="after")
-    def _rating_has_a_value(self) -> EventIn:
-        if self.type == "rating" and self.value is None:
-            raise ValueError("a rating event needs a value")
-        return self
+
+class ActionEventIn(_EventFields):
+    """A view, click or purchase; `request_id` ties it to the recommendation response that showed the item."""
+
+    type: Literal["view", "click", "purchase"]
+    value: Rating | None = Field(default=None, description="not used for these types")
+
+
+class RatingEventIn(_EventFields):
+    """A rating, with its value (the schema says so, rather than a check after it)."""
+
+    type: Literal["rating"]
+    value: Rating = Field(description="the rating")
+
+
+EventIn = Annotated[ActionEventIn | RatingEventIn, Field(discriminator="type")]
 
 
 class EventsIn(BaseModel):
@@ -417,6 +441,28 @@ async def require_admin(services: ServicesDep, x_api_key: Annotated[str | None, 
         raise UnauthorizedError("POST /items needs the admin API key in the X-Api-Key header")
 
 
+def _query_parameters(dependant: Any) -> set[str]:
+    """The query parameters a route takes, its dependencies' included."""
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_parameters(sub)
+    return names
+
+
+async def reject_unknown_query_parameters(request: Request) -> None:
+    """A query parameter the route does not take is a 422, as an unknown body field is: a typo (`?k=5&exlude_items=3`)
+    would otherwise be ignored without a word."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None or not request.query_params:
+        return
+    known = _query_parameters(dependant)
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        raise InvalidInputError(f"unknown query parameter(s): {', '.join(short_reason(u, 40) for u in unknown[:5])}"
+                                + (f"; this route takes {', '.join(sorted(known))}" if known else ""))
+
+
 async def _log_impression(services: Services, result: Recommendation) -> None:
     """After the response, on the event loop: the impression only joins the producer's buffer (no I/O), so a
     thread-pool hand-off would cost more than the work."""
@@ -449,7 +495,7 @@ async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=status, content=error_body(exc.code, detail))
 
 
-MAX_VALIDATION_ERRORS = 5  # reported per response; the rest are counted
+VALIDATION_DETAIL_CHARS = 240  # then "and N more"
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -457,12 +503,14 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     (FastAPI's own body repeats it, which for an 11 MB body was an 11 MB answer)."""
     assert isinstance(exc, RequestValidationError)
     errors = list(exc.errors())
-    parts = []
-    for error in errors[:MAX_VALIDATION_ERRORS]:
+    parts: list[str] = []
+    for n, error in enumerate(errors):
         where = ".".join(str(part) for part in error.get("loc", ()) if part != "body") or "body"
-        parts.append(f"{short_reason(where, 80)}: {short_reason(error.get('msg', 'invalid'), 100)}")
-    if len(errors) > MAX_VALIDATION_ERRORS:
-        parts.append(f"and {len(errors) - MAX_VALIDATION_ERRORS} more")
+        part = f"{short_reason(where, 60)}: {short_reason(error.get('msg', 'invalid'), 100)}"
+        if parts and sum(len(p) + 2 for p in parts) + len(part) > VALIDATION_DETAIL_CHARS:
+            parts.append(f"and {len(errors) - n} more")
+            break
+        parts.append(part)
     return JSONResponse(status_code=422, content=error_body("invalid_input", "; ".join(parts) or "invalid request"))
 
 
@@ -516,6 +564,7 @@ def create_app(services: Services | Recommender, *, telemetry: Telemetry = NO_TE
         version="0.1.0",
         description="Real-time recommendations: two-tower retrieval, ANN candidates, ranking with exploration.",
         lifespan=lifespan,
+        dependencies=[Depends(reject_unknown_query_parameters)],
     )
     app.state.services = services
     app.add_exception_handler(RtrecError, _domain_error)

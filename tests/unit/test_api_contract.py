@@ -64,9 +64,15 @@ def test_numbers_are_numbers(client, event):
 
 @pytest.mark.parametrize("item", [{"item_id": "n1", "title": "t", "promoted": 0},
                                   {"item_id": "n1", "title": "t", "promoted": "true"},
-                                  {"item_id": "n1", "title": "t", "year": 2020.0}])
-def test_booleans_are_booleans_and_years_whole(client, item):
+                                  {"item_id": "n1", "title": "t", "year": "2020"},
+                                  {"item_id": "n1", "title": "t", "year": 2020.5},
+                                  {"item_id": "n1", "title": "t", "year": True}])
+def test_booleans_are_booleans_and_years_whole_numbers(client, item):
     assert_error(client.post("/items", json=item), 422, "invalid_input")
+
+
+def test_a_whole_number_written_with_a_fraction_is_an_integer_as_json_schema_says(client):
+    assert client.post("/items", json={"item_id": "n1", "title": "t", "year": 2020.0}).status_code == 201
 
 
 def test_a_rating_may_be_a_whole_number(client):
@@ -105,3 +111,9 @@ def test_a_chunked_body_is_counted_as_it_arrives(client):
     response = client.post("/events", content=chunks(), headers={"content-type": "application/json"})
     assert "content-length" not in response.request.headers
     assert_error(response, 413, "payload_too_large")
+
+
+def test_an_unknown_query_parameter_is_422_not_ignored(client):
+    body = assert_error(client.get("/recommend/u1", params={"k": 5, "exlude_items": "3"}), 422, "invalid_input")
+    assert "exlude_items" in body["detail"] and "exclude_items" in body["detail"]
+    assert client.get("/recommend/u1", params={"k": 5, "exclude_items": "3"}).status_code == 200

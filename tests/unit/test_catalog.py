@@ -45,9 +45,10 @@ def test_bulk_matches_item_by_item():
     assert bulk.trained_items == 6 and len(bulk.new_rows()) == 0
 
 
-def test_genre_mask_rejects_unknown_genres():
-    with pytest.raises(InvalidInputError, match="known genres"):
-        ItemCatalog(2, GENRES).genre_mask(["Noir"])
+def test_a_genre_the_catalog_does_not_know_has_no_bit():
+    catalog = ItemCatalog(2, GENRES)
+    assert catalog.genre_mask(["Noir"]) == 0
+    assert catalog.genre_mask(["Noir", GENRES[1]]) == catalog.genre_mask([GENRES[1]]) != 0
 
 
 def test_adding_an_item_writes_the_store_the_additions_and_the_model():

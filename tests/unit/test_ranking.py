@@ -19,7 +19,6 @@ from rtrec.domain.ranking import (
     select_slate,
     slate_probabilities,
 )
-from rtrec.errors import InvalidInputError
 
 GENRES = ("Action", "Comedy", "Drama")
 NOW = 1_000_000_000.0
@@ -58,10 +57,11 @@ def test_eligible_drops_seen_excluded_and_filtered_items():
                                                                                                         False, False]
 
 
-def test_unknown_genre_in_a_filter_is_invalid_input_naming_the_known_ones():
+def test_a_genre_no_item_has_includes_nothing_and_excludes_nothing():
     catalog = make_catalog([item(1)])
-    with pytest.raises(InvalidInputError, match="'Westerns'.*known genres: Action, Comedy, Drama"):
-        eligible(np.arange(1), catalog, Filters(include_genres=("Westerns",)), np.empty(0, dtype=np.int64))
+    none_seen = np.empty(0, dtype=np.int64)
+    assert not eligible(np.arange(1), catalog, Filters(include_genres=("Westerns",)), none_seen).any()
+    assert eligible(np.arange(1), catalog, Filters(exclude_genres=("Westerns",)), none_seen).all()
 
 
 def test_new_item_boost_decays_with_impressions_and_age():

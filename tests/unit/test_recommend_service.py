@@ -75,9 +75,12 @@ def test_a_narrow_filter_widens_retrieval_until_it_has_k_items(world):
     assert len(result.items) == 8 and all(int(i) % 4 == 3 for i in ids(result))  # Horror is GENRES[3]
 
 
-def test_unknown_genre_is_invalid_input(world):
-    with pytest.raises(InvalidInputError, match="unknown genre"):
-        world.recommender().recommend("u1", k=5, filters=Filters(include_genres=("Western",)))
+def test_a_genre_no_item_has_matches_nothing(world):
+    recommender = world.recommender()
+    assert recommender.recommend("u1", k=5, filters=Filters(include_genres=("Western",))).items == ()
+    assert len(recommender.recommend("u1", k=5, filters=Filters(exclude_genres=("Western",))).items) == 5
+    horror = recommender.recommend("u1", k=5, filters=Filters(include_genres=("Western", "Horror")))
+    assert len(horror.items) == 5 and all(int(i) % 4 == 3 for i in ids(horror))
 
 
 @pytest.mark.parametrize("k", [0, 101])

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from rtrec.domain.models import ItemFeatures
-from rtrec.errors import InvalidInputError
 
 MAX_GENRES = 63  # one bit each in an int64 mask
 
@@ -147,16 +146,11 @@ class ItemCatalog:
         return np.flatnonzero(self._columns.promoted[:n])
 
     def genre_mask(self, genres: Iterable[str]) -> int:
-        """The bit mask of `genres`; InvalidInputError naming the ones this catalog does not know."""
-        genres = list(genres)
-        unknown = [g for g in genres if g not in self._genre_bit]
-        if unknown:
-            raise InvalidInputError(
-                f"unknown genre(s) {', '.join(map(repr, unknown))}; known genres: {', '.join(self.genres)}"
-            )
+        """The bit mask of `genres`; a genre this catalog does not know has no bit (no item has it), as a filter
+        on an attribute value nobody has matches nothing rather than failing the request."""
         mask = 0
         for genre in genres:
-            mask |= self._genre_bit[genre]
+            mask |= self._genre_bit.get(genre, 0)
         return mask
 
     def genres_of(self, row: int) -> tuple[str, ...]:

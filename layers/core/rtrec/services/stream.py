@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from rtrec.services.online import Learned
 
 MAX_EVENTS_PER_REQUEST = 500
+MAX_CLOCK_SKEW_S = 86_400.0  # an event timestamped further ahead of the server is taken as happening now
 EARLY_REWARDS = 8
 
 
@@ -49,13 +50,11 @@ class IngestService:
             raise InvalidInputError("no events in the batch")
         if len(events) > MAX_EVENTS_PER_REQUEST:
             raise InvalidInputError(f"at most {MAX_EVENTS_PER_REQUEST} events per request, got {len(events)}")
-        duplicates = len(events) - len({e.event_id for e in events})
-        if duplicates:
-            raise InvalidInputError(f"{duplicates} event_id(s) appear more than once in the batch")
-        latest = self._clock() + 86_400
-        late = [e.event_id for e in events if e.timestamp > latest]
-        if late:
-            raise InvalidInputError(f"timestamps more than a day in the future: {', '.join(late[:5])}")
+        # An event_id repeated within the batch is a retry like any other: the consumer applies the first once.
+        # A timestamp more than a day ahead of this clock is a client's skewed clock: the event is taken as happening
+        # now, so it cannot push the trend's decay or the dedup horizon into the future.
+        now = self._clock()
+        events = [replace(e, timestamp=now) if e.timestamp > now + MAX_CLOCK_SKEW_S else e for e in events]
         return self._stream.put(events)
 
     def log_impression(self, result: Recommendation) -> bool:
