@@ -208,12 +208,45 @@ def wrk_closed_loop(base: str, path: str | None, seconds: float) -> tuple[dict[s
             "max": _ms(latency.group(3))}, errors
 
 
-def measure_wrk(label: str, base: str, path: str | None, seconds: float, after_s: float) -> Load:
+PROCESS_ROLES = (("consumer_process", "consumer"), ("emulator.js dynamodb", "dynalite"),
+                 ("emulator.js kinesis", "kinesalite"), ("emulator.js s3", "s3rver"), ("moto", "moto"),
+                 ("router.js", "router"))
+
+
+def process_tree_cpu(root_pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) so far of `rtrec run` (the API's process) and of each child, by role."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found: dict[str, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        pid, parent = int(entry.name), int(fields[1])
+        if pid != root_pid and parent != root_pid:
+            continue
+        role = "api" if pid == root_pid else next((r for key, r in PROCESS_ROLES if key in command), "other")
+        found[role] = found.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return found
+
+
+def measure_wrk(label: str, base: str, path: str | None, seconds: float, after_s: float,
+                root_pid: int | None = None) -> Load:
     load = Load(label)
     with LagSampler(base) as lag:
+        cpu_before = process_tree_cpu(root_pid) if root_pid else {}
         started = time.monotonic()
         load.summary, load.errors = wrk_closed_loop(base, path, seconds)
         ended = time.monotonic()
+        if root_pid:
+            requests = load.summary["rate"] * (ended - started)
+            spent = {role: cpu - cpu_before.get(role, 0.0) for role, cpu in process_tree_cpu(root_pid).items()}
+            say(f"{label}: CPU ms per request: " + ", ".join(
+                f"{role} {1000 * cpu / requests:.2f}" for role, cpu in sorted(spent.items(), key=lambda kv: -kv[1]))
+                + f"; all {1000 * sum(spent.values()) / requests:.2f}")
         load.seconds = ended - started
         time.sleep(after_s)
     load.lag_during_s = [v for t, v in lag.samples if started <= t <= ended]
@@ -350,7 +383,7 @@ def bench_backend(args: argparse.Namespace, spec: str, workdir: Path) -> tuple[l
         say(f"{backend}: GET /recommend, {CONCURRENCY} clients as fast as they go ({tool}), {args.seconds:.0f} s")
         if args.wrk:
             record(measure_wrk(f"{backend}: GET /recommend, closed loop (wrk)", stack.base, None, args.seconds,
-                                     args.after))
+                                     args.after, root_pid=stack.process.pid if stack.process else None))
         else:
             record(measure(f"{backend}: GET /recommend, closed loop", stack.base,
                                  lambda: closed_loop(stack.base, recommend_path, args.seconds), args.after))
