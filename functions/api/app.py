@@ -388,12 +388,14 @@ LambdaHandler = Callable[[dict[str, Any], Any], Any]
 FLUSH_MARGIN_S = 0.5  # of the invocation's remaining time, left for the response and the EMF lines
 
 
-def freeze_startup_heap() -> None:
+def freeze_startup_heap(*, collect_first: bool = True) -> None:
     """Move what start-up created (imports, clients, the model and its catalog: some 200k objects) out of the
     garbage collector's sight. Otherwise every full collection walks all of it, 180 ms with the interpreter lock
     held, triggered every few seconds by the objects a request and the online ranker's reload allocate; that
-    was the p99 of `make run` at low rates. Called once serving is wired (uvicorn's start-up, the Lambda module)."""
-    gc.collect()
+    was the p99 of `make run` at low rates. Called once serving is wired (uvicorn's start-up, the Lambda module,
+    which skips the collection first: it would add that much to the cold start, to free a little memory)."""
+    if collect_first:
+        gc.collect()
     gc.freeze()
 
 

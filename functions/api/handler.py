@@ -26,4 +26,4 @@ observability = lambda_observability(API_SERVICE, settings.names.metrics_namespa
 services = build_services(settings, telemetry=observability.telemetry, background_impressions=False)
 app = create_app(services, telemetry=observability.telemetry)
 handler = observability.wrap(lambda_entry(Mangum(app, lifespan="off"), services))
-freeze_startup_heap()  # Mangum runs without the app's lifespan, which does it under uvicorn
+freeze_startup_heap(collect_first=False)  # Mangum runs without the app's lifespan, which does it under uvicorn

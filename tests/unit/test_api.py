@@ -221,3 +221,15 @@ def test_mangum_with_a_model_answers_rest_proxy_events(world, lambda_event, even
     response = handler(lambda_event(event), LambdaContext())
     assert response["statusCode"] == status, response["body"]
     assert check(json.loads(response["body"]))
+
+
+def test_the_start_up_heap_is_frozen_out_of_the_garbage_collector_when_the_app_starts():
+    import gc
+
+    gc.unfreeze()
+    try:
+        with TestClient(create_app(make_recommender())) as client:
+            assert gc.get_freeze_count() > 0  # the lifespan's start-up froze what was there
+            assert client.get("/recommend/1").status_code == 200
+    finally:
+        gc.unfreeze()
