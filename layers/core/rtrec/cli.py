@@ -515,10 +515,10 @@ def run(
             _bootstrap_model(cloud.endpoint_url, local, bootstrap_epochs)
         else:
             say("no model in production yet: serving popular items (make train && make promote to add one)")
-        interrupts = _serve(ApiSettings(endpoint_url=cloud.endpoint_url, model_poll_seconds=model_poll_seconds,
-                                        catalog_sync_seconds=model_poll_seconds,
-                                        impression_log_lines=impression_log_lines), local.api_host, local.api_port,
-                            consumer_status=consumer.stats)
+        api_settings = _with_local_admin_key(
+            ApiSettings(endpoint_url=cloud.endpoint_url, model_poll_seconds=model_poll_seconds,
+                        catalog_sync_seconds=model_poll_seconds, impression_log_lines=impression_log_lines), local)
+        interrupts = _serve(api_settings, local.api_host, local.api_port, consumer_status=consumer.stats)
         if scheduler is not None:
             scheduler.stop()
             scheduler = None
@@ -535,6 +535,22 @@ def run(
         say("stopping the embedded cloud")
         cloud.stop()
         say(f"stopped in {time.monotonic() - stopped:.1f} s")
+
+
+def _with_local_admin_key(settings: ApiSettings, local: LocalSettings) -> ApiSettings:
+    """`settings` with the admin key required: RTREC_ADMIN_API_KEY when set, else the one generated into the state
+    folder at the first start (printed, so the person at the terminal can use it)."""
+    if settings.admin_api_key is not None:
+        say("admin routes (POST /items) need the key in RTREC_ADMIN_API_KEY, as the X-Api-Key header")
+        return settings
+    from pydantic import SecretStr
+
+    from rtrec.local.state import LocalState
+
+    state = LocalState(local.state_dir.resolve())
+    key = state.admin_api_key()
+    say(f"admin API key for POST /items (X-Api-Key header): {key}  (kept in {state.api_keys_file})")
+    return settings.model_copy(update={"admin_api_key": SecretStr(key)})
 
 
 def _key_values(pairs: list[str] | None, what: str) -> dict[str, str]:

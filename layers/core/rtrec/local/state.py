@@ -8,7 +8,9 @@ uploaded again when it starts. The MLflow store lives under `<state>/mlflow`.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import secrets
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +42,26 @@ class LocalState:
     @property
     def mlflow_artifacts_dir(self) -> Path:
         return self.mlflow_dir / "artifacts"
+
+    @property
+    def api_keys_file(self) -> Path:
+        return self.root / "api-keys.json"
+
+    def admin_api_key(self) -> str:
+        """The local admin key (POST /items): generated at the first start, kept (owner-only) in the state folder so
+        restarts and scripts keep using it; `rtrec cloud reset` with the folder removes it."""
+        path = self.api_keys_file
+        if path.exists():
+            key = json.loads(path.read_text()).get("admin")
+            if isinstance(key, str) and len(key) >= 16:
+                return key
+        key = secrets.token_urlsafe(24)
+        self.root.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(json.dumps({"admin": key}) + "\n")
+        partial.chmod(0o600)
+        os.replace(partial, path)
+        return key
 
     def ensure(self) -> LocalState:
         self.s3_dir.mkdir(parents=True, exist_ok=True)
