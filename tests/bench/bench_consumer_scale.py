@@ -41,7 +41,6 @@ Nothing asserts; pytest does not collect this file.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import inspect
 import io
 import json
@@ -60,6 +59,9 @@ from collections import defaultdict
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchkit import ConsumerLambdaContext, process_cpu  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -438,22 +440,10 @@ def seed_profiles(seed: int = 7) -> tuple[list[Any], list[Any]]:
     return users, catalog
 
 
-class Context:
-    function_name = "rtrec-stream-consumer"
-    function_version = "$LATEST"
-    memory_limit_in_mb = 512
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:rtrec-stream-consumer"
-    aws_request_id = "bench"
-
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 60_000
-
-
 def call_handler(handler: Any, event: dict[str, Any]) -> int:
     """Records the handler reported (or raised) as failed: 0 when the batch went through."""
     try:
-        response = handler(event, Context())
+        response = handler(event, ConsumerLambdaContext())
     except Exception as exc:  # noqa: BLE001 - the after handler raises DependencyError for a retry
         print(f"  !! handler raised {type(exc).__name__}: {str(exc)[:300]}", file=sys.stderr, flush=True)
         return len(event["Records"])
@@ -466,27 +456,17 @@ def call_handler(handler: Any, event: dict[str, Any]) -> int:
 
 def _tree_cpu_seconds(pid: int) -> float:
     """CPU seconds of a process and its descendants (Linux /proc; NaN elsewhere)."""
-    try:
-        tick = os.sysconf("SC_CLK_TCK")
-        parents: dict[int, int] = {}
-        times: dict[int, float] = {}
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-                parents[int(entry)] = int(fields[1])
-                times[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
-        wanted, frontier = {pid}, [pid]
-        while frontier:
-            parent = frontier.pop()
-            for child, p in parents.items():
-                if p == parent and child not in wanted:
-                    wanted.add(child)
-                    frontier.append(child)
-        return sum(times.get(p, 0.0) for p in wanted)
-    except OSError:
+    table = process_cpu()
+    if not table:
         return float("nan")
+    wanted, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, (p, _) in table.items():
+            if p == parent and child not in wanted:
+                wanted.add(child)
+                frontier.append(child)
+    return sum(table[p][1] for p in wanted if p in table)
 
 
 def phase_store(config: dict[str, Any]) -> dict[str, Any]:

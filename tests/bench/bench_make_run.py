@@ -38,7 +38,7 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchkit import ROOT, machine  # noqa: E402
+from benchkit import ROOT, machine, process_cpu  # noqa: E402
 
 CONCURRENCY = 16
 N_USERS = 6040
@@ -215,21 +215,16 @@ PROCESS_ROLES = (("consumer_process", "consumer"), ("emulator.js dynamodb", "dyn
 
 def process_tree_cpu(root_pid: int) -> dict[str, float]:
     """CPU seconds (user + system) so far of `rtrec run` (the API's process) and of each child, by role."""
-    tick = os.sysconf("SC_CLK_TCK")
     found: dict[str, float] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        pid, parent = int(entry.name), int(fields[1])
+    for pid, (parent, cpu) in process_cpu().items():
         if pid != root_pid and parent != root_pid:
             continue
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
         role = "api" if pid == root_pid else next((r for key, r in PROCESS_ROLES if key in command), "other")
-        found[role] = found.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+        found[role] = found.get(role, 0.0) + cpu
     return found
 
 

@@ -68,7 +68,9 @@ os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 
 ROOT = Path(__file__).resolve().parents[2]
 CORE = ROOT / "layers" / "core"
-sys.path[:0] = [str(CORE), str(ROOT)]
+sys.path[:0] = [str(CORE), str(ROOT), str(Path(__file__).resolve().parent)]
+
+from benchkit import ConsumerLambdaContext  # noqa: E402
 
 from rtrec.domain.events import Impression, UserEvent, encode_record  # noqa: E402
 from rtrec.resources import (  # noqa: E402
@@ -349,18 +351,6 @@ def seed(endpoint_url: str, workload: Workload) -> None:
 # -- part 1: the handler alone --------------------------------------------------------------------------------
 
 
-class Context:
-    """The Lambda context the handler and Powertools read."""
-
-    function_name = "rtrec-stream-consumer"
-    function_version = "$LATEST"
-    memory_limit_in_mb = 512
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:rtrec-stream-consumer"
-    aws_request_id = "bench"
-
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 60_000
 
 
 class KinesisEvents:
@@ -413,7 +403,7 @@ def part_handler(args: argparse.Namespace, endpoint_url: str, workload: Workload
     handler = build_handler(ConsumerSettings(endpoint_url=endpoint_url, resource_prefix=PREFIX))
     events = KinesisEvents()
     for _ in range(args.warmup_batches):  # connections, moto's first writes
-        handler(handler_batch(workload, events, args.batch_size), Context())
+        handler(handler_batch(workload, events, args.batch_size), ConsumerLambdaContext())
     batches = [handler_batch(workload, events, args.batch_size) for _ in range(args.batches)]
     n_events = sum(len(b["Records"]) for b in batches)
     failures = 0
@@ -421,7 +411,7 @@ def part_handler(args: argparse.Namespace, endpoint_url: str, workload: Workload
     started = time.perf_counter()
     report_at = started + 5
     for i, batch in enumerate(batches):
-        response = handler(batch, Context())
+        response = handler(batch, ConsumerLambdaContext())
         failures += len(response.get("batchItemFailures") or [])
         if time.perf_counter() >= report_at:
             report_at += 5

@@ -1,4 +1,5 @@
-"""What the benchmarks share: the machine they ran on, and the embedded cloud in a child process."""
+"""What the benchmarks share: the machine they ran on, the embedded cloud in a child process, processes' CPU time,
+and the Lambda context a handler called directly reads."""
 
 from __future__ import annotations
 
@@ -81,3 +82,34 @@ def machine(with_load: bool = False) -> str:
     if with_load:
         text += ", load average at start " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return text
+
+
+def process_cpu() -> dict[int, tuple[int, float]]:
+    """Every process's (parent pid, CPU seconds so far, user + system), from /proc (Linux; empty elsewhere)."""
+    table: dict[int, tuple[int, float]] = {}
+    try:
+        tick = os.sysconf("SC_CLK_TCK")
+        entries = os.listdir("/proc")
+    except (OSError, ValueError, AttributeError):
+        return table
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            table[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    return table
+
+
+class ConsumerLambdaContext:
+    """The Lambda context the stream consumer's handler and Powertools read."""
+
+    function_name = "rtrec-stream-consumer"
+    function_version = "$LATEST"
+    memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:rtrec-stream-consumer"
+    aws_request_id = "bench"
+
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 60_000

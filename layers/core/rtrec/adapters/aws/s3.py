@@ -30,13 +30,18 @@ def list_objects(client: Any, bucket: str, prefix: str) -> list[dict[str, Any]]:
     return [obj for page in pages for obj in page.get("Contents", []) if not obj["Key"].endswith("/")]
 
 
+def _no_such_key(exc: ClientError) -> bool:
+    """The object is not there (GetObject says NoSuchKey; HeadObject, having no body, 404 or NotFound)."""
+    return exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound")
+
+
 def read_object(client: Any, bucket: str, key: str) -> bytes | None:
     """The object's bytes, or None when there is no such key (any other failure is a DependencyError)."""
     with translate_aws_errors(f"reading s3://{bucket}/{key}"):
         try:
             return client.get_object(Bucket=bucket, Key=key)["Body"].read()
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            if _no_such_key(exc):
                 return None
             raise
 
@@ -213,7 +218,7 @@ class S3RankerStateStore:
             try:
                 return str(self._client.head_object(Bucket=self.bucket, Key=key)["ETag"])
             except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                if _no_such_key(exc):
                     return None
                 raise
 
@@ -239,9 +244,13 @@ class S3RankerStateStore:
             else:
                 self._saved.pop(key, None)
 
+    def _listed_states(self) -> list[dict[str, Any]]:
+        """The listing of every shard's state object (key, ETag, ...)."""
+        return [obj for obj in list_objects(self._client, self.bucket, self.prefix) if obj["Key"].endswith(".json")]
+
     def load_all(self) -> list[RankerShardState]:
         states = []
-        listed = [obj for obj in list_objects(self._client, self.bucket, self.prefix) if obj["Key"].endswith(".json")]
+        listed = self._listed_states()
         for obj in listed:
             key, etag = obj["Key"], str(obj.get("ETag", ""))
             with self._lock:
@@ -262,7 +271,7 @@ class S3RankerStateStore:
     def restart_positions(self) -> int:
         """Keep what every shard learned but forget the last sequence number it learned: for a stream that
         was created again and numbers its records from the start (the embedded cloud's, after a restart)."""
-        keys = [obj["Key"] for obj in list_objects(self._client, self.bucket, self.prefix) if obj["Key"].endswith(".json")]
+        keys = [obj["Key"] for obj in self._listed_states()]
         states = [state for state in map(self._read, keys) if state is not None]  # not load_all's shared objects
         for state in states:
             state.learned_through = -1
