@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from rtrec.adapters.aws.dynamo import DynamoFeatureStore
@@ -76,3 +78,19 @@ def test_metrics_reach_cloudwatch(cloud, names, client):
             "Namespace": names.metrics_namespace} in [
         {k: m[k] for k in ("MetricName", "Dimensions", "Namespace")} for m in listed
     ]
+
+
+@pytest.mark.parametrize("kind", ["dynamodb", "in-memory fake"])
+def test_one_item_write_keeps_its_state_and_replaces_the_item(store, kind):
+    """The admin API's single-item write (PutItem): deactivated and deleted states round-trip, a later write of the
+    item replaces them. The in-memory fake the unit tests use is held to the same behaviour."""
+    from rtrec.adapters.memory import InMemoryFeatureStore
+
+    target = store if kind == "dynamodb" else InMemoryFeatureStore()
+    item = ItemFeatures("admin-1", "Title", year=2001, genres=("Drama",), promoted=True, created_at=1_700_000_000)
+    target.put_item(replace(item, active=False))
+    assert target.get_items(["admin-1"])["admin-1"] == replace(item, active=False)
+    target.put_item(replace(item, active=False, deleted_at=1_800_000_000))
+    assert target.get_items(["admin-1"])["admin-1"].deleted_at == 1_800_000_000
+    target.put_item(item)
+    assert target.get_items(["admin-1"])["admin-1"] == item

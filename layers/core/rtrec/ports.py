@@ -31,6 +31,10 @@ class FeatureStore(Protocol):
 
     def put_items(self, items: Iterable[ItemFeatures]) -> int: ...
 
+    def put_item(self, item: ItemFeatures) -> None:
+        """Write one item with a single-item write (DynamoDB PutItem): the admin API's only write, so its role
+        needs no batch write, which could also delete."""
+
     def ping(self) -> None:
         """Raise DependencyError when the store cannot be reached."""
 

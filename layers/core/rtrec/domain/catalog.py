@@ -1,7 +1,8 @@
 """ItemCatalog: the serving model's items as columns, for the ranking layer to read per candidate.
 
 One row per item: its vector (from the item tower), a genre bit mask, popularity, when it entered the
-catalog, impressions served, and the promoted flag. Rows are append-only and the columns are numpy
+catalog, impressions served, the promoted flag, and whether it may be served (an administrator can deactivate or
+delete an item; its row stays, masked, so ids and rows never move). Rows are append-only and the columns are numpy
 arrays, so ranking 200 candidates is a handful of vectorised reads instead of 200 object lookups, and a
 1M-item catalog costs ~300 MB (the vectors) rather than a million Python objects.
 
@@ -32,6 +33,7 @@ class _Columns:
     created_at: np.ndarray  # float64 unix seconds, NaN when unknown
     impressions: np.ndarray  # int64, slots served since the model loaded (plus stats fed in)
     promoted: np.ndarray  # bool
+    active: np.ndarray  # bool: False for a deactivated or deleted item, which is never served
 
 
 def _empty(capacity: int, dim: int) -> _Columns:
@@ -44,6 +46,7 @@ def _empty(capacity: int, dim: int) -> _Columns:
         created_at=created,
         impressions=np.zeros(capacity, dtype=np.int64),
         promoted=np.zeros(capacity, dtype=bool),
+        active=np.ones(capacity, dtype=bool),
     )
 
 
@@ -76,6 +79,7 @@ class ItemCatalog:
         self._titles: list[str] = []
         self.trained_items = 0
         self.max_popularity = 0.0
+        self.inactive_ids: frozenset[str] = frozenset()  # deactivated or deleted: left out of searches
 
     @classmethod
     def bulk(
@@ -143,7 +147,11 @@ class ItemCatalog:
 
     def promoted_rows(self) -> np.ndarray:
         n = len(self._ids)
-        return np.flatnonzero(self._columns.promoted[:n])
+        cols = self._columns
+        return np.flatnonzero(cols.promoted[:n] & cols.active[:n])
+
+    def is_active(self, row: int) -> bool:
+        return bool(self._columns.active[row])
 
     def genre_mask(self, genres: Iterable[str]) -> int:
         """The bit mask of `genres`; a genre this catalog does not know has no bit (no item has it), as a filter
@@ -186,8 +194,12 @@ class ItemCatalog:
                 self.max_popularity = max(self.max_popularity, float(cols.popularity[row]))
                 cols.created_at[row] = np.nan if item.created_at is None else float(item.created_at)
                 cols.promoted[row] = bool(item.promoted)
+                cols.active[row] = item.servable
                 # Publish the id only once its row is written: a reader that finds it sees the whole row.
                 self._row_of[item.item_id] = row
+            servable = {i.item_id: i.servable for i in items}
+            self.inactive_ids = frozenset(
+                (self.inactive_ids - {i for i, ok in servable.items() if ok}) | {i for i, ok in servable.items() if not ok})
             return rows
 
     def mark_trained(self) -> None:

@@ -149,6 +149,12 @@ class ItemFeatures:
     original_id: str | None = None
     created_at: int | None = None  # unix seconds the item entered the catalog (first interaction for seeded items)
     promoted: bool = False  # eligible for the promoted slots of a slate (a business rule, not a model signal)
+    active: bool = True  # False: deactivated by an administrator, never served until activated again
+    deleted_at: int | None = None  # unix seconds an administrator deleted it (a tombstone: never served, 404)
+
+    @property
+    def servable(self) -> bool:
+        return self.active and self.deleted_at is None
 
 
 @dataclass(frozen=True)

@@ -106,11 +106,13 @@ def promoted_slots(k: int, share: float) -> frozenset[int]:
 
 
 def eligible(rows: np.ndarray, catalog: ItemCatalog, filters: Filters, seen_rows: np.ndarray) -> np.ndarray:
-    """Boolean mask over `rows`: not seen, not excluded, passes the genre filters (a genre no item has excludes
-    nothing, and as the only genre asked for includes nothing)."""
+    """Boolean mask over `rows`: active, not seen, not excluded, passes the genre filters (a genre no item has
+    excludes nothing, and as the only genre asked for includes nothing)."""
     include = catalog.genre_mask(filters.include_genres)
     exclude = catalog.genre_mask(filters.exclude_genres)
     keep = ~np.isin(rows, seen_rows)
+    if catalog.inactive_ids:
+        keep &= catalog.columns.active[rows]
     if filters.exclude_items:
         keep &= ~np.isin(rows, catalog.rows(filters.exclude_items))
     masks = catalog.columns.genre_mask[rows]

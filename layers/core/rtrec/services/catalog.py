@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 
 from rtrec.domain.catalog import ItemCatalog
 from rtrec.domain.models import ItemFeatures
-from rtrec.errors import InvalidInputError
+from rtrec.errors import InvalidInputError, NotFoundError
 from rtrec.ports import CatalogAdditions, FeatureStore, Towers, VectorIndex
 
 ITEM_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -74,7 +74,8 @@ def check_item(item: ItemFeatures) -> ItemFeatures:
 
 
 class CatalogService:
-    """Adds items to the feature store, the additions record and the model being served."""
+    """Adds, updates, deactivates and deletes items in the feature store, the additions record and the model being
+    served."""
 
     def __init__(
         self,
@@ -102,14 +103,41 @@ class CatalogService:
         if existing is not None and item.interaction_count == 0 and item.popularity == 0:
             # An admin update describes the item; its stats belong to the event pipeline.
             item = replace(item, interaction_count=existing.interaction_count, popularity=existing.popularity)
-        self._features.put_items([item])
+        created = existing is None or existing.deleted_at is not None
+        if not created and existing is not None:
+            item = replace(item, active=existing.active)  # an update describes the item; PATCH (de)activates it
+        self._record(item, model)
+        new_to_model = model is None or model.towers.encoder.item_row(item.item_id) is None
+        return AddedItem(item.item_id, created, model.version if model else None, new_to_model)
+
+    def set_active(self, item_id: str, active: bool, model: ServingModel | None) -> ItemFeatures:
+        """Activate or deactivate an item: a deactivated one stays in the catalog but is never served. This
+        instance stops serving it at once, the others within `sync_seconds`."""
+        item = replace(self._live_item(item_id), active=active)
+        self._record(item, model)
+        return item
+
+    def delete_item(self, item_id: str, model: ServingModel | None) -> ItemFeatures:
+        """Delete an item: a tombstone (deleted_at), never served, 404 to the admin routes; its id and its past
+        events stay valid. Adding the id again brings it back as a new item."""
+        item = replace(self._live_item(item_id), active=False, deleted_at=int(self._wall_clock()))
+        self._record(item, model)
+        return item
+
+    def _live_item(self, item_id: str) -> ItemFeatures:
+        item = self._features.get_items([item_id]).get(item_id)
+        if item is None or item.deleted_at is not None:
+            raise NotFoundError(f"item {item_id!r} is not in the catalog")
+        return item
+
+    def _record(self, item: ItemFeatures, model: ServingModel | None) -> None:
+        """The item into the feature store, the shared additions record (every instance applies it) and, at once,
+        the model this instance serves."""
+        self._features.put_item(item)
         tag = self._additions.save(item)
-        new_to_model = True
         if model is not None:
             model.embed([item])
             model.applied_additions[item.item_id] = tag
-            new_to_model = model.towers.encoder.item_row(item.item_id) is None
-        return AddedItem(item.item_id, existing is None, model.version if model else None, new_to_model)
 
     def prepare(self, model: ServingModel) -> ServingModel:
         """Apply every recorded addition to a freshly loaded model (before it serves)."""

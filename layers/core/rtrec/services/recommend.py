@@ -273,10 +273,10 @@ class Recommender:
         if model is None:
             raise ModelNotReadyError("no model has been promoted yet, so there are no item vectors to compare")
         row = model.catalog.row(item_id)
-        if row is None:
+        if row is None or not model.catalog.is_active(row):
             raise NotFoundError(f"item {item_id!r} is not in the catalog of model {model.version}")
         vector = model.catalog.columns.vectors[row]
-        found = model.index.search(vector, k, exclude={item_id})
+        found = model.index.search(vector, k, exclude={item_id} | model.catalog.inactive_ids)
         return SimilarItems(item_id, model.version, tuple(ScoredItem(i, s) for i, s in found))
 
     # -- internals ----------------------------------------------------------------------------------
@@ -295,7 +295,7 @@ class Recommender:
     ) -> tuple[np.ndarray, np.ndarray]:
         """ANN top-C (widened while filters leave fewer than k), plus the exploration pool and promoted items."""
         catalog = model.catalog
-        exclude = set(filters.exclude_items)
+        exclude = set(filters.exclude_items) | catalog.inactive_ids
         if len(seen):
             exclude.update(catalog.item_id(r) for r in seen.tolist())
         want = max(self.retrieval.candidates, 2 * k)

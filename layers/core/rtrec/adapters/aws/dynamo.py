@@ -144,6 +144,8 @@ def item_to_record(item: ItemFeatures) -> dict[str, Any]:
         "original_id": item.original_id,
         "created_at": item.created_at,
         "promoted": item.promoted or None,
+        "active": None if item.active else False,
+        "deleted_at": item.deleted_at,
     }
 
 
@@ -158,6 +160,8 @@ def item_from_record(record: dict[str, Any]) -> ItemFeatures:
         original_id=record.get("original_id"),
         created_at=int(record["created_at"]) if "created_at" in record else None,
         promoted=bool(record.get("promoted", False)),
+        active=bool(record.get("active", True)),
+        deleted_at=int(record["deleted_at"]) if record.get("deleted_at") is not None else None,
     )
 
 
@@ -210,6 +214,10 @@ class DynamoFeatureStore:
 
     def put_items(self, items: Iterable[ItemFeatures]) -> int:
         return self._batch_write(self.item_table, (item_to_record(i) for i in items))
+
+    def put_item(self, item: ItemFeatures) -> None:
+        with translate_aws_errors(f"writing to {self.item_table}"):
+            self._client.put_item(TableName=self.item_table, Item=_to_attribute_map(item_to_record(item)))
 
     def ping(self) -> None:
         with translate_aws_errors(f"describing {self.user_table}"):

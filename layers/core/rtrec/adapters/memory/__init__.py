@@ -46,6 +46,9 @@ class InMemoryFeatureStore:
             count += 1
         return count
 
+    def put_item(self, item: ItemFeatures) -> None:
+        self.items[item.item_id] = item
+
     def ping(self) -> None:
         return None
 
