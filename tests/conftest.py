@@ -10,6 +10,8 @@ import pytest
 from rtrec.settings import LocalSettings
 
 EVENTS_DIR = Path(__file__).parent / "events"
+# The API Gateway key ids in the sample events' requestContext.identity, and their roles (RTREC_API_KEY_ROLES).
+SAMPLE_API_KEY_ROLES = {"sample-events-key-id": ["events", "read"], "sample-admin-key-id": ["admin", "events", "read"]}
 
 
 @pytest.fixture(scope="session")

@@ -3,23 +3,37 @@
 from __future__ import annotations
 
 import gc
-import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path as FilePath
 from typing import Annotated, Any, Literal
 
 import orjson
 from aws_lambda_powertools import Logger
-from fastapi import BackgroundTasks, Depends, FastAPI, Header, Path, Query, Request, Response
+from fastapi import BackgroundTasks, Depends, FastAPI, Path, Query, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
+from rtrec.domain.access import (
+    AccessPolicy,
+    Caller,
+    ForbiddenError,
+    Limits,
+    RateLimiter,
+    Role,
+    ThrottledError,
+    UnauthorizedError,
+    gateway_keys,
+    local_keys,
+    retry_after_header,
+)
 from rtrec.domain.events import UserEvent
 from rtrec.domain.models import ItemFeatures, Recommendation
 from rtrec.domain.ranking import Filters, RankingConfig
@@ -49,16 +63,10 @@ ERROR_STATUS: dict[type[RtrecError], int] = {
     NotFoundError: 404,
     ModelNotReadyError: 503,
     DependencyError: 503,
+    UnauthorizedError: 401,
+    ForbiddenError: 403,
+    ThrottledError: 429,
 }
-
-
-class UnauthorizedError(RtrecError):
-    """The admin route was called without the right API key (maps to 401)."""
-
-    code = "unauthorized"
-
-
-ERROR_STATUS[UnauthorizedError] = 401
 
 
 # -- schemas ---------------------------------------------------------------------------------------
@@ -126,6 +134,17 @@ class ItemOut(BaseModel):
     new_to_model: bool = Field(description="true when embedded from its features alone (the model was not "
                                            "trained on it); it then gets the new-item exploration boost")
     unknown_genres: list[str] = Field(description="genres the model does not know; they do not shape the embedding")
+
+
+class ItemStateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    active: bool = Field(strict=True, description="false: never served (until set true again)")
+
+
+class ItemStateOut(BaseModel):
+    item_id: str
+    active: bool
 
 
 class _EventFields(BaseModel):
@@ -233,7 +252,8 @@ class ErrorResponse(BaseModel):
 class Services:
     recommender: Recommender
     catalog: CatalogService
-    admin_api_key: str | None = None
+    # Who may call what (rtrec.domain.access). The default knows no key: keyless reads and events, no admin.
+    access: AccessPolicy = field(default_factory=lambda: AccessPolicy((), require_keys=False))
     model_error: str | None = None  # the last failed model load, for /health
     shadow_version: Callable[[], str | None] = lambda: None  # the shadow candidate's version, for /health
     ingest: IngestService | None = None  # POST /events and impression logging; None: not configured
@@ -262,12 +282,12 @@ class Services:
                          extra={"impressions": dropped})
         return dropped
 
-    def log_impression(self, result: Recommendation) -> None:
+    def log_impression(self, result: Recommendation, caller: str | None = None) -> None:
         """Runs after the response is sent; a failure is logged, never turned into an error for the client."""
         if self.ingest is None:
             return
         try:
-            self.ingest.log_impression(result)
+            self.ingest.log_impression(result, caller)
         except RtrecError as exc:
             logger.warning("impression not logged to the stream", extra={"request_id": result.request_id,
                                                                         "error": str(exc)})
@@ -286,6 +306,17 @@ def ranking_config(settings: ApiSettings) -> RankingConfig:
         online_weight=settings.online_ranker_weight,
         online_min_examples=settings.online_ranker_min_examples,
     )
+
+
+def access_policy(settings: ApiSettings) -> AccessPolicy:
+    """The keys named by `settings` (one per role by value, API Gateway's by id) and the per-key limits."""
+    secrets_by_role = {role: key.get_secret_value() for role, key in (
+        ("admin", settings.admin_api_key), ("events", settings.events_api_key), ("read", settings.read_api_key))
+        if key is not None}
+    keys = local_keys(secrets_by_role) + gateway_keys(settings.api_key_roles)
+    limiter = RateLimiter(Limits(rate_per_s=settings.api_key_rate_limit, burst=settings.api_key_burst,
+                                 daily_quota=settings.api_key_daily_quota))
+    return AccessPolicy(keys, require_keys=settings.require_api_keys, limiter=limiter if limiter.active else None)
 
 
 def build_services(settings: ApiSettings, *, telemetry: Telemetry = NO_TELEMETRY,
@@ -321,7 +352,7 @@ def build_services(settings: ApiSettings, *, telemetry: Telemetry = NO_TELEMETRY
     )
     ingest = IngestService(stream, clock=time.time, impressions=producer)
     services = Services(recommender=None, catalog=catalog,  # type: ignore[arg-type]
-                        admin_api_key=settings.admin_api_key.get_secret_value() if settings.admin_api_key else None,
+                        access=access_policy(settings),
                         ingest=ingest, impression_flush_s=settings.impression_flush_seconds,
                         impression_shutdown_s=settings.impression_shutdown_seconds,
                         impression_log_lines=settings.impression_log_lines, max_body_bytes=settings.max_body_bytes)
@@ -437,10 +468,46 @@ CatalogDep = Annotated[CatalogService, Depends(get_catalog)]
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-async def require_admin(services: ServicesDep, x_api_key: Annotated[str | None, Header()] = None) -> None:
-    expected = services.admin_api_key
-    if expected is not None and not secrets.compare_digest((x_api_key or "").encode(), expected.encode()):
-        raise UnauthorizedError("POST /items needs the admin API key in the X-Api-Key header")
+API_KEY_HEADER = APIKeyHeader(
+    name="X-Api-Key", auto_error=False, scheme_name="ApiKey",
+    description="a key per role: read (recommendations), events (POST /events; its slates are logged as "
+                "impressions), admin (the catalog). See the README's Security section")
+
+
+def gateway_key_id(request: Request) -> str | None:
+    """The id of the key API Gateway checked (REST API, Lambda proxy integration): Mangum passes the event on."""
+    event = request.scope.get("aws.event")
+    if not isinstance(event, dict):
+        return None
+    identity = (event.get("requestContext") or {}).get("identity") or {}
+    key_id = identity.get("apiKeyId")
+    return key_id if isinstance(key_id, str) and key_id else None
+
+
+async def get_caller(request: Request, services: ServicesDep,
+                     api_key: Annotated[str | None, Security(API_KEY_HEADER)] = None) -> Caller:
+    return services.access.identify(api_key, gateway_key_id(request))
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+async def require_read(services: ServicesDep, caller: CallerDep) -> Caller:
+    return services.access.authorize(caller, Role.READ)
+
+
+async def require_events(services: ServicesDep, caller: CallerDep) -> Caller:
+    return services.access.authorize(caller, Role.EVENTS)
+
+
+async def require_admin(services: ServicesDep, caller: CallerDep) -> Caller:
+    return services.access.authorize(caller, Role.ADMIN)
+
+
+ItemIdPath = Annotated[str, Path(min_length=1, max_length=128, description="the item's id")]
+ReaderDep = Annotated[Caller, Depends(require_read)]
+EventsCallerDep = Annotated[Caller, Depends(require_events)]
+AdminDep = Annotated[Caller, Depends(require_admin)]
 
 
 def _query_parameters(dependant: Any) -> set[str]:
@@ -465,10 +532,10 @@ async def reject_unknown_query_parameters(request: Request) -> None:
                                 + (f"; this route takes {', '.join(sorted(known))}" if known else ""))
 
 
-async def _log_impression(services: Services, result: Recommendation) -> None:
+async def _log_impression(services: Services, result: Recommendation, caller: str) -> None:
     """After the response, on the event loop: the impression only joins the producer's buffer (no I/O), so a
     thread-pool hand-off would cost more than the work."""
-    services.log_impression(result)
+    services.log_impression(result, caller)
 
 
 def _unhealthy(what: str, exc: RtrecError) -> str:
@@ -494,7 +561,8 @@ async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
     if status >= 500 or not exc.public:
         logger.error("request failed", extra={"error": type(exc).__name__, "detail": str(exc)})
     detail = str(exc) if exc.public else exc.public_detail
-    return JSONResponse(status_code=status, content=error_body(exc.code, detail))
+    headers = {"Retry-After": retry_after_header(exc.retry_after_s)} if isinstance(exc, ThrottledError) else None
+    return JSONResponse(status_code=status, content=error_body(exc.code, detail), headers=headers)
 
 
 VALIDATION_DETAIL_CHARS = 240  # then "and N more"
@@ -519,13 +587,28 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
 HTTP_ERROR_CODES = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 
 
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+def _allowed_methods(request: Request) -> str | None:
+    """Every method some route serves at this path: Starlette's 405 names only the first matching route's, and a
+    path can have several routes (PATCH and DELETE /items/{id})."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "\x00"})  # a method no route has: a path-only match
+        if match is not Match.NONE and getattr(route, "methods", None):
+            methods |= route.methods
+    return ", ".join(sorted(methods)) if methods else None
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     """Starlette's own errors (unknown route, wrong method, body over the limit, a body that is not JSON) in the
     one error schema; a 400 (a body that cannot be read as the route's input) is a 422, as every other bad input."""
     assert isinstance(exc, StarletteHTTPException)
     status = 422 if exc.status_code == 400 else exc.status_code
     code = HTTP_ERROR_CODES.get(status, "invalid_input" if status < 500 else "internal_error")
     headers = dict(exc.headers or {})
+    if status == 405:
+        allowed = _allowed_methods(request)
+        if allowed:
+            headers["Allow"] = allowed
     return JSONResponse(status_code=status, content=error_body(code, str(exc.detail)), headers=headers or None)
 
 
@@ -539,8 +622,11 @@ def _names(values: list[str] | None) -> tuple[str, ...]:
     return tuple(part.strip() for value in values or () for part in value.split(",") if part.strip())
 
 
-ERRORS = {404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}, 500: {"model": ErrorResponse},
-          503: {"model": ErrorResponse}}
+ERRORS = {401: {"model": ErrorResponse, "description": "no API key, or one this API does not know"},
+          403: {"model": ErrorResponse, "description": "the API key lacks the route's role"},
+          404: {"model": ErrorResponse}, 422: {"model": ErrorResponse},
+          429: {"model": ErrorResponse, "description": "the key's rate limit or daily quota is used up (Retry-After)"},
+          500: {"model": ErrorResponse}, 503: {"model": ErrorResponse}}
 BODY_ERRORS = {**ERRORS, 413: {"model": ErrorResponse, "description": "the body is larger than the API takes"}}
 
 
@@ -626,6 +712,7 @@ def create_app(services: Services | Recommender, *, telemetry: Telemetry = NO_TE
     def recommend(
         recommender: RecommenderDep,
         services: ServicesDep,
+        caller: ReaderDep,
         background: BackgroundTasks,
         user_id: Annotated[str, Path(min_length=1, max_length=128, description="the client's user id")],
         k: Annotated[int, Query(ge=1, le=MAX_K, description="how many items")] = 10,
@@ -638,11 +725,13 @@ def create_app(services: Services | Recommender, *, telemetry: Telemetry = NO_TE
     ) -> RecommendationResponse:
         filters = Filters(_names(include_genres), _names(exclude_genres), frozenset(_names(exclude_items)))
         result = recommender.recommend(user_id, k, filters, online_ranker=online_ranker)
-        background.add_task(_log_impression, services, result)
+        if caller.may(Role.EVENTS):  # a read-only key's slates are not logged (README, Security)
+            background.add_task(_log_impression, services, result, caller.name)
         telemetry.recommendation(result.strategy, result.cold_start, result.model_version, result.online_ranker)
         if services.impression_log_lines:
             logger.info("impression", extra={
                 "request_id": result.request_id, "user_id": result.user_id, "model_version": result.model_version,
+                "caller": caller.name, "logged": caller.may(Role.EVENTS),
                 "strategy": result.strategy, "items": [i.item_id for i in result.items],
                 "propensities": [round(i.propensity, 6) for i in result.items],
             })
@@ -659,7 +748,7 @@ def create_app(services: Services | Recommender, *, telemetry: Telemetry = NO_TE
         )
 
     @app.post("/events", response_model=EventsAccepted, status_code=202, responses=BODY_ERRORS)
-    def post_events(body: EventsIn, services: ServicesDep) -> EventsAccepted:
+    def post_events(body: EventsIn, services: ServicesDep, _caller: EventsCallerDep) -> EventsAccepted:
         """Validate a batch of events and put it on the stream (partition key: user id); 202 once the
         stream holds every event. The consumer applies each event_id once."""
         if services.ingest is None:
@@ -670,6 +759,7 @@ def create_app(services: Services | Recommender, *, telemetry: Telemetry = NO_TE
     @app.get("/items/{item_id}/similar", response_model=SimilarItemsResponse, responses=ERRORS)
     def similar(
         recommender: RecommenderDep,
+        _caller: ReaderDep,
         item_id: Annotated[str, Path(min_length=1, max_length=128)],
         k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
     ) -> SimilarItemsResponse:
@@ -677,10 +767,12 @@ def create_app(services: Services | Recommender, *, telemetry: Telemetry = NO_TE
         return SimilarItemsResponse(item_id=result.item_id, model_version=result.model_version,
                                     similar=[SimilarItem(item_id=i.item_id, score=i.score) for i in result.items])
 
-    @app.post("/items", response_model=ItemOut, status_code=201, dependencies=[Depends(require_admin)],
-              responses={200: {"model": ItemOut, "description": "an existing item was updated"},
-                         401: {"model": ErrorResponse}, **BODY_ERRORS})
-    def add_item(body: ItemIn, response: Response, recommender: RecommenderDep, catalog: CatalogDep) -> ItemOut:
+    @app.post("/items", response_model=ItemOut, status_code=201,
+              responses={200: {"model": ItemOut, "description": "an existing item was updated"}, **BODY_ERRORS})
+    def add_item(body: ItemIn, response: Response, recommender: RecommenderDep, catalog: CatalogDep,
+                 _caller: AdminDep) -> ItemOut:
+        """Add an item, or update one (its active state and its statistics are kept); the model embeds it from its
+        features at once, the other instances within the catalog sync."""
         if catalog is None:
             raise ModelNotReadyError("this deployment has no catalog store configured")
         item = ItemFeatures(item_id=body.item_id, title=body.title, year=body.year, genres=tuple(body.genres),
@@ -693,5 +785,25 @@ def create_app(services: Services | Recommender, *, telemetry: Telemetry = NO_TE
         return ItemOut(item_id=added.item_id, created=added.created, model_version=added.model_version,
                        new_to_model=added.new_to_model,
                        unknown_genres=[g for g in body.genres if g not in known_genres])
+
+    @app.patch("/items/{item_id}", response_model=ItemStateOut, responses=BODY_ERRORS)
+    def set_item_state(item_id: ItemIdPath, body: ItemStateIn, recommender: RecommenderDep, catalog: CatalogDep,
+                       _caller: AdminDep) -> ItemStateOut:
+        """Deactivate (`{"active": false}`) or activate an item: a deactivated item is never served; this instance
+        stops at once, the others within the catalog sync interval."""
+        if catalog is None:
+            raise ModelNotReadyError("this deployment has no catalog store configured")
+        item = catalog.set_active(item_id, body.active, recommender.model())
+        return ItemStateOut(item_id=item.item_id, active=item.active)
+
+    @app.delete("/items/{item_id}", status_code=204, responses=ERRORS)
+    def delete_item(item_id: ItemIdPath, recommender: RecommenderDep, catalog: CatalogDep,
+                    _caller: AdminDep) -> Response:
+        """Delete an item: never served again (this instance at once, the others within the catalog sync), 404 to
+        these routes; its past events stay valid. POST /items with the id adds it again."""
+        if catalog is None:
+            raise ModelNotReadyError("this deployment has no catalog store configured")
+        catalog.delete_item(item_id, recommender.model())
+        return Response(status_code=204)
 
     return app

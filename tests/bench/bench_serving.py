@@ -322,6 +322,7 @@ class Cloud:
             "AWS_DEFAULT_REGION": "us-east-1",
             "RTREC_PREFIX": PREFIX,
             "RTREC_MODEL_CACHE_DIR": str(cache_dir),
+            "RTREC_REQUIRE_API_KEYS": "false",  # keyless loopback load, as `rtrec run` on 127.0.0.1
             "PYTHONPATH": os.pathsep.join([str(ROOT), str(CORE), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
         })
         return env

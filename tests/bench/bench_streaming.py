@@ -476,7 +476,8 @@ class Api:
         from rtrec.local.cloud import free_port
         from rtrec.settings import ApiSettings
 
-        app = create_app(build_services(ApiSettings(endpoint_url=self.endpoint_url, resource_prefix=PREFIX)))
+        app = create_app(build_services(ApiSettings(endpoint_url=self.endpoint_url, resource_prefix=PREFIX,
+                                                    require_api_keys=False)))
         port = free_port()
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)

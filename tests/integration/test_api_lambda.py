@@ -13,6 +13,7 @@ from rtrec.adapters.aws.s3 import S3PopularityStore
 from rtrec.data.movielens import load_movielens
 from rtrec.resources import ITEM_FEATURES, MODELS_BUCKET, USER_FEATURES
 from rtrec.services.seed import seed_catalog
+from tests.conftest import SAMPLE_API_KEY_ROLES
 
 pytestmark = pytest.mark.integration
 
@@ -38,6 +39,7 @@ def handler_module(cloud, names, monkeypatch, seeded):
     # The Lambda reads its configuration from the environment, as it would in AWS.
     monkeypatch.setenv("AWS_ENDPOINT_URL", cloud.endpoint_url)
     monkeypatch.setenv("RTREC_PREFIX", names.prefix)
+    monkeypatch.setenv("RTREC_API_KEY_ROLES", json.dumps(SAMPLE_API_KEY_ROLES))
     sys.modules.pop("functions.api.handler", None)
     module = importlib.import_module("functions.api.handler")
     yield module

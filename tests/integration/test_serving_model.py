@@ -20,6 +20,7 @@ from rtrec.domain.models import UserProfile
 from rtrec.domain.promotion import ProductionPointer
 from rtrec.resources import ITEM_FEATURES, MODELS_BUCKET, USER_FEATURES, ResourceNames
 from rtrec.services.seed import seed_catalog
+from tests.conftest import SAMPLE_API_KEY_ROLES
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -65,6 +66,7 @@ def handler(world, cloud, tmp_path_factory):
     patch = pytest.MonkeyPatch()
     patch.setenv("AWS_ENDPOINT_URL", cloud.endpoint_url)
     patch.setenv("RTREC_PREFIX", NAMES.prefix)
+    patch.setenv("RTREC_API_KEY_ROLES", json.dumps(SAMPLE_API_KEY_ROLES))
     patch.setenv("RTREC_MODEL_CACHE_DIR", str(tmp_path_factory.mktemp("model-cache")))
     patch.setenv("RTREC_MODEL_POLL_SECONDS", "0.2")
     patch.setenv("RTREC_CATALOG_SYNC_SECONDS", "0.2")

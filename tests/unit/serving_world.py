@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from rtrec.adapters.memory import FakeTowers, InMemoryCatalogAdditions, InMemoryFeatureStore, InMemoryPopularityStore
 from rtrec.adapters.search.faiss_index import FaissVectorIndex
+from rtrec.domain.access import AccessPolicy, gateway_keys, local_keys
 from rtrec.domain.catalog import ItemCatalog
 from rtrec.domain.encoder import FeatureEncoder
 from rtrec.domain.models import ItemFeatures, PopularItems, ScoredItem, UserProfile
@@ -15,9 +17,31 @@ from rtrec.domain.ranking import RankingConfig
 from rtrec.services.catalog import CatalogService, ServingModel
 from rtrec.services.recommend import Recommender
 
+if TYPE_CHECKING:
+    from functions.api.app import Services
+
 GENRES = ("Action", "Comedy", "Drama", "Horror")
 NOW = 1_000_000_000.0
 DIM = 8
+API_KEYS = {"admin": "admin-key-for-tests", "events": "events-key-for-tests", "read": "read-key-for-tests"}
+ADMIN = {"X-Api-Key": API_KEYS["admin"]}
+EVENTS = {"X-Api-Key": API_KEYS["events"]}
+READ = {"X-Api-Key": API_KEYS["read"]}
+
+
+def keyed_access(*, require_keys: bool = False, **options) -> AccessPolicy:
+    """The three local keys of API_KEYS; keyless reads and events unless `require_keys`."""
+    return AccessPolicy(local_keys(API_KEYS), require_keys=require_keys, **options)
+
+
+def behind_the_gateway(recommender: Recommender, catalog: CatalogService | None = None, **options) -> Services:
+    """Services as the Lambda builds them: API Gateway's key ids of the sample events (tests/events), keys
+    required."""
+    from functions.api.app import Services
+    from tests.conftest import SAMPLE_API_KEY_ROLES
+
+    access = AccessPolicy(gateway_keys(SAMPLE_API_KEY_ROLES), require_keys=True)
+    return Services(recommender=recommender, catalog=catalog, access=access, **options)  # type: ignore[arg-type]
 
 
 def catalog_items(n: int = 40) -> list[ItemFeatures]:

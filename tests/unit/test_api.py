@@ -14,7 +14,7 @@ from rtrec.domain.models import PopularItems, ScoredItem, UserProfile
 from rtrec.domain.ranking import RankingConfig
 from rtrec.errors import DependencyError
 from rtrec.services.recommend import Recommender
-from tests.unit.serving_world import make_world
+from tests.unit.serving_world import ADMIN, EVENTS, behind_the_gateway, keyed_access, make_world
 
 
 class LambdaContext:
@@ -111,7 +111,7 @@ def test_openapi_docs_are_served(client):
 
 
 def test_mangum_answers_an_api_gateway_rest_proxy_event(lambda_event):
-    handler = Mangum(create_app(make_recommender()), lifespan="off")
+    handler = Mangum(create_app(behind_the_gateway(make_recommender())), lifespan="off")
     response = handler(lambda_event("api_recommend_user_1.json"), LambdaContext())
     assert response["statusCode"] == 200
     body = json.loads(response["body"])
@@ -119,7 +119,7 @@ def test_mangum_answers_an_api_gateway_rest_proxy_event(lambda_event):
 
 
 def test_mangum_maps_bad_input_to_422(lambda_event):
-    handler = Mangum(create_app(make_recommender()), lifespan="off")
+    handler = Mangum(create_app(behind_the_gateway(make_recommender())), lifespan="off")
     response = handler(lambda_event("api_recommend_bad_k.json"), LambdaContext())
     assert response["statusCode"] == 422
 
@@ -134,7 +134,8 @@ def world():
 
 @pytest.fixture
 def served(world) -> TestClient:
-    return TestClient(create_app(Services(recommender=world.recommender(), catalog=world.catalog_service)))
+    return TestClient(create_app(Services(recommender=world.recommender(), catalog=world.catalog_service,
+                                          access=keyed_access())))
 
 
 def test_health_with_a_model_reports_version_and_index_size(served):
@@ -170,13 +171,13 @@ def test_similar_items_route(served):
 
 def test_post_item_creates_then_updates_and_it_is_recommended(world):
     boosted = world.recommender(RankingConfig(policy="greedy", new_item_boost=2.0, freshness_weight=0.0))
-    served = TestClient(create_app(Services(recommender=boosted, catalog=world.catalog_service)))
+    served = TestClient(create_app(Services(recommender=boosted, catalog=world.catalog_service, access=keyed_access())))
     item = {"item_id": "new-1", "title": "Brand New", "genres": ["Drama", "Musical"], "year": 2026}
-    created = served.post("/items", json=item)
+    created = served.post("/items", json=item, headers=ADMIN)
     assert created.status_code == 201, created.text
     assert created.json() == {"item_id": "new-1", "created": True, "model_version": "1", "new_to_model": True,
                               "unknown_genres": ["Musical"]}
-    assert served.post("/items", json=item).status_code == 200
+    assert served.post("/items", json=item, headers=ADMIN).status_code == 200
     shown = [r["item_id"] for r in served.get("/recommend/u1?k=10").json()["recommendations"]]
     assert shown[0] == "new-1"
 
@@ -189,23 +190,30 @@ def test_post_item_creates_then_updates_and_it_is_recommended(world):
     {"item_id": "x", "title": ""},
 ])
 def test_post_item_bad_body_is_422(served, body):
-    response = served.post("/items", json=body)
+    response = served.post("/items", json=body, headers=ADMIN)
     assert response.status_code == 422 and response.json()["detail"]
 
 
 def test_post_item_malformed_json_is_422(served):
-    response = served.post("/items", content=b"{not json", headers={"content-type": "application/json"})
+    response = served.post("/items", content=b"{not json", headers={"content-type": "application/json", **ADMIN})
     assert response.status_code == 422 and response.json()["error"] == "invalid_input"
     assert "JSON" in response.json()["detail"]
 
 
-def test_post_item_needs_the_admin_key_when_one_is_set(world):
-    app = create_app(Services(recommender=world.recommender(), catalog=world.catalog_service, admin_api_key="s3cret"))
-    client = TestClient(app)
+def test_post_item_needs_the_admin_key(world):
+    client = TestClient(create_app(Services(recommender=world.recommender(), catalog=world.catalog_service,
+                                            access=keyed_access())))
     item = {"item_id": "n", "title": "t"}
     assert client.post("/items", json=item).status_code == 401
     assert client.post("/items", json=item, headers={"X-Api-Key": "wrong"}).status_code == 401
-    assert client.post("/items", json=item, headers={"X-Api-Key": "s3cret"}).status_code == 201
+    assert client.post("/items", json=item, headers=EVENTS).status_code == 403
+    assert client.post("/items", json=item, headers=ADMIN).status_code == 201
+
+
+def test_without_any_configured_key_nobody_administers_the_catalog(world):
+    client = TestClient(create_app(Services(recommender=world.recommender(), catalog=world.catalog_service)))
+    assert client.post("/items", json={"item_id": "n", "title": "t"}).status_code == 401
+    assert client.get("/recommend/u1").status_code == 200  # keyless reads stay open where keys are not required
 
 
 @pytest.mark.parametrize(("event", "status", "check"), [
@@ -216,8 +224,7 @@ def test_post_item_needs_the_admin_key_when_one_is_set(world):
     ("api_recommend_unknown_genre.json", 200, lambda body: body["recommendations"] == []),  # no item has it
 ])
 def test_mangum_with_a_model_answers_rest_proxy_events(world, lambda_event, event, status, check):
-    handler = Mangum(create_app(Services(recommender=world.recommender(), catalog=world.catalog_service)),
-                     lifespan="off")
+    handler = Mangum(create_app(behind_the_gateway(world.recommender(), world.catalog_service)), lifespan="off")
     response = handler(lambda_event(event), LambdaContext())
     assert response["statusCode"] == status, response["body"]
     assert check(json.loads(response["body"]))

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from functions.api.app import Services, create_app
 from rtrec.adapters.memory import InMemoryEventStream
 from rtrec.services.stream import IngestService
-from tests.unit.serving_world import make_world
+from tests.unit.serving_world import ADMIN, keyed_access, make_world
 
 NOW = 1_800_000_000.0
 
@@ -20,8 +20,9 @@ NOW = 1_800_000_000.0
 def client() -> TestClient:
     world = make_world()
     services = Services(recommender=world.recommender(), catalog=world.catalog_service,
-                        ingest=IngestService(InMemoryEventStream(), clock=lambda: NOW), max_body_bytes=64 * 1024)
-    return TestClient(create_app(services))
+                        ingest=IngestService(InMemoryEventStream(), clock=lambda: NOW), max_body_bytes=64 * 1024,
+                        access=keyed_access())
+    return TestClient(create_app(services), headers=ADMIN)  # every role; the access tests are test_api_access
 
 
 def click(**fields: object) -> dict:

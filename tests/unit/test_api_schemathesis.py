@@ -15,7 +15,7 @@ from schemathesis.generation.meta import negated_parameters  # noqa: E402
 from functions.api.app import Services, create_app  # noqa: E402
 from rtrec.adapters.memory import InMemoryEventStream  # noqa: E402
 from rtrec.services.stream import IngestService  # noqa: E402
-from tests.unit.serving_world import make_world  # noqa: E402
+from tests.unit.serving_world import ADMIN, keyed_access, make_world  # noqa: E402
 
 EXAMPLES_PER_OPERATION = 40
 # Repeated query parameters (`?include_genres=A&include_genres=B`). Schemathesis "negates" one by making it an
@@ -29,11 +29,23 @@ def make_app():
     world = make_world()
     services = Services(recommender=world.recommender(), catalog=world.catalog_service,
                         ingest=IngestService(InMemoryEventStream(), clock=lambda: 1_800_000_000.0),
-                        impression_log_lines=False)
+                        impression_log_lines=False, access=keyed_access(require_keys=True))
     return create_app(services)
 
 
 schema = schemathesis.openapi.from_asgi("/openapi.json", make_app())
+
+
+@schema.auth()
+class AdminKey:
+    """Every case carries the admin key (every role), so generation explores the routes behind it; the
+    ignored_auth check still sends each request without it and with a wrong one, and expects 401."""
+
+    def get(self, case, context):
+        return ADMIN["X-Api-Key"]
+
+    def set(self, case, data, context):
+        case.headers = {**(case.headers or {}), "X-Api-Key": data}
 
 
 @schema.parametrize()

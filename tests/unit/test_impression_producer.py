@@ -31,9 +31,11 @@ from rtrec.adapters.aws.kinesis import (
 )
 from rtrec.adapters.aws.kinesis_producer import KinesisImpressionProducer
 from rtrec.adapters.memory import InMemoryEventStream
+from rtrec.domain.access import AccessPolicy, gateway_keys
 from rtrec.domain.events import Impression, UserEvent, decode_record
 from rtrec.monitoring.telemetry import Telemetry
 from rtrec.services.stream import IngestService
+from tests.conftest import SAMPLE_API_KEY_ROLES
 from tests.unit.monitoring_world import RecordingMetrics
 from tests.unit.test_api import LambdaContext, make_recommender
 
@@ -305,7 +307,8 @@ def test_log_impression_without_a_producer_puts_directly():
 def app_over(fake: Any, *, background: bool) -> tuple[Services, KinesisImpressionProducer]:
     producer = producer_over(fake, "s", background=background, linger_s=60.0)
     services = Services(make_recommender(), catalog=None,  # type: ignore[arg-type]
-                        ingest=IngestService(InMemoryEventStream(), clock=lambda: NOW, impressions=producer))
+                        ingest=IngestService(InMemoryEventStream(), clock=lambda: NOW, impressions=producer),
+                        access=AccessPolicy(gateway_keys(SAMPLE_API_KEY_ROLES), require_keys=False))
     return services, producer
 
 

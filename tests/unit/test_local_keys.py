@@ -1,23 +1,47 @@
-"""The local admin key: generated into the state folder at the first start, kept across restarts, owner-only."""
+"""The local API keys: one per role, generated into the state folder at the first start, kept across restarts,
+owner-only; and the rule that decides when `rtrec run` requires the read and events keys."""
 
 from __future__ import annotations
 
 import json
 import stat
 
+import pytest
+
+from rtrec.cli import is_loopback
 from rtrec.local.state import LocalState
 
 
-def test_the_admin_key_is_generated_once_and_kept_owner_only(tmp_path):
+def test_a_key_per_role_is_generated_once_and_kept_owner_only(tmp_path):
     state = LocalState(tmp_path / "state")
-    key = state.admin_api_key()
-    assert len(key) >= 32 and state.admin_api_key() == key == LocalState(tmp_path / "state").admin_api_key()
-    assert json.loads(state.api_keys_file.read_text()) == {"admin": key}
+    keys = state.api_keys()
+    assert set(keys) == {"admin", "events", "read"} and len(set(keys.values())) == 3
+    assert all(len(key) >= 32 for key in keys.values())
+    assert state.api_keys() == keys == LocalState(tmp_path / "state").api_keys()
+    assert state.admin_api_key() == keys["admin"]
+    assert json.loads(state.api_keys_file.read_text()) == keys
     assert stat.S_IMODE(state.api_keys_file.stat().st_mode) == 0o600
-    assert LocalState(tmp_path / "other").admin_api_key() != key
+    assert LocalState(tmp_path / "other").api_keys()["admin"] != keys["admin"]
 
 
-def test_a_damaged_keys_file_gets_a_new_key(tmp_path):
+def test_an_admin_key_from_before_the_roles_is_kept_and_the_missing_roles_are_added(tmp_path):
     state = LocalState(tmp_path)
-    state.api_keys_file.write_text('{"admin": "short"}')
-    assert state.admin_api_key() != "short" and len(state.admin_api_key()) >= 32
+    state.api_keys_file.write_text(json.dumps({"admin": "an-admin-key-of-an-older-start"}))
+    keys = state.api_keys()
+    assert keys["admin"] == "an-admin-key-of-an-older-start" and set(keys) == {"admin", "events", "read"}
+
+
+@pytest.mark.parametrize("damaged", ['{"admin": "short"}', "not json", "[1, 2]"])
+def test_a_damaged_keys_file_gets_new_keys(tmp_path, damaged):
+    state = LocalState(tmp_path)
+    state.api_keys_file.write_text(damaged)
+    keys = state.api_keys()
+    assert keys["admin"] != "short" and all(len(key) >= 32 for key in keys.values())
+
+
+@pytest.mark.parametrize(("host", "loopback"), [
+    ("127.0.0.1", True), ("localhost", True), ("::1", True), ("127.0.0.2", True),
+    ("0.0.0.0", False), ("::", False), ("192.168.1.20", False), ("rtrec.example.com", False),
+])
+def test_keys_are_required_as_soon_as_the_api_listens_beyond_loopback(host, loopback):
+    assert is_loopback(host) is loopback

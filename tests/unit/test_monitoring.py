@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from mangum import Mangum
 from prometheus_client.parser import text_string_to_metric_families
 
-from functions.api.app import Services, create_app
+from functions.api.app import create_app
 from functions.api.observability import request_id
 from rtrec.adapters.aws.powertools import EmfMetrics, lambda_observability
 from rtrec.adapters.prometheus import PrometheusMetrics
@@ -32,7 +32,7 @@ from rtrec.monitoring.catalog import (
 )
 from rtrec.monitoring.telemetry import Telemetry
 from tests.unit.monitoring_world import RecordingMetrics, run_loop
-from tests.unit.serving_world import make_world
+from tests.unit.serving_world import behind_the_gateway, make_world
 from tests.unit.test_api import LambdaContext, make_recommender
 
 
@@ -207,8 +207,8 @@ def emf_lines(out: str) -> list[dict]:
 
 def test_the_api_lambda_writes_emf_with_the_catalog_names_and_the_cold_start(capsys, lambda_event):
     observability = lambda_observability(API_SERVICE, namespace("utest"))
-    handler = observability.wrap(Mangum(create_app(make_recommender(), telemetry=observability.telemetry),
-                                        lifespan="off"))
+    handler = observability.wrap(Mangum(create_app(behind_the_gateway(make_recommender()),
+                                                   telemetry=observability.telemetry), lifespan="off"))
     capsys.readouterr()
     response = handler(lambda_event("api_recommend_user_1.json"), LambdaContext())
     assert response["statusCode"] == 200
@@ -232,11 +232,10 @@ def test_the_api_logs_are_json_with_the_request_id_and_the_model_version(lambda_
     recommender = make_world().recommender(request_ids=request_id)
 
     class StreamDown:
-        def log_impression(self, result):
+        def log_impression(self, result, caller=None):
             raise DependencyError("the stream is down")
 
-    app = create_app(Services(recommender, catalog=None, model_version=lambda: "1",  # type: ignore[arg-type]
-                              ingest=StreamDown()),  # type: ignore[arg-type]
+    app = create_app(behind_the_gateway(recommender, model_version=lambda: "1", ingest=StreamDown()),
                      telemetry=observability.telemetry)
     handler = observability.wrap(Mangum(app, lifespan="off"))
     event = lambda_event("api_recommend_user_1.json")

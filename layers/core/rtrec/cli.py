@@ -22,6 +22,12 @@ app.add_typer(cloud_app, name="cloud")
 app.add_typer(data_app, name="data")
 
 DatasetOption = Annotated[str, typer.Option("--dataset", "-d", help="ml-1m or ml-100k")]
+RequireKeysOption = Annotated[bool, typer.Option(
+    "--require-api-keys", envvar="RTREC_REQUIRE_API_KEYS",
+    help="read and event routes need a key on loopback too (beyond loopback they always do)")]
+ApiKeyOption = Annotated[str | None, typer.Option(
+    "--api-key", envvar="RTREC_API_KEY",
+    help="X-Api-Key for the API (default: the events key `rtrec run` keeps in the state folder, when there is one)")]
 EndpointOption = Annotated[
     str | None, typer.Option("--endpoint-url", help="AWS endpoint (default: AWS_ENDPOINT_URL; unset means AWS)")
 ]
@@ -285,9 +291,10 @@ def _start_api_thread(settings: ApiSettings, host: str, port: int, **app_options
     import uvicorn
 
     from functions.api.app import build_services, create_app
+    from functions.api.server import server_config
 
     api = create_app(build_services(settings, telemetry=_local_telemetry()), telemetry=_local_telemetry(), **app_options)
-    server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="warning"))
+    server = uvicorn.Server(server_config(api, host, port))
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
     while not server.started and thread.is_alive():
@@ -315,6 +322,7 @@ def serve(
     endpoint_url: EndpointOption = None,
     host: Annotated[str | None, typer.Option(help="default 127.0.0.1")] = None,
     port: Annotated[int | None, typer.Option(help="default 8000")] = None,
+    require_api_keys: RequireKeysOption = False,
 ) -> None:
     """Serve the API with uvicorn against an already running cloud (embedded, LocalStack or AWS)."""
     local = _local(api_host=host, api_port=port)
@@ -322,7 +330,7 @@ def serve(
         settings = ApiSettings(**({"endpoint_url": endpoint_url} if endpoint_url else {}))
     except ValueError as exc:
         raise fail(str(exc)) from None
-    _serve(settings, local.api_host, local.api_port)
+    _serve(_with_local_keys(settings, local, require=require_api_keys), local.api_host, local.api_port)
 
 
 def _start_stream_consumer(endpoint_url: str) -> Any:
@@ -483,6 +491,7 @@ def run(
         "--impression-log-lines/--no-impression-log-lines",
         help="print each slate as an `impression` JSON line (the counterfactual log in S3 keeps them either way)",
     )] = False,
+    require_api_keys: RequireKeysOption = False,
 ) -> None:
     """The whole system on this machine: embedded cloud, data seeded, a model in production, API served.
     Ctrl-C stops it all."""
@@ -515,9 +524,10 @@ def run(
             _bootstrap_model(cloud.endpoint_url, local, bootstrap_epochs)
         else:
             say("no model in production yet: serving popular items (make train && make promote to add one)")
-        api_settings = _with_local_admin_key(
+        api_settings = _with_local_keys(
             ApiSettings(endpoint_url=cloud.endpoint_url, model_poll_seconds=model_poll_seconds,
-                        catalog_sync_seconds=model_poll_seconds, impression_log_lines=impression_log_lines), local)
+                        catalog_sync_seconds=model_poll_seconds, impression_log_lines=impression_log_lines), local,
+            require=require_api_keys)
         interrupts = _serve(api_settings, local.api_host, local.api_port, consumer_status=consumer.stats)
         if scheduler is not None:
             scheduler.stop()
@@ -537,20 +547,62 @@ def run(
         say(f"stopped in {time.monotonic() - stopped:.1f} s")
 
 
-def _with_local_admin_key(settings: ApiSettings, local: LocalSettings) -> ApiSettings:
-    """`settings` with the admin key required: RTREC_ADMIN_API_KEY when set, else the one generated into the state
-    folder at the first start (printed, so the person at the terminal can use it)."""
-    if settings.admin_api_key is not None:
-        say("admin routes (POST /items) need the key in RTREC_ADMIN_API_KEY, as the X-Api-Key header")
-        return settings
+LOCAL_KEY_RATE_LIMIT = 1000.0  # requests/s per key (a token bucket) unless RTREC_API_KEY_RATE_LIMIT says otherwise
+
+
+def _with_local_keys(settings: ApiSettings, local: LocalSettings, *, require: bool) -> ApiSettings:
+    """`settings` with a key per role: RTREC_ADMIN_API_KEY / RTREC_EVENTS_API_KEY / RTREC_READ_API_KEY where set, else
+    the ones generated into the state folder at the first start (printed, for the person at the terminal). The admin
+    key is always required; the read and events keys when the API listens beyond loopback or `require`."""
     from pydantic import SecretStr
 
     from rtrec.local.state import LocalState
 
     state = LocalState(local.state_dir.resolve())
-    key = state.admin_api_key()
-    say(f"admin API key for POST /items (X-Api-Key header): {key}  (kept in {state.api_keys_file})")
-    return settings.model_copy(update={"admin_api_key": SecretStr(key)})
+    generated = state.api_keys()
+    update: dict[str, Any] = {}
+    for role in ("admin", "events", "read"):
+        if getattr(settings, f"{role}_api_key") is None:
+            update[f"{role}_api_key"] = SecretStr(generated[role])
+    required = require or not is_loopback(local.api_host)
+    update["require_api_keys"] = required
+    if settings.api_key_rate_limit is None:
+        update["api_key_rate_limit"] = LOCAL_KEY_RATE_LIMIT
+    keyed = settings.model_copy(update=update)
+    say(f"API keys (X-Api-Key header; kept in {state.api_keys_file}, unless set in RTREC_<ROLE>_API_KEY):")
+    for role, what in (("admin", "the catalog: POST /items, PATCH and DELETE /items/{id}"),
+                       ("events", "POST /events; its slates are logged as impressions"),
+                       ("read", "recommendations and similar items, not logged")):
+        key = getattr(keyed, f"{role}_api_key")
+        say(f"  {role:<6} {key.get_secret_value() if role in update else f'(RTREC_{role.upper()}_API_KEY)'}"
+            f"  {what}")
+    say("read and event routes need a key" if required else
+        "read and event routes answer without a key on loopback (--require-api-keys to require one)")
+    return keyed
+
+
+def _client_api_key(option: str | None) -> str | None:
+    """The key a command sends to the API: --api-key / RTREC_API_KEY, else the local events key if `rtrec run` made
+    one (the events role reads too, and its slates are logged as the replay and the probe expect)."""
+    if option:
+        return option
+    from rtrec.local.state import LocalState
+
+    state = LocalState(_local().state_dir.resolve())
+    if not state.api_keys_file.exists():
+        return None
+    return state.api_keys().get("events")
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _key_values(pairs: list[str] | None, what: str) -> dict[str, str]:
@@ -818,8 +870,9 @@ def demo_drift(
         drift_store = S3DriftStore(aws.names.bucket(MODELS_BUCKET), endpoint_url=cloud.endpoint_url)
         drift_store.clear()  # the windows and detectors start from this run's traffic
         retrain = {"epochs": str(epochs), "protocols": "recbole", "baselines": "false", "threads": "1"}
-        server, _ = _start_api_thread(ApiSettings(endpoint_url=cloud.endpoint_url, model_poll_seconds=2.0,
-                                                  catalog_sync_seconds=2.0), local.api_host, local.api_port)
+        demo_settings = ApiSettings(endpoint_url=cloud.endpoint_url, model_poll_seconds=2.0, catalog_sync_seconds=2.0,
+                                    require_api_keys=not is_loopback(local.api_host))  # the demo's load sends no key
+        server, _ = _start_api_thread(demo_settings, local.api_host, local.api_port)
         api_url = f"http://{local.api_host}:{local.api_port}"
         scheduler = _start_scheduler(cloud.endpoint_url, local, check_seconds, check_seconds, retrain, 3600.0,
                                      window_events=window_events, min_slates=min_slates)
@@ -964,6 +1017,7 @@ def replay_command(
     mode: Annotated[str, typer.Option(help="frozen, live, ranker, or all (the three in turn, with the lifts)")] = "all",
     settle_seconds: Annotated[float, typer.Option(min=0, help="wait this long after a live replay for the "
                                                                 "consumer to catch up")] = 3.0,
+    api_key: ApiKeyOption = None,
 ) -> None:
     """Prequential replay through the running API (`make run`): online HR@10 with frozen features, with
     real-time history updates, and with those plus the online ranker. Each run first resets the replayed
@@ -996,7 +1050,8 @@ def replay_command(
         for run_mode in (MODES if mode == "all" else (mode,)):
             features.put_users(at_cut)
             ranker_states.clear()
-            results.append(replay(events, api_url, run_mode, run_id=uuid.uuid4().hex[:8], rate=rate))  # type: ignore[arg-type]
+            results.append(replay(events, api_url, run_mode, run_id=uuid.uuid4().hex[:8], rate=rate,  # type: ignore[arg-type]
+                                  api_key=_client_api_key(api_key)))
             if run_mode != "frozen":
                 time.sleep(settle_seconds)
         features.put_users(p for p in user_profiles(data) if p.user_id in users)  # back to the full history
@@ -1024,6 +1079,7 @@ def report_command(
     probe: Annotated[int, typer.Option(min=0, help="also time N GET /recommend calls from here (client-side latency; "
                                                    "each is a real request and logs an impression)")] = 0,
     drift_reports: Annotated[int, typer.Option(min=0, help="at most the newest N drift reports")] = 1000,
+    api_key: ApiKeyOption = None,
 ) -> None:
     """A static HTML report a person opens in a browser (index.html + PNGs): the latency histogram, CTR and online
     hit rate over time, model versions and strategy mix along time, drift scores. Reads the counterfactual log and
@@ -1039,7 +1095,8 @@ def report_command(
                                 region=settings.region)
         say(f"reading the counterfactual log and the drift reports at {settings.endpoint_url or 'AWS'}"
             + (f", {api_url}/metrics" if api_url else ""))
-        inputs = collect(log, lambda: reports.read_all(limit=drift_reports), api_url=api_url or None, probe=probe)
+        inputs = collect(log, lambda: reports.read_all(limit=drift_reports), api_url=api_url or None, probe=probe,
+                         api_key=_client_api_key(api_key))
         page = render(inputs, out)
     except RtrecError as exc:
         raise fail(str(exc)) from None

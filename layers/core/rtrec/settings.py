@@ -82,8 +82,34 @@ class ApiSettings(AwsSettings):
     )
     admin_api_key: SecretStr | None = Field(
         default=None, validation_alias=_env("admin_api_key"),
-        description="when set, POST /items needs it in the X-Api-Key header (API Gateway checks its own keys in AWS)",
+        description="the admin role's key (X-Api-Key): the catalog routes; without one (and no API Gateway admin "
+                    "key) nobody can administer the catalog",
     )
+    events_api_key: SecretStr | None = Field(
+        default=None, validation_alias=_env("events_api_key"),
+        description="the events role's key: POST /events, and its slates are logged as impressions",
+    )
+    read_api_key: SecretStr | None = Field(
+        default=None, validation_alias=_env("read_api_key"),
+        description="the read role's key: recommendations and similar items, not logged as impressions",
+    )
+    require_api_keys: bool = Field(
+        default=True, validation_alias=_env("require_api_keys"),
+        description="every data route needs a key; false lets keyless requests read and send events (`rtrec run` "
+                    "on loopback); the admin role always needs a key",
+    )
+    api_key_roles: dict[str, list[Literal["read", "events", "admin"]]] = Field(
+        default_factory=dict, validation_alias=_env("api_key_roles"),
+        description="API Gateway key id -> roles (JSON); in AWS the gateway checks the key and the API reads its id "
+                    "from the request context",
+    )
+    api_key_rate_limit: float | None = Field(
+        default=None, gt=0, validation_alias=_env("api_key_rate_limit"),
+        description="requests/s per key in this process (a token bucket; None: no limit here). In AWS the usage "
+                    "plans throttle per key across instances",
+    )
+    api_key_burst: int = Field(default=100, ge=1, validation_alias=_env("api_key_burst"))
+    api_key_daily_quota: int | None = Field(default=None, ge=1, validation_alias=_env("api_key_daily_quota"))
     candidates: int = Field(default=200, ge=10, le=3200, validation_alias=_env("candidates"))
     exploration_policy: Literal["plackett_luce", "epsilon_greedy", "greedy"] = Field(
         default="plackett_luce", validation_alias=_env("exploration_policy")

@@ -65,6 +65,7 @@ class Impression:
     shadow_version: str | None = None
     shadow_propensities: tuple[float, ...] = ()
     shadow_expected_q: tuple[float, ...] = ()
+    caller: str | None = None  # the API key that asked for the slate (rtrec.domain.access.Caller.name)
 
     @property
     def event_id(self) -> str:
@@ -179,5 +180,6 @@ def decode_message(body: Any) -> StreamMessage:
             shadow_version=shadow_version,
             shadow_propensities=shadow_propensities,
             shadow_expected_q=shadow_expected_q,
+            caller=_text(body, "caller", required=False),
         )
     raise InvalidInputError(f"kind must be 'event' or 'impression', got {kind!r}")

@@ -80,13 +80,14 @@ def _paced(events: list[ReplayEvent], rate: float | None) -> Iterator[ReplayEven
 
 
 def replay(events: list[ReplayEvent], api_url: str, mode: Mode, *, run_id: str, rate: float | None = None, k: int = 10,
-           show_progress: bool = True) -> ReplayResult:
+           show_progress: bool = True, api_key: str | None = None) -> ReplayResult:
     """Send `events` through the API (see the module docstring); returns the online HR@k. Event ids carry
     `run_id`, so a second replay of the same interactions is not taken for re-delivered events."""
     hits = errors = ranked_online = 0
     strategies: dict[str, int] = {}
     started = time.monotonic()
-    with httpx.Client(base_url=api_url, timeout=10.0) as client:
+    headers = {"X-Api-Key": api_key} if api_key else None
+    with httpx.Client(base_url=api_url, timeout=10.0, headers=headers) as client:
         try:
             client.get("/health").raise_for_status()
         except httpx.HTTPError as exc:

@@ -20,6 +20,7 @@ from rtrec.resources import BUCKETS, COUNTERFACTUAL_BUCKET, ResourceNames
 
 # Buckets of JSON-lines logs whose objects are merged per folder on restore (see LocalState.restore_buckets).
 COMPACTED_BUCKETS = frozenset({COUNTERFACTUAL_BUCKET.logical_name})
+API_KEY_ROLES = ("admin", "events", "read")  # rtrec.domain.access.Role, one local key each
 
 
 @dataclass(frozen=True)
@@ -47,21 +48,33 @@ class LocalState:
     def api_keys_file(self) -> Path:
         return self.root / "api-keys.json"
 
-    def admin_api_key(self) -> str:
-        """The local admin key (POST /items): generated at the first start, kept (owner-only) in the state folder so
-        restarts and scripts keep using it; `rtrec cloud reset` with the folder removes it."""
+    def api_keys(self) -> dict[str, str]:
+        """The local API keys, one per role (`admin`, `events`, `read`): generated at the first start, kept
+        (owner-only) in the state folder so restarts and scripts keep using them; a role missing from the file gets
+        a new key, the others stay. `rtrec cloud reset` with the folder removes them."""
         path = self.api_keys_file
+        keys: dict[str, str] = {}
         if path.exists():
-            key = json.loads(path.read_text()).get("admin")
-            if isinstance(key, str) and len(key) >= 16:
-                return key
-        key = secrets.token_urlsafe(24)
+            try:
+                stored = json.loads(path.read_text())
+            except ValueError:
+                stored = {}
+            if isinstance(stored, dict):
+                keys = {role: key for role, key in stored.items()
+                        if role in API_KEY_ROLES and isinstance(key, str) and len(key) >= 16}
+        if all(role in keys for role in API_KEY_ROLES):
+            return keys
+        for role in API_KEY_ROLES:
+            keys.setdefault(role, secrets.token_urlsafe(24))
         self.root.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(path.name + ".partial")
-        partial.write_text(json.dumps({"admin": key}) + "\n")
+        partial.write_text(json.dumps(keys, indent=2) + "\n")
         partial.chmod(0o600)
         os.replace(partial, path)
-        return key
+        return keys
+
+    def admin_api_key(self) -> str:
+        return self.api_keys()["admin"]
 
     def ensure(self) -> LocalState:
         self.s3_dir.mkdir(parents=True, exist_ok=True)

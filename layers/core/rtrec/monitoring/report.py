@@ -79,9 +79,10 @@ def parse_metrics(text: str) -> tuple[dict[str, list[tuple[float, float]]], dict
 
 def collect(log: LogReader | None, drift_reports: Callable[[], tuple[list[dict[str, Any]], list[str]]] | None, *,
             api_url: str | None, probe: int = 0, timeout_s: float = 10.0, seed: int = 0,
-            http: Any = None) -> ReportInputs:
+            http: Any = None, api_key: str | None = None) -> ReportInputs:
     """Gather the report's data. A source that cannot be read becomes a note on the page, not a failure, so a
-    report can always be made of what there is. `http`: an httpx.Client to reach the API with (default: a new one)."""
+    report can always be made of what there is. `http`: an httpx.Client to reach the API with (default: a new one,
+    sending `api_key` as X-Api-Key)."""
     inputs = ReportInputs()
     if log is not None:
         inputs.impressions = sorted((m for m in log.read("impressions") if isinstance(m, Impression)),
@@ -103,7 +104,8 @@ def collect(log: LogReader | None, drift_reports: Callable[[], tuple[list[dict[s
         if http is not None:
             _collect_api(inputs, http, api_url, probe, seed)
         else:
-            with httpx.Client(base_url=api_url, timeout=timeout_s) as client:
+            with httpx.Client(base_url=api_url, timeout=timeout_s,
+                              headers={"X-Api-Key": api_key} if api_key else None) as client:
                 _collect_api(inputs, client, api_url, probe, seed)
     return inputs
 

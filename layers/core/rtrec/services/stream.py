@@ -57,8 +57,9 @@ class IngestService:
         events = [replace(e, timestamp=now) if e.timestamp > now + MAX_CLOCK_SKEW_S else e for e in events]
         return self._stream.put(events)
 
-    def log_impression(self, result: Recommendation) -> bool:
-        """Log the slate served; False when the producer's full buffer dropped a record for it (counted)."""
+    def log_impression(self, result: Recommendation, caller: str | None = None) -> bool:
+        """Log the slate served, attributed to `caller` (the API key that asked); False when the producer's full
+        buffer dropped a record for it (counted)."""
         if not result.items:
             return True
         impression = Impression(
@@ -69,6 +70,7 @@ class IngestService:
             shadow_version=result.shadow.version if result.shadow else None,
             shadow_propensities=result.shadow.propensities if result.shadow else (),
             shadow_expected_q=result.shadow.expected_q if result.shadow else (),
+            caller=caller,
         )
         if self._impressions is not None:
             return self._impressions.offer(impression)
