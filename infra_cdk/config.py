@@ -15,6 +15,13 @@ from rtrec.resources import ResourceNames
 from rtrec.settings import AwsSettings
 
 Removal = Literal["retain", "destroy"]
+# The API keys' names (`<prefix>-<role>`), each with its own usage plan; serving.py says what each may do.
+API_KEY_ROLES = ("read", "events", "admin")
+# Context keys that were replaced: a deployment still passing one fails synth instead of silently losing its limit.
+RENAMED_CONTEXT_KEYS = {
+    f"ingest_{limit}": " / ".join(f"{role}_key_{limit}" for role in API_KEY_ROLES)
+    for limit in ("rate_limit", "burst_limit", "quota_per_day")
+}
 
 
 def _bool(value: Any) -> bool:
@@ -52,9 +59,18 @@ class InfraConfig:
     drift_schedule_minutes: int = 60
     api_rate_limit: float = 200.0  # stage-wide steady requests per second
     api_burst_limit: int = 400
-    ingest_rate_limit: float = 100.0  # per API key (usage plan) on the keyed routes
-    ingest_burst_limit: int = 200
-    ingest_quota_per_day: int = 5_000_000
+    # One API key per role, each in its own usage plan: steady requests per second, burst, requests per day
+    # (stacks/serving.py API_KEYS). `read` shows recommendations; `events` also sends events (a client app);
+    # `admin` also changes the catalog.
+    read_key_rate_limit: float = 100.0
+    read_key_burst_limit: int = 200
+    read_key_quota_per_day: int = 5_000_000
+    events_key_rate_limit: float = 150.0
+    events_key_burst_limit: int = 300
+    events_key_quota_per_day: int = 10_000_000
+    admin_key_rate_limit: float = 10.0
+    admin_key_burst_limit: int = 20
+    admin_key_quota_per_day: int = 100_000
     log_retention_days: int = 30
     alarm_email: str = ""  # "" = alarms go to the SNS topic only
 
@@ -65,6 +81,16 @@ class InfraConfig:
             raise ValueError(f"lambda_architecture must be x86_64 or arm64, got {self.lambda_architecture!r}")
         if self.removal not in ("retain", "destroy"):
             raise ValueError(f"removal must be retain or destroy, got {self.removal!r}")
+        for role in API_KEY_ROLES:
+            rate, burst, quota = self.key_limits(role)
+            if rate <= 0 or burst < 1 or quota < 1:
+                raise ValueError(f"{role}_key_rate_limit, _burst_limit and _quota_per_day must be positive, got "
+                                 f"{rate}, {burst}, {quota}")
+
+    def key_limits(self, role: str) -> tuple[float, int, int]:
+        """The usage plan of the `role` API key: (rate limit, burst limit, quota per day)."""
+        return (getattr(self, f"{role}_key_rate_limit"), getattr(self, f"{role}_key_burst_limit"),
+                getattr(self, f"{role}_key_quota_per_day"))
 
     @property
     def names(self) -> ResourceNames:
@@ -77,6 +103,9 @@ class InfraConfig:
     @classmethod
     def from_context(cls, get: Any) -> InfraConfig:
         """Build from a context getter (`app.node.try_get_context`); relative paths are relative to infra_cdk/."""
+        for key, instead in RENAMED_CONTEXT_KEYS.items():
+            if get(key) is not None:
+                raise ValueError(f"context key {key!r} is gone: use {instead}")
         values: dict[str, Any] = {}
         for f in fields(cls):
             raw = get(f.name)

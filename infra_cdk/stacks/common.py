@@ -1,19 +1,25 @@
-"""What every compute stack shares: the Lambda function construct (own role, own log group, both layers) and the
+"""What every compute stack shares: the Lambda function construct (own role, own log group, both layers), the
+explicit S3 and DynamoDB grants (exact actions on exact keys and tables), the models bucket's key layout and the
 cdk-nag suppression helper."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Size, Stack, Validations
+from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from infra_cdk.config import InfraConfig
 from infra_cdk.layers import FUNCTIONS_DIR, LAMBDA_PYTHON
+from rtrec.adapters.aws.model_store import S3ModelStore
+from rtrec.domain.promotion import POINTER_ROLES, PRODUCTION_POINTER, SHADOW_POINTER
 
 RUNTIME = {"3.12": lambda_.Runtime.PYTHON_3_12}[LAMBDA_PYTHON]
 ARCHITECTURE = {"x86_64": lambda_.Architecture.X86_64, "arm64": lambda_.Architecture.ARM_64}
@@ -114,10 +120,63 @@ def stack_name(config: InfraConfig, part: str) -> str:
 
 
 # cdk-nag's names for the wildcards in CDK's S3 grants (grant_read: GetObject*, GetBucket*, List*; grant_put:
-# Abort*; grant_read_write adds DeleteObject*).
+# Abort*; grant_read_write adds DeleteObject*). Only the MLflow server's artifact store still uses one.
 S3_READ_FINDINGS = ("Action::s3:GetObject*", "Action::s3:GetBucket*", "Action::s3:List*")
 S3_PUT_FINDINGS = ("Action::s3:Abort*",)
 S3_DELETE_FINDINGS = ("Action::s3:DeleteObject*",)
+
+
+def grant_s3(role: iam.IRole, bucket: s3.IBucket, *, read: Sequence[str] = (), write: Sequence[str] = (),
+             delete: Sequence[str] = (), multipart: bool = False, list_bucket: bool | None = None) -> list[str]:
+    """Exactly these S3 permissions on `bucket`, where CDK's grants would add action groups on every object:
+    s3:GetObject on the `read` keys, s3:PutObject on `write` (and s3:AbortMultipartUpload with `multipart`, for
+    uploads the SDK splits), s3:DeleteObject on `delete`; each a key or a prefix ending in '*'. s3:ListBucket on the
+    bucket (by default when reading or deleting): listing a prefix needs it, and without it a missing key reads as
+    403 AccessDenied instead of 404 NoSuchKey, which the adapters treat as "not there yet" (a first pointer, a
+    first ranker state). Returns cdk-nag's names of the wildcard resources, for the role's IAM5 acknowledgment."""
+    if list_bucket is None:
+        list_bucket = bool(read or delete)
+    if list_bucket:
+        role.add_to_principal_policy(iam.PolicyStatement(actions=["s3:ListBucket"], resources=[bucket.bucket_arn]))
+    put = ["s3:PutObject", *(["s3:AbortMultipartUpload"] if multipart else [])]
+    for actions, keys in ((["s3:GetObject"], read), (put, write), (["s3:DeleteObject"], delete)):
+        if keys:
+            role.add_to_principal_policy(iam.PolicyStatement(
+                actions=actions, resources=[bucket.arn_for_objects(k) for k in keys]))
+    return [resource_finding(role, bucket.arn_for_objects(k)) for k in dict.fromkeys([*read, *write, *delete])
+            if "*" in k]
+
+
+def grant_dynamodb(role: iam.IRole, table: dynamodb.ITable, *actions: str) -> None:
+    """Exactly `actions` (`GetItem`, ...) on one table, where CDK's grant_read_write_data adds DeleteItem, Scan
+    and the rest."""
+    role.add_to_principal_policy(iam.PolicyStatement(actions=[f"dynamodb:{a}" for a in actions],
+                                                     resources=[table.table_arn]))
+
+
+@dataclass(frozen=True)
+class ModelKeys:
+    """The models bucket's key layout as S3ModelStore writes it: one pointer object per role (`models/production.json`,
+    `models/shadow.json`: what serving follows, written only by promotion) and the version folders."""
+
+    pointers: dict[str, str]
+    versions: str  # the prefix of every published version folder, `models/versions/`
+
+    @classmethod
+    def of_the_model_store(cls) -> ModelKeys:
+        store = S3ModelStore("layout", client=object())  # no SDK call: only its key layout is asked
+        return cls({role: store.pointer_key_for(role) for role in POINTER_ROLES}, f"{store.prefix}/versions/")
+
+    @property
+    def production(self) -> str:
+        return self.pointers[PRODUCTION_POINTER]
+
+    @property
+    def shadow(self) -> str:
+        return self.pointers[SHADOW_POINTER]
+
+
+MODEL_KEYS = ModelKeys.of_the_model_store()
 
 
 def resource_finding(scope: Construct, arn: str) -> str:

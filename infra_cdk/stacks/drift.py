@@ -12,21 +12,20 @@ from constructs import Construct
 
 from infra_cdk.config import InfraConfig, sagemaker_role_name
 from infra_cdk.stacks.common import (
-    S3_PUT_FINDINGS,
-    S3_READ_FINDINGS,
+    MODEL_KEYS,
     RtrecFunction,
     RuntimeLayers,
+    grant_dynamodb,
+    grant_s3,
     resource_finding,
     suppress,
 )
 from infra_cdk.stacks.refs import Refs
 from infra_cdk.stacks.training import mlflow_server_arn, training_image_uri
-from rtrec.adapters.aws.s3 import DRIFT_REPORTS_PREFIX
+from rtrec.adapters.aws.s3 import DRIFT_REPORTS_PREFIX, DRIFT_STATE_KEY
 from rtrec.monitoring.catalog import DRIFT_SERVICE
 from rtrec.resources import COUNTERFACTUAL_BUCKET, LOCKS, MODELS_BUCKET
 from rtrec.services.retrain import JOB_PREFIX
-
-DRIFT_PREFIX = DRIFT_REPORTS_PREFIX.split("/", 1)[0] + "/"  # drift/state.json and drift/reports/
 
 
 class DriftStack(Stack):
@@ -49,11 +48,14 @@ class DriftStack(Stack):
             layers=layers, memory_mb=1024, timeout=Duration.minutes(5), environment=environment,
         )
         fn, role = self.drift_function.function, self.drift_function.role
-        refs.bucket(COUNTERFACTUAL_BUCKET).grant_read(role)  # live traffic: events/ and joined/
-        models = refs.bucket(MODELS_BUCKET)
-        models.grant_read(role)  # production pointer, the model's training snapshot, drift state
-        models.grant_put(role, f"{DRIFT_PREFIX}*")  # drift/state.json, drift/reports/
-        refs.table(LOCKS).grant_read_write_data(role)  # the retraining cool-down lock
+        # live traffic since the last check: the counterfactual log's events/ and joined/ objects
+        findings = grant_s3(role, refs.bucket(COUNTERFACTUAL_BUCKET), read=["events/*", "joined/*"])
+        # the production pointer and its version folder (the training snapshot to compare with); the check's state
+        # and reports, the only keys it writes
+        findings += grant_s3(role, refs.bucket(MODELS_BUCKET),
+                             read=[MODEL_KEYS.production, f"{MODEL_KEYS.versions}*", DRIFT_STATE_KEY],
+                             write=[DRIFT_STATE_KEY, f"{DRIFT_REPORTS_PREFIX}*"])
+        grant_dynamodb(role, refs.table(LOCKS), "PutItem")  # the retraining cool-down: one conditional write
 
         jobs = self.format_arn(service="sagemaker", resource="training-job", resource_name=f"{JOB_PREFIX}-*")
         role.add_to_policy(iam.PolicyStatement(
@@ -65,13 +67,11 @@ class DriftStack(Stack):
             conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}))
         suppress(role, "AwsSolutions-IAM5",
                  f"retraining jobs are named '{JOB_PREFIX}-<UTC time>' when they start, so their ARNs end in '*'; "
-                 "ListTrainingJobs (is a job already running?) supports no resource-level permissions ('*'); the "
-                 "check reads the counterfactual logs and the models bucket whole and writes only under "
-                 f"'{DRIFT_PREFIX}' (CDK's S3 grant action groups)",
-                 applies_to=[*S3_READ_FINDINGS, *S3_PUT_FINDINGS, "Resource::*", resource_finding(self, jobs),
-                             resource_finding(self, refs.bucket(COUNTERFACTUAL_BUCKET).arn_for_objects("*")),
-                             resource_finding(self, models.arn_for_objects("*")),
-                             resource_finding(self, models.arn_for_objects(f"{DRIFT_PREFIX}*"))])
+                 "ListTrainingJobs (is a job already running?) supports no resource-level permissions ('*'); "
+                 "s3:GetObject on object keys made at run time under the counterfactual log's events/ and joined/ "
+                 f"and the models bucket's '{MODEL_KEYS.versions}' (the production model's files), s3:PutObject "
+                 f"only on '{DRIFT_REPORTS_PREFIX}' (one report per run) and the state object",
+                 applies_to=[*findings, "Resource::*", resource_finding(self, jobs)])
 
         self.schedule = events.Rule(
             self, "Schedule", rule_name=f"{config.prefix}-drift-check",

@@ -29,26 +29,11 @@ from aws_cdk import aws_lambda_event_sources as sources
 from constructs import Construct
 
 from infra_cdk.config import InfraConfig
-from infra_cdk.stacks.common import (
-    S3_PUT_FINDINGS,
-    S3_READ_FINDINGS,
-    RtrecFunction,
-    RuntimeLayers,
-    resource_finding,
-    suppress,
-)
+from infra_cdk.stacks.common import RtrecFunction, RuntimeLayers, grant_dynamodb, grant_s3, suppress
 from infra_cdk.stacks.refs import Refs
 from rtrec.adapters.aws.s3 import RANKER_STATE_PREFIX
 from rtrec.monitoring.catalog import CONSUMER_SERVICE
-from rtrec.resources import (
-    COUNTERFACTUAL_BUCKET,
-    DEAD_LETTER_BUCKET,
-    EVENTS_DLQ,
-    EVENTS_STREAM,
-    ITEM_FEATURES,
-    MODELS_BUCKET,
-    USER_FEATURES,
-)
+from rtrec.resources import COUNTERFACTUAL_BUCKET, DEAD_LETTER_BUCKET, EVENTS_DLQ, EVENTS_STREAM, MODELS_BUCKET, USER_FEATURES
 
 BATCH_SIZE = EVENTS_STREAM.consumer_batch_size  # as the local event source mapping
 MAX_BATCHING_WINDOW = Duration.seconds(1)
@@ -57,6 +42,9 @@ BISECT_ON_ERROR = True  # as the local mapping: isolate the failing record, appl
 # One concurrent batch per shard: the consumer's per-shard watermarks and the online learner's position need the
 # shard's records in order, which a parallelization factor above 1 would split across concurrent batches.
 PARALLELIZATION_FACTOR = 1
+# The counterfactual log's top-level prefixes (S3CounterfactualLog: `<kind>/dt=YYYY-MM-DD/<batch_id>.jsonl`), the only
+# keys the consumer writes there; tests/infra checks the adapter's keys against them.
+COUNTERFACTUAL_KINDS = ("impressions", "events", "joined")
 
 
 class StreamingStack(Stack):
@@ -83,17 +71,19 @@ class StreamingStack(Stack):
         )
         fn, role = self.consumer.function, self.consumer.role
 
-        # What the handler calls, and nothing else.
-        refs.table(USER_FEATURES).grant_read_write_data(role)  # BatchGetItem / BatchWriteItem of profiles
-        refs.table(ITEM_FEATURES).grant_read_write_data(role)  # watermarks, UpdateItem ADD of item stats
-        refs.bucket(COUNTERFACTUAL_BUCKET).grant_put(role)  # impressions/, events/, joined/ (one object per batch)
-        models = refs.bucket(MODELS_BUCKET)
-        models.grant_read(role, f"{RANKER_STATE_PREFIX}*")  # the online ranker's state, one object per shard
-        models.grant_put(role, f"{RANKER_STATE_PREFIX}*")
+        # What the handler calls, and nothing else: its profiles (read-modify-write, batch after batch; item
+        # statistics live in the ranker's state, so no item-table access), the counterfactual log, the online
+        # ranker's state, and the dead letters.
+        grant_dynamodb(role, refs.table(USER_FEATURES), "BatchGetItem", "BatchWriteItem")
+        findings = grant_s3(role, refs.bucket(COUNTERFACTUAL_BUCKET),  # one object per batch and kind, dated keys
+                            write=[f"{kind}/*" for kind in COUNTERFACTUAL_KINDS])
+        findings += grant_s3(role, refs.bucket(MODELS_BUCKET),  # one state object per shard, HEAD + GET + PUT
+                             read=[f"{RANKER_STATE_PREFIX}*"], write=[f"{RANKER_STATE_PREFIX}*"])
         dlq = refs.queue(EVENTS_DLQ)
-        dlq.grant_send_messages(role)  # poison records, with the reason
+        dlq.grant_send_messages(role)  # poison records, with the reason (GetQueueUrl: the adapter looks it up)
         dead_letters = refs.bucket(DEAD_LETTER_BUCKET)
-        dead_letters.grant_put(role)  # dead letters too large for SQS, whole; the DLQ message holds the key
+        # dead letters too large for SQS, whole ('<source>/<date>/<id>.json'); the DLQ message holds the key
+        findings += grant_s3(role, dead_letters, write=["*"])
 
         fn.add_event_source(sources.KinesisEventSource(
             self.stream,
@@ -110,11 +100,10 @@ class StreamingStack(Stack):
             on_failure=sources.SqsDlq(dlq),  # metadata only (see the module docstring)
         ))
         suppress(role, "AwsSolutions-IAM5",
-                 "CDK's S3 grant action groups (GetObject*, GetBucket*, List*, Abort*) on two objects sets only: every "
-                 "object of the counterfactual-log bucket (the handler writes impressions/, events/ and joined/ "
-                 f"objects under dated keys), the online ranker's state under '{RANKER_STATE_PREFIX}' of the "
-                 "models bucket, and new objects of the dead-letter bucket (one per oversized dead letter)",
-                 applies_to=[*S3_READ_FINDINGS, *S3_PUT_FINDINGS,
-                             resource_finding(self, refs.bucket(COUNTERFACTUAL_BUCKET).arn_for_objects("*")),
-                             resource_finding(self, dead_letters.arn_for_objects("*")),
-                             resource_finding(self, models.arn_for_objects(f"{RANKER_STATE_PREFIX}*"))])
+                 "s3:PutObject (and s3:GetObject on the ranker state) on object keys made at run time, under exactly "
+                 "the prefixes the handler writes: the counterfactual log's "
+                 f"{', '.join(f'{k}/' for k in COUNTERFACTUAL_KINDS)} (dated, one object per batch), the online "
+                 f"ranker's state under '{RANKER_STATE_PREFIX}' of the models bucket (one object per shard; never "
+                 "the model pointers or versions), and new objects of the dead-letter bucket (one per oversized dead "
+                 "letter); no action wildcard",
+                 applies_to=findings)

@@ -4,6 +4,10 @@ and, as an option, a SageMaker-managed MLflow tracking server (the registry that
 The job is `python -m training.job` in the training image (SageMaker's container contract: SM_MODEL_DIR,
 SM_CHANNEL_TRAIN); its training data is the offline store, its output goes to the models bucket (`jobs/`), runs
 and model versions go to MLflow. torch lives in that image only, never in a Lambda.
+
+The execution role may write the job's output, version folders and MLflow artifacts, never the production or shadow
+pointer: promotion (`rtrec promote`, with an operator's credentials) is the only writer of those, so a job cannot
+bypass the promotion gate.
 """
 
 from __future__ import annotations
@@ -22,16 +26,22 @@ from infra_cdk.config import (
     training_repository_name,
 )
 from infra_cdk.stacks.common import (
+    MODEL_KEYS,
     S3_DELETE_FINDINGS,
     S3_PUT_FINDINGS,
     S3_READ_FINDINGS,
+    grant_s3,
     resource_finding,
     suppress,
 )
 from infra_cdk.stacks.refs import Refs
+from rtrec.adapters.aws.s3 import DRIFT_REPORTS_PREFIX
 from rtrec.resources import COUNTERFACTUAL_BUCKET, MODELS_BUCKET, OFFLINE_STORE_BUCKET
 
 MLFLOW_ARTIFACTS_PREFIX = "mlflow/"
+# SageMaker's OutputDataConfig.S3OutputPath of the retraining jobs the drift check starts (functions/drift_check/app.py:
+# `s3://<models>/jobs/`); tests/infra checks the two agree.
+JOB_OUTPUT_PREFIX = "jobs/"
 MLFLOW_VERSION = "3.0"  # the managed server's MLflow minor version; the project's client is mlflow 3.x
 TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 
@@ -66,17 +76,23 @@ class TrainingStack(Stack):
             description="the retraining job: reads the offline store and the logs, writes model artifacts",
         )
         role = self.execution_role
-        refs.bucket(OFFLINE_STORE_BUCKET).grant_read(role)  # the `train` channel
-        refs.bucket(COUNTERFACTUAL_BUCKET).grant_read(role)  # logged slates, for off-policy estimates
+        # Reads: the `train` channel (SageMaker downloads the offline store's objects as the role), the stream's
+        # events the job exports from the counterfactual log (training/job.py), and in the models bucket the drift
+        # report that triggered the run and the MLflow artifacts it downloads to publish.
+        findings = grant_s3(role, refs.bucket(OFFLINE_STORE_BUCKET), read=["*"])
+        findings += grant_s3(role, refs.bucket(COUNTERFACTUAL_BUCKET), read=["events/*"])
         models = refs.bucket(MODELS_BUCKET)
-        models.grant_read(role)  # the production model (the gate compares with it)
-        models.grant_put(role)  # job output (jobs/), model folders
+        mlflow = [f"{MLFLOW_ARTIFACTS_PREFIX}*"] if config.mlflow_tracking_server else []
+        # Writes: SageMaker's job output (`jobs/`), a published version folder (its stale files deleted on a
+        # re-publish) and the run's MLflow artifacts. Never a pointer: `models/production.json` and
+        # `models/shadow.json` are the promotion's, so a job cannot put its own model in front of users.
+        findings += grant_s3(role, models, read=[f"{DRIFT_REPORTS_PREFIX}*", *mlflow],
+                             write=[f"{JOB_OUTPUT_PREFIX}*", f"{MODEL_KEYS.versions}*", *mlflow],
+                             delete=[f"{MODEL_KEYS.versions}*"], multipart=True)
         self.repository.grant_pull(role)
         log_group = self.format_arn(service="logs", resource="log-group", resource_name=f"{TRAINING_LOG_GROUP}:*",
                                     arn_format=ArnFormat.COLON_RESOURCE_NAME)
-        findings = [*S3_READ_FINDINGS, *S3_PUT_FINDINGS, "Resource::*", resource_finding(self, log_group),
-                    *(resource_finding(self, refs.bucket(b).arn_for_objects("*"))
-                      for b in (OFFLINE_STORE_BUCKET, COUNTERFACTUAL_BUCKET, MODELS_BUCKET))]
+        findings += ["Resource::*", resource_finding(self, log_group)]
         if config.search:
             domain = refs.arn("es", "domain", search_domain_name(config))
             role.add_to_principal_policy(iam.PolicyStatement(  # item vectors into the k-NN index
@@ -100,9 +116,12 @@ class TrainingStack(Stack):
             self._mlflow(config, refs)
             findings.append("Action::sagemaker-mlflow:*")
         suppress(role, "AwsSolutions-IAM5",
-                 "the job reads every object of its channels (offline store, counterfactual logs) and the production "
-                 "model, and writes a new folder per run into the models bucket ('<bucket>/*' with CDK's S3 grant "
-                 "action groups); SageMaker names the log streams of /aws/sagemaker/TrainingJobs ('...:*'); "
+                 "object keys made at run time under the prefixes the job uses: it reads every object of the offline "
+                 "store (its `train` channel), the counterfactual log's 'events/', the models bucket's "
+                 f"'{DRIFT_REPORTS_PREFIX}' and '{MLFLOW_ARTIFACTS_PREFIX}', and writes only '{JOB_OUTPUT_PREFIX}' "
+                 f"(SageMaker's output), '{MODEL_KEYS.versions}' (a version folder, stale files deleted) and "
+                 f"'{MLFLOW_ARTIFACTS_PREFIX}' (s3:GetObject, PutObject, AbortMultipartUpload, DeleteObject only; "
+                 "never the pointers); SageMaker names the log streams of /aws/sagemaker/TrainingJobs ('...:*'); "
                  "ecr:GetAuthorizationToken and cloudwatch:PutMetricData support no resource-level permissions "
                  "('*'; the latter is limited to the project's namespace by a condition); OpenSearch requests go to "
                  "index paths of the one search domain; sagemaker-mlflow:* is the MLflow API on the one tracking server",

@@ -116,7 +116,13 @@ def test_the_rest_api_routes_are_deployed(deployment):
     resources = apigateway.get_resources(restApiId=api["id"], limit=500)["items"]
     methods = {(verb, r["path"]) for r in resources for verb in r.get("resourceMethods", {})}
     assert methods == {("GET", "/health"), ("GET", "/recommend/{user_id}"), ("GET", "/items/{item_id}/similar"),
-                       ("POST", "/items"), ("POST", "/events")}
+                       ("POST", "/items"), ("POST", "/events"), ("PATCH", "/items/{item_id}"),
+                       ("DELETE", "/items/{item_id}")}
+    env = deployment.client("lambda").get_function(FunctionName="itcdk-api")["Configuration"]["Environment"]["Variables"]
+    assert env["RTREC_REQUIRE_API_KEYS"] == "true"
+    # moto skips the API keys (their Refs resolve to "None" there); the value is still JSON the app can parse.
+    roles = json.loads(env["RTREC_API_KEY_ROLES"])
+    assert isinstance(roles, dict) and ["admin", "events", "read"] in roles.values()
 
 
 def test_the_report_names_what_moto_skips(deployment):
@@ -126,7 +132,8 @@ def test_the_report_names_what_moto_skips(deployment):
     assert by_stack["itcdk-data"].created["AWS::DynamoDB::Table"] == len(TABLES)
     assert by_stack["itcdk-streaming"].created["AWS::Lambda::EventSourceMapping"] == 1
     assert by_stack["itcdk-data"].skipped["AWS::S3::BucketPolicy"] == len(BUCKETS) + 1
-    assert by_stack["itcdk-serving"].skipped["AWS::ApiGateway::UsagePlan"] == 1
+    assert by_stack["itcdk-serving"].skipped["AWS::ApiGateway::UsagePlan"] == 3  # one per API key
+    assert by_stack["itcdk-serving"].skipped["AWS::ApiGateway::ApiKey"] == 3
     assert by_stack["itcdk-monitoring"].skipped["AWS::CloudWatch::Alarm"] >= 4
     assert "itcdk-search" in report.left_out
     assert report.bootstrapped and report.seconds["total"] < 120

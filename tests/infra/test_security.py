@@ -89,10 +89,25 @@ def test_roles_carry_no_managed_policy_but_api_gateways_logging_role(synth):
 
 
 def test_s3_writes_are_limited_to_each_handlers_prefix(synth):
-    """The consumer writes the ranker state, the API catalog additions, the drift check its reports: only there."""
-    expected = {"Streaming": "online/ranker/*", "Serving": "catalog/additions/*", "Drift": "drift/*"}
-    for stack, prefix in expected.items():
-        writes = [json.dumps(s["Resource"]) for st, _, s in _statements(synth)
-                  if st == stack and "s3:PutObject" in _as_list(s["Action"])]
-        models = [w for w in writes if "rtrec-models" in w]
-        assert models and all(prefix in w for w in models), (stack, writes)
+    """The consumer writes the ranker state, the API catalog additions, the drift check its state and reports, the
+    training job its output, version folders and MLflow artifacts: only there (the MLflow server role: mlflow/)."""
+    expected = {"Streaming": ("online/ranker/",), "Serving": ("catalog/additions/",),
+                "Drift": ("drift/reports/", "drift/state.json"), "Training": ("jobs/", "models/versions/", "mlflow/")}
+    for stack, prefixes in expected.items():
+        writes = [r for st, _, s in _statements(synth) if st == stack
+                  and any(a in ("s3:PutObject", "s3:Put*", "s3:*", "*") for a in _as_list(s["Action"]))
+                  for r in _as_list(s["Resource"])]
+        keys = [json.dumps(w).split(":s3:::rtrec-models", 1)[1] for w in writes if "rtrec-models" in json.dumps(w)]
+        models = [k for k in keys if k.startswith("/")]  # object keys (a merged statement may name the bucket too)
+        assert models and all(any(m.startswith(f"/{p}") for p in prefixes) for m in models), (stack, models)
+
+
+def test_no_s3_or_dynamodb_grant_uses_cdks_broad_action_groups_but_the_mlflow_servers(synth):
+    """Explicit actions (s3:GetObject, dynamodb:PutItem, ...): no DeleteItem, Scan or object-wide action group that
+    a handler does not call. The MLflow tracking server's artifact store keeps CDK's read/write grant on mlflow/."""
+    for stack, logical_id, statement in _statements(synth):
+        actions = _as_list(statement["Action"])
+        if logical_id.startswith("MlflowServerRole"):
+            continue
+        assert not [a for a in actions if a.startswith("s3:") and "*" in a], (stack, logical_id, actions)
+        assert "dynamodb:DeleteItem" not in actions and "dynamodb:Scan" not in actions, (stack, logical_id, actions)

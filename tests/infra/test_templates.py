@@ -131,27 +131,78 @@ def _api_methods(synth) -> dict[tuple[str, str], dict]:
             for m in synth.resources("Serving", "AWS::ApiGateway::Method").values()}
 
 
-def test_api_routes_proxy_to_lambda_and_keys_guard_the_writes(synth):
+DATA_ROUTES = {("GET", "/recommend/{user_id}"), ("GET", "/items/{item_id}/similar"), ("POST", "/events"),
+               ("POST", "/items"), ("PATCH", "/items/{item_id}"), ("DELETE", "/items/{item_id}")}
+KEY_ROLES = {"rtrec-read": ["read"], "rtrec-events": ["events", "read"], "rtrec-admin": ["admin", "events", "read"]}
+
+
+def test_api_routes_proxy_to_lambda_and_every_data_route_needs_a_key(synth):
     methods = _api_methods(synth)
-    assert set(methods) == {("GET", "/health"), ("GET", "/recommend/{user_id}"), ("GET", "/items/{item_id}/similar"),
-                            ("POST", "/items"), ("POST", "/events")}
-    for (verb, route), props in methods.items():
+    assert set(methods) == DATA_ROUTES | {("GET", "/health")}
+    for route, props in methods.items():
         assert props["Integration"]["Type"] == "AWS_PROXY"
-        assert props.get("ApiKeyRequired", False) is (verb == "POST"), route
+        assert props.get("ApiKeyRequired", False) is (route in DATA_ROUTES), route
     assert methods[("GET", "/recommend/{user_id}")]["RequestParameters"] == {"method.request.path.user_id": True}
+    for verb in ("PATCH", "DELETE"):
+        assert methods[(verb, "/items/{item_id}")]["RequestParameters"] == {"method.request.path.item_id": True}
 
 
-def test_api_stage_and_usage_plan_throttle(synth):
+def _api_keys(synth) -> dict[str, str]:
+    """ApiKey logical id -> key name."""
+    return {lid: r["Properties"]["Name"] for lid, r in synth.resources("Serving", "AWS::ApiGateway::ApiKey").items()}
+
+
+def test_api_stage_throttles_and_each_key_has_its_own_usage_plan(synth):
+    from infra_cdk.config import InfraConfig
+
     stage = one(synth.resources("Serving", "AWS::ApiGateway::Stage"))
     settings = stage["MethodSettings"][0]
     assert settings["ThrottlingRateLimit"] == 200 and settings["ThrottlingBurstLimit"] == 400
     assert stage["TracingEnabled"] is True and "AccessLogSetting" in stage
-    plan = one(synth.resources("Serving", "AWS::ApiGateway::UsagePlan"))
-    assert plan["Throttle"] == {"BurstLimit": 200, "RateLimit": 100}
-    assert plan["Quota"] == {"Limit": 5_000_000, "Period": "DAY"}
-    assert len(plan["ApiStages"]) == 1
-    assert len(synth.resources("Serving", "AWS::ApiGateway::ApiKey")) == 1
-    assert len(synth.resources("Serving", "AWS::ApiGateway::UsagePlanKey")) == 1
+    keys = _api_keys(synth)
+    assert sorted(keys.values()) == sorted(KEY_ROLES)
+    for key in synth.resources("Serving", "AWS::ApiGateway::ApiKey").values():
+        assert "StageKeys" not in key["Properties"]  # bound by its usage plan only (no dependency on the stage)
+    plans = synth.resources("Serving", "AWS::ApiGateway::UsagePlan")
+    bindings = {b["Properties"]["UsagePlanId"]["Ref"]: b["Properties"]["KeyId"]["Ref"]
+                for b in synth.resources("Serving", "AWS::ApiGateway::UsagePlanKey").values()}
+    assert len(plans) == 3 and set(bindings) == set(plans) and sorted(bindings.values()) == sorted(keys)
+    config = InfraConfig()
+    limits = set()
+    for plan_id, plan in plans.items():
+        props, name = plan["Properties"], keys[bindings[plan_id]]
+        rate, burst, quota = config.key_limits(name.removeprefix("rtrec-"))
+        assert props["UsagePlanName"] == name
+        assert props["Throttle"] == {"BurstLimit": burst, "RateLimit": rate}, name
+        assert props["Quota"] == {"Limit": quota, "Period": "DAY"}, name
+        assert [s["Stage"] for s in props["ApiStages"]] == [{"Ref": next(iter(synth.resources("Serving",
+                                                                                               "AWS::ApiGateway::Stage")))}]
+        limits.add((rate, burst, quota))
+    assert len(limits) == 3  # each role its own limits
+
+
+def test_the_api_lambda_maps_each_key_id_to_its_roles_and_requires_keys(synth):
+    env = one(synth.resources("Serving", "AWS::Lambda::Function"))["Environment"]["Variables"]
+    assert env["RTREC_REQUIRE_API_KEYS"] == "true"
+    keys = _api_keys(synth)
+    raw = env["RTREC_API_KEY_ROLES"]
+    separator, parts = raw["Fn::Join"]
+    refs = [p["Ref"] for p in parts if isinstance(p, dict)]
+    assert sorted(refs) == sorted(keys) and all(isinstance(p, str) or set(p) == {"Ref"} for p in parts)
+    # CloudFormation puts each key's id where its Ref is: the result must be the JSON the app parses.
+    text = separator.join(p if isinstance(p, str) else f"id-of-{p['Ref']}" for p in parts)
+    roles = json.loads(text)
+    assert {keys[key_id.removeprefix("id-of-")]: value for key_id, value in roles.items()} == KEY_ROLES
+
+
+def test_the_key_ids_are_outputs_with_the_command_that_reads_a_value(synth):
+    outputs = synth.template("Serving")["Outputs"]
+    keys = {name: lid for lid, name in _api_keys(synth).items()}
+    assert "IngestKeyId" not in outputs
+    for role in ("Read", "Events", "Admin"):
+        output = outputs[f"{role}KeyId"]
+        assert output["Value"] == {"Ref": keys[f"rtrec-{role.lower()}"]}
+        assert "aws apigateway get-api-key --include-value" in output["Description"]
 
 
 def test_search_domain_has_fine_grained_access_control_and_encryption(synth):
@@ -226,3 +277,22 @@ def test_the_lambda_code_asset_is_the_functions_folder(synth):
     asset = Path(synth.stacks.serving.node.root.outdir, f"asset.{key.split('.')[0]}")
     assert (asset / "api" / "handler.py").is_file() and (asset / "stream_consumer" / "handler.py").is_file()
     assert not list(asset.rglob("__pycache__")) and not (asset / "training").exists()
+
+
+def test_api_gateway_serves_exactly_the_apps_routes_with_the_role_each_requires():
+    """ROUTES (what API Gateway exposes) against the FastAPI app itself: the same routes, and a route the app guards
+    with a role is keyed at the gateway with that role; an open route stays open in both."""
+    from functions.api.app import Services, create_app, require_admin, require_events, require_read
+    from infra_cdk.stacks.serving import ROUTES
+
+    guards = {require_read: "read", require_events: "events", require_admin: "admin"}
+    app = create_app(Services(recommender=None, catalog=None))  # type: ignore[arg-type]
+    served: dict[tuple[str, str], str | None] = {}
+    for route in app.routes:
+        methods, path = getattr(route, "methods", None), getattr(route, "path", "")
+        if not methods or path in ("/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"):
+            continue
+        roles = {guards[d.call] for d in route.dependant.dependencies if d.call in guards}  # type: ignore[attr-defined]
+        for method in methods - {"HEAD"}:
+            served[(method, path)] = roles.pop() if roles else None
+    assert served == {(method, path): role for method, path, role in ROUTES}
