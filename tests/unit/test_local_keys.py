@@ -45,3 +45,24 @@ def test_a_damaged_keys_file_gets_new_keys(tmp_path, damaged):
 ])
 def test_keys_are_required_as_soon_as_the_api_listens_beyond_loopback(host, loopback):
     assert is_loopback(host) is loopback
+
+
+@pytest.mark.parametrize(("host", "flag", "required"), [
+    ("127.0.0.1", False, False), ("127.0.0.1", True, True), ("0.0.0.0", False, True)])
+def test_rtrec_run_serves_with_the_generated_keys_and_prints_them(tmp_path, capsys, host, flag, required):
+    from pydantic import SecretStr
+
+    from rtrec.cli import _with_local_keys
+    from rtrec.settings import ApiSettings, LocalSettings
+
+    local = LocalSettings(state_dir=tmp_path, api_host=host)
+    settings = _with_local_keys(ApiSettings(read_api_key=SecretStr("read-key-from-the-environment")), local,
+                                require=flag)
+    keys = LocalState(tmp_path).api_keys()
+    assert settings.admin_api_key.get_secret_value() == keys["admin"]
+    assert settings.events_api_key.get_secret_value() == keys["events"]
+    assert settings.read_api_key.get_secret_value() == "read-key-from-the-environment"
+    assert settings.require_api_keys is required and settings.api_key_rate_limit is not None
+    out = capsys.readouterr().out
+    assert f"  admin  {keys['admin']}" in out and f"  events {keys['events']}" in out
+    assert "read   (RTREC_READ_API_KEY)" in out and "read-key-from-the-environment" not in out

@@ -574,7 +574,7 @@ def _with_local_keys(settings: ApiSettings, local: LocalSettings, *, require: bo
                        ("events", "POST /events; its slates are logged as impressions"),
                        ("read", "recommendations and similar items, not logged")):
         key = getattr(keyed, f"{role}_api_key")
-        say(f"  {role:<6} {key.get_secret_value() if role in update else f'(RTREC_{role.upper()}_API_KEY)'}"
+        say(f"  {role:<6} {key.get_secret_value() if f'{role}_api_key' in update else f'(RTREC_{role.upper()}_API_KEY)'}"
             f"  {what}")
     say("read and event routes need a key" if required else
         "read and event routes answer without a key on loopback (--require-api-keys to require one)")
