@@ -154,9 +154,11 @@ def test_run_bootstraps_a_model_serves_it_and_state_survives_a_restart(tmp_path)
         assert f"  admin  {admin_key}" in log.read_text()  # printed for the person at the terminal
         assert httpx.post(f"{base}/items", json=item, headers={"X-Api-Key": admin_key}).status_code == 201
         assert httpx.get(f"{base}/items/e2e-new/similar").status_code == 200
-        assert httpx.delete(f"{base}/items/e2e-new").status_code == 401
-        assert httpx.delete(f"{base}/items/e2e-new", headers={"X-Api-Key": admin_key}).status_code == 204
-        assert httpx.get(f"{base}/items/e2e-new/similar").status_code == 404  # out of serving at once
+        gone = {**item, "item_id": "e2e-gone"}
+        assert httpx.post(f"{base}/items", json=gone, headers={"X-Api-Key": admin_key}).status_code == 201
+        assert httpx.delete(f"{base}/items/e2e-gone").status_code == 401
+        assert httpx.delete(f"{base}/items/e2e-gone", headers={"X-Api-Key": admin_key}).status_code == 204
+        assert httpx.get(f"{base}/items/e2e-gone/similar").status_code == 404  # out of serving at once
         output = log.read_text()
         assert f"http://localhost:{cloud_port}" in output and f"{base}/docs" in output
         assert "[bootstrap]" in output and "is now `production`" in output
@@ -177,6 +179,7 @@ def test_run_bootstraps_a_model_serves_it_and_state_survives_a_restart(tmp_path)
         wait_for(lambda: httpx.get(f"{base}/health").status_code == 200, "rtrec run again", process, log)
         assert model_version(base) == "1" and "production model: version 1" in log.read_text()
         assert httpx.get(f"{base}/items/e2e-new/similar").status_code == 200
+        assert httpx.get(f"{base}/items/e2e-gone/similar").status_code == 404  # the tombstone survives too
         assert "[bootstrap]" not in log.read_text()
     finally:
         stop(process, log)
