@@ -41,6 +41,7 @@ Nothing asserts; pytest does not collect this file.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import inspect
 import io
 import json
@@ -569,18 +570,32 @@ class StubS3:
         self.objects: dict[tuple[str, str], bytes] = {}
         self.calls: dict[str, int] = defaultdict(int)
 
+    """S3 as the adapters use it: PUT, GET and HEAD, with an ETag that changes with the content (the ranker state
+    store caches by it)."""
+
     def put_object(self, Bucket: str, Key: str, Body: Any, **_: Any) -> dict[str, Any]:  # noqa: N803
         self.calls["PutObject"] += 1
         self.objects[(Bucket, Key)] = Body if isinstance(Body, bytes) else bytes(Body)
-        return {"ETag": '"stub"'}
+        return {"ETag": self._etag(Bucket, Key)}
 
     def get_object(self, Bucket: str, Key: str, **_: Any) -> dict[str, Any]:  # noqa: N803
         self.calls["GetObject"] += 1
+        self._exists(Bucket, Key, "NoSuchKey", "GetObject")
+        return {"Body": io.BytesIO(self.objects[(Bucket, Key)]), "ETag": self._etag(Bucket, Key)}
+
+    def head_object(self, Bucket: str, Key: str, **_: Any) -> dict[str, Any]:  # noqa: N803
+        self.calls["HeadObject"] += 1
+        self._exists(Bucket, Key, "404", "HeadObject")
+        return {"ETag": self._etag(Bucket, Key), "ContentLength": len(self.objects[(Bucket, Key)])}
+
+    def _exists(self, bucket: str, key: str, code: str, operation: str) -> None:
         from botocore.exceptions import ClientError
 
-        if (Bucket, Key) not in self.objects:
-            raise ClientError({"Error": {"Code": "NoSuchKey", "Message": "no such key"}}, "GetObject")
-        return {"Body": io.BytesIO(self.objects[(Bucket, Key)])}
+        if (bucket, key) not in self.objects:
+            raise ClientError({"Error": {"Code": code, "Message": "no such key"}}, operation)
+
+    def _etag(self, bucket: str, key: str) -> str:
+        return '"' + hashlib.md5(self.objects[(bucket, key)], usedforsecurity=False).hexdigest() + '"'
 
 
 class StubSqs:
