@@ -71,3 +71,30 @@ def test_beta_posteriors_narrow_with_evidence():
     assert draws[:, 0].std() < 0.02 < draws[:, 1].std()  # the new item is explored, the known one exploited
     with pytest.raises(ValueError):
         posteriors.observe("x", impressions=-1)
+
+
+def _reference_steps(model: FtrlProximal, x: np.ndarray, y: np.ndarray) -> float:
+    """FTRL-Proximal (McMahan et al. 2013, algorithm 1) in numpy, one example at a time, as the update used to be
+    written: the Python-float loop must take the same steps."""
+    loss = 0.0
+    for row, label in zip(x, y):
+        p = float(model.predict(row))
+        loss -= np.log(max(p if label else 1.0 - p, 1e-15))
+        gradient = (p - label) * row
+        sigma = (np.sqrt(model.n + gradient**2) - np.sqrt(model.n)) / model.alpha
+        model.z += gradient - sigma * model.weights
+        model.n += gradient**2
+    return loss / len(y)
+
+
+@pytest.mark.parametrize("l1", [0.0, 0.05, 5.0])
+def test_the_update_takes_the_reference_steps(l1):
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(400, 7)), (rng.random(400) < 0.2).astype(float)
+    fast, reference = FtrlProximal(7, l1=l1), FtrlProximal(7, l1=l1)
+    for start in range(0, 400, 10):  # slates of 10
+        assert fast.update(x[start:start + 10], y[start:start + 10]) == pytest.approx(
+            _reference_steps(reference, x[start:start + 10], y[start:start + 10]), rel=1e-9)
+    np.testing.assert_allclose(fast.z, reference.z, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(fast.n, reference.n, rtol=1e-9, atol=1e-12)
+    assert fast.examples == 400

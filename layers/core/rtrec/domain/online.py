@@ -65,15 +65,24 @@ class FtrlProximal:
             raise ValueError(f"expected features of shape ({len(y)}, {self.n_features}), got {x.shape}")
         if not np.all((y == 0) | (y == 1)):
             raise ValueError("labels must be 0 or 1")
+        # In Python floats: a step is a few dozen operations on n_features (7) numbers, where each numpy call on so
+        # small an array costs more than its arithmetic (this loop was a quarter of the consumer's CPU).
+        alpha, beta, l1, l2 = self.alpha, self.beta, self.l1, self.l2
+        z, n = self.z.tolist(), self.n.tolist()
         loss = 0.0
-        for row, label in zip(x, y):
-            p = float(self.predict(row))
+        for row, label in zip(x.tolist(), y.tolist()):
+            weights = [0.0 if abs(zi) <= l1 else -(zi - math.copysign(l1, zi)) / ((beta + math.sqrt(ni)) / alpha + l2)
+                       for zi, ni in zip(z, n)]
+            logit = min(max(sum(w * v for w, v in zip(weights, row)), -35.0), 35.0)
+            p = 1.0 / (1.0 + math.exp(-logit))
             loss -= math.log(max(p if label else 1.0 - p, 1e-15))
-            gradient = (p - label) * row
-            sigma = (np.sqrt(self.n + gradient**2) - np.sqrt(self.n)) / self.alpha
-            self.z += gradient - sigma * self.weights
-            self.n += gradient**2
-            self.examples += 1
+            for i, (value, weight) in enumerate(zip(row, weights)):
+                gradient = (p - label) * value
+                squared = gradient * gradient
+                z[i] += gradient - (math.sqrt(n[i] + squared) - math.sqrt(n[i])) / alpha * weight
+                n[i] += squared
+        self.z, self.n = np.array(z), np.array(n)
+        self.examples += len(y)
         return loss / len(y)
 
     def to_dict(self) -> dict:
