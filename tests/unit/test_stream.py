@@ -54,6 +54,32 @@ def test_malformed_records_are_rejected_with_the_reason(raw, reason):
         decode_record(raw)
 
 
+def test_an_impressions_features_round_trip_as_floats_and_the_caller_with_them():
+    impression = Impression("r1", "u1", "3", "two_tower", ("1", "2"), (0.5, 1.0), (0.9, 0.8), NOW,
+                            features=((1.0, 0.25, 3.0), (1.0, -0.5, 0.0)), caller="events")
+    assert decode_record(encode_record(impression)) == impression
+    body = json.loads(encode_record(impression))
+    body["features"] = [[1, 2, 3], [4, 5, 6]]  # JSON integers are numbers too
+    assert decode_record(json.dumps(body).encode()).features == ((1.0, 2.0, 3.0), (4.0, 5.0, 6.0))
+
+
+@pytest.mark.parametrize("features", [
+    [[1.0, 2.0]],  # one row for two items
+    [[1.0, 2.0], [1.0]],  # rows of different lengths
+    [[1.0, True], [1.0, 2.0]],  # a boolean is not a number here
+    [[1.0, "2"], [1.0, 2.0]],  # nor a string that looks like one
+    [[1.0, None], [1.0, 2.0]],
+    [[1.0, [2.0]], [1.0, 2.0]],
+    [1.0, 2.0],
+    {"a": 1},
+])
+def test_an_impression_with_features_that_are_not_rows_of_finite_numbers_is_poison(features):
+    body = json.loads(encode_record(Impression("r1", "u1", "3", "two_tower", ("1", "2"), (0.5, 1.0), (0.9, 0.8), NOW)))
+    body["features"] = features
+    with pytest.raises(InvalidInputError, match="feature"):
+        decode_record(json.dumps(body).encode())
+
+
 def test_positive_events_move_the_item_to_the_end_of_the_history():
     profile = UserProfile("u1", history=("1", "7", "2"), interaction_count=3, last_seen=int(NOW))
     after = updated_profile(profile, event(5))

@@ -8,11 +8,12 @@ reason), never silently dropped or half applied.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, fields
+from itertools import chain
 from typing import Any, Literal
 
+import numpy as np
 import orjson
 
 from rtrec.errors import InvalidInputError
@@ -110,6 +111,29 @@ def _per_item(body: dict[str, Any], name: str, count: int) -> tuple[float, ...]:
     return tuple(float(v) for v in values)
 
 
+_NUMBER_TYPES = frozenset({int, float})
+
+
+def _feature_rows(features: Any, count: int) -> tuple[tuple[float, ...], ...]:
+    """An impression's ranking features: one row of finite numbers per item, all rows of one length. Checked as a
+    whole (numpy, and one pass over the values' types) rather than value by value: 10 rows of 7 numbers per slate
+    made the value-by-value check a quarter of the consumer's CPU."""
+    if not isinstance(features, list) or (features and len(features) != count):
+        raise InvalidInputError("impression features must be a list with one row per item")
+    if not features:
+        return ()
+    if not all(type(row) is list for row in features) or not set(map(type, chain.from_iterable(features))) <= \
+            _NUMBER_TYPES:
+        raise InvalidInputError("impression feature rows must be lists of finite numbers")
+    try:
+        matrix = np.array(features, dtype=np.float64)
+    except ValueError as exc:  # rows of different lengths
+        raise InvalidInputError("impression feature rows must all have one length") from exc
+    if matrix.ndim != 2 or not np.isfinite(matrix).all():
+        raise InvalidInputError("impression feature rows must be lists of finite numbers")
+    return tuple(map(tuple, matrix.tolist()))
+
+
 def decode_record(data: bytes) -> StreamMessage:
     """Parse one stream record; InvalidInputError (poison) names what is wrong."""
     try:
@@ -121,7 +145,7 @@ def decode_record(data: bytes) -> StreamMessage:
 
 def message_to_dict(message: StreamMessage) -> dict[str, Any]:
     """The record as a dict that always carries `event_id` (an impression's is derived from its request)."""
-    body = json.loads(encode_record(message))
+    body = orjson.loads(encode_record(message))
     body["event_id"] = message.event_id
     return body
 
@@ -151,13 +175,7 @@ def decode_message(body: Any) -> StreamMessage:
             raise InvalidInputError("impression needs items, propensities and scores lists of one length")
         if not all(isinstance(p, (int, float)) and 0 < p <= 1 for p in propensities):
             raise InvalidInputError("propensities must be in (0, 1]")
-        features = body.get("features") or []
-        if not isinstance(features, list) or (features and len(features) != len(items)):
-            raise InvalidInputError("impression features must be a list with one row per item")
-        for row in features:
-            if not (isinstance(row, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                  and math.isfinite(v) for v in row)):
-                raise InvalidInputError("impression feature rows must be lists of finite numbers")
+        features = _feature_rows(body.get("features") or [], len(items))
         q_hat = _per_item(body, "q_hat", len(items))
         shadow_version = _text(body, "shadow_version", required=False)
         shadow_propensities = _per_item(body, "shadow_propensities", len(items))
@@ -175,7 +193,7 @@ def decode_message(body: Any) -> StreamMessage:
             propensities=tuple(float(p) for p in propensities),
             scores=tuple(float(s) for s in scores),
             timestamp=_number(body, "timestamp"),  # type: ignore[arg-type]
-            features=tuple(tuple(float(v) for v in row) for row in features),
+            features=features,
             q_hat=q_hat,
             shadow_version=shadow_version,
             shadow_propensities=shadow_propensities,
