@@ -74,3 +74,20 @@ def test_the_stream_consumer_reads_profiles_strongly_consistent_and_serving_does
     plain = RecordingDynamo()
     DynamoFeatureStore("users", "items", client=plain).get_users(["u1"])
     assert "ConsistentRead" not in plain.reads[0]["users"]
+
+
+def test_the_attribute_map_shortcuts_write_and_read_what_the_sdks_serializer_does():
+    from decimal import Decimal
+
+    from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+    from rtrec.adapters.aws.dynamo import _from_attribute_map, _to_attribute_map
+
+    record = {"s": "text", "empty_s": "", "i": 42, "neg": -7, "big": 10**30, "f": 0.1, "b": True, "raw": b"\x00\x01",
+              "l": ["a", 1], "none": None, "nothing": []}
+    sdk = TypeSerializer()
+    expected = {k: sdk.serialize(Decimal(repr(v)) if isinstance(v, float) else v) for k, v in record.items()
+                if v is not None and v != []}
+    assert _to_attribute_map(record) == expected
+    sdk_read = TypeDeserializer()
+    assert _from_attribute_map(expected) == {k: sdk_read.deserialize(v) for k, v in expected.items()}

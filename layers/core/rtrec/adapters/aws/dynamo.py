@@ -30,9 +30,17 @@ _deserializer = TypeDeserializer()
 
 
 def _to_attribute_map(record: dict[str, Any]) -> dict[str, Any]:
-    """Serialize, dropping None and empty collections (DynamoDB rejects empty sets and nulls are noise)."""
+    """Serialize, dropping None and empty collections (DynamoDB rejects empty sets and nulls are noise). Strings and
+    integers, most of a profile, are written directly, as the SDK's serializer writes them; the rest goes through it."""
     out = {}
     for key, value in record.items():
+        kind = type(value)
+        if kind is str:
+            out[key] = {"S": value}
+            continue
+        if kind is int:
+            out[key] = {"N": str(value)}
+            continue
         if value is None or (isinstance(value, (list, tuple)) and not value):
             continue
         if isinstance(value, float):
@@ -44,7 +52,12 @@ def _to_attribute_map(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _from_attribute_map(item: dict[str, Any]) -> dict[str, Any]:
-    return {key: _deserializer.deserialize(value) for key, value in item.items()}
+    """Deserialize as the SDK does (numbers as Decimal); strings, the most common, without its dispatch."""
+    out = {}
+    for key, value in item.items():
+        text = value.get("S")
+        out[key] = text if text is not None and len(value) == 1 else _deserializer.deserialize(value)
+    return out
 
 
 def _chunks(values: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:

@@ -157,7 +157,7 @@ class S3CounterfactualLog:
         groups: dict[str, list[str]] = {}
         for labeled in slates:
             day = time.strftime("%Y-%m-%d", time.gmtime(labeled.slate.timestamp))
-            groups.setdefault(f"joined/dt={day}/{batch_id}.jsonl", []).append(json.dumps(labeled.to_dict()))
+            groups.setdefault(f"joined/dt={day}/{batch_id}.jsonl", []).append(orjson.dumps(labeled.to_dict()).decode())
         for key, lines in groups.items():
             with translate_aws_errors(f"writing s3://{self.bucket}/{key}"):
                 self._client.put_object(Bucket=self.bucket, Key=key, Body=("\n".join(lines) + "\n").encode(),
