@@ -55,8 +55,21 @@ def test_the_api_does_what_its_openapi_document_says(case):
     validate(case)
 
 
+def only_union_tags(meta) -> bool:
+    """A negative case whose every mutation is an enum violation of a `oneOf` branch's `type`: the events' union is
+    tagged by `type`, so a value one branch refuses can be another branch's tag, and the event is then valid
+    (Schemathesis negates one branch, not the union). Unknown types are refused with 422: test_api_contract."""
+    data = getattr(getattr(meta, "phase", None), "data", None)
+    mutations = list(getattr(data, "mutations", None) or [])
+    return bool(mutations) and all(
+        "/oneOf/" in (m.schema_pointer or "") and str(m.schema_pointer).endswith("/properties/type")
+        and "enum" in (m.keywords or ()) for m in mutations)
+
+
 def validate(case) -> None:
-    """Call the app with `case` and run every check on the answer (see QUERY_LISTS for the one exception)."""
+    """Call the app with `case` and run every check on the answer (the two exceptions: QUERY_LISTS, and
+    only_union_tags)."""
     negated = {name for name, _location in negated_parameters(case.meta)}
     only_query_lists = bool(negated) and negated <= QUERY_LISTS
-    case.call_and_validate(excluded_checks=[negative_data_rejection] if only_query_lists else None)
+    skip_negative = only_query_lists or only_union_tags(case.meta)
+    case.call_and_validate(excluded_checks=[negative_data_rejection] if skip_negative else None)
