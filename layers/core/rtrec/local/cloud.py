@@ -63,9 +63,22 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def _port_in_use(host: str, port: int) -> bool:
+    """Something listens on the port. The probe sets SO_REUSEADDR, so it never keeps a server from binding the port,
+    and a connection to itself does not count (see `_connected_to_a_listener`)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
+        return sock.connect_ex((host, port)) == 0 and _connected_to_a_listener(sock)
+
+
+def _connected_to_a_listener(sock: socket.socket) -> bool:
+    """False for a socket connected to itself. Connecting to a free port in the ephemeral range can pick that very
+    port as the source and succeed with nobody listening (TCP simultaneous open); a probe polling an emulator that was
+    still starting then took the port from it (EADDRINUSE) and reported it up."""
+    try:
+        return sock.getsockname() != sock.getpeername()
+    except OSError:
+        return False
 
 
 def _port_free(host: str, port: int) -> bool:
