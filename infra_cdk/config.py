@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from infra_cdk.layers import DEFAULT_BUILD_DIR, INFRA_DIR
+from rtrec.domain.access import Role
 from rtrec.resources import ResourceNames
 from rtrec.settings import AwsSettings
 
 Removal = Literal["retain", "destroy"]
 # The API keys' names (`<prefix>-<role>`), each with its own usage plan; serving.py says what each may do.
-API_KEY_ROLES = ("read", "events", "admin")
+API_KEY_ROLES = tuple(role.value for role in Role)
 # Context keys that were replaced: a deployment still passing one fails synth instead of silently losing its limit.
 RENAMED_CONTEXT_KEYS = {
     f"ingest_{limit}": " / ".join(f"{role}_key_{limit}" for role in API_KEY_ROLES)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path as FilePath
@@ -24,12 +24,9 @@ from starlette.routing import Match
 from rtrec.domain.access import (
     AccessPolicy,
     Caller,
-    ForbiddenError,
     Limits,
     RateLimiter,
     Role,
-    ThrottledError,
-    UnauthorizedError,
     gateway_keys,
     local_keys,
     retry_after_header,
@@ -39,10 +36,13 @@ from rtrec.domain.models import ItemFeatures, Recommendation
 from rtrec.domain.ranking import Filters, RankingConfig
 from rtrec.errors import (
     DependencyError,
+    ForbiddenError,
     InvalidInputError,
     ModelNotReadyError,
     NotFoundError,
     RtrecError,
+    ThrottledError,
+    UnauthorizedError,
     short_reason,
 )
 from rtrec.monitoring.catalog import API_SERVICE
@@ -310,13 +310,12 @@ def ranking_config(settings: ApiSettings) -> RankingConfig:
 
 def access_policy(settings: ApiSettings) -> AccessPolicy:
     """The keys named by `settings` (one per role by value, API Gateway's by id) and the per-key limits."""
-    secrets_by_role = {role: key.get_secret_value() for role, key in (
-        ("admin", settings.admin_api_key), ("events", settings.events_api_key), ("read", settings.read_api_key))
-        if key is not None}
+    secrets_by_role = {role.value: key.get_secret_value() for role in Role
+                       if (key := getattr(settings, f"{role.value}_api_key")) is not None}
     keys = local_keys(secrets_by_role) + gateway_keys(settings.api_key_roles)
     limiter = RateLimiter(Limits(rate_per_s=settings.api_key_rate_limit, burst=settings.api_key_burst,
                                  daily_quota=settings.api_key_daily_quota))
-    return AccessPolicy(keys, require_keys=settings.require_api_keys, limiter=limiter if limiter.active else None)
+    return AccessPolicy(keys, require_keys=settings.require_api_keys, limiter=limiter)
 
 
 def build_services(settings: ApiSettings, *, telemetry: Telemetry = NO_TELEMETRY,
@@ -484,23 +483,20 @@ def gateway_key_id(request: Request) -> str | None:
     return key_id if isinstance(key_id, str) and key_id else None
 
 
-def _authorized(request: Request, api_key: str | None, role: Role) -> Caller:
-    access: AccessPolicy = request.app.state.services.access
-    return access.authorize(access.identify(api_key, gateway_key_id(request)), role)
+def requires(role: Role) -> Callable[..., Awaitable[Caller]]:
+    """The dependency that checks a route's role. One dependency per route (FastAPI solves each node of a dependency
+    graph per request, about 20 us each): it reads the key through the security scheme (which puts it in the
+    OpenAPI document) and nothing else."""
+
+    async def check(request: Request, api_key: Annotated[str | None, Security(API_KEY_HEADER)] = None) -> Caller:
+        access: AccessPolicy = request.app.state.services.access
+        return access.authorize(access.identify(api_key, gateway_key_id(request)), role)
+
+    check.__name__ = f"require_{role.value}"
+    return check
 
 
-# One dependency per route (FastAPI solves each node of a dependency graph per request, about 20 us each): the
-# role's check reads the key through the security scheme (which puts it in the OpenAPI document) and nothing else.
-async def require_read(request: Request, api_key: Annotated[str | None, Security(API_KEY_HEADER)] = None) -> Caller:
-    return _authorized(request, api_key, Role.READ)
-
-
-async def require_events(request: Request, api_key: Annotated[str | None, Security(API_KEY_HEADER)] = None) -> Caller:
-    return _authorized(request, api_key, Role.EVENTS)
-
-
-async def require_admin(request: Request, api_key: Annotated[str | None, Security(API_KEY_HEADER)] = None) -> Caller:
-    return _authorized(request, api_key, Role.ADMIN)
+require_read, require_events, require_admin = requires(Role.READ), requires(Role.EVENTS), requires(Role.ADMIN)
 
 
 ItemIdPath = Annotated[str, Path(min_length=1, max_length=128, description="the item's id")]

@@ -38,6 +38,7 @@ from infra_cdk.stacks.common import (
 )
 from infra_cdk.stacks.refs import Refs
 from rtrec.adapters.aws.s3 import CATALOG_ADDITIONS_PREFIX, POPULARITY_KEY, RANKER_STATE_PREFIX
+from rtrec.domain.access import ROLE_GRANTS, Role
 from rtrec.monitoring.catalog import API_SERVICE
 from rtrec.resources import EVENTS_STREAM, ITEM_FEATURES, MODELS_BUCKET, USER_FEATURES
 
@@ -52,10 +53,10 @@ ROUTES: tuple[tuple[str, str, str | None], ...] = (
     ("PATCH", "/items/{item_id}", "admin"),  # {"active": bool}: activate or deactivate an item
     ("DELETE", "/items/{item_id}", "admin"),  # tombstone an item (a write to the item table, never a DeleteItem)
 )
-# The API keys (`<prefix>-<name>`) and the roles each grants; their usage plans' limits are `<name>_key_*` in config.
-API_KEYS: dict[str, tuple[str, ...]] = {"read": ("read",), "events": ("events", "read"),
-                                        "admin": ("admin", "events", "read")}
-assert tuple(API_KEYS) == API_KEY_ROLES
+# The API keys (`<prefix>-<name>`) and the roles each grants, as the app grants them to its local keys; their usage
+# plans' limits are `<name>_key_*` in config.
+API_KEYS: dict[str, tuple[str, ...]] = {name: tuple(sorted(r.value for r in ROLE_GRANTS[Role(name)]))
+                                        for name in API_KEY_ROLES}
 # What the API does in DynamoDB: a profile read per request, DescribeTable for /health; catalog reads (model loads,
 # the admin routes) and the admin routes' writes of one item (PutItem of the whole item, deactivation and tombstones
 # included). Never DeleteItem, and never BatchWriteItem, whose DeleteRequest deletes as well.

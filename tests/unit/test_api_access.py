@@ -10,9 +10,10 @@ from mangum import Mangum
 
 from functions.api.app import Services, create_app
 from rtrec.adapters.memory import InMemoryEventStream
-from rtrec.domain.access import AccessPolicy, Limits, RateLimiter, ThrottledError, gateway_keys
+from rtrec.domain.access import AccessPolicy, Limits, RateLimiter, gateway_keys
 from rtrec.domain.events import Impression
 from rtrec.domain.ranking import RankingConfig
+from rtrec.errors import ThrottledError
 from rtrec.services.catalog import CatalogService
 from rtrec.services.stream import IngestService
 from tests.conftest import SAMPLE_API_KEY_ROLES

@@ -18,7 +18,6 @@ def test_a_key_per_role_is_generated_once_and_kept_owner_only(tmp_path):
     assert set(keys) == {"admin", "events", "read"} and len(set(keys.values())) == 3
     assert all(len(key) >= 32 for key in keys.values())
     assert state.api_keys() == keys == LocalState(tmp_path / "state").api_keys()
-    assert state.admin_api_key() == keys["admin"]
     assert json.loads(state.api_keys_file.read_text()) == keys
     assert stat.S_IMODE(state.api_keys_file.stat().st_mode) == 0o600
     assert LocalState(tmp_path / "other").api_keys()["admin"] != keys["admin"]

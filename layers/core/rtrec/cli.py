@@ -560,10 +560,8 @@ def _with_local_keys(settings: ApiSettings, local: LocalSettings, *, require: bo
 
     state = LocalState(local.state_dir.resolve())
     generated = state.api_keys()
-    update: dict[str, Any] = {}
-    for role in ("admin", "events", "read"):
-        if getattr(settings, f"{role}_api_key") is None:
-            update[f"{role}_api_key"] = SecretStr(generated[role])
+    update: dict[str, Any] = {f"{role}_api_key": SecretStr(key) for role, key in generated.items()
+                              if getattr(settings, f"{role}_api_key") is None}
     required = require or not is_loopback(local.api_host)
     update["require_api_keys"] = required
     if settings.api_key_rate_limit is None:

@@ -41,6 +41,28 @@ class DependencyError(RtrecError):
     public_detail = "a backing service failed or did not answer; retry later"
 
 
+class UnauthorizedError(RtrecError):
+    """No key, or a key this API does not know (maps to 401)."""
+
+    code = "unauthorized"
+
+
+class ForbiddenError(RtrecError):
+    """A known key without the role the route needs (maps to 403)."""
+
+    code = "forbidden"
+
+
+class ThrottledError(RtrecError):
+    """The key's rate limit or daily quota is used up (maps to 429, with Retry-After)."""
+
+    code = "throttled"
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class DataUnavailableError(RtrecError):
     """A data set could not be found in the cache nor fetched."""
 

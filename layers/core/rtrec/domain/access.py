@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
-from rtrec.errors import RtrecError
+from rtrec.errors import ForbiddenError, ThrottledError, UnauthorizedError
 
 ANONYMOUS = "anonymous"
 
@@ -41,28 +41,6 @@ ROLE_GRANTS: dict[Role, frozenset[Role]] = {
     Role.EVENTS: frozenset({Role.READ, Role.EVENTS}),
     Role.ADMIN: frozenset({Role.READ, Role.EVENTS, Role.ADMIN}),
 }
-
-
-class UnauthorizedError(RtrecError):
-    """No key, or a key this API does not know (maps to 401)."""
-
-    code = "unauthorized"
-
-
-class ForbiddenError(RtrecError):
-    """A known key without the role the route needs (maps to 403)."""
-
-    code = "forbidden"
-
-
-class ThrottledError(RtrecError):
-    """The key's rate limit or daily quota is used up (maps to 429, with Retry-After)."""
-
-    code = "throttled"
-
-    def __init__(self, message: str, retry_after_s: float) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
 
 
 @dataclass(frozen=True)

@@ -197,9 +197,9 @@ class ItemCatalog:
                 cols.active[row] = item.servable
                 # Publish the id only once its row is written: a reader that finds it sees the whole row.
                 self._row_of[item.item_id] = row
-            servable = {i.item_id: i.servable for i in items}
-            self.inactive_ids = frozenset(
-                (self.inactive_ids - {i for i, ok in servable.items() if ok}) | {i for i, ok in servable.items() if not ok})
+            servable = {i.item_id: i.servable for i in items}  # the last write of an id wins, as in the columns
+            self.inactive_ids = frozenset({i for i in self.inactive_ids if servable.get(i) is not True}
+                                          | {i for i, ok in servable.items() if not ok})
             return rows
 
     def mark_trained(self) -> None:

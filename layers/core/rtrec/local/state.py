@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rtrec.domain.access import Role
 from rtrec.resources import BUCKETS, COUNTERFACTUAL_BUCKET, ResourceNames
 
 # Buckets of JSON-lines logs whose objects are merged per folder on restore (see LocalState.restore_buckets).
 COMPACTED_BUCKETS = frozenset({COUNTERFACTUAL_BUCKET.logical_name})
-API_KEY_ROLES = ("admin", "events", "read")  # rtrec.domain.access.Role, one local key each
+API_KEY_ROLES = tuple(role.value for role in Role)  # one local key each
 
 
 @dataclass(frozen=True)
@@ -72,9 +73,6 @@ class LocalState:
         partial.chmod(0o600)
         os.replace(partial, path)
         return keys
-
-    def admin_api_key(self) -> str:
-        return self.api_keys()["admin"]
 
     def ensure(self) -> LocalState:
         self.s3_dir.mkdir(parents=True, exist_ok=True)
