@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 data: venv
-	$(BIN)/rtrec data fetch
+	$(BIN)/rtrec data fetch -d ml-1m -d ml-100k -d obd
 
 run: venv emulators
 	$(BIN)/rtrec run
