@@ -33,7 +33,7 @@ from rtrec.domain.access import (
 )
 from rtrec.domain.events import UserEvent
 from rtrec.domain.models import ItemFeatures, Recommendation
-from rtrec.domain.ranking import Filters, RankingConfig
+from rtrec.domain.ranking import Filters
 from rtrec.errors import (
     DependencyError,
     ForbiddenError,
@@ -293,21 +293,6 @@ class Services:
                                                                         "error": str(exc)})
 
 
-def ranking_config(settings: ApiSettings) -> RankingConfig:
-    return RankingConfig(
-        policy=settings.exploration_policy,
-        temperature=settings.temperature,
-        epsilon=settings.epsilon,
-        popularity_weight=settings.popularity_weight,
-        freshness_weight=settings.freshness_weight,
-        new_item_boost=settings.new_item_boost,
-        promoted_share=settings.promoted_share,
-        max_genre_share=settings.max_genre_share,
-        online_weight=settings.online_ranker_weight,
-        online_min_examples=settings.online_ranker_min_examples,
-    )
-
-
 def access_policy(settings: ApiSettings) -> AccessPolicy:
     """The keys named by `settings` (one per role by value, API Gateway's by id) and the per-key limits."""
     secrets_by_role = {role.value: key.get_secret_value() for role in Role
@@ -404,7 +389,7 @@ def build_services(settings: ApiSettings, *, telemetry: Telemetry = NO_TELEMETRY
     services.shadow_version = lambda: shadow_watcher.version if settings.shadow_scoring else None
     services.model_version = lambda: watcher.version
     services.recommender = Recommender(
-        features, S3PopularityStore(bucket, **aws), current_model, ranking=ranking_config(settings),
+        features, S3PopularityStore(bucket, **aws), current_model, ranking=settings.ranking(),
         retrieval=RetrievalConfig(candidates=settings.candidates), refresh_seconds=settings.popularity_refresh_seconds,
         ranker=OnlineRankerSource(S3RankerStateStore(bucket, **aws), poll_seconds=settings.online_ranker_poll_seconds),
         shadow=shadow_model, shadow_share=settings.shadow_share,

@@ -270,12 +270,11 @@ def synthetic_model(real: Any, n_items: int, noise: float, index_cache: Path | N
 
 def recommender_for(model: Any, features: Any, popularity: Any) -> Any:
     """A Recommender wired as the API wires it (ranking and retrieval from the default ApiSettings)."""
-    from functions.api.app import ranking_config
     from rtrec.services.recommend import Recommender, RetrievalConfig
     from rtrec.settings import ApiSettings
 
     settings = ApiSettings(endpoint_url=None, resource_prefix=PREFIX)
-    return Recommender(features, popularity, lambda: model, ranking=ranking_config(settings),
+    return Recommender(features, popularity, lambda: model, ranking=settings.ranking(),
                        retrieval=RetrievalConfig(candidates=settings.candidates), rng=np.random.default_rng(SEED))
 
 

@@ -7,12 +7,14 @@ reads the environment. An explicit argument beats an environment variable.
 from __future__ import annotations
 
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from rtrec.domain.ranking import SERVING_RANKING, Policy, RankingConfig
 from rtrec.resources import ResourceNames
 
 DEFAULT_LOCAL_ENDPOINT_PORT = 4566
@@ -111,21 +113,25 @@ class ApiSettings(AwsSettings):
     api_key_burst: int = Field(default=100, ge=1, validation_alias=_env("api_key_burst"))
     api_key_daily_quota: int | None = Field(default=None, ge=1, validation_alias=_env("api_key_daily_quota"))
     candidates: int = Field(default=200, ge=10, le=3200, validation_alias=_env("candidates"))
-    exploration_policy: Literal["plackett_luce", "epsilon_greedy", "greedy"] = Field(
-        default="plackett_luce", validation_alias=_env("exploration_policy")
-    )
-    temperature: float = Field(default=0.02, gt=0, le=10, validation_alias=_env("temperature"))
-    epsilon: float = Field(default=0.1, ge=0, le=1, validation_alias=_env("epsilon"))
-    popularity_weight: float = Field(default=0.05, ge=0, validation_alias=_env("popularity_weight"))
-    freshness_weight: float = Field(default=0.02, ge=0, validation_alias=_env("freshness_weight"))
-    new_item_boost: float = Field(default=0.5, ge=0, validation_alias=_env("new_item_boost"))
-    promoted_share: float = Field(default=0.2, ge=0, le=1, validation_alias=_env("promoted_share"))
-    max_genre_share: float = Field(default=0.6, gt=0, le=1, validation_alias=_env("max_genre_share"))
+    # The ranking layer (`ranking()`); defaults from SERVING_RANKING, the one place that states them.
+    exploration_policy: Policy = Field(default=SERVING_RANKING.policy, validation_alias=_env("exploration_policy"))
+    temperature: float = Field(default=SERVING_RANKING.temperature, gt=0, le=10, validation_alias=_env("temperature"))
+    epsilon: float = Field(default=SERVING_RANKING.epsilon, ge=0, le=1, validation_alias=_env("epsilon"))
+    popularity_weight: float = Field(default=SERVING_RANKING.popularity_weight, ge=0,
+                                     validation_alias=_env("popularity_weight"))
+    freshness_weight: float = Field(default=SERVING_RANKING.freshness_weight, ge=0,
+                                    validation_alias=_env("freshness_weight"))
+    new_item_boost: float = Field(default=SERVING_RANKING.new_item_boost, ge=0, validation_alias=_env("new_item_boost"))
+    promoted_share: float = Field(default=SERVING_RANKING.promoted_share, ge=0, le=1,
+                                  validation_alias=_env("promoted_share"))
+    max_genre_share: float = Field(default=SERVING_RANKING.max_genre_share, gt=0, le=1,
+                                   validation_alias=_env("max_genre_share"))
     online_ranker_weight: float = Field(
-        default=0.05, ge=0, validation_alias=_env("online_ranker_weight"),
+        default=SERVING_RANKING.online_weight, ge=0, validation_alias=_env("online_ranker_weight"),
         description="weight of the online ranker's logit in the ranking score; 0 turns it off",
     )
-    online_ranker_min_examples: int = Field(default=500, ge=0, validation_alias=_env("online_ranker_min_examples"))
+    online_ranker_min_examples: int = Field(default=SERVING_RANKING.online_min_examples, ge=0,
+                                            validation_alias=_env("online_ranker_min_examples"))
     online_ranker_poll_seconds: float = Field(
         default=5.0, gt=0, validation_alias=_env("online_ranker_poll_seconds"),
         description="how often serving reloads the shards' online-ranker states (in the background)",
@@ -173,6 +179,15 @@ class ApiSettings(AwsSettings):
         default=5.0, gt=0, le=60, validation_alias=_env("impression_shutdown_seconds"),
         description="how long the app's shutdown waits at most for buffered impressions to be sent",
     )
+
+    def ranking(self) -> RankingConfig:
+        """The ranking layer's configuration: SERVING_RANKING with what these settings set (its other terms, the
+        half-lives and the impression scale, are not settings)."""
+        return replace(SERVING_RANKING, policy=self.exploration_policy, temperature=self.temperature,
+                       epsilon=self.epsilon, popularity_weight=self.popularity_weight,
+                       freshness_weight=self.freshness_weight, new_item_boost=self.new_item_boost,
+                       promoted_share=self.promoted_share, max_genre_share=self.max_genre_share,
+                       online_weight=self.online_ranker_weight, online_min_examples=self.online_ranker_min_examples)
 
 
 class ConsumerSettings(AwsSettings):

@@ -78,6 +78,11 @@ class RankingConfig:
             raise ValueError("; ".join(problems))
 
 
+# What serving ranks with unless its settings say otherwise: the defaults above, and a fifth of each slate for
+# promoted items (a business rule of the product; offline evaluation and simulations default to none).
+SERVING_RANKING = RankingConfig(promoted_share=0.2)
+
+
 @dataclass(frozen=True)
 class Filters:
     """Per-request filters; genre names are validated against the catalog."""
