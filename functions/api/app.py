@@ -444,7 +444,11 @@ async def get_recommender(request: Request) -> Recommender:
 
 
 async def get_catalog(request: Request) -> CatalogService:
-    return request.app.state.services.catalog
+    """The catalog service; an app built without one (a recommender alone) answers the admin routes 503."""
+    catalog: CatalogService | None = request.app.state.services.catalog
+    if catalog is None:
+        raise ModelNotReadyError("this deployment has no catalog store configured")
+    return catalog
 
 
 RecommenderDep = Annotated[Recommender, Depends(get_recommender)]
@@ -485,6 +489,8 @@ require_read, require_events, require_admin = requires(Role.READ), requires(Role
 
 
 ItemIdPath = Annotated[str, Path(min_length=1, max_length=128, description="the item's id")]
+# A route's role check is its first parameter: FastAPI solves dependencies in order, and a caller without the role
+# learns nothing about the deployment (a 401 or 403 before any other dependency's 503).
 ReaderDep = Annotated[Caller, Depends(require_read)]
 EventsCallerDep = Annotated[Caller, Depends(require_events)]
 AdminDep = Annotated[Caller, Depends(require_admin)]
@@ -755,12 +761,10 @@ def create_app(services: Services | Recommender, *, telemetry: Telemetry = NO_TE
 
     @app.post("/items", response_model=ItemOut, status_code=201,
               responses={200: {"model": ItemOut, "description": "an existing item was updated"}, **BODY_ERRORS})
-    def add_item(body: ItemIn, response: Response, recommender: RecommenderDep, catalog: CatalogDep,
-                 _caller: AdminDep) -> ItemOut:
+    def add_item(_caller: AdminDep, body: ItemIn, response: Response, recommender: RecommenderDep,
+                 catalog: CatalogDep) -> ItemOut:
         """Add an item, or update one (its active state and its statistics are kept); the model embeds it from its
         features at once, the other instances within the catalog sync."""
-        if catalog is None:
-            raise ModelNotReadyError("this deployment has no catalog store configured")
         item = ItemFeatures(item_id=body.item_id, title=body.title, year=body.year, genres=tuple(body.genres),
                             promoted=body.promoted)
         model = recommender.model()
@@ -773,22 +777,18 @@ def create_app(services: Services | Recommender, *, telemetry: Telemetry = NO_TE
                        unknown_genres=[g for g in body.genres if g not in known_genres])
 
     @app.patch("/items/{item_id}", response_model=ItemStateOut, responses=BODY_ERRORS)
-    def set_item_state(item_id: ItemIdPath, body: ItemStateIn, recommender: RecommenderDep, catalog: CatalogDep,
-                       _caller: AdminDep) -> ItemStateOut:
+    def set_item_state(_caller: AdminDep, item_id: ItemIdPath, body: ItemStateIn, recommender: RecommenderDep,
+                       catalog: CatalogDep) -> ItemStateOut:
         """Deactivate (`{"active": false}`) or activate an item: a deactivated item is never served; this instance
         stops at once, the others within the catalog sync interval."""
-        if catalog is None:
-            raise ModelNotReadyError("this deployment has no catalog store configured")
         item = catalog.set_active(item_id, body.active, recommender.model())
         return ItemStateOut(item_id=item.item_id, active=item.active)
 
     @app.delete("/items/{item_id}", status_code=204, responses=ERRORS)
-    def delete_item(item_id: ItemIdPath, recommender: RecommenderDep, catalog: CatalogDep,
-                    _caller: AdminDep) -> Response:
+    def delete_item(_caller: AdminDep, item_id: ItemIdPath, recommender: RecommenderDep,
+                    catalog: CatalogDep) -> Response:
         """Delete an item: never served again (this instance at once, the others within the catalog sync), 404 to
         these routes; its past events stay valid. POST /items with the id adds it again."""
-        if catalog is None:
-            raise ModelNotReadyError("this deployment has no catalog store configured")
         catalog.delete_item(item_id, recommender.model())
         return Response(status_code=204)
 

@@ -229,3 +229,15 @@ def test_the_openapi_document_declares_the_key_and_the_new_codes():
         assert operation["security"] == [{"ApiKey": []}]
         assert {"401", "403", "429"} <= set(operation["responses"])
     assert "security" not in spec["paths"]["/health"]["get"]
+
+
+def test_an_app_without_a_catalog_store_answers_the_admin_routes_503_after_the_key_check():
+    client = TestClient(create_app(Services(recommender=make_world().recommender(), catalog=None,  # type: ignore[arg-type]
+                                            access=keyed_access(require_keys=True))))
+    item = {"item_id": "new-1", "title": "New", "genres": ["Drama"]}
+    assert client.post("/items", json=item).status_code == 401  # no key: the catalog is not even looked at
+    for response in (client.post("/items", json=item, headers=ADMIN),
+                     client.patch("/items/i1", json={"active": False}, headers=ADMIN),
+                     client.delete("/items/i1", headers=ADMIN)):
+        assert response.status_code == 503 and response.json()["error"] == "model_not_ready", response.text
+        assert "no catalog store" in response.json()["detail"]
