@@ -3,7 +3,9 @@
 A Python layer must hold its packages under `python/` (Lambda mounts layers at /opt and puts /opt/python on
 sys.path). Two layers:
 
-- `core`: the `rtrec` package from layers/core, copied (pure Python; the CDK app builds it at every synth);
+- `core`: the modules of the `rtrec` package from layers/core that the Lambdas' code imports, directly or through
+  each other (`lambda_core_modules`; pure Python; the CDK app builds it at every synth). The CLI, the embedded
+  cloud, the data-set loaders, the report and the unit tests' fakes stay out: no Lambda imports them;
 - `runtime`: the third-party packages of layers/runtime/requirements.txt, pip-installed from manylinux wheels
   for the Lambda runtime's Python and architecture (`--platform`, `--only-binary=:all:`): a download from the
   package index, so it is an explicit step (`make layers`), not part of synth.
@@ -20,6 +22,7 @@ cannot load; python3.12 runs on Amazon Linux 2023 (glibc 2.34). The core is plai
 from __future__ import annotations
 
 import argparse
+import ast
 import shutil
 import subprocess
 import sys
@@ -43,16 +46,64 @@ LAMBDA_UNZIPPED_LIMIT = 262_144_000
 RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer")
 # Never shipped to a Lambda: the training stack stays in the training image.
 FORBIDDEN_PACKAGES = ("torch", "mlflow", "training", "onnx", "onnxscript")
-SKIP_PATTERNS = ("__pycache__", "*.pyc", "*.pyo")
+
+
+def _rtrec_imports(path: Path) -> set[str]:
+    """The rtrec modules `path` names in any import statement (a function-local one too: a cold path is a path).
+    For `from rtrec.a import b`, both `rtrec.a` and `rtrec.a.b` (b may be a submodule; a name that is not one is
+    dropped when no file backs it)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.split(".")[0] == "rtrec")
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "rtrec":
+            found.add(str(node.module))
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def _module_file(name: str, core: Path) -> Path | None:
+    base = core.parent.joinpath(*name.split("."))
+    for candidate in (base / "__init__.py", base.with_suffix(".py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def lambda_core_modules(functions: Path = FUNCTIONS_DIR, core: Path = CORE_PACKAGE) -> list[Path]:
+    """The files of `core` (the rtrec package) that the code in `functions` needs: every rtrec module it imports,
+    the modules those import, and so on, with the `__init__.py` of each package on the way. Paths relative to
+    `core`, sorted."""
+    pending: set[str] = set()
+    for path in functions.rglob("*.py"):
+        if "__pycache__" not in path.parts:
+            pending |= _rtrec_imports(path)
+    visited: set[str] = set()
+    needed: set[Path] = set()
+    while pending:
+        name = pending.pop()
+        if name in visited:
+            continue
+        visited.add(name)
+        parts = name.split(".")
+        pending.update(".".join(parts[:i]) for i in range(1, len(parts)))
+        found = _module_file(name, core)
+        if found is not None:
+            needed.add(found.relative_to(core))
+            pending |= _rtrec_imports(found)
+    return sorted(needed)
 
 
 def build_core_layer(dest: Path = DEFAULT_BUILD_DIR / "core") -> Path:
-    """Copy the rtrec package to `dest/python/rtrec` (a clean copy: stale files of a previous build go)."""
+    """Copy the rtrec modules the Lambdas import (`lambda_core_modules`) to `dest/python/rtrec` (a clean copy:
+    stale files of a previous build go)."""
     dest = Path(dest)
     target = dest / "python" / "rtrec"
     if target.exists():
         shutil.rmtree(target)
-    shutil.copytree(CORE_PACKAGE, target, ignore=shutil.ignore_patterns(*SKIP_PATTERNS))
+    for relative in lambda_core_modules():
+        (target / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(CORE_PACKAGE / relative, target / relative)
     return dest
 
 

@@ -22,6 +22,7 @@ from infra_cdk.layers import (
     build_core_layer,
     forbidden_packages,
     function_bundle_size,
+    lambda_core_modules,
     runtime_layer_command,
 )
 
@@ -55,6 +56,38 @@ def test_core_layer_build_replaces_stale_files(tmp_path):
     stale.write_text("x = 1\n")
     build_core_layer(tmp_path)
     assert not stale.exists() and (tmp_path / "python" / "rtrec" / "resources.py").is_file()
+
+
+# Tooling no Lambda imports: the CLI, the embedded cloud, the data-set loaders, the report, the unit tests' fakes.
+NOT_FOR_LAMBDA = ("cli.py", "local", "data", "monitoring/report.py", "adapters/memory", "adapters/mlflow",
+                  "adapters/prometheus", "monitoring/grafana")
+
+
+def test_the_core_layer_holds_what_the_lambdas_import_and_no_tooling(tmp_path):
+    root = build_core_layer(tmp_path) / "python" / "rtrec"
+    shipped = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+    held = sorted(name for name in NOT_FOR_LAMBDA if (root / name).exists())
+    assert held == [], f"the core layer ships tooling: {held}"
+    # What each handler's module needs is there: its package, the services it wires, the adapters it builds.
+    for needed in ("__init__.py", "settings.py", "services/recommend.py", "services/stream.py", "services/drift.py",
+                   "adapters/aws/dynamo.py", "adapters/aws/kinesis_producer.py", "adapters/model/onnx_towers.py",
+                   "adapters/search/faiss_index.py", "domain/__init__.py", "adapters/__init__.py"):
+        assert needed in shipped, needed
+    assert shipped == {p.as_posix() for p in lambda_core_modules()}
+
+
+def test_a_module_only_a_lambda_imports_lazily_is_shipped_and_an_unused_one_is_not(tmp_path):
+    core = tmp_path / "rtrec"
+    for name, body in {"__init__.py": "", "used.py": "from rtrec.sub import leaf\n", "sub/__init__.py": "",
+                       "sub/leaf.py": "import rtrec.deep.inner\n", "deep/__init__.py": "", "deep/inner.py": "",
+                       "tool.py": "import rtrec.used\n"}.items():
+        (core / name).parent.mkdir(parents=True, exist_ok=True)
+        (core / name).write_text(body)
+    functions = tmp_path / "functions"
+    functions.mkdir()
+    (functions / "handler.py").write_text("def handle():\n    from rtrec import used\n    return used\n")
+    assert [p.as_posix() for p in lambda_core_modules(functions, core)] == [
+        "__init__.py", "deep/__init__.py", "deep/inner.py", "sub/__init__.py", "sub/leaf.py", "used.py"]
 
 
 @built
