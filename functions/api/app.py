@@ -248,13 +248,15 @@ class ErrorResponse(BaseModel):
 # -- wiring ----------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True)
 class Services:
+    """What the routes call, built once (`build_services` in Lambda and `rtrec run`; tests build their own)."""
+
     recommender: Recommender
     catalog: CatalogService
     # Who may call what (rtrec.domain.access). The default knows no key: keyless reads and events, no admin.
     access: AccessPolicy = field(default_factory=lambda: AccessPolicy((), require_keys=False))
-    model_error: str | None = None  # the last failed model load, for /health
+    model_error: Callable[[], str | None] = lambda: None  # the last failed model load, for /health
     shadow_version: Callable[[], str | None] = lambda: None  # the shadow candidate's version, for /health
     ingest: IngestService | None = None  # POST /events and impression logging; None: not configured
     model_version: Callable[[], str | None] = lambda: None  # the production version loaded (no poll), for the logs
@@ -291,6 +293,14 @@ class Services:
         except RtrecError as exc:
             logger.warning("impression not logged to the stream", extra={"request_id": result.request_id,
                                                                         "error": str(exc)})
+
+
+class ModelLoadErrors:
+    """The last failed model load (None once a load succeeds): the model watcher's callbacks write it, /health
+    reads it through `Services.model_error`."""
+
+    def __init__(self) -> None:
+        self.last: str | None = None
 
 
 def access_policy(settings: ApiSettings) -> AccessPolicy:
@@ -335,11 +345,7 @@ def build_services(settings: ApiSettings, *, telemetry: Telemetry = NO_TELEMETRY
         background=background_impressions, telemetry=telemetry,
     )
     ingest = IngestService(stream, clock=time.time, impressions=producer)
-    services = Services(recommender=None, catalog=catalog,  # type: ignore[arg-type]
-                        access=access_policy(settings),
-                        ingest=ingest, impression_flush_s=settings.impression_flush_seconds,
-                        impression_shutdown_s=settings.impression_shutdown_seconds,
-                        impression_log_lines=settings.impression_log_lines, max_body_bytes=settings.max_body_bytes)
+    load_errors = ModelLoadErrors()
 
     def load(version: str, folder: FilePath) -> ServingModel:
         try:
@@ -349,11 +355,11 @@ def build_services(settings: ApiSettings, *, telemetry: Telemetry = NO_TELEMETRY
         except Exception as exc:  # a corrupt or incompatible model folder must not take serving down
             raise DependencyError(f"model {version} could not be loaded: {type(exc).__name__}: {exc}") from exc
         logger.info("model loaded", extra={"model_version": version, "items": len(model.catalog)})
-        services.model_error = None
+        load_errors.last = None
         return model
 
     def on_error(message: str) -> None:
-        services.model_error = message
+        load_errors.last = message
         logger.warning(message)
 
     watcher: ModelWatcher[ServingModel] = ModelWatcher(
@@ -386,9 +392,7 @@ def build_services(settings: ApiSettings, *, telemetry: Telemetry = NO_TELEMETRY
                 logger.warning("catalog sync of the shadow candidate failed", extra={"error": str(exc)})
         return model
 
-    services.shadow_version = lambda: shadow_watcher.version if settings.shadow_scoring else None
-    services.model_version = lambda: watcher.version
-    services.recommender = Recommender(
+    recommender = Recommender(
         features, S3PopularityStore(bucket, **aws), current_model, ranking=settings.ranking(),
         retrieval=RetrievalConfig(candidates=settings.candidates), refresh_seconds=settings.popularity_refresh_seconds,
         ranker=OnlineRankerSource(S3RankerStateStore(bucket, **aws), poll_seconds=settings.online_ranker_poll_seconds),
@@ -396,7 +400,13 @@ def build_services(settings: ApiSettings, *, telemetry: Telemetry = NO_TELEMETRY
         request_ids=current_request_id,  # the slate's id is the request's (logs join the log)
     )
     current_model()  # load at start (the Lambda cold start), not on the first request
-    return services
+    return Services(
+        recommender=recommender, catalog=catalog, access=access_policy(settings), ingest=ingest,
+        model_error=lambda: load_errors.last, model_version=lambda: watcher.version,
+        shadow_version=lambda: shadow_watcher.version if settings.shadow_scoring else None,
+        impression_flush_s=settings.impression_flush_seconds, impression_shutdown_s=settings.impression_shutdown_seconds,
+        impression_log_lines=settings.impression_log_lines, max_body_bytes=settings.max_body_bytes,
+    )
 
 
 LambdaHandler = Callable[[dict[str, Any], Any], Any]
@@ -682,9 +692,9 @@ def create_app(services: Services | Recommender, *, telemetry: Telemetry = NO_TE
             dependencies["popularity"] = _unhealthy("popularity snapshot", exc)
         model = recommender.model()
         if model is not None:
-            dependencies["model"] = "ok" if services.model_error is None else "ok (a newer version failed to load)"
+            dependencies["model"] = "ok" if services.model_error() is None else "ok (a newer version failed to load)"
         else:
-            dependencies["model"] = "error: failed to load" if services.model_error else "none promoted yet"
+            dependencies["model"] = "error: failed to load" if services.model_error() else "none promoted yet"
         ranker = recommender.online_ranker()
         can_serve = dependencies["feature_store"] == "ok" and (model is not None or popular_items > 0)
         status = "unavailable" if not can_serve else ("ok" if model is not None and popular_items else "degraded")
