@@ -8,18 +8,13 @@ passes (the local job runner in the embedded cloud).
 
 from __future__ import annotations
 
-import io
-import json
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from aws_lambda_powertools import Logger
 
-from rtrec.domain.model_files import ENCODER, ITEM_CATALOG
-from rtrec.errors import RtrecError
 from rtrec.ports import TrainingJobs
-from rtrec.services.drift import DriftMonitor, TrainingSnapshot
+from rtrec.services.drift import DriftMonitor, ProductionSnapshot
 from rtrec.services.retrain import RetrainTrigger
 from rtrec.settings import DriftSettings
 
@@ -42,31 +37,6 @@ class DriftCheckHandler:
                                      "reason": outcome.trigger.reason}
         logger.info("drift check", extra=summary)
         return summary
-
-
-class ProductionSnapshot:
-    """The production model's training snapshot (its item catalog), loaded once per version."""
-
-    def __init__(self, store: Any) -> None:
-        self._store = store
-        self._cached: TrainingSnapshot | None = None
-
-    def __call__(self) -> TrainingSnapshot | None:
-        pointer = self._store.read_pointer()
-        if pointer is None:
-            return None
-        if self._cached is not None and self._cached.version == pointer.version:
-            return self._cached
-        raw, encoder = (self._store.read_file(pointer.version, name) for name in (ITEM_CATALOG, ENCODER))
-        if raw is None or encoder is None:
-            raise RtrecError(f"model version {pointer.version} lacks {ITEM_CATALOG} or {ENCODER}: no training "
-                             "snapshot to compare with")
-        genres = tuple(json.loads(encoder).get("genres", ()))  # the genre mask's bit order
-        with np.load(io.BytesIO(raw), allow_pickle=False) as columns:
-            snapshot = TrainingSnapshot(pointer.version, columns["item_ids"], genres, columns["genre_mask"],
-                                        columns["popularity"])
-        self._cached = snapshot
-        return snapshot
 
 
 def build_handler(settings: DriftSettings, jobs: TrainingJobs | None = None, metrics: Any = None,

@@ -91,6 +91,17 @@ class ModelStore(Protocol):
         """Fetch the files of a published `version` into `target_dir`; returns it."""
 
 
+class ModelFiles(Protocol):
+    """One file of a published model version, and which version production is (the drift check's view of the
+    model store)."""
+
+    def read_pointer(self, role: str = "production") -> ProductionPointer | None: ...
+
+    def read_file(self, version: str, name: str) -> bytes | None:
+        """The file's bytes; None when the version lacks it."""
+        ...
+
+
 class Towers(Protocol):
     """The production user and item towers (ONNX Runtime in serving), fed by the shared encoder."""
 

@@ -14,6 +14,8 @@ A drifted feature or a detector's signal starts retraining through the RetrainTr
 
 from __future__ import annotations
 
+import io
+import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -31,10 +33,11 @@ from rtrec.domain.drift import (
     reward_drift,
 )
 from rtrec.domain.events import UserEvent
+from rtrec.domain.model_files import ENCODER, ITEM_CATALOG
 from rtrec.domain.online import LabeledImpression
 from rtrec.errors import RtrecError
 from rtrec.monitoring.telemetry import Telemetry
-from rtrec.ports import Metrics
+from rtrec.ports import Metrics, ModelFiles
 from rtrec.services.retrain import RetrainTrigger, TriggerOutcome
 
 NEW_ITEM = "(new item)"
@@ -93,6 +96,32 @@ class TrainingSnapshot:
         rows = self.rows(item_ids)
         popularity = np.where(rows >= 0, self.popularity[np.maximum(rows, 0)], 0.0)
         return {"genre": self.genre_counts(rows), "item_popularity": np.log1p(np.clip(popularity, 0.0, None))}
+
+
+class ProductionSnapshot:
+    """The production model's training snapshot, decoded from its published item catalog (ITEM_CATALOG: item ids,
+    genre masks, popularity) and encoder (the genre mask's bit order); read once per production version."""
+
+    def __init__(self, files: ModelFiles) -> None:
+        self._files = files
+        self._cached: TrainingSnapshot | None = None
+
+    def __call__(self) -> TrainingSnapshot | None:
+        pointer = self._files.read_pointer()
+        if pointer is None:
+            return None
+        if self._cached is not None and self._cached.version == pointer.version:
+            return self._cached
+        raw, encoder = (self._files.read_file(pointer.version, name) for name in (ITEM_CATALOG, ENCODER))
+        if raw is None or encoder is None:
+            raise RtrecError(f"model version {pointer.version} lacks {ITEM_CATALOG} or {ENCODER}: no training "
+                             "snapshot to compare with")
+        genres = tuple(json.loads(encoder).get("genres", ()))
+        with np.load(io.BytesIO(raw), allow_pickle=False) as columns:
+            snapshot = TrainingSnapshot(pointer.version, columns["item_ids"], genres, columns["genre_mask"],
+                                        columns["popularity"])
+        self._cached = snapshot
+        return snapshot
 
 
 class DriftSources(Protocol):
