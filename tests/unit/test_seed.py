@@ -7,7 +7,7 @@ import pytest
 from rtrec.adapters.memory import InMemoryFeatureStore, InMemoryPopularityStore
 from rtrec.data.movielens import load_movielens, movielens_digest
 from rtrec.domain.models import PROFILE_HISTORY_LIMIT, UserProfile
-from rtrec.services.seed import POPULAR_SNAPSHOT_SIZE, seed_catalog, seed_source, seeded_from
+from rtrec.services.seed import POPULAR_SNAPSHOT_SIZE, completed_seed, seed_catalog, seed_source
 
 
 @pytest.fixture(scope="module")
@@ -66,11 +66,11 @@ def test_a_seed_is_recognised_from_the_wheels_digest_without_parsing_the_data_se
     source = seed_source("ml-100k", movielens_digest("ml-100k", data_cache_dir, allow_download=False))
     assert source == seed_source(dataset.name, dataset.source_sha256)
     popularity = InMemoryPopularityStore()
-    assert not seeded_from(popularity, source)
+    assert completed_seed(popularity, source) is None
     seed_catalog(dataset, InMemoryFeatureStore(), popularity)
-    assert seeded_from(popularity, source)
-    assert not seeded_from(popularity, seed_source("ml-100k", "0" * 64))  # another release of the data set
-    assert not seeded_from(popularity, seed_source("ml-1m", dataset.source_sha256))
+    assert completed_seed(popularity, source) == popularity.popular
+    assert completed_seed(popularity, seed_source("ml-100k", "0" * 64)) is None  # another release of the data set
+    assert completed_seed(popularity, seed_source("ml-1m", dataset.source_sha256)) is None
 
 
 def test_an_interrupted_seed_writes_only_what_is_missing(data_cache_dir):

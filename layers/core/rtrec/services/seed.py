@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
-from rtrec.domain.models import PROFILE_HISTORY_LIMIT, UserProfile
+from rtrec.domain.models import PROFILE_HISTORY_LIMIT, PopularItems, UserProfile
 from rtrec.domain.popularity import top_popular
 from rtrec.ports import FeatureStore, PopularityStore
 
@@ -57,10 +57,11 @@ def seed_source(dataset_name: str, source_sha256: str) -> str:
     return f"{dataset_name}@{source_sha256[:12]}"
 
 
-def seeded_from(popularity_store: PopularityStore, source: str) -> bool:
-    """Whether a completed seed of `source` is there (the snapshot is written last, so it marks a completed one)."""
+def completed_seed(popularity_store: PopularityStore, source: str) -> PopularItems | None:
+    """The popular-items snapshot of a completed seed of `source`, or None (the snapshot is written last, so it
+    marks a completed seed)."""
     existing = popularity_store.load()
-    return existing is not None and existing.source == source
+    return existing if existing is not None and existing.source == source else None
 
 
 def seed_catalog(
@@ -81,8 +82,8 @@ def seed_catalog(
     started = time.perf_counter()
     inter = dataset.interactions
     source = seed_source(dataset.name, dataset.source_sha256)
-    existing = popularity_store.load()
-    if not overwrite and existing is not None and existing.source == source:
+    existing = None if overwrite else completed_seed(popularity_store, source)
+    if existing is not None:
         return SeedReport(0, 0, len(existing.items), time.perf_counter() - started, already_seeded=True)
     catalog = dataset.catalog(half_life_days)
     scores = np.array([item.popularity for item in catalog])
