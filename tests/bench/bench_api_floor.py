@@ -30,16 +30,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-for path in (ROOT / "layers" / "core", ROOT, Path(__file__).resolve().parent):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+from benchkit import CORE, ROOT, machine, process_cpu
 
-from benchkit import machine, process_cpu  # noqa: E402
-
-from rtrec.adapters.aws.dynamo import DynamoFeatureStore  # noqa: E402
-from rtrec.domain.models import UserProfile  # noqa: E402
-from rtrec.resources import ITEM_FEATURES, USER_FEATURES, ResourceNames  # noqa: E402
+from rtrec.adapters.aws.dynamo import DynamoFeatureStore
+from rtrec.domain.models import UserProfile
+from rtrec.resources import ITEM_FEATURES, USER_FEATURES, ResourceNames
 
 NAMES = ResourceNames(prefix="floor")
 N_USERS = 6040
@@ -125,7 +120,7 @@ def main() -> None:
             written = store(endpoint).put_users(profiles())
             print(f"{written:,} profiles written to dynalite at {endpoint}", flush=True)
             env = {**os.environ, ENDPOINT_ENV: endpoint,
-                   "PYTHONPATH": os.pathsep.join([str(ROOT / "layers" / "core"), str(ROOT), str(Path(__file__).parent)])}
+                   "PYTHONPATH": os.pathsep.join([str(CORE), str(ROOT), str(Path(__file__).parent)])}
             server = subprocess.Popen([sys.executable, "-m", "uvicorn", "bench_api_floor:app", "--port", str(args.port),
                                        "--http", "httptools", "--loop", "uvloop", "--log-level", "warning"], env=env)
             base = f"http://127.0.0.1:{args.port}"
