@@ -23,19 +23,16 @@ import argparse
 import gc
 import importlib.metadata
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import faiss
 import numpy as np
+from benchkit import percentiles, table
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "layers" / "core"))
-
-from rtrec.adapters.search import HnswParams  # noqa: E402
-from rtrec.adapters.search.faiss_index import FaissVectorIndex  # noqa: E402
+from rtrec.adapters.search import HnswParams
+from rtrec.adapters.search.faiss_index import FaissVectorIndex
 
 K = 10
 PARAMS = HnswParams(m=32, ef_construction=200, ef_search=64)
@@ -95,8 +92,8 @@ def time_queries(search: Callable[[np.ndarray], np.ndarray],
         result = search(query)
         times.append(time.perf_counter_ns() - start)
         found.append(result)
-    ms = np.array(times) / 1e6
-    return found, float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
+    ms = percentiles(np.array(times) / 1e6)
+    return found, ms["p50"], ms["p99"]
 
 
 def build_faiss(data: np.ndarray, threads: int) -> list[Built]:
@@ -200,11 +197,9 @@ def run(sizes: list[int], dim: int, n_queries: int, threads: int, engines: list[
 
 
 def markdown(rows: list[Row]) -> str:
-    lines = ["| vectors | engine | efSearch | build (s) | recall@10 | p50 (ms) | p99 (ms) |",
-             "|---:|---|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r.size:,} | {r.engine} | {r.ef_search} | {r.build_s:.2f} | {r.recall:.4f} | {r.p50_ms:.3f} "
-              f"| {r.p99_ms:.3f} |" for r in rows]
-    return "\n".join(lines)
+    return table(["vectors", "engine", "efSearch", "build (s)", "recall@10", "p50 (ms)", "p99 (ms)"],
+                 [[f"{r.size:,}", r.engine, r.ef_search, f"{r.build_s:.2f}", f"{r.recall:.4f}", f"{r.p50_ms:.3f}",
+                   f"{r.p99_ms:.3f}"] for r in rows], "rlrrrrr")
 
 
 def main(argv: list[str] | None = None) -> None:

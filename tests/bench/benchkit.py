@@ -1,5 +1,11 @@
 """What the benchmarks share: the machine they ran on, the embedded cloud in a child process, processes' CPU time,
-and the Lambda context a handler called directly reads."""
+another checkout's code in a child process, the Lambda context a handler called directly reads, and the report's
+pieces (progress lines, markdown tables, percentiles).
+
+A script run as `.venv/bin/python tests/bench/x.py` has its own folder first on sys.path, so `import benchkit` works
+as it is, and `rtrec`, `functions` and `training` are installed (editable). Importing benchkit also puts the
+repository's root on the path (last), for the one thing that is not installed: the unit tests' helpers
+(`tests.unit...`) a few benchmarks reuse. isort places `benchkit` (third party) before `tests` (first party)."""
 
 from __future__ import annotations
 
@@ -8,17 +14,32 @@ import os
 import platform
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 CORE = ROOT / "layers" / "core"
+if str(ROOT) not in sys.path:
+    sys.path.append(str(ROOT))
+
+
+def tree_paths(tree: Path) -> list[str]:
+    """The import roots of a checkout (its core package's folder, the local tooling's where it has one, its root):
+    first on a child process's path, they make it run that tree's `rtrec`, `rtrec_local`, `functions` and
+    `training` instead of the installed ones."""
+    local = [str(tree / "localstack")] if (tree / "localstack" / "rtrec_local").is_dir() else []
+    return [str(tree / "layers" / "core"), *local, str(tree)]
+
+
+def tree_env(tree: Path, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`base` (default: this process's environment) with PYTHONPATH naming only `tree`'s import roots."""
+    return {**(os.environ if base is None else base), "PYTHONPATH": os.pathsep.join(tree_paths(tree))}
 
 _CLOUD_CHILD = """
 import inspect, sys
 prefix, backend = sys.argv[1], sys.argv[2]
 sys.path[:0] = sys.argv[3:]
-from rtrec.local.cloud import EmbeddedCloud
+from rtrec_local.cloud import EmbeddedCloud
 from rtrec.resources import ResourceNames
 options = {}
 if "backend" in inspect.signature(EmbeddedCloud).parameters:  # a checkout from before the durable cloud has none
@@ -42,9 +63,8 @@ def child_cloud(prefix: str, log: Path | None = None, *, tree: Path = ROOT,
     whose code it runs (another one: the code before a change); `backend`: durable or moto (default: the
     settings', RTREC_CLOUD_BACKEND)."""
     stderr = log.open("w") if log is not None else None
-    proc = subprocess.Popen([sys.executable, "-c", _CLOUD_CHILD, prefix, backend or "", str(tree / "layers" / "core"),
-                             str(tree)], cwd=tree, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=stderr)
+    proc = subprocess.Popen([sys.executable, "-c", _CLOUD_CHILD, prefix, backend or "", *tree_paths(tree)], cwd=tree,
+                            text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr)
     try:
         assert proc.stdout is not None
         url = proc.stdout.readline().strip()
@@ -80,8 +100,13 @@ def machine(with_load: bool = False) -> str:
         memory = f", {kib / 2**20:.0f} GiB"
     text = f"nproc {os.cpu_count()} ({cpu}){memory}, Python {platform.python_version()}"
     if with_load:
-        text += ", load average at start " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+        text += ", load average at start " + load_average()
     return text
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, as `uptime` prints them."""
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def process_cpu() -> dict[int, tuple[int, float]]:
@@ -101,6 +126,22 @@ def process_cpu() -> dict[int, tuple[int, float]]:
     return table
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) so far of a process and its descendants still running (Linux /proc; NaN
+    elsewhere)."""
+    table = process_cpu()
+    if not table:
+        return float("nan")
+    wanted, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, (its_parent, _) in table.items():
+            if its_parent == parent and child not in wanted:
+                wanted.add(child)
+                frontier.append(child)
+    return sum(table[p][1] for p in wanted if p in table)
+
+
 class ConsumerLambdaContext:
     """The Lambda context the stream consumer's handler and Powertools read."""
 
@@ -113,3 +154,32 @@ class ConsumerLambdaContext:
     @staticmethod
     def get_remaining_time_in_millis() -> int:
         return 60_000
+
+
+def progress(message: str) -> None:
+    """A progress line on stderr, so that stdout holds the report alone."""
+    print(f"   .. {message}", file=sys.stderr, flush=True)
+
+
+def show(title: str, text: str) -> None:
+    """A report section: a markdown heading, then `text`."""
+    print(f"\n### {title}\n\n{text}\n", flush=True)
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[object]], align: str | None = None) -> str:
+    """A markdown table; `align` has one letter per column, `l` or `r` (default: the first left, the rest right)."""
+    align = align or "l" + "r" * (len(header) - 1)
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def percentiles(values: Sequence[float]) -> dict[str, float]:
+    """p50, p95, p99 (numpy's linear interpolation), max and mean of `values`; all NaN when there are none."""
+    import numpy as np  # here: importing benchkit stays cheap in the measured child processes that do
+
+    array = np.asarray(values, dtype=float)
+    if not len(array):
+        return dict.fromkeys(("p50", "p95", "p99", "max", "mean"), float("nan"))
+    p50, p95, p99 = (float(x) for x in np.percentile(array, [50, 95, 99]))
+    return {"p50": p50, "p95": p95, "p99": p99, "max": float(array.max()), "mean": float(array.mean())}
