@@ -17,28 +17,23 @@ import base64
 import json
 import random
 import statistics
-import sys
 import time
 from collections.abc import Iterable
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT / "layers" / "core"), str(ROOT)]
+from benchkit import machine, table
 
-from benchkit import machine  # noqa: E402
-
-from functions.stream_consumer.app import ConsumerHandler  # noqa: E402
-from rtrec.adapters.aws.dynamo import _from_attribute_map, _to_attribute_map, user_from_record, user_to_record  # noqa: E402
-from rtrec.adapters.memory import (  # noqa: E402
+from functions.stream_consumer.app import ConsumerHandler
+from rtrec.adapters.aws.dynamo import _from_attribute_map, _to_attribute_map, user_from_record, user_to_record
+from rtrec.adapters.memory import (
     InMemoryCounterfactualLog,
     InMemoryDeadLetterQueue,
     InMemoryFeatureStore,
     InMemoryRankerStateStore,
 )
-from rtrec.domain.events import Impression, UserEvent, encode_record  # noqa: E402
-from rtrec.domain.models import UserProfile  # noqa: E402
-from rtrec.services.online import OnlineLearner  # noqa: E402
-from rtrec.services.stream import StreamConsumer  # noqa: E402
+from rtrec.domain.events import Impression, UserEvent, encode_record
+from rtrec.domain.models import UserProfile
+from rtrec.services.online import OnlineLearner
+from rtrec.services.stream import StreamConsumer
 
 FEATURES = (1.0, 0.5, 0.3, 0.0, 0.0, 0.1, 0.2)
 
@@ -127,9 +122,10 @@ def main() -> None:
             rates[name].append(100 * args.batches / (time.perf_counter() - started))
             print(f"round {round_ + 1}/{args.rounds}, {name}: {rates[name][-1]:,.0f} events/s", flush=True)
     events_module.orjson = dynamo_module.orjson = orjson  # type: ignore[assignment]
-    print("\n| codec | events/s, median of rounds | of the 5,000 events/s anchor |\n|---|---:|---:|")
-    for name, values in rates.items():
-        print(f"| {name} | {statistics.median(values):,.0f} | {statistics.median(values) / 5000:.2f}x |")
+    print()
+    print(table(["codec", "events/s, median of rounds", "of the 5,000 events/s anchor"],
+                [[name, f"{statistics.median(values):,.0f}", f"{statistics.median(values) / 5000:.2f}x"]
+                 for name, values in rates.items()]))
     ratio = statistics.median(rates["orjson (as shipped)"]) / statistics.median(rates["json module"])
     print(f"\norjson / json module: {ratio:.2f}x")
 

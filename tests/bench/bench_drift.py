@@ -20,17 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
+from benchkit import machine, progress, table
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT / "layers" / "core"), str(ROOT)]
-
-from rtrec.domain.drift import (  # noqa: E402
+from rtrec.domain.drift import (
     Adwin,
     DriftThresholds,
     PageHinkley,
@@ -42,7 +38,6 @@ from rtrec.domain.drift import (  # noqa: E402
     ks_two_sample,
     psi,
 )
-from tests.bench.benchkit import machine  # noqa: E402
 
 Detector = PageHinkley | Adwin
 
@@ -52,16 +47,6 @@ DETECTORS: dict[str, Callable[[], Detector]] = {
     "ADWIN, drop (delta 0.002, clock 32)": lambda: Adwin(direction="down"),
     "ADWIN, two-sided": lambda: Adwin(direction="both"),
 }
-
-
-def progress(message: str) -> None:
-    print(f"   .. {message}", file=sys.stderr, flush=True)
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def stream(seed: int, parts: list[tuple[float, int]]) -> list[float]:
@@ -88,7 +73,7 @@ def false_alarms(args: argparse.Namespace) -> None:
             rows.append([f"{rate:g}", name, f"{alarms}", f"{seeds_with_alarm}/{args.seeds}",
                          f"{alarms / total * 1e6:.2f}"])
         progress(f"false alarms at rate {rate:g} done")
-    print(table(["rate", "detector", "false alarms", "streams with one", "per 1M points"], rows) + "\n")
+    print(table(["rate", "detector", "false alarms", "streams with one", "per 1M points"], rows, "llrrr") + "\n")
 
 
 def delays(args: argparse.Namespace) -> None:
@@ -115,7 +100,7 @@ def delays(args: argparse.Namespace) -> None:
             rows.append([f"{args.rate:g} -> {after:g}", name, *cells, f"{missed}", f"{early}"])
         progress(f"delays for a drop of {drop:g} done")
     print(table(["rates", "detector", "delay p10", "median", "p90", "max", "missed", "alarms before the change"],
-                rows) + "\n")
+                rows, "llrrrrrr") + "\n")
 
 
 def best_of(repeat: int, run: Callable[[], object]) -> float:

@@ -22,18 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from benchkit import machine
 
-sys.path[:0] = [str(Path(__file__).resolve().parents[2] / "layers" / "core")]
-
-from benchkit import machine  # noqa: E402
-
-from rtrec.domain.online import RANKER_FEATURES, FtrlProximal, LabeledImpression  # noqa: E402
+from rtrec.domain.online import RANKER_FEATURES, FtrlProximal, LabeledImpression
 
 MODEL_FEATURES = [i for i, name in enumerate(RANKER_FEATURES) if name not in ("ctr_lift", "trend")]
 RELEVANCE_ONLY = [RANKER_FEATURES.index("bias"), RANKER_FEATURES.index("relevance")]

@@ -29,12 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from benchkit import machine, progress, table
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT / "layers" / "core"), str(ROOT)]
-
-from rtrec.data.obd import OpenBanditData, load_bts_prior, load_open_bandit  # noqa: E402
-from rtrec.domain.ope import (  # noqa: E402
+from rtrec.data.obd import OpenBanditData, load_bts_prior, load_open_bandit
+from rtrec.domain.ope import (
     LoggedBandit,
     LoggedSlates,
     bootstrap_ci,
@@ -47,21 +45,10 @@ from rtrec.domain.ope import (  # noqa: E402
     snips,
     switch_dr,
 )
-from tests.bench.benchkit import machine  # noqa: E402
 
 # Published with examples/obd/README.md of Open Bandit Pipeline: relative error, mean and std over 20 bootstrap runs.
 OBP_PUBLISHED = {"DM": (0.180288, 0.114694), "IPW (IPS)": (0.333113, 0.350425), "DR": (0.304401, 0.347842)}
 OBP_SEED = 12345  # random_state of obp's example: Monte Carlo of the evaluation policy and the cross-fitting folds
-
-
-def progress(message: str) -> None:
-    print(f"   .. {message}", file=sys.stderr, flush=True)
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 # -- (a) Open Bandit Dataset ----------------------------------------------------------------------------------
@@ -175,7 +162,7 @@ def run_obd(args: argparse.Namespace) -> str:
     text = ["### (a) Open Bandit Dataset: Bernoulli TS evaluated on the Random logs, campaign \"all\"\n",
             f"Ground truth V = {truth:.6f} (Bernoulli TS logs, {logs.n_rounds:,} impressions); the Random logs' own "
             f"CTR {logs.reward.mean():.6f}. Relative error mean +- std (ddof=1, as pandas' describe).\n",
-            table(header, rows_out)]
+            table(header, rows_out, "lrrr")]
 
     full_rows = np.arange(logs.n_rounds)
     full = obd_logged(logs, full_rows, slot_probabilities, cross_fitted_rewards(logs, full_rows, args.c))
@@ -184,7 +171,7 @@ def run_obd(args: argparse.Namespace) -> str:
         estimate, low, high = bootstrap_ci(OBD_ESTIMATORS[name], full, n_boot=args.n_boot, alpha=0.05, rng=args.seed)
         ci_rows.append([name, f"{estimate:.6f}", f"[{low:.6f}, {high:.6f}]", "yes" if low <= truth <= high else "no"])
     text += [f"\nOn the whole Random log (reward model cross-fitted once), `bootstrap_ci`, {args.n_boot} resamples, "
-             f"95% percentile interval:\n", table(["estimator", "V_hat", "95% interval", "holds V"], ci_rows)]
+             f"95% percentile interval:\n", table(["estimator", "V_hat", "95% interval", "holds V"], ci_rows, "lrll")]
     progress(f"OBD done in {time.perf_counter() - started:.1f} s")
     return "\n".join(text)
 
@@ -315,7 +302,7 @@ def run_bandit_simulation(world: World, sizes: list[int], reps: list[int], args:
         rows += [[f"{n:,}", str(n_reps), name, *summarise(results[:, j], world.true_value)]
                  for j, name in enumerate(estimators)]
     header = ["n", "datasets", "estimator", "bias +- s.e.", "std", "RMSE", "RMSE / V"]
-    return "\n".join([f"### (b) Simulator, single item per impression: {world.describe()}\n", table(header, rows)])
+    return "\n".join([f"### (b) Simulator, single item per impression: {world.describe()}\n", table(header, rows, "rrlrrrr")])
 
 
 def plackett_luce_slot_marginals(probabilities: np.ndarray) -> np.ndarray:
@@ -387,7 +374,7 @@ def run_slate_simulation(world: World, sizes: list[int], reps: list[int], examin
     header = ["n slates", "datasets", "estimator", "bias +- s.e.", "std", "RMSE", "RMSE / V"]
     intro = (f"### (c) Simulator, slates of {len(examination)} by Plackett-Luce, position-based clicks (examination "
              f"{', '.join(f'{e:g}' for e in examination)}): V(target) = {truth:.5f} expected clicks per slate\n")
-    return "\n".join([intro, table(header, rows)])
+    return "\n".join([intro, table(header, rows, "rrlrrrr")])
 
 
 def integers(text: str) -> list[int]:

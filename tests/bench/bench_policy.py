@@ -23,17 +23,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from benchkit import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT / "layers" / "core"), str(ROOT)]
-
-from rtrec.adapters.memory import InMemoryFeatureStore, InMemoryPopularityStore  # noqa: E402
-from rtrec.adapters.model.onnx_towers import load_serving_model  # noqa: E402
-from rtrec.data.movielens import load_movielens  # noqa: E402
-from rtrec.domain.models import PopularItems, ScoredItem  # noqa: E402
-from rtrec.domain.ranking import RankingConfig  # noqa: E402
-from rtrec.services.recommend import Recommender  # noqa: E402
-from training.data import make_split  # noqa: E402
+from rtrec.adapters.memory import InMemoryFeatureStore, InMemoryPopularityStore
+from rtrec.adapters.model.onnx_towers import load_serving_model
+from rtrec.data.movielens import load_movielens
+from rtrec.domain.models import PopularItems, ScoredItem
+from rtrec.domain.ranking import RankingConfig
+from rtrec.services.recommend import Recommender
+from training.data import make_split
 
 K = 10
 BASE = RankingConfig(policy="greedy", popularity_weight=0.0, freshness_weight=0.0, new_item_boost=0.0,
