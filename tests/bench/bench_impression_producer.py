@@ -20,23 +20,19 @@ and whether every impression reached the stream after close. Nothing asserts; py
 from __future__ import annotations
 
 import argparse
-import statistics
-import sys
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).resolve().parents[2] / "layers/core")]
+from benchkit import child_cloud, machine, percentiles, show, table
 
-from rtrec.adapters.aws.clients import aws_client  # noqa: E402
-from rtrec.adapters.aws.kinesis import KinesisEventStream  # noqa: E402
-from rtrec.adapters.aws.kinesis_producer import KinesisImpressionProducer  # noqa: E402
-from rtrec.domain.models import Recommendation, ScoredItem  # noqa: E402
-from rtrec.services.stream import IngestService  # noqa: E402
-from tests.bench.benchkit import child_cloud, machine  # noqa: E402
-from tests.unit.test_impression_producer import FakeKinesis, Faults  # noqa: E402
+from rtrec.adapters.aws.clients import aws_client
+from rtrec.adapters.aws.kinesis import KinesisEventStream
+from rtrec.adapters.aws.kinesis_producer import KinesisImpressionProducer
+from rtrec.domain.models import Recommendation, ScoredItem
+from rtrec.services.stream import IngestService
+from tests.unit.test_impression_producer import FakeKinesis, Faults
 
 
 def slate(n: int, run: str) -> Recommendation:
@@ -44,11 +40,6 @@ def slate(n: int, run: str) -> Recommendation:
     features = tuple(tuple(0.1 * j + k * 0.001 + n * 1e-6 for j in range(7)) for k in range(10))
     return Recommendation(f"{run}-{n}", f"user{n % 6040}", "3", False, "two_tower", items, features,
                           q_hat=tuple(0.05 for _ in range(10)))
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def run_arm(arm: str, shape: str, client_for: Callable[[], tuple[Any, str, Callable[[], int]]], n: int,
@@ -78,10 +69,11 @@ def run_arm(arm: str, shape: str, client_for: Callable[[], tuple[Any, str, Calla
     elapsed = time.perf_counter() - start
     dropped = service.close(30.0)
     on_stream = count()
+    seconds = percentiles(costs)
     return {
         "arm": arm, "shape": shape, "n": n,
-        "p50_ms": percentile(costs, 0.5) * 1e3, "p99_ms": percentile(costs, 0.99) * 1e3,
-        "mean_ms": statistics.fmean(costs) * 1e3, "calls_per_1000": len(faults.calls) * 1000 / n,
+        "p50_ms": seconds["p50"] * 1e3, "p99_ms": seconds["p99"] * 1e3, "mean_ms": seconds["mean"] * 1e3,
+        "calls_per_1000": len(faults.calls) * 1000 / n,
         "seconds": elapsed, "dropped": dropped, "on_stream": on_stream,
     }
 
@@ -120,13 +112,10 @@ def cloud_backend(endpoint_url: str) -> Callable[[], tuple[Any, str, Callable[[]
 
 
 def report(backend: str, rows: list[dict[str, Any]]) -> None:
-    print(f"\n### backend: {backend}\n")
-    print("| shape | arm | request path p50 ms | p99 ms | mean ms | PutRecords per 1,000 | on the stream | dropped |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['shape']} | {r['arm']} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['mean_ms']:.3f} | "
-              f"{r['calls_per_1000']:.1f} | {r['on_stream']:,} / {r['n']:,} | {r['dropped']} |")
-    sys.stdout.flush()
+    show(f"backend: {backend}", table(
+        ["shape", "arm", "request path p50 ms", "p99 ms", "mean ms", "PutRecords per 1,000", "on the stream", "dropped"],
+        [[r["shape"], r["arm"], f"{r['p50_ms']:.3f}", f"{r['p99_ms']:.3f}", f"{r['mean_ms']:.3f}",
+          f"{r['calls_per_1000']:.1f}", f"{r['on_stream']:,} / {r['n']:,}", r["dropped"]] for r in rows], "llrrrrrr"))
 
 
 def main() -> None:

@@ -16,19 +16,17 @@ import asyncio
 import contextlib
 import io
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).resolve().parents[2] / "layers" / "core")]
+from benchkit import table
 
-from functions.api.app import Services, create_app  # noqa: E402
-from functions.api.observability import ObservabilityMiddleware  # noqa: E402
-from rtrec.adapters.aws.powertools import lambda_observability  # noqa: E402
-from rtrec.adapters.prometheus import PrometheusMetrics  # noqa: E402
-from rtrec.monitoring.catalog import API_SERVICE  # noqa: E402
-from rtrec.monitoring.telemetry import NO_TELEMETRY, Telemetry  # noqa: E402
-from tests.unit.serving_world import make_world  # noqa: E402
+from functions.api.app import Services, create_app
+from functions.api.observability import ObservabilityMiddleware
+from rtrec.adapters.aws.powertools import lambda_observability
+from rtrec.adapters.prometheus import PrometheusMetrics
+from rtrec.monitoring.catalog import API_SERVICE
+from rtrec.monitoring.telemetry import NO_TELEMETRY, Telemetry
+from tests.unit.serving_world import make_world
 
 
 def build(kind: str):
@@ -122,9 +120,9 @@ def isolated(requests: int, rounds: int) -> None:
                 results[name].append(asyncio.run(loop(app, flushes.get(name))))
     base = statistics.median(results["bare app"])
     print(f"\nthe middleware alone, {requests} requests x {rounds} rounds (median):")
-    print("| configuration | us/request | added |\n|---|---|---|")
-    for name, values in results.items():
-        print(f"| {name} | {statistics.median(values):.1f} | {statistics.median(values) - base:+.1f} us |")
+    print(table(["configuration", "us/request", "added"],
+                [[name, f"{statistics.median(values):.1f}", f"{statistics.median(values) - base:+.1f} us"]
+                 for name, values in results.items()]))
 
 
 def main() -> None:
@@ -143,10 +141,9 @@ def main() -> None:
             results[kind].append(run(*apps[kind], args.requests))
     base = statistics.median(results["baseline"])
     print(f"GET /recommend in-process over ASGI, {args.requests} requests x {args.rounds} rounds (median):")
-    print("| configuration | us/request | overhead |\n|---|---|---|")
-    for kind in kinds:
-        value = statistics.median(results[kind])
-        print(f"| {kind} | {value:.1f} | {value - base:+.1f} us |")
+    medians = {kind: statistics.median(results[kind]) for kind in kinds}
+    print(table(["configuration", "us/request", "overhead"],
+                [[kind, f"{value:.1f}", f"{value - base:+.1f} us"] for kind, value in medians.items()]))
 
     isolated(args.requests * 10, args.rounds)
 
