@@ -14,8 +14,6 @@ own ranking (it matches the offline evaluation up to the candidate cut-off, top-
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import time
 from dataclasses import replace
@@ -23,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from benchkit import ROOT
+from benchkit import ROOT, machine
 
 from rtrec.adapters.memory import InMemoryFeatureStore, InMemoryPopularityStore
 from rtrec.adapters.model.onnx_towers import load_serving_model
@@ -78,8 +76,7 @@ def main() -> None:
     now = float(dataset.interactions["timestamp"].max())
 
     print(f"# bench_policy: {len(users):,} ML-1M test users, model {args.model_dir}, k={K}")
-    print(f"# machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}; "
-          f"{time.strftime('%Y-%m-%d')}")
+    print(f"# machine: {machine()}; {time.strftime('%Y-%m-%d')}")
     print("| ranking | Recall@10 | NDCG@10 | mean propensity | distinct items shown |")
     print("|---|---|---|---|---|")
     discount = 1.0 / np.log2(np.arange(2, K + 2))

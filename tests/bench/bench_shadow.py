@@ -11,16 +11,12 @@ from __future__ import annotations
 
 import argparse
 import gc
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from bench_serving import K, load_workload, popularity_store, real_model, recommender_for  # noqa: E402
+from bench_serving import K, load_workload, popularity_store, real_model, recommender_for
+from benchkit import percentiles, table
 
 
 def timed(recommender, requests) -> np.ndarray:
@@ -57,15 +53,11 @@ def main() -> None:
             results[name].append(timed(recommender, workload.requests))
     print(f"{args.requests:,} requests x {args.rounds} rounds, interleaved; production {args.production.name}, "
           f"shadow {args.shadow.name}; compute path (recommend_for), ms")
-    print("| arm | p50 | p90 | p99 | mean |\n|---|---|---|---|---|")
-    summary = {}
-    for name, rounds in results.items():
-        values = np.concatenate(rounds)
-        summary[name] = np.percentile(values, [50, 90, 99]).tolist() + [float(values.mean())]
-        p50, p90, p99, mean = summary[name]
-        print(f"| {name} | {p50:.3f} | {p90:.3f} | {p99:.3f} | {mean:.3f} |")
-    ratio = [w / o for w, o in zip(summary["with shadow"], summary["without shadow"])]
-    print(f"| ratio | {ratio[0]:.2f}x | {ratio[1]:.2f}x | {ratio[2]:.2f}x | {ratio[3]:.2f}x |")
+    columns = ["p50", "p90", "p99", "mean"]
+    summary = {name: percentiles(np.concatenate(rounds)) for name, rounds in results.items()}
+    rows = [[name, *(f"{figures[c]:.3f}" for c in columns)] for name, figures in summary.items()]
+    rows.append(["ratio", *(f"{summary['with shadow'][c] / summary['without shadow'][c]:.2f}x" for c in columns)])
+    print(table(["arm", *columns], rows))
 
 
 if __name__ == "__main__":

@@ -8,12 +8,12 @@ Prints the figures; record them in tests/bench/RESULTS.md with the machine and t
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import resource
 import tempfile
 import time
 from pathlib import Path
+
+from benchkit import machine
 
 from training.report import quality_table
 from training.train import TrainConfig, train
@@ -32,7 +32,7 @@ def main() -> None:
         result = train(config, progress=lambda line: print(line, flush=True))
         wall = time.monotonic() - started
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; torch threads "
+    print(f"\nmachine: {machine()}; torch threads "
           f"{config.threads}; date {time.strftime('%Y-%m-%d')}")
     for protocol in config.protocols:
         epochs = [h for h in result.history if f"{protocol}.seconds" in h]
