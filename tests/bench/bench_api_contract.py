@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
+from benchkit import ROOT
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +34,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if os.environ.get("RTREC_CONTRACT_EXAMPLES"):  # collected by the pytest.main above, never by the suite
-    sys.path.insert(0, str(ROOT))
     from hypothesis import HealthCheck, settings
 
     from tests.unit.test_api_schemathesis import schema, validate
