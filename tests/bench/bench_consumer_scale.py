@@ -46,7 +46,6 @@ import inspect
 import io
 import json
 import math
-import os
 import random
 import re
 import shlex
@@ -61,11 +60,19 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchkit import ConsumerLambdaContext, process_cpu  # noqa: E402
+from benchkit import (
+    ROOT,
+    ConsumerLambdaContext,
+    child_cloud,
+    load_average,
+    machine,
+    progress,
+    table,
+    tree_cpu_seconds,
+    tree_env,
+    tree_paths,
+)
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
 DEFAULT_BEFORE = Path("/tmp/rtrec-before")
 PREFIX = "scale"
 USERS, ITEMS, SLATE, SLATES_PER_CLICK = 6040, 3706, 10, 10
@@ -455,24 +462,7 @@ def call_handler(handler: Any, event: dict[str, Any]) -> int:
 # Worker, phase "store": the real handler against the embedded cloud
 # ==============================================================================================================
 
-def _tree_cpu_seconds(pid: int) -> float:
-    """CPU seconds of a process and its descendants (Linux /proc; NaN elsewhere)."""
-    table = process_cpu()
-    if not table:
-        return float("nan")
-    wanted, frontier = {pid}, [pid]
-    while frontier:
-        parent = frontier.pop()
-        for child, (p, _) in table.items():
-            if p == parent and child not in wanted:
-                wanted.add(child)
-                frontier.append(child)
-    return sum(table[p][1] for p in wanted if p in table)
-
-
 def phase_store(config: dict[str, Any]) -> dict[str, Any]:
-    from benchkit import child_cloud  # this script's folder (sys.path[0]), not the measured tree's
-
     tree = Path(config["tree"])
     meter = Meter()
     meter.install()
@@ -501,25 +491,25 @@ def phase_store(config: dict[str, Any]) -> dict[str, Any]:
             batches, impressions, clicks = traffic.counted_batches(records, size)
             meter.reset()
             meter.counting = True
-            cloud0, cpu0, wall0 = _tree_cpu_seconds(proc.pid), time.process_time(), time.perf_counter()
+            cloud0, cpu0, wall0 = tree_cpu_seconds(proc.pid), time.process_time(), time.perf_counter()
             failed = 0
             report = wall0 + 10
             for i, event in enumerate(batches):
                 failed += call_handler(handler, event)
                 if time.perf_counter() > report:
                     report += 10
-                    print(f"  .. {config['arm']}: batch size {size}, {i + 1}/{len(batches)} batches, "
-                          f"{sum(len(b['Records']) for b in batches[: i + 1]) / (time.perf_counter() - wall0):,.0f} "
-                          f"records/s", file=sys.stderr, flush=True)
+                    progress(f"{config['arm']}: batch size {size}, {i + 1}/{len(batches)} batches, "
+                             f"{sum(len(b['Records']) for b in batches[: i + 1]) / (time.perf_counter() - wall0):,.0f} "
+                             "records/s")
             wall = time.perf_counter() - wall0
             cpu = time.process_time() - cpu0
-            cloud_cpu = _tree_cpu_seconds(proc.pid) - cloud0
+            cloud_cpu = tree_cpu_seconds(proc.pid) - cloud0
             meter.counting = False
             out["segments"].append({"batch_size": size, "records": impressions + clicks, "impressions": impressions,
                                     "clicks": clicks, "batches": len(batches), "failed": failed, "wall_s": wall,
                                     "cpu_s": cpu, "cloud_cpu_s": cloud_cpu, **meter.snapshot()})
-            print(f"  .. {config['arm']}: batch size {size}: {impressions + clicks:,} records in {wall:.1f} s, "
-                  f"{sum(meter.calls.values()):,} calls", file=sys.stderr, flush=True)
+            progress(f"{config['arm']}: batch size {size}: {impressions + clicks:,} records in {wall:.1f} s, "
+                     f"{sum(meter.calls.values()):,} calls")
     return out
 
 
@@ -538,17 +528,17 @@ class StubDynamo:
     def batch_get_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:  # noqa: N803
         self.calls["BatchGetItem"] += 1
         responses = {}
-        for table, request in RequestItems.items():
-            found = (self.tables.get(table, k) for k in request["Keys"])
-            responses[table] = [projected(i, request) for i in found if i is not None]
+        for table_name, request in RequestItems.items():
+            found = (self.tables.get(table_name, k) for k in request["Keys"])
+            responses[table_name] = [projected(i, request) for i in found if i is not None]
         return {"Responses": responses, "UnprocessedKeys": {}}
 
     def batch_write_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:  # noqa: N803
         self.calls["BatchWriteItem"] += 1
-        for table, requests in RequestItems.items():
+        for table_name, requests in RequestItems.items():
             for request in requests:
                 if "PutRequest" in request:
-                    self.tables.put(table, request["PutRequest"]["Item"])
+                    self.tables.put(table_name, request["PutRequest"]["Item"])
         return {"UnprocessedItems": {}}
 
     def update_item(self, **params: Any) -> dict[str, Any]:
@@ -707,7 +697,7 @@ def phase_cpu(config: dict[str, Any]) -> dict[str, Any]:
 
 def worker(config: dict[str, Any]) -> None:
     tree = Path(config["tree"])
-    sys.path[:0] = [str(tree / "layers" / "core"), str(tree)]
+    sys.path[:0] = tree_paths(tree)  # PYTHONPATH has them already (run_worker); checked below
     import functions.stream_consumer.app as app
     import rtrec
 
@@ -728,13 +718,11 @@ def ensure_before_tree(path: Path, ref: str) -> str:
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", f"{ref}^{{commit}}"], capture_output=True,
                           text=True, check=True).stdout.strip()
     if not (path / "functions" / "stream_consumer" / "app.py").exists():
-        print(f"  .. making the before tree: git worktree add --detach {path} {ref} ({head[:10]})", file=sys.stderr,
-              flush=True)
+        progress(f"making the before tree: git worktree add --detach {path} {ref} ({head[:10]})")
         made = subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(path), head],
                               capture_output=True, text=True)
         if made.returncode != 0:  # e.g. a stale worktree entry: an archive of the commit instead
-            print(f"  .. git worktree add failed ({made.stderr.strip()[:200]}); git archive {head[:10]} instead",
-                  file=sys.stderr, flush=True)
+            progress(f"git worktree add failed ({made.stderr.strip()[:200]}); git archive {head[:10]} instead")
             path.mkdir(parents=True, exist_ok=True)
             archive = subprocess.Popen(["git", "-C", str(ROOT), "archive", head], stdout=subprocess.PIPE)
             subprocess.run(["tar", "-x", "-C", str(path)], stdin=archive.stdout, check=True)
@@ -758,8 +746,7 @@ def ensure_before_tree(path: Path, ref: str) -> str:
 def run_worker(arm: str, tree: Path, config: dict[str, Any], timeout: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="rtrec-scale-") as tmp:
         config = {**config, "arm": arm, "tree": str(tree), "out": f"{tmp}/out.json", "log": f"{tmp}/cloud.log"}
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree / "layers" / "core"), str(tree)]),
-               "POWERTOOLS_LOG_LEVEL": "ERROR", "PYTHONHASHSEED": "0"}
+        env = {**tree_env(tree), "POWERTOOLS_LOG_LEVEL": "ERROR", "PYTHONHASHSEED": "0"}
         for name in ("AWS_ENDPOINT_URL", "RTREC_PREFIX", "RTREC_CLOUD_BACKEND"):
             env.pop(name, None)
         started = time.perf_counter()
@@ -787,11 +774,6 @@ def ratio(after: float, before: float) -> str:
         return "n/a"
     r = after / before
     return f"{r:.3f}x" if r < 0.1 else f"{r:.2f}x"
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
 def service_calls(segment: dict[str, Any], service: str) -> int:
@@ -987,9 +969,6 @@ def main(argv: list[str] | None = None) -> None:
         worker(json.loads(argv[1]))
         return
     args = parse_args(argv)
-    sys.path.insert(0, str(HERE))
-    from benchkit import machine
-
     started = time.perf_counter()
     before_tree = args.before_tree.resolve()
     before_commit = ensure_before_tree(before_tree, args.before_ref)
@@ -1013,7 +992,7 @@ def main(argv: list[str] | None = None) -> None:
                   "cpu_batch_size": args.cpu_batch_size}
         for repeat in range(args.cpu_repeats):
             for arm in arms:
-                print(f"  .. own CPU: {arm}, run {repeat + 1}/{args.cpu_repeats}", file=sys.stderr, flush=True)
+                progress(f"own CPU: {arm}, run {repeat + 1}/{args.cpu_repeats}")
                 cpu[arm].append(run_worker(arm, trees[arm], config, args.timeout))
         report_cpu(arms, cpu, args)
     if "store" not in args.skip:
@@ -1023,19 +1002,19 @@ def main(argv: list[str] | None = None) -> None:
             store_arms.append(("after-durable", "after", "durable"))
         config = {"phase": "store", "batch_sizes": args.batch_sizes, "warmup": args.warmup}
         for name, tree, backend in store_arms:
-            print(f"  .. store calls: {name} ({backend})", file=sys.stderr, flush=True)
+            progress(f"store calls: {name} ({backend})")
             records = args.before_records if name == "before" else args.records
             results[name] = run_worker(name, trees[tree], {**config, "backend": backend, "records": records},
                                        args.timeout)
             done = results[name]
-            print(f"  .. {name}: done in {done['elapsed_s']:.0f} s (cloud start {done['cloud_start_s']:.1f} s, "
-                  f"seeding {done['seed_s']:.1f} s)", file=sys.stderr, flush=True)
+            progress(f"{name}: done in {done['elapsed_s']:.0f} s (cloud start {done['cloud_start_s']:.1f} s, "
+                     f"seeding {done['seed_s']:.1f} s)")
         durable = "; the durable backend for the third" if args.durable else ""
         print(f"\nEmbedded cloud: moto server in a child process for both arms{durable}; the handler's process counts "
               f"its botocore calls. Modules: "
               + "; ".join(f"{a}: {Path(r['modules']['app']).parent.parent.parent}" for a, r in results.items()))
         report_store([a for a, _, _ in store_arms], results, args)
-    print(f"\nload average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}; "
+    print(f"\nload average at the end: {load_average()}; "
           f"total {time.perf_counter() - started:.0f} s")
 
 
