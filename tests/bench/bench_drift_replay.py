@@ -14,20 +14,18 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from benchkit import ROOT
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from rtrec.data.movielens import load_movielens  # noqa: E402
-from rtrec.domain.events import UserEvent  # noqa: E402
-from rtrec.local.drift_demo import genre_events  # noqa: E402
-from rtrec.local.replay import late_events  # noqa: E402
-from rtrec.services.drift import DriftMonitor, TrainingSnapshot  # noqa: E402
-from tests.unit.test_drift_monitor import Sources, Store  # noqa: E402  (the unit tests' in-memory ports)
+from rtrec.data.movielens import load_movielens
+from rtrec.domain.events import UserEvent
+from rtrec.local.drift_demo import genre_events
+from rtrec.local.replay import late_events
+from rtrec.services.drift import DriftMonitor, TrainingSnapshot
+from tests.unit.test_drift_monitor import Sources, Store  # the unit tests' in-memory ports
 
 
 def snapshot_from(model_dir: Path) -> TrainingSnapshot:
@@ -59,7 +57,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=6.0, help="events per second, to turn events into hours")
     parser.add_argument("--genre", default="Horror")
     args = parser.parse_args()
-    model_dir = args.model_dir or max(Path(".rtrec/jobs").glob("*/model/item_catalog.npz"),
+    model_dir = args.model_dir or max((ROOT / ".rtrec" / "jobs").glob("*/model/item_catalog.npz"),
                                       key=lambda p: p.stat().st_mtime).parent
     snapshot = snapshot_from(model_dir)
     data = load_movielens("ml-1m", args.cache)
