@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,18 +25,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-for path in (ROOT / "layers" / "core", ROOT, Path(__file__).resolve().parent):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+from benchkit import machine, percentiles, show, table
 
-from benchkit import machine  # noqa: E402
-
-from rtrec.adapters.aws.clients import aws_client  # noqa: E402
-from rtrec.adapters.aws.provision import Provisioner  # noqa: E402
-from rtrec.local.cloud import EmbeddedCloud, free_port, port_in_use  # noqa: E402
-from rtrec.local.state import LocalState  # noqa: E402
-from rtrec.resources import EVENTS_STREAM, MODELS_BUCKET, USER_FEATURES, ResourceNames  # noqa: E402
+from rtrec.adapters.aws.clients import aws_client
+from rtrec.adapters.aws.provision import Provisioner
+from rtrec.local.cloud import EmbeddedCloud, free_port, port_in_use
+from rtrec.local.state import LocalState
+from rtrec.resources import EVENTS_STREAM, MODELS_BUCKET, USER_FEATURES, ResourceNames
 
 NAMES = ResourceNames(prefix="bench")
 ITEMS = 2000
@@ -48,11 +42,6 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def percentiles(samples: list[float]) -> tuple[float, float]:
-    ordered = sorted(samples)
-    return statistics.median(ordered) * 1000, ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000
 
 
 class Target:
@@ -130,7 +119,8 @@ def measure_latency(targets: list[Target], calls: int) -> None:
                 target_ops[name]()
                 samples[index].append(time.perf_counter() - started)
         for target, taken in zip(targets, samples):
-            target.results[name] = percentiles(taken)
+            seconds = percentiles(taken)
+            target.results[name] = (seconds["p50"] * 1000, seconds["p99"] * 1000)
 
 
 def measure_throughput(target: Target, seconds: float) -> None:
@@ -204,25 +194,20 @@ def main() -> None:
             moto.terminate()
             moto.wait(timeout=10)
 
-    print("\n### Call latency, one client thread (ms, p50 / p99)\n")
-    print("| call | " + " | ".join(t.label for t in targets) + " | router overhead p50 |")
-    print("|---|" + "---|" * len(targets) + "---|")
-    for name in targets[0].results:
-        cells = [f"{t.results[name][0]:.2f} / {t.results[name][1]:.2f}" for t in targets]
-        overhead = routed.results[name][0] - direct.results[name][0]
-        print(f"| {name} | " + " | ".join(cells) + f" | {overhead:+.2f} |")
-    print("| GetItem throughput, 4 threads (calls/s) | " + " | ".join(f"{t.throughput:,.0f}" for t in targets)
-          + f" | {routed.throughput / direct.throughput - 1:+.0%} |")
-    print("\n### Memory (RSS after the run, MiB) and start time\n")
-    print("| process | RSS MiB |\n|---|---|")
-    for name, value in memory.items():
-        print(f"| {name} | {value:.0f} |")
+    rows = [[name, *(f"{t.results[name][0]:.2f} / {t.results[name][1]:.2f}" for t in targets),
+             f"{routed.results[name][0] - direct.results[name][0]:+.2f}"] for name in targets[0].results]
+    rows.append(["GetItem throughput, 4 threads (calls/s)", *(f"{t.throughput:,.0f}" for t in targets),
+                 f"{routed.throughput / direct.throughput - 1:+.0%}"])
+    show("Call latency, one client thread (ms, p50 / p99)",
+         table(["call", *(t.label for t in targets), "router overhead p50"], rows))
     durable_total = sum(v for k, v in memory.items() if k != "moto server")
-    print(f"| durable total (5 processes) | {durable_total:.0f} |")
-    print("\n| start (to provisioned) | s |\n|---|---|")
-    print(f"| moto server process + Provisioner | {moto_start:.2f} |")
-    print(f"| durable EmbeddedCloud.start(), empty state | {durable_start:.2f} |")
-    print(f"| durable EmbeddedCloud.start(), state of the first start | {durable_restart:.2f} |")
+    memory_rows = [[name, f"{value:.0f}"] for name, value in memory.items()]
+    memory_rows.append(["durable total (5 processes)", f"{durable_total:.0f}"])
+    start_rows = [["moto server process + Provisioner", f"{moto_start:.2f}"],
+                  ["durable EmbeddedCloud.start(), empty state", f"{durable_start:.2f}"],
+                  ["durable EmbeddedCloud.start(), state of the first start", f"{durable_restart:.2f}"]]
+    show("Memory (RSS after the run, MiB) and start time",
+         table(["process", "RSS MiB"], memory_rows) + "\n\n" + table(["start (to provisioned)", "s"], start_rows))
 
 
 if __name__ == "__main__":
