@@ -37,9 +37,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchkit import ROOT, machine, process_cpu  # noqa: E402
+from benchkit import ROOT, machine, percentiles, process_cpu, table, tree_paths
 
 CONCURRENCY = 16
 STATIC_ROUTE = "/docs"  # the HTTP floor: a route whose answer does not grow with the API
@@ -68,11 +66,8 @@ class Load:
         return len(self.latencies_ms) / self.seconds if self.seconds else 0.0
 
     def row(self) -> list[str]:
-        if self.summary is not None:
-            p50, p99, worst = self.summary["p50"], self.summary["p99"], self.summary["max"]
-        else:
-            lat = np.asarray(self.latencies_ms) if self.latencies_ms else np.zeros(1)
-            p50, p99, worst = float(np.percentile(lat, 50)), float(np.percentile(lat, 99)), float(lat.max())
+        figures = self.summary if self.summary is not None else percentiles(self.latencies_ms or [0.0])
+        p50, p99, worst = figures["p50"], figures["p99"], figures["max"]
         lag_max = max(self.lag_during_s, default=float("nan"))
         settled = next((t for t, lag in self.lag_after_s if lag < 0.5), float("nan"))
         return [self.label, f"{self.rate:,.0f}", f"{p50:.1f}", f"{p99:.1f}", f"{worst:.0f}", str(self.errors),
@@ -282,7 +277,7 @@ class Stack:
         env.update({"RTREC_STATE_DIR": str(self.state_dir), "RTREC_CLOUD_BACKEND": self.backend,
                     "PYTHONUNBUFFERED": "1"})
         if self.tree != ROOT:  # another checkout (the code before a change) run with this venv
-            env["PYTHONPATH"] = f"{self.tree / 'layers' / 'core'}:{self.tree}"
+            env["PYTHONPATH"] = os.pathsep.join(tree_paths(self.tree))
         started = time.monotonic()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "rtrec.cli", "run", "--cloud-port", str(self.cloud_port), "--api-port",
@@ -401,14 +396,6 @@ def bench_backend(args: argparse.Namespace, spec: str, workdir: Path) -> tuple[l
     if drained:
         times["drain_s"] = float(next(v for v in drained[-1] if v))
     return loads, times
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = [" | ".join(str(c).ljust(w) for c, w in zip(header, widths))]
-    lines.append("-|-".join("-" * w for w in widths))
-    lines += [" | ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows]
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
