@@ -59,14 +59,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from benchkit import (
+    ROOT,
+    child_cloud,
+    load_average,
+    machine,
+    percentiles,
+    progress,
+    show,
+    table,
+    tree_cpu_seconds,
+    tree_paths,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
-CORE = ROOT / "layers" / "core"
-sys.path.insert(0, str(CORE))
-sys.path.insert(0, str(ROOT))
-
-from rtrec.domain.models import UserProfile  # noqa: E402
-from tests.bench.benchkit import child_cloud, machine  # noqa: E402
+from rtrec.domain.models import UserProfile
 
 DEFAULT_MODEL_DIR = ROOT / ".rtrec" / "s3" / "models" / "models" / "versions" / "2"
 PREFIX = "bench"  # resource prefix in the embedded cloud
@@ -78,50 +84,17 @@ TARGET_COLD_START_S = 1.5
 SEED = 2026
 
 
-def progress(message: str) -> None:
-    print(f"   .. {message}", flush=True)
-
-
 # -- figures and tables ----------------------------------------------------------------------------------
 
 
 def ms(values_ns: list[int] | np.ndarray) -> tuple[float, float, float]:
     """p50, p99 and mean in milliseconds."""
-    if len(values_ns) == 0:
-        return float("nan"), float("nan"), float("nan")
-    arr = np.asarray(values_ns, dtype=np.float64) / 1e6
-    return float(np.percentile(arr, 50)), float(np.percentile(arr, 99)), float(arr.mean())
-
-
-def table(header: list[str], rows: list[list[Any]], align: str | None = None) -> str:
-    align = align or "l" + "r" * (len(header) - 1)
-    marks = {"l": "---", "r": "---:"}
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(marks[a] for a in align) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
+    figures = percentiles(np.asarray(values_ns, dtype=np.float64) / 1e6)
+    return figures["p50"], figures["p99"], figures["mean"]
 
 
 def f3(value: float) -> str:
     return "-" if value != value else f"{value:.3f}"  # NaN -> "-"
-
-
-def show(title: str, text: str) -> None:
-    print(f"\n### {title}\n\n{text}\n", flush=True)
-
-
-def proc_cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) of a process and its children still running, from /proc."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    pending = [pid]
-    while pending:
-        current = pending.pop()
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / ticks
-            for task in Path(f"/proc/{current}/task").iterdir():
-                pending += [int(c) for c in (task / "children").read_text().split()]
-    return total
 
 
 # -- data, users and models ------------------------------------------------------------------------------
@@ -322,7 +295,7 @@ class Cloud:
             "RTREC_PREFIX": PREFIX,
             "RTREC_MODEL_CACHE_DIR": str(cache_dir),
             "RTREC_REQUIRE_API_KEYS": "false",  # keyless loopback load, as `rtrec run` on 127.0.0.1
-            "PYTHONPATH": os.pathsep.join([str(ROOT), str(CORE), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+            "PYTHONPATH": os.pathsep.join([*tree_paths(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
         })
         return env
 
@@ -492,12 +465,12 @@ def measure_fetch(recommender: Any, features: Any, workload: Workload, result: I
         group = [r for r in workload.requests if r.expected == strategy]
         if not group:
             continue
-        cpu, moto = time.thread_time(), proc_cpu_s(moto_pid) if moto_pid else 0.0
+        cpu, moto = time.thread_time(), tree_cpu_seconds(moto_pid) if moto_pid else 0.0
         for r in group:
             start = time.perf_counter_ns()
             features.get_user(r.user_id)
             result.get_user[strategy].append(time.perf_counter_ns() - start)
-        moto = proc_cpu_s(moto_pid) - moto if moto_pid else float("nan")
+        moto = tree_cpu_seconds(moto_pid) - moto if moto_pid else float("nan")
         result.get_user_cpu[strategy] = (1e3 * (time.thread_time() - cpu) / len(group), 1e3 * moto / len(group))
 
 
@@ -861,10 +834,10 @@ def part_http(args: argparse.Namespace, cloud: Cloud, workdir: Path, version: st
                 asyncio.run(_load(server.port, 8, args.warmup_s, seed=0))  # warm-up: every worker, every code path
                 for concurrency in args.concurrency:
                     progress(f"{backend.name}, {workers} worker(s), concurrency {concurrency}: {args.duration:.0f} s")
-                    api0, moto0 = proc_cpu_s(server.proc.pid), proc_cpu_s(cloud.proc.pid)
+                    api0, moto0 = tree_cpu_seconds(server.proc.pid), tree_cpu_seconds(cloud.proc.pid)
                     res = asyncio.run(_load(server.port, concurrency, args.duration, seed=server.workers * 100 + concurrency))
-                    api_cpu = proc_cpu_s(server.proc.pid) - api0
-                    moto_cpu = proc_cpu_s(cloud.proc.pid) - moto0
+                    api_cpu = tree_cpu_seconds(server.proc.pid) - api0
+                    moto_cpu = tree_cpu_seconds(cloud.proc.pid) - moto0
                     p50, p99, mean = ms(res.latencies_ns)
                     rps = len(res.latencies_ns) / res.seconds
                     throughput[(backend.name, workers, concurrency)] = rps
@@ -896,7 +869,7 @@ COLDSTART_CHILD = r"""
 import time
 T0, WALL0 = time.perf_counter(), time.time()
 import json, sys
-sys.path[:0] = sys.argv[2:4]
+sys.path[:0] = sys.argv[2:]  # the checkout's import roots (benchkit.tree_paths)
 marks = {"interpreter_started_at": WALL0}
 
 def lap(name, start):
@@ -1005,7 +978,7 @@ def coldstart_runs(args: argparse.Namespace, cloud: Cloud, workdir: Path, tag: s
     for n in range(args.repeats):
         cache = workdir / f"models-cold-{tag}-{n}"  # empty: every run downloads the model, as a new instance does
         spawned = time.time()
-        done = subprocess.run([sys.executable, "-c", COLDSTART_CHILD, str(event), str(ROOT), str(CORE)], cwd=ROOT,
+        done = subprocess.run([sys.executable, "-c", COLDSTART_CHILD, str(event), *tree_paths(ROOT)], cwd=ROOT,
                               env=cloud.env(cache), capture_output=True, text=True, timeout=300)
         line = next((x for x in done.stdout.splitlines() if x.startswith("BENCH_RESULT ")), None)
         if done.returncode != 0 or line is None:
@@ -1126,7 +1099,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> None:
             part_http(args, cloud, Path(tmp), version)
         if "coldstart" in parts:
             part_coldstart(args, cloud, Path(tmp), workload, version)
-    print(f"\nload average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    print(f"\nload average at the end: {load_average()}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
