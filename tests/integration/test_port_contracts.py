@@ -20,7 +20,7 @@ from rtrec.adapters.memory import (
     InMemoryRankerStateStore,
 )
 from rtrec.domain.events import Impression
-from rtrec.domain.models import ItemFeatures, PopularItems, ScoredItem, UserProfile
+from rtrec.domain.models import EarlyReward, ItemFeatures, PopularItems, RecentSlate, ScoredItem, UserProfile
 from rtrec.domain.online import RANKER_FEATURES, RankerShardState
 from rtrec.resources import ITEM_FEATURES, MODELS_BUCKET, USER_FEATURES
 
@@ -73,8 +73,8 @@ def a_profile(user_id: str) -> UserProfile:
     return UserProfile(user_id, age=35, gender="M", occupation="writer", zip_prefix="02",
                        history=("3", "1", "2"), interaction_count=41, last_seen=1_764_806_400,
                        applied_through=(("rtrec-events-shardId-000000000001", 10**20 + 7),),
-                       recent_slates=(f"{slate.request_id} 0badc0de",), pending_impression=slate,
-                       early_rewards=("r-1 10",))
+                       recent_slates=(RecentSlate(slate.request_id, 0x0BADC0DE),), pending_impression=slate,
+                       early_rewards=(EarlyReward("r-1", "10"),))
 
 
 # -- FeatureStore ---------------------------------------------------------------------------------------------

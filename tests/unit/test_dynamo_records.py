@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from rtrec.adapters.aws.dynamo import _from_attribute_map, _to_attribute_map, user_from_record, user_to_record
 from rtrec.domain.events import Impression
-from rtrec.domain.models import LEGACY_ARRIVAL, SeenEvents, UserProfile, event_fingerprint, record_fingerprint
+from rtrec.domain.models import (
+    LEGACY_ARRIVAL,
+    EarlyReward,
+    RecentSlate,
+    SeenEvents,
+    UserProfile,
+    event_fingerprint,
+    record_fingerprint,
+)
 
 
 def test_a_profile_survives_the_round_trip_through_attribute_maps():
@@ -15,9 +23,13 @@ def test_a_profile_survives_the_round_trip_through_attribute_maps():
     seen.add("e1", 10**55 + 7, 1.7e9)
     profile = UserProfile("u1", age=30, gender="F", history=("3", "1 2", 'q"x'), interaction_count=3, last_seen=7,
                           applied_through=(("s-1", 10**55 + 7), ("s-0", 5)), seen_events=seen.pack(),
-                          recent_slates=("r 1 0badcafe",), pending_impression=slate, early_rewards=("r0 a",))
+                          recent_slates=(RecentSlate("r 1", 0x0BADCAFE),), pending_impression=slate,
+                          early_rewards=(EarlyReward("r0", "a b"),))
     attributes = _to_attribute_map(user_to_record(profile))
     assert attributes["history"] == {"S": '["3","1 2","q\\"x"]'}  # one string, not a list of 3
+    # the slates and early rewards keep their stored format: one string per entry
+    assert attributes["recent_slates"] == {"S": '["r 1 0badcafe"]'}
+    assert attributes["early_rewards"] == {"S": '["r0 a b"]'}
     assert attributes["seen_events"] == {"B": seen.pack()} and len(seen.pack()) == 16
     assert str(10**55 + 7) in attributes["applied_through"]["S"]  # 56 digits: a string, not a DynamoDB number
     again = user_from_record(_from_attribute_map(attributes))
@@ -36,7 +48,17 @@ def test_old_marks_become_dedup_entries_and_recent_slates():
     seen = SeenEvents(profile.seen_events)
     assert seen.first_applied_by("e1", 2e9) == record_fingerprint(5)  # kept until stamped by its first use
     assert seen.first_applied_by("e@x", 2e9) == record_fingerprint(9)
-    assert profile.recent_slates == (f"r1 {record_fingerprint(6):08x}",) and profile.applied_through == ()
+    assert profile.recent_slates == (RecentSlate("r1", record_fingerprint(6)),) and profile.applied_through == ()
+
+
+def test_slates_and_early_rewards_stored_as_strings_read_as_typed_entries():
+    """Profiles already in the table hold "request_id fingerprint" and "request_id item_id" strings."""
+    profile = user_from_record({"user_id": "u1", "recent_slates": '["r 1 0badcafe", "r2 00000007"]',
+                                "early_rewards": '["r0 a b", "r3 9"]'})
+    assert profile.recent_slates == (RecentSlate("r 1", 0x0BADCAFE), RecentSlate("r2", 7))
+    assert profile.early_rewards == (EarlyReward("r0", "a b"), EarlyReward("r3", "9"))
+    assert user_to_record(profile)["recent_slates"] == '["r 1 0badcafe","r2 00000007"]'
+    assert user_to_record(profile)["early_rewards"] == '["r0 a b","r3 9"]'
 
 
 def test_an_empty_profile_stores_no_empty_attributes():

@@ -8,7 +8,7 @@ import pytest
 
 from rtrec.adapters.memory import InMemoryCounterfactualLog, InMemoryFeatureStore, InMemoryRankerStateStore
 from rtrec.domain.events import Impression, UserEvent
-from rtrec.domain.models import UserProfile
+from rtrec.domain.models import EarlyReward, UserProfile
 from rtrec.domain.online import RANKER_FEATURES, LabeledImpression, OnlineRanker, RankerShardState
 from rtrec.domain.ranking import RankingConfig, blend, blend_weights, ranking_features
 from rtrec.services.online import OnlineLearner, OnlineRankerSource
@@ -50,7 +50,7 @@ def test_the_next_slate_resolves_the_last_one_unchosen():
 
 def test_a_reward_that_arrives_before_its_slate_is_joined_when_the_slate_comes():
     profile, resolved = joined(UserProfile("u1"), click(1, "c", "r1"), 1800)
-    assert resolved == () and profile.early_rewards == ("r1 c",)
+    assert resolved == () and profile.early_rewards == (EarlyReward("r1", "c"),)
     profile, resolved = joined(profile, slate("r1"), 1800)
     assert [r.rewards for r in resolved] == [(0, 0, 1)]
     assert profile.pending_impression is None and profile.early_rewards == ()

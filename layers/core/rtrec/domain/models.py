@@ -6,7 +6,7 @@ import hashlib
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from rtrec.domain.events import Impression
@@ -17,6 +17,21 @@ HISTORY_LENGTH = 200
 # any of them again (keeping only 200 cost 24% of Recall@10 on ML-1M, whose heavy users rated 2,000+
 # films). 5,000 short ids stay far below DynamoDB's 400 KB item limit.
 PROFILE_HISTORY_LIMIT = 5_000
+
+
+class RecentSlate(NamedTuple):
+    """A slate applied to a profile: its request id, and the fingerprint (record_fingerprint) of the stream record
+    that applied it, which tells that record delivered again from another record carrying the same slate."""
+
+    request_id: str
+    fingerprint: int
+
+
+class EarlyReward(NamedTuple):
+    """A positive event that named a slate (request id) the consumer had not seen yet, and the item it chose."""
+
+    request_id: str
+    item_id: str
 
 
 @dataclass(frozen=True)
@@ -36,15 +51,15 @@ class UserProfile:
     # The client events applied, packed (see SeenEvents): a client re-sending an event within the retention is a
     # no-op however many messages came between. Impressions never enter it (see recent_slates).
     seen_events: bytes = b""
-    # The last RECENT_SLATES slates applied, "request_id record_fingerprint": an impression re-sent (the
-    # producer retrying) is a no-op without using the user's event budget.
-    recent_slates: tuple[str, ...] = ()
+    # The last RECENT_SLATES slates applied: an impression re-sent (the producer retrying) is a no-op without
+    # using the user's event budget.
+    recent_slates: tuple[RecentSlate, ...] = ()
     # The last slate served to the user, until a positive event rewards one of its items or the next
     # slate replaces it (then none was chosen): the consumer joins impressions with rewards here.
     pending_impression: Impression | None = None
-    # Rewards ("request_id item_id") that named a slate the consumer had not seen yet: serving logs the
-    # impression after answering, so the user's click can reach the stream before it.
-    early_rewards: tuple[str, ...] = ()
+    # Rewards that named a slate the consumer had not seen yet: serving logs the impression after answering,
+    # so the user's click can reach the stream before it.
+    early_rewards: tuple[EarlyReward, ...] = ()
 
     @property
     def has_demographics(self) -> bool:

@@ -13,7 +13,9 @@ from rtrec.domain.models import (
     PROFILE_HISTORY_LIMIT,
     RECENT_SLATES,
     SEEN_EVENTS_LIMIT,
+    EarlyReward,
     ItemStatsDelta,
+    RecentSlate,
     Recommendation,
     SeenEvents,
     UserProfile,
@@ -267,19 +269,18 @@ class StreamConsumer:
         w = work.get(user_id)
         if w is None:
             w = work[user_id] = _Working(before, self._retention, self._dedup_limit)
-        slate_key = f"{message.request_id} {record_fingerprint(seq):08x}" if isinstance(message, Impression) else ""
         if seq <= w.applied.get(shard_id, -1):
             # Delivered again: the profile has it. What it counted (for a state that had not: never, as the state
             # is saved first) follows from whether this record was the original or a retry.
             if isinstance(message, Impression):
-                original = slate_key in before.recent_slates
+                original = RecentSlate(message.request_id, record_fingerprint(seq)) in before.recent_slates
             else:
                 original = w.seen.first_applied_by(message.event_id, arrived) == record_fingerprint(seq)
             stats, positive = self._effects(message) if original else ((), None)
             plan.applied.append((seq, Applied("redelivered", user_id, 0, (), positive, stats)))
             return
         if isinstance(message, Impression):
-            if any(s.rsplit(" ", 1)[0] == message.request_id for s in before.recent_slates):
+            if any(slate.request_id == message.request_id for slate in before.recent_slates):
                 plan.applied.append((seq, Applied("duplicate", user_id, 0)))  # the producer sent the slate again
                 return
         else:
@@ -294,7 +295,8 @@ class StreamConsumer:
         after, resolved = joined(before, message, self._reward_window)
         stats, positive = self._effects(message)
         if isinstance(message, Impression):
-            after = replace(after, recent_slates=(*after.recent_slates, slate_key)[-RECENT_SLATES:])
+            slate = RecentSlate(message.request_id, record_fingerprint(seq))
+            after = replace(after, recent_slates=(*after.recent_slates, slate)[-RECENT_SLATES:])
             applied = Applied("impression", user_id, len(message.items), resolved, None, stats)
         else:
             applied = Applied("event", user_id, 1, resolved, positive, stats)
@@ -357,13 +359,13 @@ def joined(
     if isinstance(message, Impression):
         if pending is not None:
             resolved.append(_labeled(pending, None, message.timestamp))
-        chosen = next((r.split(" ", 1)[1] for r in early if r.split(" ", 1)[0] == message.request_id), None)
+        chosen = next((r.item_id for r in early if r.request_id == message.request_id), None)
         if chosen is not None and chosen in message.items:
             resolved.append(_labeled(message, chosen, message.timestamp))
             pending = None
         else:
             pending = message
-        early = tuple(r for r in early if r.split(" ", 1)[0] != message.request_id)
+        early = tuple(r for r in early if r.request_id != message.request_id)
         profile = replace(profile, pending_impression=pending, early_rewards=early)
     else:
         if message.is_positive:
@@ -374,7 +376,7 @@ def joined(
                 resolved.append(_labeled(pending, message.item_id, message.timestamp))
                 profile = replace(profile, pending_impression=None)
             elif message.request_id is not None and (pending is None or pending.request_id != message.request_id):
-                early = (*early, f"{message.request_id} {message.item_id}")[-EARLY_REWARDS:]
+                early = (*early, EarlyReward(message.request_id, message.item_id))[-EARLY_REWARDS:]
                 profile = replace(profile, early_rewards=early)
         profile = updated_profile(profile, message)
     return profile, tuple(resolved)

@@ -3,7 +3,10 @@
 The stream consumer's exactly-once marks live in the profile item: `applied_through` (a JSON map of shard to
 sequence number, as strings: Kinesis sequence numbers have up to 56 digits, more than a DynamoDB number holds),
 `seen_events` (binary, 16 bytes per client event, at most SEEN_EVENTS_LIMIT) and `recent_slates`. A profile
-written before them has `recent_event_ids` instead: read, its marks become `seen_events` entries."""
+written before them has `recent_event_ids` instead: read, its marks become `seen_events` entries.
+
+`recent_slates` and `early_rewards` are stored as JSON lists of strings, "request_id fingerprint-in-hex" and
+"request_id item_id": the profile's typed entries (RecentSlate, EarlyReward) are encoded here, and only here."""
 
 from __future__ import annotations
 
@@ -18,7 +21,15 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from rtrec.adapters.aws.clients import aws_client
 from rtrec.adapters.aws.errors import translate_aws_errors
 from rtrec.domain.events import Impression, decode_record, encode_record
-from rtrec.domain.models import RECENT_SLATES, ItemFeatures, SeenEvents, UserProfile, record_fingerprint
+from rtrec.domain.models import (
+    RECENT_SLATES,
+    EarlyReward,
+    ItemFeatures,
+    RecentSlate,
+    SeenEvents,
+    UserProfile,
+    record_fingerprint,
+)
 from rtrec.errors import DependencyError
 
 _BATCH_WRITE_LIMIT = 25
@@ -80,10 +91,10 @@ def user_to_record(user: UserProfile) -> dict[str, Any]:
         "applied_through": (orjson.dumps({shard: str(seq) for shard, seq in user.applied_through}).decode()
                             if user.applied_through else None),
         "seen_events": user.seen_events or None,
-        "recent_slates": _id_list(user.recent_slates),
+        "recent_slates": _id_list([f"{s.request_id} {s.fingerprint:08x}" for s in user.recent_slates]),
         # A JSON string: a map of float lists would cost a Decimal per feature both ways.
         "pending_impression": encode_record(user.pending_impression).decode() if user.pending_impression else None,
-        "early_rewards": _id_list(user.early_rewards),
+        "early_rewards": _id_list([f"{r.request_id} {r.item_id}" for r in user.early_rewards]),
     }
 
 
@@ -100,10 +111,28 @@ def user_from_record(record: dict[str, Any]) -> UserProfile:
         applied_through=tuple((str(k), int(v)) for k, v in orjson.loads(record["applied_through"]).items())
         if record.get("applied_through") else (),
         seen_events=_seen(record),
-        recent_slates=_ids(record.get("recent_slates")) or _legacy_slates(record),
+        recent_slates=_recent_slates(record.get("recent_slates")) or _legacy_slates(record),
         pending_impression=_impression(record.get("pending_impression")),
-        early_rewards=_ids(record.get("early_rewards")),
+        early_rewards=_early_rewards(record.get("early_rewards")),
     )
+
+
+def _recent_slates(stored: Any) -> tuple[RecentSlate, ...]:
+    """The stored "request_id fingerprint" entries (the request id may hold spaces, the hex fingerprint not)."""
+    slates = []
+    for entry in _ids(stored):
+        request_id, _, fingerprint = entry.rpartition(" ")
+        slates.append(RecentSlate(request_id, int(fingerprint, 16)))
+    return tuple(slates)
+
+
+def _early_rewards(stored: Any) -> tuple[EarlyReward, ...]:
+    """The stored "request_id item_id" entries (the item id may hold spaces, the request id not)."""
+    rewards = []
+    for entry in _ids(stored):
+        request_id, _, item_id = entry.partition(" ")
+        rewards.append(EarlyReward(request_id, item_id))
+    return tuple(rewards)
 
 
 def _seen(record: dict[str, Any]) -> bytes:
@@ -115,14 +144,14 @@ def _seen(record: dict[str, Any]) -> bytes:
     return SeenEvents.from_legacy_marks(legacy) if legacy else b""
 
 
-def _legacy_slates(record: dict[str, Any]) -> tuple[str, ...]:
+def _legacy_slates(record: dict[str, Any]) -> tuple[RecentSlate, ...]:
     """The old format's impression marks (`impression:<request_id>@<seq>`) as recent_slates entries."""
     slates = []
     for mark in _ids(record.get("recent_event_ids")):
         if mark.startswith("impression:"):
             request_id, _, seq = mark[len("impression:"):].rpartition("@")
             if request_id and seq.isdigit():
-                slates.append(f"{request_id} {record_fingerprint(int(seq)):08x}")
+                slates.append(RecentSlate(request_id, record_fingerprint(int(seq))))
     return tuple(slates[-RECENT_SLATES:])
 
 
