@@ -62,18 +62,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from benchkit import ROOT, ConsumerLambdaContext, child_cloud, load_average, machine, percentiles, progress, show, table
 
-# The API and the consumer log one JSON line per request/record through Powertools; keep the console for the figures.
-os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
-
-ROOT = Path(__file__).resolve().parents[2]
-CORE = ROOT / "layers" / "core"
-sys.path[:0] = [str(CORE), str(ROOT), str(Path(__file__).resolve().parent)]
-
-from benchkit import ConsumerLambdaContext  # noqa: E402
-
-from rtrec.domain.events import Impression, UserEvent, encode_record  # noqa: E402
-from rtrec.resources import (  # noqa: E402
+from rtrec.domain.events import Impression, UserEvent, encode_record
+from rtrec.resources import (
     EVENTS_DLQ,
     EVENTS_STREAM,
     ITEM_FEATURES,
@@ -82,7 +74,10 @@ from rtrec.resources import (  # noqa: E402
     USER_FEATURES,
     ResourceNames,
 )
-from tests.bench.benchkit import child_cloud, machine  # noqa: E402
+
+# The API and the consumer log one JSON line per request/record through Powertools (imported by the parts, below);
+# keep the console for the figures.
+os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 
 PREFIX = "bench"
 NAMES = ResourceNames(prefix=PREFIX)
@@ -92,33 +87,6 @@ TARGET_FRESHNESS_P99_S = 1.0
 EVENT_MIX = {"rating": 0.55, "click": 0.30, "view": 0.10, "purchase": 0.05}
 IMPRESSION_SHARE = 0.10
 SLATE = 10
-
-
-def progress(message: str) -> None:
-    print(f"  .. {message}", flush=True)
-
-
-def show(title: str, text: str) -> None:
-    print(f"\n### {title}\n\n{text}\n", flush=True)
-
-
-def table(header: list[str], rows: list[list[str]], align: str | None = None) -> str:
-    align = align or "l" + "r" * (len(header) - 1)
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def load_average() -> str:
-    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def percentiles(values: list[float]) -> dict[str, float]:
-    array = np.asarray(values, dtype=float)
-    if not len(array):
-        return {"p50": float("nan"), "p95": float("nan"), "p99": float("nan"), "max": float("nan"), "mean": float("nan")}
-    return {"p50": float(np.percentile(array, 50)), "p95": float(np.percentile(array, 95)),
-            "p99": float(np.percentile(array, 99)), "max": float(array.max()), "mean": float(array.mean())}
 
 
 # -- timing every AWS call -----------------------------------------------------------------------------------
