@@ -39,11 +39,20 @@ def tree_env(tree: Path, base: Mapping[str, str] | None = None) -> dict[str, str
     """`base` (default: this process's environment) with PYTHONPATH naming only `tree`'s import roots."""
     return {**(os.environ if base is None else base), "PYTHONPATH": os.pathsep.join(tree_paths(tree))}
 
+
+def tooling_module(tree: Path, name: str) -> str:
+    """The dotted name of the local tooling's module `name` (`cloud`, `cli`, ...) in `tree`: under `rtrec_local`, or
+    in a checkout from before the tooling left the core package, under `rtrec.local` (the CLI: `rtrec.cli`)."""
+    if (tree / "localstack" / "rtrec_local").is_dir():
+        return f"rtrec_local.{name}"
+    return "rtrec.cli" if name == "cli" else f"rtrec.local.{name}"
+
+
 _CLOUD_CHILD = """
-import inspect, sys
-prefix, backend = sys.argv[1], sys.argv[2]
-sys.path[:0] = sys.argv[3:]
-from rtrec_local.cloud import EmbeddedCloud
+import importlib, inspect, sys
+prefix, backend, cloud_module = sys.argv[1], sys.argv[2], sys.argv[3]
+sys.path[:0] = sys.argv[4:]
+EmbeddedCloud = importlib.import_module(cloud_module).EmbeddedCloud
 from rtrec.resources import ResourceNames
 options = {}
 if "backend" in inspect.signature(EmbeddedCloud).parameters:  # a checkout from before the durable cloud has none
@@ -67,8 +76,9 @@ def child_cloud(prefix: str, log: Path | None = None, *, tree: Path = ROOT,
     whose code it runs (another one: the code before a change); `backend`: durable or moto (default: the
     settings', RTREC_CLOUD_BACKEND)."""
     stderr = log.open("w") if log is not None else None
-    proc = subprocess.Popen([sys.executable, "-c", _CLOUD_CHILD, prefix, backend or "", *tree_paths(tree)], cwd=tree,
-                            text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr)
+    proc = subprocess.Popen([sys.executable, "-c", _CLOUD_CHILD, prefix, backend or "", tooling_module(tree, "cloud"),
+                             *tree_paths(tree)], cwd=tree, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=stderr)
     try:
         assert proc.stdout is not None
         url = proc.stdout.readline().strip()
