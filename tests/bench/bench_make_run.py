@@ -37,7 +37,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from benchkit import ROOT, machine, percentiles, process_cpu, table, tree_paths
+from benchkit import ROOT, machine, percentiles, process_cpu, table, tooling_module, tree_paths
 
 CONCURRENCY = 16
 STATIC_ROUTE = "/docs"  # the HTTP floor: a route whose answer does not grow with the API
@@ -280,7 +280,7 @@ class Stack:
             env["PYTHONPATH"] = os.pathsep.join(tree_paths(self.tree))
         started = time.monotonic()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "rtrec.cli", "run", "--cloud-port", str(self.cloud_port), "--api-port",
+            [sys.executable, "-m", tooling_module(self.tree, "cli"), "run", "--cloud-port", str(self.cloud_port), "--api-port",
              str(self.api_port), "--bootstrap-epochs", "1", "--drift-check-seconds", "0",
              "--promote-check-seconds", "0"], env=env, cwd=self.tree, stdout=self.log.open("a"),
             stderr=subprocess.STDOUT)
