@@ -36,7 +36,6 @@ from rtrec.domain.promotion import (
     override,
 )
 from rtrec.errors import NotFoundError
-from rtrec.local.state import LocalState
 from rtrec.ports import ModelStore
 from training.artifacts import METRICS, PRIMARY_METRICS, TrainResult, missing_files, read_json
 
@@ -100,27 +99,6 @@ class RegistryConfig:
             if database and database != ":memory:":
                 return (Path(database).resolve().parent / "artifacts").as_uri()
         return None
-
-
-def local_tracking_uri(state_dir: Path) -> str:
-    """SQLite store at `<state>/mlflow/mlflow.db` (the registry needs a database, not files)."""
-    state = LocalState(Path(state_dir))
-    state.mlflow_dir.mkdir(parents=True, exist_ok=True)
-    return state.mlflow_tracking_uri
-
-
-def local_artifact_location(state_dir: Path) -> str:
-    """`<state>/mlflow/artifacts` as a file URI."""
-    folder = LocalState(Path(state_dir)).mlflow_artifacts_dir.resolve()
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder.as_uri()
-
-
-def local_registry_config(state_dir: Path, **overrides: Any) -> RegistryConfig:
-    """The embedded setup: both the store and the artifacts under the local state folder."""
-    return RegistryConfig(
-        tracking_uri=local_tracking_uri(state_dir), artifact_location=local_artifact_location(state_dir), **overrides
-    )
 
 
 # The off-policy half of the gate: (candidate version, production version) -> decision, from logged traffic.

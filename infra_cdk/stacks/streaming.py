@@ -1,6 +1,6 @@
 """Streaming: the Kinesis events stream and the `stream_consumer` Lambda behind its event source mapping.
 
-The mapping follows the same contract as the embedded cloud's local one (`rtrec/local/event_source.py`):
+The mapping follows the same contract as the embedded cloud's local one (`rtrec_local/event_source.py`):
 in-order batches per shard; ReportBatchItemFailures (a record-level failure the handler cannot dead-letter
 itself comes back from that record); BisectBatchOnFunctionError (a failing batch is split until the bad record
 is alone, the good ones around it applied); RETRY_ATTEMPTS retries, then the on-failure destination. The handler

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// One persistent AWS emulator in this process, for rtrec.local.cloud (the supervisor):
+// One persistent AWS emulator in this process, for rtrec_local.cloud (the supervisor):
 //   node emulator.js dynamodb|kinesis|s3 --port P [--host H] --path DIR [--watch-stdin]
 // dynamodb: dynalite on LevelDB, kinesis: kinesalite on LevelDB, s3: s3rver on the file system; no artificial
 // latency (tables and streams are ACTIVE at once). With --watch-stdin the process exits when its standard input

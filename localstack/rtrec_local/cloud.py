@@ -5,7 +5,7 @@ Two backends:
 - `durable` (the default): emulators that keep their state on disk, each in a process of its own, supervised
   from here: dynalite (DynamoDB, LevelDB), kinesalite (Kinesis, LevelDB; sequence numbers and records survive),
   s3rver (S3, files) and moto server for everything else (SQS, CloudWatch, IAM, STS, CloudFormation, SageMaker,
-  ...; its SQS backend pickled to disk after every change by rtrec.local.moto_persistent). A Node router
+  ...; its SQS backend pickled to disk after every change by rtrec_local.moto_persistent). A Node router
   (localstack/emulators/router.js) on the public port sends each request to its service's emulator, so one
   endpoint serves the SDKs, the AWS CLI and awslocal; each emulator also answers on a port of its own
   (`service_endpoints`, `<cloud dir>/endpoints.json`, for `AWS_ENDPOINT_URL_DYNAMODB` and friends).
@@ -42,14 +42,14 @@ from typing import IO, Any, Literal
 from rtrec.adapters.aws.clients import aws_client
 from rtrec.adapters.aws.provision import Provisioner, ProvisionReport
 from rtrec.errors import DependencyError
-from rtrec.local.state import LocalState
 from rtrec.resources import ResourceNames
+from rtrec_local.state import LocalState
 
-log = logging.getLogger("rtrec.local.cloud")
+log = logging.getLogger("rtrec_local.cloud")
 
 Backend = Literal["durable", "moto"]
 BACKENDS: tuple[str, ...] = ("durable", "moto")
-REPO_ROOT = Path(__file__).resolve().parents[4]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 EMULATORS_DIR = REPO_ROOT / "localstack" / "emulators"
 NODE_SERVICES = ("dynamodb", "kinesis", "s3")  # emulator.js serves these; moto the rest
 STATE_FOLDERS = {"dynamodb": "dynamodb", "kinesis": "kinesis", "s3": "s3", "moto": "sqs"}
@@ -302,7 +302,7 @@ class EmbeddedCloud:
             children.append(_Child(name, [node, str(emulators / "emulator.js"), name, "--port", str(ports[name]),
                                           "--host", "127.0.0.1", "--path", str(root / STATE_FOLDERS[name]),
                                           "--watch-stdin"], ports[name], root / "logs" / f"{name}.log"))
-        children.append(_Child("moto", [sys.executable, "-m", "rtrec.local.moto_persistent", "--port",
+        children.append(_Child("moto", [sys.executable, "-m", "rtrec_local.moto_persistent", "--port",
                                         str(ports["moto"]), "--sqs-state", str(root / STATE_FOLDERS["moto"]),
                                         "--watch-stdin"], ports["moto"], root / "logs" / "moto.log"))
         routes = [arg for name in NODE_SERVICES for arg in ("--route", f"{name}=127.0.0.1:{ports[name]}")]

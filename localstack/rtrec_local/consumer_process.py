@@ -2,7 +2,7 @@
 
 In one process the API's request threads and the consumer share one interpreter lock: under a load of
 `GET /recommend` the consumer got 30-45 records/s of the 470 it does alone, and its lag grew for as long as the
-load lasted. `rtrec run` therefore starts it as a child (`python -m rtrec.local.consumer_process`):
+load lasted. `rtrec run` therefore starts it as a child (`python -m rtrec_local.consumer_process`):
 
 - the child runs the local event source mapping over the `stream_consumer` handler, and every half second writes its
   status (the mapping's `stats()` and its Prometheus metrics, as text) to a JSON file beside the cloud's state, which
@@ -42,9 +42,9 @@ def start_stream_consumer(endpoint_url: str, telemetry: Any, say: Callable[[str]
     """The stream_consumer handler driven by the local event source mapping (Lambda's, in AWS), started."""
     from functions.stream_consumer.app import build_handler
     from rtrec.adapters.aws.sqs import SqsDeadLetterQueue
-    from rtrec.local.event_source import KinesisEventSourceMapping
     from rtrec.resources import EVENTS_DLQ, EVENTS_STREAM, STREAM_CHECKPOINTS
     from rtrec.settings import ConsumerSettings
+    from rtrec_local.event_source import KinesisEventSourceMapping
 
     settings = ConsumerSettings(endpoint_url=endpoint_url)
     names = settings.names
@@ -113,7 +113,7 @@ class ConsumerProcess:
         self.status_path.unlink(missing_ok=True)
         # Its own session: a Ctrl-C in the terminal reaches only the parent, which drains the child on purpose.
         self._proc = subprocess.Popen(
-            [self._python, "-m", "rtrec.local.consumer_process", self.endpoint_url, str(self.status_path),
+            [self._python, "-m", "rtrec_local.consumer_process", self.endpoint_url, str(self.status_path),
              "--drain-seconds", str(self.drain_seconds),
              *(f"--route={service}={url}" for service, url in sorted(self.routes.items()))],
             stdin=subprocess.PIPE, start_new_session=True, close_fds=True)
@@ -196,13 +196,13 @@ class ConsumerProcess:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The child: `python -m rtrec.local.consumer_process ENDPOINT STATUS_FILE [--drain-seconds S]`."""
+    """The child: `python -m rtrec_local.consumer_process ENDPOINT STATUS_FILE [--drain-seconds S]`."""
     import argparse
 
-    from rtrec.local.shutdown import Interrupts, drain
     from rtrec.monitoring.telemetry import Telemetry
+    from rtrec_local.shutdown import Interrupts, drain
 
-    parser = argparse.ArgumentParser(prog="rtrec.local.consumer_process")
+    parser = argparse.ArgumentParser(prog="rtrec_local.consumer_process")
     parser.add_argument("endpoint_url")
     parser.add_argument("status_file", type=Path)
     parser.add_argument("--drain-seconds", type=float, default=30.0)

@@ -38,7 +38,7 @@ from rtrec.adapters.aws.clients import aws_client
 from rtrec.errors import DependencyError, InvalidInputError
 from rtrec.resources import BUCKETS, QUEUES, STREAMS, TABLES, ResourceNames
 
-REPO_ROOT = Path(__file__).resolve().parents[4]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 INFRA_DIR = REPO_ROOT / "infra_cdk"
 DEFAULT_PREFIX = "rtrec-cdk"
 BOOTSTRAP_VERSION_PARAMETER = "/cdk-bootstrap/hnb659fds/version"

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from rtrec.local.replay import ReplayEvent, replay
+from rtrec_local.replay import ReplayEvent, replay
 
 
 def genre_events(dataset: Any, users: list[str], genre: str, n: int, start_timestamp: int,

@@ -1,6 +1,6 @@
 """moto server in a process of its own, with its SQS backend kept on disk.
 
-    python -m rtrec.local.moto_persistent --port 4599 --sqs-state DIR
+    python -m rtrec_local.moto_persistent --port 4599 --sqs-state DIR
 
 moto keeps everything in memory. For what the embedded cloud still runs on moto (SQS, CloudWatch, IAM, STS,
 CloudFormation, SageMaker, ...), SQS is the one whose data must survive a restart (the dead-letter queue): after
@@ -8,7 +8,7 @@ every SQS request that may change it (and every few seconds, for changes made by
 timeouts running out) its backend state is pickled to `DIR/sqs.pickle` atomically (temporary file, fsync,
 rename), before the response goes out, and loaded at start. This is how LocalStack persists its moto backends.
 
-The process exits when its standard input closes: the supervisor (rtrec.local.cloud) holds the other end, so
+The process exits when its standard input closes: the supervisor (rtrec_local.cloud) holds the other end, so
 the server never outlives it, even when the supervisor is killed with SIGKILL.
 """
 
@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("rtrec.local.moto_persistent")
+log = logging.getLogger("rtrec_local.moto_persistent")
 
 # SQS actions that never change a queue; every other SQS request is followed by a save.
 READ_ONLY_SQS_ACTIONS = frozenset({

@@ -107,8 +107,8 @@ def main() -> None:
         raise SystemExit("needs wrk (apt-get install wrk)")
     print(machine(), flush=True)
 
-    from rtrec.local.cloud import EmbeddedCloud
-    from rtrec.local.state import LocalState
+    from rtrec_local.cloud import EmbeddedCloud
+    from rtrec_local.state import LocalState
 
     with tempfile.TemporaryDirectory() as folder:
         cloud = EmbeddedCloud(port=0, names=NAMES, state=LocalState(Path(folder)), backend="durable",

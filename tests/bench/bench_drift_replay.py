@@ -22,9 +22,9 @@ from benchkit import ROOT
 
 from rtrec.data.movielens import load_movielens
 from rtrec.domain.events import UserEvent
-from rtrec.local.drift_demo import genre_events
-from rtrec.local.replay import late_events
 from rtrec.services.drift import DriftMonitor, TrainingSnapshot
+from rtrec_local.drift_demo import genre_events
+from rtrec_local.replay import late_events
 from tests.unit.test_drift_monitor import Sources, Store  # the unit tests' in-memory ports
 
 

@@ -1,5 +1,5 @@
 """The local cloud's emulators side by side, in one run: moto server (its own process, over HTTP) vs the durable
-emulators (dynalite, kinesalite, s3rver; rtrec.local.cloud), called directly and through the router on one port.
+emulators (dynalite, kinesalite, s3rver; rtrec_local.cloud), called directly and through the router on one port.
 
     .venv/bin/python tests/bench/bench_emulators.py [--calls 300] [--seconds 5]
 
@@ -29,9 +29,9 @@ from benchkit import machine, percentiles, show, table
 
 from rtrec.adapters.aws.clients import aws_client
 from rtrec.adapters.aws.provision import Provisioner
-from rtrec.local.cloud import EmbeddedCloud, free_port, port_in_use
-from rtrec.local.state import LocalState
 from rtrec.resources import EVENTS_STREAM, MODELS_BUCKET, USER_FEATURES, ResourceNames
+from rtrec_local.cloud import EmbeddedCloud, free_port, port_in_use
+from rtrec_local.state import LocalState
 
 NAMES = ResourceNames(prefix="bench")
 ITEMS = 2000

@@ -733,7 +733,7 @@ def parse_workers(spec: str) -> tuple[int, bool]:
 class Uvicorn:
     def __init__(self, cloud: Cloud, backend: Backend, workers: str, workdir: Path, args: argparse.Namespace,
                  version: str) -> None:
-        from rtrec.local.cloud import free_port
+        from rtrec_local.cloud import free_port
 
         self.workers, self.nodelay = parse_workers(workers)
         self.backend = backend

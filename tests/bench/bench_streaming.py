@@ -15,7 +15,7 @@ history, which is enough to see a click reach serving. Parts (`--part`, default 
   ms per call by operation. Anchor: one Kinesis shard takes 1,000 records/s in, and one consumer process should
   keep up with 5 shards (5,000 events/s), emulator aside.
 - `e2e`: events through the API (uvicorn in a thread, as `rtrec run`) onto the 2-shard Kinesis stream while the
-  local event source mapping (`rtrec.local.event_source.KinesisEventSourceMapping`) drives the handler. (a) Burst:
+  local event source mapping (`rtrec_local.event_source.KinesisEventSourceMapping`) drives the handler. (a) Burst:
   `POST /events` (`--e2e-batch` events each) back to back from `--clients` threads for `--e2e-seconds`, then the
   consumer alone for `--drain-sample-s`: events/s accepted by the API, events/s applied by the consumer during the
   load and alone, the lag at the end of the load (events waiting and the age of the oldest). What is left stays on
@@ -230,8 +230,8 @@ def embedded_cloud(mode: str) -> Iterator[str]:
     """EmbeddedCloud in a thread of this process (`thread`, as `rtrec run`) or in a child process; yields its URL."""
     started = time.perf_counter()
     if mode == "thread":
-        from rtrec.local.cloud import EmbeddedCloud
         from rtrec.settings import LocalSettings
+        from rtrec_local.cloud import EmbeddedCloud
 
         cloud = EmbeddedCloud(port=0, names=NAMES, backend=LocalSettings().cloud_backend)
         cloud.start()
@@ -322,7 +322,7 @@ def seed(endpoint_url: str, workload: Workload) -> None:
 
 
 class KinesisEvents:
-    """Kinesis Lambda events as the event source mapping builds them (rtrec.local.event_source._event_record)."""
+    """Kinesis Lambda events as the event source mapping builds them (rtrec_local.event_source._event_record)."""
 
     def __init__(self, shards: int = 2) -> None:
         self.shards = shards
@@ -441,8 +441,8 @@ class Api:
         import uvicorn
 
         from functions.api.app import build_services, create_app
-        from rtrec.local.cloud import free_port
         from rtrec.settings import ApiSettings
+        from rtrec_local.cloud import free_port
 
         app = create_app(build_services(ApiSettings(endpoint_url=self.endpoint_url, resource_prefix=PREFIX,
                                                     require_api_keys=False)))
@@ -481,12 +481,12 @@ class Consumer:
 
 
 def start_consumer(endpoint_url: str, args: argparse.Namespace, name: str, starting_position: str) -> Consumer:
-    """The stream_consumer handler driven by the local event source mapping, wired as rtrec.cli._start_stream_consumer;
+    """The stream_consumer handler driven by the local event source mapping, wired as rtrec_local.cli._start_stream_consumer;
     started, and idle at the end of the stream."""
     from functions.stream_consumer.app import build_handler
     from rtrec.adapters.aws.sqs import SqsDeadLetterQueue
-    from rtrec.local.event_source import KinesisEventSourceMapping
     from rtrec.settings import ConsumerSettings
+    from rtrec_local.event_source import KinesisEventSourceMapping
 
     handler = build_handler(ConsumerSettings(endpoint_url=endpoint_url, resource_prefix=PREFIX))
     consumer = Consumer(None, [0])

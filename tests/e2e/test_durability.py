@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from rtrec.adapters.aws.dynamo import DynamoFeatureStore
-from rtrec.local.cloud import free_port
+from rtrec_local.cloud import free_port
 from tests.e2e.test_local_stack import start, wait_for
 
 pytestmark = pytest.mark.e2e

@@ -16,11 +16,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from rtrec.adapters.aws.clients import aws_client
 from rtrec.adapters.aws.dynamo import DynamoFeatureStore
-from rtrec.local.cloud import free_port
+from rtrec_local.cloud import free_port
 
 pytestmark = pytest.mark.e2e
 
-RTREC = [sys.executable, "-m", "rtrec.cli"]
+RTREC = [sys.executable, "-m", "rtrec_local.cli"]
 
 
 def start(args: list[str], state_dir: Path, log: Path) -> subprocess.Popen:

@@ -15,9 +15,9 @@ import pytest
 from rtrec.adapters.aws.clients import aws_client
 from rtrec.adapters.aws.provision import Provisioner
 from rtrec.errors import InvalidInputError
-from rtrec.local.cloud import EmbeddedCloud
-from rtrec.local.deploy import INFRA_DIR, CdkDeployer, DeployReport
 from rtrec.resources import BUCKETS, EVENTS_DLQ, QUEUES, STREAMS, TABLES, ResourceNames
+from rtrec_local.cloud import EmbeddedCloud
+from rtrec_local.deploy import INFRA_DIR, CdkDeployer, DeployReport
 
 pytestmark = [
     pytest.mark.integration,

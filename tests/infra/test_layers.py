@@ -58,16 +58,22 @@ def test_core_layer_build_replaces_stale_files(tmp_path):
     assert not stale.exists() and (tmp_path / "python" / "rtrec" / "resources.py").is_file()
 
 
-# Tooling no Lambda imports: the CLI, the embedded cloud, the data-set loaders, the report, the unit tests' fakes.
-NOT_FOR_LAMBDA = ("cli.py", "local", "data", "monitoring/report.py", "adapters/memory", "adapters/mlflow",
-                  "adapters/prometheus", "monitoring/grafana")
+# Tooling no Lambda imports, within rtrec: the data-set loaders, the report, the unit tests' fakes, the MLflow and
+# Prometheus adapters. The CLI and the embedded cloud are a package of their own (rtrec_local), never shipped.
+NOT_FOR_LAMBDA = ("data", "monitoring/report.py", "adapters/memory", "adapters/mlflow", "adapters/prometheus",
+                  "monitoring/grafana")
+NOT_IN_THE_LAYER = {"rtrec_local", "cli", "cli.py", "local", "training", "functions"}  # at any depth
 
 
 def test_the_core_layer_holds_what_the_lambdas_import_and_no_tooling(tmp_path):
-    root = build_core_layer(tmp_path) / "python" / "rtrec"
+    layer = build_core_layer(tmp_path) / "python"
+    root = layer / "rtrec"
     shipped = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
     held = sorted(name for name in NOT_FOR_LAMBDA if (root / name).exists())
     assert held == [], f"the core layer ships tooling: {held}"
+    assert sorted(p.name for p in layer.iterdir()) == ["rtrec"]
+    tooling = sorted(p.relative_to(layer).as_posix() for p in layer.rglob("*") if p.name in NOT_IN_THE_LAYER)
+    assert tooling == [], f"the core layer ships the CLI, the local cloud or training: {tooling}"
     # What each handler's module needs is there: its package, the services it wires, the adapters it builds.
     for needed in ("__init__.py", "settings.py", "services/recommend.py", "services/stream.py", "services/drift.py",
                    "adapters/aws/dynamo.py", "adapters/aws/kinesis_producer.py", "adapters/model/onnx_towers.py",

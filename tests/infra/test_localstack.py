@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from rtrec.local.cloud import free_port
 from rtrec.resources import BUCKETS, QUEUES, STREAMS, TABLES
+from rtrec_local.cloud import free_port
 
 LOCALSTACK = Path(__file__).resolve().parents[2] / "localstack"
 HOOK = LOCALSTACK / "init" / "ready.d" / "10-provision.sh"

@@ -17,9 +17,9 @@ import pytest
 
 from rtrec.adapters.aws.clients import aws_client
 from rtrec.adapters.aws.provision import Provisioner
-from rtrec.local.cloud import EmbeddedCloud
 from rtrec.resources import ResourceNames
 from rtrec.settings import LocalSettings
+from rtrec_local.cloud import EmbeddedCloud
 
 
 @dataclass

@@ -15,10 +15,10 @@ import pytest
 from rtrec.adapters.aws.dynamo import DynamoFeatureStore
 from rtrec.adapters.aws.kinesis import KinesisEventStream
 from rtrec.domain.events import UserEvent
-from rtrec.local.cloud import EmbeddedCloud
-from rtrec.local.consumer_process import ConsumerProcess
-from rtrec.local.state import LocalState
 from rtrec.resources import EVENTS_STREAM, ITEM_FEATURES, USER_FEATURES, ResourceNames
+from rtrec_local.cloud import EmbeddedCloud
+from rtrec_local.consumer_process import ConsumerProcess
+from rtrec_local.state import LocalState
 
 pytestmark = pytest.mark.integration
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from rtrec.local.cloud import EMULATORS_DIR, EmbeddedCloud, _port_in_use
-from rtrec.local.state import LocalState
 from rtrec.resources import EVENTS_DLQ, EVENTS_STREAM, MODELS_BUCKET, USER_FEATURES, ResourceNames
+from rtrec_local.cloud import EMULATORS_DIR, EmbeddedCloud, _port_in_use
+from rtrec_local.state import LocalState
 
 pytestmark = [
     pytest.mark.integration,
@@ -112,8 +112,8 @@ def test_a_crashed_emulator_is_reported_and_restarted_and_serves_again(tmp_path)
 SUPERVISOR = textwrap.dedent("""
     import json, sys, time
     from pathlib import Path
-    from rtrec.local.cloud import EmbeddedCloud
-    from rtrec.local.state import LocalState
+    from rtrec_local.cloud import EmbeddedCloud
+    from rtrec_local.state import LocalState
     from rtrec.resources import ResourceNames
     sys.path.insert(0, sys.argv[2])
     from test_durable_cloud import _write

@@ -14,8 +14,8 @@ import pytest
 from aws_lambda_powertools.utilities.data_classes import KinesisStreamEvent
 from botocore.exceptions import ClientError
 
-from rtrec.local.event_source import PARTIAL_FAILURE_REASON, KinesisEventSourceMapping
 from rtrec.resources import EVENTS_DLQ, STREAM_CHECKPOINTS
+from rtrec_local.event_source import PARTIAL_FAILURE_REASON, KinesisEventSourceMapping
 
 pytestmark = pytest.mark.integration
 

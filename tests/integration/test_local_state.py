@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from rtrec.local.cloud import EmbeddedCloud
-from rtrec.local.state import LocalState
 from rtrec.resources import MODELS_BUCKET, OFFLINE_STORE_BUCKET, ResourceNames
+from rtrec_local.cloud import EmbeddedCloud
+from rtrec_local.state import LocalState
 
 pytestmark = pytest.mark.integration
 

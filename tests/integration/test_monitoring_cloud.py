@@ -18,10 +18,10 @@ from functions.api.app import Services, create_app
 from rtrec.adapters.aws.json_reports import DRIFT_REPORTS_PREFIX, S3JsonReports
 from rtrec.adapters.prometheus import PrometheusMetrics
 from rtrec.domain.events import Impression, UserEvent
-from rtrec.local.cloud import free_port
 from rtrec.monitoring.catalog import CONSUMER_SERVICE
 from rtrec.monitoring.telemetry import Telemetry
 from rtrec.resources import MODELS_BUCKET
+from rtrec_local.cloud import free_port
 from tests.integration.test_stream_consumer import Context, encoded, kinesis_event
 from tests.unit.serving_world import make_world
 from tests.unit.test_report import drift_reports
@@ -89,7 +89,7 @@ def api_url():
 def test_rtrec_report_renders_the_cloud_s_log_and_drift_reports_and_the_api_s_latency(
         cloud, names, consumer_module, monkeypatch, tmp_path, api_url):
     from rtrec.adapters.aws.clients import aws_client
-    from rtrec.cli import app
+    from rtrec_local.cli import app
 
     now = time.time()
     batch = kinesis_event(encoded(*slates_and_clicks(20, now - 3600)))  # the joins resolve as the slates go

@@ -19,9 +19,9 @@ from rtrec.adapters.aws.dynamo import DynamoFeatureStore
 from rtrec.adapters.aws.sqs import SqsDeadLetterQueue, is_reference
 from rtrec.domain.events import UserEvent, encode_record
 from rtrec.errors import DependencyError
-from rtrec.local.event_source import KinesisEventSourceMapping
 from rtrec.resources import DEAD_LETTER_BUCKET, ITEM_FEATURES, STREAM_CHECKPOINTS, USER_FEATURES
 from rtrec.settings import ConsumerSettings
+from rtrec_local.event_source import KinesisEventSourceMapping
 
 pytestmark = pytest.mark.integration
 
@@ -266,8 +266,8 @@ def test_a_shard_split_while_records_flow_reads_children_after_the_parent_and_ap
 def test_dlq_show_and_redrive_handle_by_reference_letters(cloud, names, dlq, monkeypatch):
     from typer.testing import CliRunner
 
-    from rtrec.cli import app
     from rtrec.resources import EVENTS_STREAM
+    from rtrec_local.cli import app
 
     marker = uuid.uuid4().hex
     data = json.dumps({"kind": "event", "marker": marker, "padding": "p" * 900_000}).encode()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from rtrec.local.cloud import _connected_to_a_listener, _port_in_use, free_port
+from rtrec_local.cloud import _connected_to_a_listener, _port_in_use, free_port
 
 
 def test_a_socket_connected_to_itself_is_not_a_listener():

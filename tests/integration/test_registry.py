@@ -16,14 +16,13 @@ from rtrec.domain.catalog import catalog_columns
 from rtrec.domain.models import ItemFeatures
 from rtrec.errors import DependencyError, InvalidInputError, NotFoundError
 from rtrec.resources import MODELS_BUCKET
+from rtrec_local.registry import local_artifact_location, local_registry_config
 from training import artifacts
 from training.artifacts import PRIMARY_METRICS, REQUIRED, TrainResult
 from training.registry import (
     RegistryConfig,
     default_gate,
     from_mlflow_key,
-    local_artifact_location,
-    local_registry_config,
     log_and_register,
     mlflow_key,
     promote,

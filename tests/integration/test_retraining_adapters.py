@@ -11,8 +11,8 @@ import pytest
 
 from rtrec.adapters.aws.locks import DynamoLock
 from rtrec.adapters.aws.sagemaker import SageMakerJobConfig, SageMakerTrainingJobs
-from rtrec.local.jobs import LocalJobRunner, LocalTrainingJobs
 from rtrec.resources import LOCKS
+from rtrec_local.jobs import LocalJobRunner, LocalTrainingJobs
 
 pytestmark = pytest.mark.integration
 

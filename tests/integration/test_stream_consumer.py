@@ -270,7 +270,7 @@ def test_dlq_redrive_puts_dead_lettered_records_back_on_the_stream(cloud, names,
     from typer.testing import CliRunner
 
     from rtrec.adapters.aws.clients import aws_client
-    from rtrec.cli import app
+    from rtrec_local.cli import app
 
     dlq = SqsDeadLetterQueue(names.queue(EVENTS_DLQ), endpoint_url=cloud.endpoint_url)
     sqs = aws_client("sqs", cloud.endpoint_url)

@@ -16,10 +16,10 @@ from rtrec.adapters.aws.kinesis import KinesisEventStream
 from rtrec.adapters.aws.s3 import S3RankerStateStore
 from rtrec.adapters.aws.sqs import SqsDeadLetterQueue
 from rtrec.domain.events import UserEvent
-from rtrec.local.event_source import KinesisEventSourceMapping
 from rtrec.resources import EVENTS_DLQ, ITEM_FEATURES, MODELS_BUCKET, STREAM_CHECKPOINTS, USER_FEATURES
 from rtrec.services.online import ItemStatsReader
 from rtrec.settings import ConsumerSettings
+from rtrec_local.event_source import KinesisEventSourceMapping
 
 pytestmark = pytest.mark.integration
 

@@ -15,13 +15,14 @@ from rtrec.adapters.model.onnx_towers import load_model_folder
 from rtrec.adapters.search.faiss_index import FaissVectorIndex
 from rtrec.domain.encoder import FeatureEncoder
 from rtrec.domain.models import UserProfile
-from rtrec.local.jobs import LocalJobRunner
-from rtrec.local.state import LocalState
 from rtrec.resources import MODELS_BUCKET
 from rtrec.services.model_watcher import ModelWatcher
+from rtrec_local.jobs import LocalJobRunner
+from rtrec_local.registry import local_registry_config
+from rtrec_local.state import LocalState
 from training import artifacts
 from training.index import build_item_index
-from training.registry import default_gate, local_registry_config, promote
+from training.registry import default_gate, promote
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

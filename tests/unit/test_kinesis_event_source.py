@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from rtrec.local.event_source import KinesisEventSourceMapping
+from rtrec_local.event_source import KinesisEventSourceMapping
 
 ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/fake"
 
@@ -285,7 +285,7 @@ def test_a_stop_that_times_out_never_leaves_two_pollers():
     import threading as _threading
     import time as _time
 
-    from rtrec.local.event_source import KinesisEventSourceMapping
+    from rtrec_local.event_source import KinesisEventSourceMapping
 
     class SlowKinesis:
         def describe_stream_summary(self, **_kwargs):
@@ -559,7 +559,7 @@ def test_the_lag_shows_a_backlog_when_the_emulator_reports_no_millis_behind_late
 
 
 def test_the_drain_line_says_how_far_behind_from_the_lag_not_behind_latest_alone():
-    from rtrec.local.shutdown import Interrupts, drain
+    from rtrec_local.shutdown import Interrupts, drain
 
     class Backlog:
         def __init__(self) -> None:

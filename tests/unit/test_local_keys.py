@@ -8,8 +8,8 @@ import stat
 
 import pytest
 
-from rtrec.cli import is_loopback
-from rtrec.local.state import LocalState
+from rtrec_local.cli import is_loopback
+from rtrec_local.state import LocalState
 
 
 def test_a_key_per_role_is_generated_once_and_kept_owner_only(tmp_path):
@@ -51,8 +51,8 @@ def test_keys_are_required_as_soon_as_the_api_listens_beyond_loopback(host, loop
 def test_rtrec_run_serves_with_the_generated_keys_and_prints_them(tmp_path, capsys, host, flag, required):
     from pydantic import SecretStr
 
-    from rtrec.cli import _with_local_keys
     from rtrec.settings import ApiSettings, LocalSettings
+    from rtrec_local.cli import _with_local_keys
 
     local = LocalSettings(state_dir=tmp_path, api_host=host)
     settings = _with_local_keys(ApiSettings(read_api_key=SecretStr("read-key-from-the-environment")), local,

@@ -278,7 +278,7 @@ def test_emf_metrics_with_extra_dimensions_are_one_line_per_dimension_set(capsys
 
 def test_the_api_and_a_consumer_apart_expose_each_family_once():
     """`rtrec run`: the consumer's process keeps its metrics, the API's the rest and appends the consumer's text."""
-    from rtrec.local.consumer_process import consumer_metric
+    from rtrec_local.consumer_process import consumer_metric
 
     consumer = PrometheusMetrics(process_metrics=False, only=consumer_metric)
     api = PrometheusMetrics(only=lambda spec: not consumer_metric(spec))

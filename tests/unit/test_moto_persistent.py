@@ -1,4 +1,4 @@
-"""moto's SQS backend pickled to disk and back (rtrec.local.moto_persistent), without a server."""
+"""moto's SQS backend pickled to disk and back (rtrec_local.moto_persistent), without a server."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import io
 import boto3
 from moto import mock_aws
 
-from rtrec.local.moto_persistent import READ_ONLY_SQS_ACTIONS, SqsState, _sqs_action
+from rtrec_local.moto_persistent import READ_ONLY_SQS_ACTIONS, SqsState, _sqs_action
 
 
 def test_queues_and_messages_come_back_from_the_saved_state(tmp_path):

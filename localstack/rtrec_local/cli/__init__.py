@@ -116,7 +116,7 @@ def cloud_deploy(
     """`cdk deploy` of the CDK app (infra_cdk/) to the embedded cloud or LocalStack; reports what it skipped."""
     import os
 
-    from rtrec.local.deploy import CdkDeployer
+    from rtrec_local.deploy import CdkDeployer
 
     settings = _aws(endpoint_url)
     endpoint = settings.endpoint_url or _local().endpoint_url  # never real AWS: there, run `cdk deploy` in infra_cdk/
@@ -139,7 +139,7 @@ def cloud_reset(
 ) -> None:
     """Delete the local cloud's state (tables, stream records and positions, buckets, queues) to start from nothing;
     the MLflow registry stays. Refuses while the cloud answers on its port."""
-    from rtrec.local.cloud import cloud_dir, port_in_use, reset_cloud_state
+    from rtrec_local.cloud import cloud_dir, port_in_use, reset_cloud_state
 
     local = _local(state_dir=state_dir, cloud_port=port)
     if port_in_use(local.cloud_host, local.cloud_port):
@@ -211,8 +211,8 @@ def seed(
 
 def _start_cloud(local: LocalSettings) -> Any:
     from rtrec.adapters.aws.clients import route_services
-    from rtrec.local.cloud import EmbeddedCloud
-    from rtrec.local.state import LocalState
+    from rtrec_local.cloud import EmbeddedCloud
+    from rtrec_local.state import LocalState
 
     state = LocalState(local.state_dir.resolve()).ensure()
     cloud = EmbeddedCloud(host=local.cloud_host, port=local.cloud_port, names=AwsSettings().names, state=state,
@@ -228,7 +228,7 @@ def _start_cloud(local: LocalSettings) -> Any:
 def _wait_for_interrupt(until_dead: threading.Thread | None = None) -> Any:
     """Block until SIGINT/SIGTERM (or until `until_dead` stops); returns the Interrupts, which keep counting (a
     second Ctrl-C sets `forced`)."""
-    from rtrec.local.shutdown import Interrupts
+    from rtrec_local.shutdown import Interrupts
 
     interrupts = Interrupts(say).install()
     interrupts.wait(until_dead)
@@ -286,7 +286,7 @@ def _local_telemetry(*, consumer_apart: bool = False) -> Any:
             say("prometheus-client is not installed: no /metrics (pip install -e '.[monitoring]')")
             _TELEMETRY.append(NO_TELEMETRY)
         else:
-            from rtrec.local.consumer_process import consumer_metric
+            from rtrec_local.consumer_process import consumer_metric
 
             only = (lambda spec: not consumer_metric(spec)) if consumer_apart else None
             _TELEMETRY.append(Telemetry(PrometheusMetrics(only=only)))
@@ -343,8 +343,8 @@ def serve(
 
 def _start_stream_consumer(endpoint_url: str) -> Any:
     """The stream consumer in this process (`rtrec cloud up`, the drift demo), its metrics in this process's
-    registry; `rtrec run` runs it in a process of its own (rtrec.local.consumer_process)."""
-    from rtrec.local.consumer_process import start_stream_consumer
+    registry; `rtrec run` runs it in a process of its own (rtrec_local.consumer_process)."""
+    from rtrec_local.consumer_process import start_stream_consumer
 
     return start_stream_consumer(endpoint_url, _local_telemetry(), say)
 
@@ -363,7 +363,7 @@ def _bootstrap_model(endpoint_url: str, local: LocalSettings, epochs: int) -> th
     mlflow), while the API serves popular items; serving picks the model up at its next pointer check."""
 
     def step(args: list[str]) -> bool:
-        command = [sys.executable, "-m", "rtrec.cli", *args, "--state-dir", str(local.state_dir)]
+        command = [sys.executable, "-m", "rtrec_local.cli", *args, "--state-dir", str(local.state_dir)]
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
         assert process.stdout is not None
         for line in process.stdout:
@@ -391,9 +391,9 @@ def _local_training_jobs(endpoint_url: str, local: LocalSettings) -> Any:
     store (the stream's events in the counterfactual-logs bucket) and ending as the shadow candidate."""
     import os
 
-    from rtrec.local.jobs import LocalJobRunner, LocalTrainingJobs
-    from rtrec.local.state import LocalState
     from rtrec.resources import COUNTERFACTUAL_BUCKET, MODELS_BUCKET
+    from rtrec_local.jobs import LocalJobRunner, LocalTrainingJobs
+    from rtrec_local.state import LocalState
 
     state = LocalState(local.state_dir.resolve()).ensure()
     names = AwsSettings(endpoint_url=endpoint_url).names
@@ -415,7 +415,7 @@ def _promotion_step(endpoint_url: str, local: LocalSettings, min_slates: int = 2
     shadow = store.read_pointer(SHADOW_POINTER)
     if shadow is None:
         return
-    command = [sys.executable, "-m", "rtrec.cli", "promote", "--version", shadow.version, "--endpoint-url",
+    command = [sys.executable, "-m", "rtrec_local.cli", "promote", "--version", shadow.version, "--endpoint-url",
                endpoint_url, "--state-dir", str(local.state_dir), "--withdraw-on-reject", "--min-slates", str(min_slates)]
     done = subprocess.run(command, capture_output=True, text=True)
     verdict = [line for line in done.stdout.splitlines() if "is now `production`" in line or " rejected: " in line]
@@ -429,7 +429,7 @@ def _drift_run_log(local: LocalSettings) -> Any:
         from rtrec.adapters.mlflow.drift_runs import MlflowDriftRuns
     except ImportError:
         return None
-    from rtrec.local.state import LocalState
+    from rtrec_local.state import LocalState
 
     state = LocalState(local.state_dir.resolve()).ensure()
     state.mlflow_artifacts_dir.mkdir(parents=True, exist_ok=True)
@@ -442,8 +442,8 @@ def _start_scheduler(endpoint_url: str, local: LocalSettings, drift_seconds: flo
     """EventBridge's schedules, locally: the drift check (which may start a retraining job) and the promotion
     gate's retries for the shadow candidate."""
     from functions.drift_check.app import build_handler
-    from rtrec.local.scheduler import LocalScheduler, ScheduledTask, scheduled_event
     from rtrec.settings import DriftSettings
+    from rtrec_local.scheduler import LocalScheduler, ScheduledTask, scheduled_event
 
     tasks = []
     if drift_seconds > 0:
@@ -511,7 +511,7 @@ def run(
         raise fail(str(exc)) from None
     consumer = scheduler = None
     try:
-        from rtrec.local.consumer_process import ConsumerProcess
+        from rtrec_local.consumer_process import ConsumerProcess
 
         aws = AwsSettings(endpoint_url=cloud.endpoint_url)
         _seed(aws, local)
@@ -564,7 +564,7 @@ def _with_local_keys(settings: ApiSettings, local: LocalSettings, *, require: bo
     key is always required; the read and events keys when the API listens beyond loopback or `require`."""
     from pydantic import SecretStr
 
-    from rtrec.local.state import LocalState
+    from rtrec_local.state import LocalState
 
     state = LocalState(local.state_dir.resolve())
     generated = state.api_keys()
@@ -592,7 +592,7 @@ def _client_api_key(option: str | None) -> str | None:
     one (the events role reads too, and its slates are logged as the replay and the probe expect)."""
     if option:
         return option
-    from rtrec.local.state import LocalState
+    from rtrec_local.state import LocalState
 
     state = LocalState(_local().state_dir.resolve())
     if not state.api_keys_file.exists():
@@ -635,8 +635,8 @@ def train_command(
     import os
 
     from rtrec.data.movielens import SOURCES, WheelCache
-    from rtrec.local.jobs import LocalJobRunner, new_job_name
-    from rtrec.local.state import LocalState
+    from rtrec_local.jobs import LocalJobRunner, new_job_name
+    from rtrec_local.state import LocalState
 
     local = _local(state_dir=state_dir, dataset=dataset)
     state = LocalState(local.state_dir.resolve()).ensure()
@@ -679,8 +679,8 @@ OpeClipOption = Annotated[float | None, typer.Option(help="cap on the cumulative
 def _model_store_and_log(settings: AwsSettings) -> tuple[Any, Any]:
     from rtrec.adapters.aws.model_store import S3ModelStore
     from rtrec.adapters.aws.s3 import S3CounterfactualLog
-    from rtrec.local.cloud import wait_for_endpoint
     from rtrec.resources import COUNTERFACTUAL_BUCKET, MODELS_BUCKET
+    from rtrec_local.cloud import wait_for_endpoint
 
     if settings.endpoint_url:
         wait_for_endpoint(settings.endpoint_url, timeout_s=3)
@@ -692,8 +692,8 @@ def _model_store_and_log(settings: AwsSettings) -> tuple[Any, Any]:
 def _registry(state_dir: Path | None) -> Any:
     import os
 
-    from rtrec.local.state import LocalState
-    from training.registry import local_registry_config
+    from rtrec_local.registry import local_registry_config
+    from rtrec_local.state import LocalState
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     state = LocalState(_local(state_dir=state_dir).state_dir.resolve()).ensure()
@@ -853,10 +853,10 @@ def demo_drift(
     from rtrec.adapters.aws.json_reports import S3JsonReports
     from rtrec.adapters.aws.s3 import S3DriftStore
     from rtrec.data.movielens import load_movielens
-    from rtrec.local.drift_demo import genre_events, run_demo
-    from rtrec.local.replay import late_events
     from rtrec.resources import ITEM_FEATURES, MODELS_BUCKET, USER_FEATURES
     from rtrec.services.seed import user_profiles
+    from rtrec_local.drift_demo import genre_events, run_demo
+    from rtrec_local.replay import late_events
 
     local = _local(cloud_port=cloud_port, api_port=api_port, state_dir=state_dir)
     try:
@@ -1033,9 +1033,9 @@ def replay_command(
     from rtrec.adapters.aws.dynamo import DynamoFeatureStore
     from rtrec.adapters.aws.s3 import S3RankerStateStore
     from rtrec.data.movielens import load_movielens
-    from rtrec.local.replay import MODES, late_events, replay
     from rtrec.resources import ITEM_FEATURES, MODELS_BUCKET, USER_FEATURES
     from rtrec.services.seed import user_profiles
+    from rtrec_local.replay import MODES, late_events, replay
 
     if mode not in (*MODES, "all"):
         raise fail(f"--mode must be one of {', '.join(MODES)} or all, got {mode!r}")
