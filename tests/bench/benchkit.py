@@ -3,7 +3,7 @@ another checkout's code in a child process, the Lambda context a handler called 
 pieces (progress lines, markdown tables, percentiles).
 
 A script run as `.venv/bin/python tests/bench/x.py` has its own folder first on sys.path, so `import benchkit` works
-as it is, and `rtrec`, `functions` and `training` are installed (editable). Importing benchkit also puts the
+as it is, and `rtrec`, `rtrec_local`, `functions` and `training` are installed (editable). Importing benchkit also puts the
 repository's root on the path (last), for the one thing that is not installed: the unit tests' helpers
 (`tests.unit...`) a few benchmarks reuse. isort places `benchkit` (third party) before `tests` (first party)."""
 
