@@ -342,7 +342,7 @@ def post_backlog(base: str, events: int) -> float:
 
 def bench_backend(args: argparse.Namespace, spec: str, workdir: Path) -> tuple[list[Load], dict[str, float]]:
     """One stack, `LABEL:BACKEND[:TREE]` (TREE: another checkout of the project, e.g. the commit before a change)."""
-    from rtrec.local.cloud import free_port
+    from rtrec_local.cloud import free_port
 
     label, backend, *tree = spec.split(":")
     state_dir = workdir / f"state-{label}"
