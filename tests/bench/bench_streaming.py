@@ -481,8 +481,8 @@ class Consumer:
 
 
 def start_consumer(endpoint_url: str, args: argparse.Namespace, name: str, starting_position: str) -> Consumer:
-    """The stream_consumer handler driven by the local event source mapping, wired as rtrec_local.cli._start_stream_consumer;
-    started, and idle at the end of the stream."""
+    """The stream_consumer handler driven by the local event source mapping, wired as
+    rtrec_local.cli.stack.start_stream_consumer; started, and idle at the end of the stream."""
     from functions.stream_consumer.app import build_handler
     from rtrec.adapters.aws.sqs import SqsDeadLetterQueue
     from rtrec.settings import ConsumerSettings

@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from rtrec_local.cli import is_loopback
+from rtrec_local.cli.keys import is_loopback
 from rtrec_local.state import LocalState
 
 
@@ -52,11 +52,11 @@ def test_rtrec_run_serves_with_the_generated_keys_and_prints_them(tmp_path, caps
     from pydantic import SecretStr
 
     from rtrec.settings import ApiSettings, LocalSettings
-    from rtrec_local.cli import _with_local_keys
+    from rtrec_local.cli.keys import with_local_keys
 
     local = LocalSettings(state_dir=tmp_path, api_host=host)
-    settings = _with_local_keys(ApiSettings(read_api_key=SecretStr("read-key-from-the-environment")), local,
-                                require=flag)
+    settings = with_local_keys(ApiSettings(read_api_key=SecretStr("read-key-from-the-environment")), local,
+                               require=flag)
     keys = LocalState(tmp_path).api_keys()
     assert settings.admin_api_key.get_secret_value() == keys["admin"]
     assert settings.events_api_key.get_secret_value() == keys["events"]

@@ -1,0 +1,94 @@
+"""`rtrec dlq`: the events dead-letter queue: inspect it, send its records back to the stream."""
+
+from __future__ import annotations
+
+import base64
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from rtrec.errors import RtrecError
+from rtrec.resources import EVENTS_STREAM
+from rtrec.settings import AwsSettings
+from rtrec_local.cli.utils import EndpointOption, aws_settings, exit_on_error, fail, say
+
+if TYPE_CHECKING:
+    from rtrec.adapters.aws.sqs import SqsDeadLetterQueue
+
+app = typer.Typer(help="The events dead-letter queue: inspect it, send its records back to the stream.",
+                  no_args_is_help=True)
+
+
+def _dlq(endpoint_url: str | None) -> tuple[AwsSettings, SqsDeadLetterQueue]:
+    from rtrec.adapters.aws.sqs import SqsDeadLetterQueue
+
+    settings = aws_settings(endpoint_url)
+    return settings, SqsDeadLetterQueue.for_names(settings.names, endpoint_url=settings.endpoint_url,
+                                                  region=settings.region)
+
+
+def dead_letter_line(body: dict[str, Any]) -> str:
+    """One line per dead letter: which record, why, and where it lies when it went by reference."""
+    from rtrec.adapters.aws.sqs import is_reference
+
+    batch = body.get("KinesisBatchInfo")
+    if isinstance(batch, dict):  # AWS's on-failure destination: batch metadata only, the records stay in the stream
+        return (f"{batch.get('shardId', '?')}:{batch.get('startSequenceNumber', '?')}..{batch.get('endSequenceNumber', '?')}"
+                f": {body.get('requestContext', {}).get('condition', 'failed batch')} (metadata only; "
+                f"{batch.get('batchSize', '?')} record(s) to read from the stream)")
+    ident = body.get("event_id") or body.get("record", {}).get("eventID") or body.get("sequence_number") or "?"
+    line = f"{ident}: {body.get('reason')} (attempts: {body.get('attempts', 1)}, from {body.get('source', '?')})"
+    if is_reference(body):
+        line += f" [by reference: s3://{body['s3_bucket']}/{body['s3_key']}, {int(body.get('size') or 0):,} bytes]"
+    return line
+
+
+@app.command("show")
+def dlq_show(endpoint_url: EndpointOption = "http://localhost:4566",
+             limit: Annotated[int, typer.Option(min=1, max=10)] = 10) -> None:
+    """Print dead-lettered records with the reason, and the S3 key and size of those kept by reference
+    (they stay in the queue)."""
+    with exit_on_error():
+        _, dlq = _dlq(endpoint_url)
+        messages = dlq.receive_with_handles(limit, visibility_timeout=0)
+    for body, _ in messages:
+        typer.echo(dead_letter_line(body))
+    say(f"{len(messages)} message(s) shown")
+
+
+@app.command("redrive")
+def dlq_redrive(endpoint_url: EndpointOption = "http://localhost:4566",
+                limit: Annotated[int, typer.Option(min=1, help="at most this many records")] = 1000) -> None:
+    """Put dead-lettered records back on the events stream (after fixing what failed them); each message
+    is deleted only once its record is on the stream again, and a by-reference letter's S3 object only after
+    its message, so nothing is lost if this stops midway."""
+    from rtrec.adapters.aws.kinesis import KinesisEventStream
+
+    moved = skipped = 0
+    try:
+        settings, dlq = _dlq(endpoint_url)
+        stream = KinesisEventStream(settings.names.stream(EVENTS_STREAM), endpoint_url=settings.endpoint_url,
+                                    region=settings.region)
+        while moved + skipped < limit:
+            messages = dlq.receive_with_handles(min(10, limit - moved - skipped), visibility_timeout=60)
+            if not messages:
+                break
+            for body, handle in messages:
+                try:
+                    whole = dlq.resolve(body)  # the record from S3 for a by-reference letter
+                except RtrecError as exc:
+                    say(f"skipping {dead_letter_line(body)}: {exc}")
+                    skipped += 1
+                    continue
+                kinesis = whole.get("record", {}).get("kinesis", {})
+                if "data" not in kinesis:
+                    say(f"skipping a message without a Kinesis record: {dead_letter_line(body)[:200]}")
+                    skipped += 1
+                    continue
+                stream.put_raw([(kinesis.get("partitionKey") or "redrive", base64.b64decode(kinesis["data"]))])
+                dlq.delete(handle, body)  # the message, then its S3 object
+                moved += 1
+    except RtrecError as exc:
+        raise fail(f"{exc} ({moved} record(s) were sent back before this)") from None
+    say(f"{moved} record(s) sent back to {settings.names.stream(EVENTS_STREAM)}"
+        + (f"; {skipped} message(s) left in the queue" if skipped else ""))
