@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import base64
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from rtrec.errors import RtrecError
 from rtrec.resources import EVENTS_STREAM
+from rtrec.services.dead_letters import RedriveReport, RedriveStopped, SkippedLetter, redrive_dead_letters
 from rtrec.settings import AwsSettings
 from rtrec_local.cli.utils import EndpointOption, aws_settings, exit_on_error, fail, say
 
@@ -64,31 +64,20 @@ def dlq_redrive(endpoint_url: EndpointOption = "http://localhost:4566",
     its message, so nothing is lost if this stops midway."""
     from rtrec.adapters.aws.kinesis import KinesisEventStream
 
-    moved = skipped = 0
+    def said_skip(letter: SkippedLetter) -> None:
+        if letter.error is None:
+            say(f"skipping a message without a Kinesis record: {dead_letter_line(letter.body)[:200]}")
+        else:
+            say(f"skipping {dead_letter_line(letter.body)}: {letter.error}")
+
     try:
         settings, dlq = _dlq(endpoint_url)
         stream = KinesisEventStream(settings.names.stream(EVENTS_STREAM), endpoint_url=settings.endpoint_url,
                                     region=settings.region)
-        while moved + skipped < limit:
-            messages = dlq.receive_with_handles(min(10, limit - moved - skipped), visibility_timeout=60)
-            if not messages:
-                break
-            for body, handle in messages:
-                try:
-                    whole = dlq.resolve(body)  # the record from S3 for a by-reference letter
-                except RtrecError as exc:
-                    say(f"skipping {dead_letter_line(body)}: {exc}")
-                    skipped += 1
-                    continue
-                kinesis = whole.get("record", {}).get("kinesis", {})
-                if "data" not in kinesis:
-                    say(f"skipping a message without a Kinesis record: {dead_letter_line(body)[:200]}")
-                    skipped += 1
-                    continue
-                stream.put_raw([(kinesis.get("partitionKey") or "redrive", base64.b64decode(kinesis["data"]))])
-                dlq.delete(handle, body)  # the message, then its S3 object
-                moved += 1
-    except RtrecError as exc:
-        raise fail(f"{exc} ({moved} record(s) were sent back before this)") from None
-    say(f"{moved} record(s) sent back to {settings.names.stream(EVENTS_STREAM)}"
-        + (f"; {skipped} message(s) left in the queue" if skipped else ""))
+        report = redrive_dead_letters(dlq, stream, limit, on_skip=said_skip)
+    except RedriveStopped as exc:
+        raise fail(str(exc)) from None
+    except RtrecError as exc:  # the queue or the stream could not be reached: nothing was sent yet
+        raise fail(str(RedriveStopped(exc, RedriveReport()))) from None
+    say(f"{report.moved} record(s) sent back to {settings.names.stream(EVENTS_STREAM)}"
+        + (f"; {len(report.skipped)} message(s) left in the queue" if report.skipped else ""))

@@ -6,13 +6,18 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from rtrec.data.movielens import SOURCES, WheelCache
 from rtrec.domain.promotion import SHADOW_POINTER
-from rtrec.services.ope import WAITING_FOR_TRAFFIC, OffPolicyGate, OpeConfig
+from rtrec.services.ope import OffPolicyGate, OpeConfig
+from rtrec.services.shadow import withdraw_rejected_shadow
+from rtrec.settings import AwsSettings
 from rtrec_local.cli.utils import (
     DatasetOption,
     EndpointOption,
@@ -72,6 +77,59 @@ def train_command(
         say(f"model written to {result['model_dir']} (not registered)")
 
 
+@dataclass(frozen=True)
+class PromotionResult:
+    """What the promotion gate decided about a version: printed by `rtrec promote`, and read back (from the JSON its
+    hidden --result-file option writes) by the local scheduler, which runs the command in a subprocess because the
+    serving process never imports torch or mlflow."""
+
+    version: str
+    promoted: bool
+    reason: str
+    overridden: bool = False
+    figures: dict[str, float] = field(default_factory=dict)
+    s3_prefix: str | None = None  # where the promoted version was published
+    withdrawn: bool = False  # rejected for good and no longer the shadow candidate
+
+    @property
+    def verdict(self) -> str:
+        """The decision in one line."""
+        if self.promoted:
+            return (f"version {self.version} is now `production`{' (OVERRIDDEN)' if self.overridden else ''}: "
+                    f"{self.reason}")
+        return f"version {self.version} rejected: {self.reason}"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> PromotionResult:
+        return cls(**json.loads(text))
+
+
+def gate_candidate(settings: AwsSettings, state_dir: Path | None, *, version: str | None, override: str | None,
+                   tolerance: float, ope: OpeConfig, withdraw_on_reject: bool,
+                   progress: Callable[[str], None] = say) -> PromotionResult:
+    """Gate a registered version (default: `staging`) against production: offline metrics, then the off-policy
+    estimate; on approval it becomes `production` (item index built, published, pointer written). With
+    `withdraw_on_reject`, a shadow candidate turned down for good is withdrawn."""
+    from training.index import build_item_index
+    from training.registry import default_gate, promote
+
+    config = registry_config(state_dir)
+    progress(f"models bucket at {settings.endpoint_url or 'AWS'}; registry {config.tracking_uri}")
+    store, log = model_store_and_log(settings)
+    outcome = promote(config, store, default_gate(tolerance), version=version, override_reason=override,
+                      index_builder=build_item_index, policy_gate=OffPolicyGate(log, ope))
+    decision = outcome.decision
+    withdrawn = (not outcome.promoted and withdraw_on_reject
+                 and withdraw_rejected_shadow(store, outcome.version, decision.reason))
+    return PromotionResult(version=outcome.version, promoted=outcome.promoted, reason=decision.reason,
+                           overridden=decision.overridden, figures=dict(decision.figures),
+                           s3_prefix=outcome.pointer.s3_prefix if outcome.pointer is not None else None,
+                           withdrawn=withdrawn)
+
+
 def promote_command(
     endpoint_url: EndpointOption = None,
     version: Annotated[str | None, typer.Option(help="model version (default: the one with alias `staging`)")] = None,
@@ -86,39 +144,27 @@ def promote_command(
         help="when the gate turns the shadow candidate down for good (not merely waiting for traffic), remove the "
              "shadow pointer so serving stops scoring it")] = False,
     state_dir: StateDirOption = None,
+    result_file: Annotated[Path | None, typer.Option(
+        hidden=True, help="also write the decision there as JSON (PromotionResult; the local scheduler reads it)")] = None,
 ) -> None:
     """Gate a registered model version against production (offline metrics, then the off-policy estimate of its
     policy on the traffic production served while it was the shadow candidate); on approval make it `production`,
     build its item index, publish it to the models bucket and write the pointer serving follows."""
-    from training.index import build_item_index
-    from training.registry import default_gate, promote
-
-    settings = aws_settings(endpoint_url)
     with exit_on_error(ValueError):
-        config = registry_config(state_dir)
-        say(f"models bucket at {settings.endpoint_url or 'AWS'}; registry {config.tracking_uri}")
-        store, log = model_store_and_log(settings)
-        policy_gate = OffPolicyGate(log, OpeConfig(slots=slots, clip=clip, min_slates=min_slates,
-                                                   tolerance=ope_tolerance))
-        outcome = promote(config, store, default_gate(tolerance), version=version, override_reason=override,
-                          index_builder=build_item_index, policy_gate=policy_gate)
-    decision = outcome.decision
-    for name, value in sorted(decision.figures.items()):
+        result = gate_candidate(aws_settings(endpoint_url), state_dir, version=version, override=override,
+                                tolerance=tolerance, withdraw_on_reject=withdraw_on_reject,
+                                ope=OpeConfig(slots=slots, clip=clip, min_slates=min_slates, tolerance=ope_tolerance))
+    if result_file is not None:
+        result_file.write_text(result.to_json())
+    for name, value in sorted(result.figures.items()):
         typer.echo(f"  {name:<40} {value:.4f}")
-    if outcome.promoted:
-        pointer = outcome.pointer
-        assert pointer is not None
-        say(f"version {outcome.version} is now `production`{' (OVERRIDDEN)' if decision.overridden else ''}: "
-            f"{decision.reason}")
-        say(f"published under {pointer.s3_prefix} in the models bucket; pointer written")
-    else:
-        say(f"version {outcome.version} rejected: {decision.reason}")
-        if withdraw_on_reject and not decision.reason.startswith(WAITING_FOR_TRAFFIC):
-            shadow = store.read_pointer(SHADOW_POINTER)
-            if shadow is not None and shadow.version == outcome.version:
-                store.delete_pointer(SHADOW_POINTER)
-                say(f"version {outcome.version} withdrawn as the shadow candidate")
-        raise typer.Exit(1)
+    say(result.verdict)
+    if result.promoted:
+        say(f"published under {result.s3_prefix} in the models bucket; pointer written")
+        return
+    if result.withdrawn:
+        say(f"version {result.version} withdrawn as the shadow candidate")
+    raise typer.Exit(1)
 
 
 def shadow_command(

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rtrec.settings import ApiSettings, AwsSettings, LocalSettings
+from rtrec_local.cli.models import PromotionResult
 from rtrec_local.cli.utils import fail, say
 from rtrec_local.scheduler import LocalScheduler, ScheduledTask, scheduled_event
 from rtrec_local.shutdown import Interrupts
@@ -175,9 +178,10 @@ def local_training_jobs(endpoint_url: str, local: LocalSettings) -> LocalTrainin
     return LocalTrainingJobs(LocalJobRunner(state.root / "jobs"), {"train": local.data_cache_dir}, env)
 
 
-def promotion_step(endpoint_url: str, local: LocalSettings, min_slates: int = 200) -> None:
-    """When a shadow candidate is published, ask the promotion gate about it (in a subprocess: this serving
-    process never imports torch or mlflow); a candidate the gate turns down for good is withdrawn."""
+def promotion_step(endpoint_url: str, local: LocalSettings, min_slates: int = 200) -> PromotionResult | None:
+    """When a shadow candidate is published, ask the promotion gate about it (`rtrec promote` in a subprocess: this
+    serving process never imports torch or mlflow) and read back its decision; a candidate the gate turns down for
+    good is withdrawn. None: no candidate, or the gate failed (its error is said)."""
     from rtrec.adapters.aws.model_store import S3ModelStore
     from rtrec.domain.promotion import SHADOW_POINTER
     from rtrec.resources import MODELS_BUCKET
@@ -186,13 +190,17 @@ def promotion_step(endpoint_url: str, local: LocalSettings, min_slates: int = 20
     store = S3ModelStore(settings.names.bucket(MODELS_BUCKET), endpoint_url=endpoint_url, region=settings.region)
     shadow = store.read_pointer(SHADOW_POINTER)
     if shadow is None:
-        return
-    command = [*RTREC, "promote", "--version", shadow.version, "--endpoint-url", endpoint_url, "--state-dir",
-               str(local.state_dir), "--withdraw-on-reject", "--min-slates", str(min_slates)]
-    done = subprocess.run(command, capture_output=True, text=True)
-    verdict = [line for line in done.stdout.splitlines() if "is now `production`" in line or " rejected: " in line]
-    say(f"promotion gate, shadow candidate {shadow.version}: "
-        f"{verdict[-1].split('] ', 1)[-1] if verdict else (done.stderr.strip() or 'no verdict')[-300:]}")
+        return None
+    with tempfile.TemporaryDirectory(prefix="rtrec-promotion-") as folder:
+        result_file = Path(folder) / "result.json"
+        command = [*RTREC, "promote", "--version", shadow.version, "--endpoint-url", endpoint_url, "--state-dir",
+                   str(local.state_dir), "--withdraw-on-reject", "--min-slates", str(min_slates),
+                   "--result-file", str(result_file)]
+        done = subprocess.run(command, capture_output=True, text=True)
+        result = PromotionResult.from_json(result_file.read_text()) if result_file.exists() else None
+    verdict = result.verdict if result is not None else (done.stderr.strip() or "no verdict")[-300:]
+    say(f"promotion gate, shadow candidate {shadow.version}: {verdict}")
+    return result
 
 
 def drift_run_log(local: LocalSettings) -> MlflowDriftRuns | None:
