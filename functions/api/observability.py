@@ -17,12 +17,15 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
+from rtrec.monitoring.catalog import API_SERVICE
 from rtrec.monitoring.telemetry import Telemetry
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("rtrec_request_id", default=None)
 UNMATCHED_ROUTE = "unmatched"
 UNMEASURED_ROUTES = frozenset({"/metrics"})  # a scraper's requests are not traffic
 _LOG_KEYS = ("request_id", "model_version")
+
+logger = Logger(service=API_SERVICE)  # the API's one logger: JSON lines with the request id and the model version
 
 
 def request_id() -> str:
