@@ -13,8 +13,8 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from rtrec.ports import TrainingJobs
-from rtrec.services.drift import DriftMonitor, ProductionSnapshot
+from rtrec.ports import Metrics, TrainingJobs
+from rtrec.services.drift import DriftMonitor, DriftRunLog, ProductionSnapshot
 from rtrec.services.retrain import RetrainTrigger
 from rtrec.settings import DriftSettings
 
@@ -30,7 +30,7 @@ class DriftCheckHandler:
             logger.warning("not a scheduled event; running the check anyway", extra={"detail_type": event.get("detail-type")})
         outcome = self.monitor.run()
         report = outcome.report
-        summary = {"report": outcome.report_key, "drifted": report["drifted"], "reasons": report["reasons"],
+        summary: dict[str, Any] = {"report": outcome.report_key, "drifted": report["drifted"], "reasons": report["reasons"],
                    "model_version": report["model_version"], "window": report["window"]}
         if outcome.trigger is not None:
             summary["retraining"] = {"started": outcome.trigger.started, "job": outcome.trigger.job_name,
@@ -39,35 +39,24 @@ class DriftCheckHandler:
         return summary
 
 
-def build_handler(settings: DriftSettings, jobs: TrainingJobs | None = None, metrics: Any = None,
-                  run_log: Any = None) -> DriftCheckHandler:
-    from rtrec.adapters.aws.locks import DynamoLock
-    from rtrec.adapters.aws.model_store import S3ModelStore
-    from rtrec.adapters.aws.s3 import S3DriftSources, S3DriftStore
-    from rtrec.resources import COUNTERFACTUAL_BUCKET, LOCKS, MODELS_BUCKET
+def build_handler(settings: DriftSettings, jobs: TrainingJobs | None = None, metrics: Metrics | None = None,
+                  run_log: DriftRunLog | None = None) -> DriftCheckHandler:
+    """Wire the AWS adapters named by `settings`; `jobs` (the local job runner) beats SageMaker, `metrics` (EMF in
+    Lambda) and `run_log` (MLflow locally) are optional."""
+    from rtrec.adapters.aws.factory import AwsAdapters  # here: the handler's tests load no SDK
 
-    names = settings.names
-    aws = {"endpoint_url": settings.endpoint_url, "region": settings.region}
+    aws = AwsAdapters.from_settings(settings)
     if jobs is None and settings.sagemaker_role_arn and settings.sagemaker_image_uri:
-        from rtrec.adapters.aws.sagemaker import SageMakerJobConfig, SageMakerTrainingJobs
-        from rtrec.resources import OFFLINE_STORE_BUCKET
-
         env = {"MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri} if settings.mlflow_tracking_uri else {}
-        jobs = SageMakerTrainingJobs(SageMakerJobConfig(
-            role_arn=settings.sagemaker_role_arn, image_uri=settings.sagemaker_image_uri,
-            train_s3_uri=f"s3://{names.bucket(OFFLINE_STORE_BUCKET)}/train/",
-            output_s3_uri=f"s3://{names.bucket(MODELS_BUCKET)}/jobs/", instance_type=settings.sagemaker_instance_type,
-            environment=env), **aws)
+        jobs = aws.training_jobs(role_arn=settings.sagemaker_role_arn, image_uri=settings.sagemaker_image_uri,
+                                 instance_type=settings.sagemaker_instance_type, environment=env)
     trigger = None
     if jobs is not None:
-        trigger = RetrainTrigger(DynamoLock(names.table(LOCKS), **aws), jobs,
-                                 cooldown_seconds=settings.retrain_cooldown_seconds,
+        trigger = RetrainTrigger(aws.lock(), jobs, cooldown_seconds=settings.retrain_cooldown_seconds,
                                  hyperparameters=settings.retrain_hyperparameters)
     else:
         logger.warning("no training backend configured (RTREC_SAGEMAKER_ROLE_ARN and RTREC_SAGEMAKER_IMAGE_URI): "
                        "drift is reported, retraining is not started")
-    models = S3ModelStore(names.bucket(MODELS_BUCKET), **aws)
-    monitor = DriftMonitor(S3DriftSources(names.bucket(COUNTERFACTUAL_BUCKET), **aws),
-                           S3DriftStore(names.bucket(MODELS_BUCKET), **aws), ProductionSnapshot(models), trigger,
+    monitor = DriftMonitor(aws.drift_sources(), aws.drift_store(), ProductionSnapshot(aws.model_store()), trigger,
                            metrics, window_events=settings.drift_window_events, run_log=run_log)
     return DriftCheckHandler(monitor)

@@ -130,23 +130,16 @@ def build_handler(settings: ConsumerSettings, *, dynamodb_client: Any = None,
                   telemetry: Telemetry = NO_TELEMETRY) -> ConsumerHandler:
     """Wire the AWS adapters named by `settings`; the handler is built once per Lambda container. `telemetry`
     receives each batch's metrics (EMF in Lambda, Prometheus in `rtrec run`)."""
-    from rtrec.adapters.aws.clients import aws_client
-    from rtrec.adapters.aws.dynamo import DynamoFeatureStore
-    from rtrec.adapters.aws.s3 import S3CounterfactualLog, S3RankerStateStore
-    from rtrec.adapters.aws.sqs import SqsDeadLetterQueue
-    from rtrec.resources import COUNTERFACTUAL_BUCKET, ITEM_FEATURES, MODELS_BUCKET, USER_FEATURES
+    from rtrec.adapters.aws.factory import AwsAdapters  # here: the handler's tests load no SDK
 
-    names = settings.names
-    aws = {"endpoint_url": settings.endpoint_url, "region": settings.region}
-    dynamodb = dynamodb_client or aws_client("dynamodb", settings.endpoint_url, settings.region)
-    features = DynamoFeatureStore(names.table(USER_FEATURES), names.table(ITEM_FEATURES), client=dynamodb,
-                                  consistent_profile_reads=True)  # read-modify-write, batch after batch
-    log = S3CounterfactualLog(names.bucket(COUNTERFACTUAL_BUCKET), **aws)
-    learner = OnlineLearner(S3RankerStateStore(names.bucket(MODELS_BUCKET), **aws), log, LearnerConfig(
+    aws = AwsAdapters.from_settings(settings, clients=None if dynamodb_client is None else {"dynamodb": dynamodb_client})
+    features = aws.feature_store(consistent_profile_reads=True)  # read-modify-write, batch after batch
+    log = aws.counterfactual_log()
+    learner = OnlineLearner(aws.ranker_state_store(), log, LearnerConfig(
         alpha=settings.ranker_alpha, l1=settings.ranker_l1, l2=settings.ranker_l2,
         trend_half_life_days=settings.trend_half_life_days))
     consumer = StreamConsumer(features, log, half_life_days=settings.popularity_half_life_days,
                               reward_window_seconds=settings.reward_window_seconds,
                               dedup_retention_seconds=settings.dedup_retention_seconds,
                               dedup_limit=settings.dedup_max_events_per_user, learner=learner)
-    return ConsumerHandler(consumer, SqsDeadLetterQueue.for_names(names, **aws), telemetry=telemetry)
+    return ConsumerHandler(consumer, aws.dead_letter_queue(), telemetry=telemetry)
