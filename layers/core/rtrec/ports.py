@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rtrec.domain.events import StreamMessage
 from rtrec.domain.models import ItemFeatures, PopularItems, UserProfile
@@ -173,7 +173,7 @@ class RankerStateStore(Protocol):
 
 
 class DeadLetterQueue(Protocol):
-    def send(self, body: dict) -> None: ...
+    def send(self, body: dict[str, Any]) -> None: ...
 
 
 class Lock(Protocol):

@@ -27,6 +27,7 @@ from rtrec.domain.models import ItemFeatures, UserProfile
 from rtrec.errors import DataUnavailableError, InvalidInputError
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 DatasetName = Literal["ml-1m", "ml-100k"]
@@ -122,8 +123,9 @@ class MovieLens:
         """Every user's demographics, in user_index order (no history: that depends on the data used)."""
         import pandas as pd
 
-        def known(value: object) -> object:
-            return None if pd.isna(value) else value
+        def known(value: object) -> str | None:
+            """A text cell, None where the file left it empty."""
+            return None if pd.isna(value) else str(value)
 
         return [
             UserProfile(
@@ -136,7 +138,8 @@ class MovieLens:
             for row in self.users.itertuples(index=False)
         ]
 
-    def item_features(self, counts: Sequence[int], popularity: Sequence[float] | None = None) -> list[ItemFeatures]:
+    def item_features(self, counts: Sequence[int] | np.ndarray,
+                      popularity: Sequence[float] | np.ndarray | None = None) -> list[ItemFeatures]:
         """Every catalog item in item_index order, with `counts[i]` interactions (and popularity) for item i;
         an item's `created_at` is its first interaction (None for an item nobody rated)."""
         import pandas as pd

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 import numpy as np
 
@@ -134,8 +134,8 @@ def kolmogorov_sf(z: object) -> np.ndarray | float:
         zs = flat[small][:, None]
         cdf = math.sqrt(2.0 * math.pi) / zs[:, 0] * np.sum(np.exp(-((2 * k - 1) ** 2) * math.pi**2 / (8 * zs**2)), axis=1)
         out[small] = 1.0 - cdf
-    out = np.clip(out, 0.0, 1.0).reshape(np.shape(values))
-    return float(out) if out.ndim == 0 else out
+    sf = np.clip(out, 0.0, 1.0).reshape(np.shape(values))
+    return float(sf) if sf.ndim == 0 else sf
 
 
 def ks_sf(d: float, n: int) -> float:
@@ -173,7 +173,7 @@ def ks_sf(d: float, n: int) -> float:
         (pi6 * (5 - 30 * z2) * m2**3 / 64 + pi4 * (212 * z**4 - 60 * z2) * m2**2 / 16
          + pi2 * (135 * z**4 - 96 * z**6) * m2 / 4 - 30 * z**6 - 90 * z**8) * odd))
     k3 += root * pi2 / (108 * z**6) * float(np.sum((3 * z2 - pi2 * k2) * k2 * whole))
-    cdf = k0 + k1 / math.sqrt(n) + k2_ / n + k3 / n**1.5
+    cdf: float = k0 + k1 / math.sqrt(n) + k2_ / n + k3 / n**1.5
     return min(max(1.0 - cdf, 0.0), 1.0)
 
 
@@ -427,7 +427,8 @@ def _embedding_drift(ref: np.ndarray, now: np.ndarray, max_samples: int, n_permu
         sum_yy = total - sum_xx - 2.0 * sum_xy
         diag_x = in_x.T @ np.diag(kernel)
         diag_y = diagonal - diag_x
-        return ((sum_xx - diag_x) / (n * (n - 1)) + (sum_yy - diag_y) / (m * (m - 1)) - 2.0 * sum_xy / (n * m))
+        mmd2: np.ndarray = (sum_xx - diag_x) / (n * (n - 1)) + (sum_yy - diag_y) / (m * (m - 1)) - 2.0 * sum_xy / (n * m)
+        return mmd2
 
     observed = np.zeros((n + m, 1))
     observed[:n] = 1.0
@@ -718,7 +719,7 @@ class Adwin(_SequentialDetector):
                 n1 = width - n0
                 if n0 < self.min_window or n1 < self.min_window:
                     continue
-                gap = (total - s0) / n1 - s0 / n0
+                gap: float = (total - s0) / n1 - s0 / n0
                 m_recip = 1.0 / (n0 - self.min_window + 1) + 1.0 / (n1 - self.min_window + 1)
                 epsilon = math.sqrt(2.0 * m_recip * variance * log_term) + 2.0 / 3.0 * log_term * m_recip
                 if abs(gap) > epsilon:
@@ -944,7 +945,8 @@ def _skipped(name: str, kind: str, thresholds: dict[str, float], n_ref: int, n_n
     return FeatureDrift(name, kind, {}, thresholds, False, (), n_ref, n_now, note)
 
 
-def _is_labels(values: object) -> bool:
+def _is_labels(values: object) -> TypeGuard[Iterable[Any]]:
+    """Whether `values` are raw labels: an array (or list) of strings, objects or booleans."""
     return np.asarray(values).dtype.kind in "OUSb"
 
 
@@ -953,7 +955,7 @@ def infer_kind(values: object) -> FeatureKind:
     numeric otherwise. Aligned count arrays look numeric: name their kind in `feature_drift(kinds=...)`."""
     if isinstance(values, Mapping) or _is_labels(values):
         return "categorical"
-    return "embedding" if np.ndim(values) == 2 else "numeric"
+    return "embedding" if np.asarray(values).ndim == 2 else "numeric"
 
 
 def feature_drift(

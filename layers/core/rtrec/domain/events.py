@@ -145,7 +145,7 @@ def decode_record(data: bytes) -> StreamMessage:
 
 def message_to_dict(message: StreamMessage) -> dict[str, Any]:
     """The record as a dict that always carries `event_id` (an impression's is derived from its request)."""
-    body = orjson.loads(encode_record(message))
+    body: dict[str, Any] = orjson.loads(encode_record(message))
     body["event_id"] = message.event_id
     return body
 

@@ -17,6 +17,7 @@ import operator
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 
@@ -33,8 +34,9 @@ class FtrlProximal:
     beta: float = 1.0
     l1: float = 0.01
     l2: float = 1.0
-    z: np.ndarray = field(default=None)  # type: ignore[assignment]
-    n: np.ndarray = field(default=None)  # type: ignore[assignment]
+    # None (the default) starts from zeros: __post_init__ replaces it, so the attribute is always an array.
+    z: np.ndarray = field(default=None)  # type: ignore[arg-type]  # None only as the constructor's default
+    n: np.ndarray = field(default=None)  # type: ignore[arg-type]  # None only as the constructor's default
     examples: int = 0
 
     def __post_init__(self) -> None:
@@ -51,12 +53,14 @@ class FtrlProximal:
     def weights(self) -> np.ndarray:
         """w_i = 0 where |z_i| <= l1, else -(z_i - sign(z_i) l1) / ((beta + sqrt(n_i)) / alpha + l2)."""
         shrunk = np.sign(self.z) * np.maximum(np.abs(self.z) - self.l1, 0.0)
-        return -shrunk / ((self.beta + np.sqrt(self.n)) / self.alpha + self.l2)
+        weights: np.ndarray = -shrunk / ((self.beta + np.sqrt(self.n)) / self.alpha + self.l2)
+        return weights
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """Click probability for each row of `features` ([n, n_features] or one vector)."""
         logits = np.asarray(features, dtype=np.float64) @ self.weights
-        return 1.0 / (1.0 + np.exp(-np.clip(logits, -35.0, 35.0)))
+        probabilities: np.ndarray = 1.0 / (1.0 + np.exp(-np.clip(logits, -35.0, 35.0)))
+        return probabilities
 
     def update(self, features: np.ndarray, labels: np.ndarray) -> float:
         """Learn from examples in order (one FTRL step each); returns their mean log loss before the steps."""
@@ -92,12 +96,12 @@ class FtrlProximal:
         self.examples += len(y)
         return loss / len(y)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"n_features": self.n_features, "alpha": self.alpha, "beta": self.beta, "l1": self.l1, "l2": self.l2,
                 "z": self.z.tolist(), "n": self.n.tolist(), "examples": self.examples}
 
     @classmethod
-    def from_dict(cls, body: dict) -> FtrlProximal:
+    def from_dict(cls, body: dict[str, Any]) -> FtrlProximal:
         return cls(**body)
 
 
@@ -124,7 +128,8 @@ class BetaPosteriors:
 
     def mean(self, item_ids: list[str]) -> np.ndarray:
         a, b = self._ab(item_ids)
-        return a / (a + b)
+        means: np.ndarray = a / (a + b)
+        return means
 
     def sample(self, item_ids: list[str], rng: np.random.Generator) -> np.ndarray:
         """One Thompson draw per item: wide for items seldom shown, narrow for well-known ones."""
@@ -149,12 +154,12 @@ class LabeledImpression:
     rewards: tuple[int, ...]  # per shown item: 1 for the chosen one, 0 for the others
     resolved_at: float  # the event that resolved it: the reward's timestamp, or the next slate's
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """The slate's stream record with the rewards beside it: one flat JSON object per line of the log."""
         return {**message_to_dict(self.slate), "rewards": list(self.rewards), "resolved_at": self.resolved_at}
 
     @classmethod
-    def from_dict(cls, body: dict) -> LabeledImpression:
+    def from_dict(cls, body: dict[str, Any]) -> LabeledImpression:
         slate = decode_message({**body, "kind": "impression"})
         assert isinstance(slate, Impression)
         return cls(slate, tuple(int(r) for r in body["rewards"]), float(body["resolved_at"]))
@@ -169,7 +174,7 @@ def slate_centred(features: np.ndarray) -> np.ndarray:
     tests/bench/bench_online_ranker.py). Centred, the weights say only how items of one slate differ. Serving
     applies the weights to the raw features: per request that shifts every candidate's logit by the same amount,
     which changes no ranking."""
-    centred = features - features.mean(axis=0)
+    centred: np.ndarray = features - features.mean(axis=0)
     centred[:, 0] = 1.0
     return centred
 
@@ -249,7 +254,7 @@ class RankerShardState:
                 examples += len(shown.items)
         return examples
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"shard_id": self.shard_id, "learner": self.learner.to_dict(),
                 "learned_through": str(self.learned_through), "impressions": self.impressions,
                 "clicks": self.clicks, "trend": self.trend, "trend_anchor": self.trend_anchor,
@@ -258,7 +263,7 @@ class RankerShardState:
                 "item_stats": self.item_stats}
 
     @classmethod
-    def from_dict(cls, body: dict) -> RankerShardState:
+    def from_dict(cls, body: dict[str, Any]) -> RankerShardState:
         """The state of a parsed JSON body, whose containers it takes as its own (see `_stat_rows`)."""
         if body.get("features", list(RANKER_FEATURES)) != list(RANKER_FEATURES):
             raise ValueError(f"the state was learned over features {body.get('features')}, not {list(RANKER_FEATURES)}")
@@ -275,7 +280,7 @@ class RankerShardState:
                    item_stats=_stat_rows(body.get("item_stats", {})))
 
 
-def _stat_rows(rows: dict) -> dict[str, list[float]]:
+def _stat_rows(rows: dict[str, Any]) -> dict[str, list[float]]:
     """The state's item statistics as parsed: each row a list of four numbers that the state owns (batches add in
     place), so the body must be a parser's fresh output, as a store's is. Checked, not copied: a copy per row was
     most of a reload's time in serving, which reads every shard's state every few seconds."""
@@ -351,7 +356,8 @@ class OnlineRanker:
         """The reward model off-policy evaluation uses: each candidate's posterior click-through rate, read back
         from its ctr_lift feature (rows of RANKER_FEATURES). Per item, not per user or slot: a doubly robust
         estimate stays unbiased with any reward model; a better one only narrows its interval."""
-        return self.global_ctr * np.exp(features[:, RANKER_FEATURES.index("ctr_lift")])
+        probabilities: np.ndarray = self.global_ctr * np.exp(features[:, RANKER_FEATURES.index("ctr_lift")])
+        return probabilities
 
     def stream_signals(self) -> tuple[list[str], np.ndarray, np.ndarray]:
         """`item_signals` of the items the stream knows (shown or trending); every other item's are exactly 0 (its

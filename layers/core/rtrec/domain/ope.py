@@ -14,7 +14,7 @@ IPS, SNIPS and DR (Kiyohara et al. 2022) over the per-pick probabilities serving
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, Self, TypeVar
 
@@ -106,7 +106,8 @@ def _clipped(weights: np.ndarray, clip: float | None) -> np.ndarray:
         return weights
     if not clip > 0:
         raise ValueError(f"clip must be a positive weight cap, got {clip!r}")
-    return np.minimum(weights, clip)
+    clipped: np.ndarray = np.minimum(weights, clip)
+    return clipped
 
 
 def _q_target(data: LoggedBandit, estimator: str) -> np.ndarray:
@@ -214,7 +215,8 @@ class LoggedSlates:
 
 def independent_ips_by_position(slates: LoggedSlates, clip: float | None = None) -> np.ndarray:
     """Per-slot IPS estimates of the target policy's expected reward in each position, shape (slate_size,)."""
-    return np.mean(slates.weights(clip) * slates.rewards, axis=0)
+    values: np.ndarray = np.mean(slates.weights(clip) * slates.rewards, axis=0)
+    return values
 
 
 def independent_ips(slates: LoggedSlates, clip: float | None = None) -> float:
@@ -255,7 +257,8 @@ class LoggedCascade:
                             for name in ("rewards", "propensities", "target_probs", "q_logged", "q_target")})
 
     @classmethod
-    def from_ragged(cls, rows: list[tuple[list[float], list[float], list[float], list[float], list[float]]],
+    def from_ragged(cls, rows: Sequence[tuple[Sequence[float], Sequence[float], Sequence[float], Sequence[float],
+                                              Sequence[float]]],
                     slots: int | None = None) -> LoggedCascade:
         """From per-slate lists (rewards, propensities, target_probs, q_logged, q_target), keeping the first `slots`
         slots of each (all when None)."""
@@ -321,7 +324,8 @@ def cascade_snips(data: LoggedCascade, clip: float | None = None) -> float:
 def cascade_dr_by_slate(data: LoggedCascade, clip: float | None = None) -> np.ndarray:
     """Each slate's term of the cascade doubly robust estimate: sum_k W_k (r_k - q_k) + W_{k-1} E_target[q_k]."""
     weights = data.weights(clip)
-    return (weights * (data.rewards - data.q_logged) + _previous(weights) * data.q_target).sum(axis=1)
+    values: np.ndarray = (weights * (data.rewards - data.q_logged) + _previous(weights) * data.q_target).sum(axis=1)
+    return values
 
 
 def cascade_dr(data: LoggedCascade, clip: float | None = None) -> float:

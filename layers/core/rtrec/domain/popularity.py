@@ -62,8 +62,10 @@ DECAY_EPOCH = 1_577_836_800.0  # 2020-01-01T00:00:00Z
 
 
 def decay_mass(timestamp: float, half_life_days: float) -> float:
-    return 2.0 ** ((timestamp - DECAY_EPOCH) / (half_life_days * SECONDS_PER_DAY))
+    mass: float = 2.0 ** ((timestamp - DECAY_EPOCH) / (half_life_days * SECONDS_PER_DAY))  # float ** float: Any
+    return mass
 
 
 def popularity_at(mass: float, now: float, half_life_days: float) -> float:
-    return mass * 2.0 ** (-(now - DECAY_EPOCH) / (half_life_days * SECONDS_PER_DAY))
+    decay: float = 2.0 ** (-(now - DECAY_EPOCH) / (half_life_days * SECONDS_PER_DAY))  # float ** float: Any
+    return mass * decay

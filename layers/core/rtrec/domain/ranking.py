@@ -166,7 +166,8 @@ def blend_weights(config: RankingConfig) -> np.ndarray:
 
 def blend(rows: np.ndarray, relevance: np.ndarray, catalog: ItemCatalog, config: RankingConfig, now: float) -> np.ndarray:
     """Relevance plus the business and exploration terms (see the module docstring)."""
-    return ranking_features(rows, relevance, catalog, config, now) @ blend_weights(config)
+    scores: np.ndarray = ranking_features(rows, relevance, catalog, config, now) @ blend_weights(config)
+    return scores
 
 
 def _distribution(values: np.ndarray, config: RankingConfig) -> np.ndarray:

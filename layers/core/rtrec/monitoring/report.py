@@ -165,7 +165,8 @@ class RateSeries:
 
     @property
     def rate(self) -> np.ndarray:
-        return self.hits / np.maximum(self.trials, 1)
+        rates: np.ndarray = self.hits / np.maximum(self.trials, 1)
+        return rates
 
     @property
     def overall(self) -> float:
@@ -491,8 +492,8 @@ def summary(inputs: ReportInputs) -> list[tuple[str, str]]:
             rows.append((f"server latency {route}", f"p50 {p[0]:.1f} ms, p90 {p[1]:.1f} ms, p99 {p[2]:.1f} ms "
                                                      f"({int(buckets[-1][1]):,} requests)"))
     if inputs.probe_ms:
-        p = np.percentile(inputs.probe_ms, [50, 90, 99])
-        rows.append(("client latency GET /recommend", f"p50 {p[0]:.1f} ms, p90 {p[1]:.1f} ms, p99 {p[2]:.1f} ms "
+        q = np.percentile(inputs.probe_ms, [50, 90, 99])
+        rows.append(("client latency GET /recommend", f"p50 {q[0]:.1f} ms, p90 {q[1]:.1f} ms, p99 {q[2]:.1f} ms "
                                                       f"({len(inputs.probe_ms)} calls)"))
     for label, name in (("consumer records", "rtrec_consumer_records_total"),
                         ("dead-lettered records", "rtrec_consumer_dead_lettered_total"),

@@ -124,12 +124,17 @@ class ProductionSnapshot:
         return snapshot
 
 
+# A source's position in what it logged, kept in the monitor's state (JSON) and otherwise opaque to it: 0.0 before
+# the first read; the S3 sources' is the newest arrival time and the keys read at exactly that time.
+SourceCursor = float | dict[str, Any]
+
+
 class DriftSources(Protocol):
-    """What the stream logged (the counterfactual-logs bucket), newest since a cursor (arrival time)."""
+    """What the stream logged (the counterfactual-logs bucket), newest since a cursor (the source's own)."""
 
-    def events_since(self, cursor: float) -> tuple[list[UserEvent], float]: ...
+    def events_since(self, cursor: SourceCursor) -> tuple[list[UserEvent], SourceCursor]: ...
 
-    def slates_since(self, cursor: float) -> tuple[list[LabeledImpression], float]: ...
+    def slates_since(self, cursor: SourceCursor) -> tuple[list[LabeledImpression], SourceCursor]: ...
 
 
 class DriftRunLog(Protocol):
@@ -151,8 +156,8 @@ class DriftStore(Protocol):
 class DriftState:
     """Carried between runs (JSON): the cursors, the rolling windows and the reward detectors."""
 
-    events_cursor: float = 0.0
-    slates_cursor: float = 0.0
+    events_cursor: SourceCursor = 0.0
+    slates_cursor: SourceCursor = 0.0
     recent_items: list[str] = field(default_factory=list)
     version: str | None = None  # the production version the windows below belong to
     score_reference: list[float] = field(default_factory=list)
@@ -240,12 +245,15 @@ class DriftMonitor:
                                                   note="not judged: nothing logged on one side yet")
                                      for name in empty))
             rewards = [float(sum(s.rewards) > 0) for s in served]
-            detectors = {"reward_page_hinkley": (PageHinkley, self.thresholds.page_hinkley),
-                         "reward_adwin": (Adwin, self.thresholds.adwin)}
+            # each detector's state as saved, or a fresh one with the thresholds' settings
+            detectors: dict[str, tuple[Callable[[Mapping[str, Any]], PageHinkley | Adwin],
+                                       Callable[[], PageHinkley | Adwin]]] = {
+                "reward_page_hinkley": (PageHinkley.from_dict, self.thresholds.page_hinkley),
+                "reward_adwin": (Adwin.from_dict, self.thresholds.adwin)}
             results = []
-            for name, (kind, fresh) in detectors.items():
+            for name, (restored, fresh) in detectors.items():
                 saved = state.detectors.get(name)
-                detector = kind.from_dict(saved) if saved else fresh()
+                detector = restored(saved) if saved else fresh()
                 results.append(reward_drift(name, detector, rewards))
                 state.detectors[name] = detector.to_dict()
             report = report.merged(*results)

@@ -86,7 +86,8 @@ class OpeReport:
         return out
 
 
-def _shadow_slates(slates: Sequence[LabeledImpression], candidate: str, logging_version: str | None) -> list:
+def _shadow_slates(slates: Sequence[LabeledImpression], candidate: str,
+                   logging_version: str | None) -> list[LabeledImpression]:
     return [s for s in slates if s.slate.shadow_version == candidate
             and (logging_version is None or s.slate.model_version == logging_version)]
 

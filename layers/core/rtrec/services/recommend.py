@@ -196,7 +196,7 @@ class Recommender:
     def _policy(self, model: ServingModel, profile: UserProfile | None, has_history: bool, k: int,
                 filters: Filters, ranker: OnlineRanker | None, use_online_ranker: bool) -> _Candidates:
         """What the ranking policy of `model` chooses the slate from: its candidates, their features and scores."""
-        if has_history:
+        if has_history and profile is not None:  # a history implies a profile
             strategy, vector = STRATEGY_TWO_TOWER, model.towers.user_vectors([profile])[0]
         elif profile is not None and profile.has_demographics:
             strategy, vector = STRATEGY_COLD_USER_FEATURES, model.towers.user_vectors([profile], with_id=False)[0]

@@ -64,4 +64,8 @@ def aws_client(service: str, endpoint_url: str | None = None, region: str = "us-
     with _session_lock:
         if _session is None:
             _session = boto3.session.Session()
-        return _session.client(service, **kwargs)
+        # Through Any: boto3-stubs types client() by one overload per literal service name, and `service` is a
+        # run-time string here (the adapters, the local cloud and the tests name theirs); the adapters drive the
+        # client untyped anyway.
+        session: Any = _session
+        return session.client(service, **kwargs)

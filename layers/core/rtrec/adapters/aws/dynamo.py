@@ -43,7 +43,7 @@ _deserializer = TypeDeserializer()
 def _to_attribute_map(record: dict[str, Any]) -> dict[str, Any]:
     """Serialize, dropping None and empty collections (DynamoDB rejects empty sets and nulls are noise). Strings and
     integers, most of a profile, are written directly, as the SDK's serializer writes them; the rest goes through it."""
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in record.items():
         kind = type(value)
         if kind is str:
@@ -119,20 +119,14 @@ def user_from_record(record: dict[str, Any]) -> UserProfile:
 
 def _recent_slates(stored: Any) -> tuple[RecentSlate, ...]:
     """The stored "request_id fingerprint" entries (the request id may hold spaces, the hex fingerprint not)."""
-    slates = []
-    for entry in _ids(stored):
-        request_id, _, fingerprint = entry.rpartition(" ")
-        slates.append(RecentSlate(request_id, int(fingerprint, 16)))
-    return tuple(slates)
+    return tuple([RecentSlate(request_id, int(fingerprint, 16))
+                  for request_id, _, fingerprint in [entry.rpartition(" ") for entry in _ids(stored)]])
 
 
 def _early_rewards(stored: Any) -> tuple[EarlyReward, ...]:
     """The stored "request_id item_id" entries (the item id may hold spaces, the request id not)."""
-    rewards = []
-    for entry in _ids(stored):
-        request_id, _, item_id = entry.partition(" ")
-        rewards.append(EarlyReward(request_id, item_id))
-    return tuple(rewards)
+    return tuple([EarlyReward(request_id, item_id)
+                  for request_id, _, item_id in [entry.partition(" ") for entry in _ids(stored)]])
 
 
 def _seen(record: dict[str, Any]) -> bytes:

@@ -76,7 +76,8 @@ class LambdaObservability:
             finally:
                 self.emf.flush()
 
-        return entry
+        observed: Callable[[dict[str, Any], Any], Any] = entry  # Powertools' decorators return it untyped
+        return observed
 
 
 def lambda_observability(service: str, namespace: str, *, tracing: bool | None = None) -> LambdaObservability:

@@ -39,7 +39,8 @@ def read_object(client: Any, bucket: str, key: str) -> bytes | None:
     """The object's bytes, or None when there is no such key (any other failure is a DependencyError)."""
     with translate_aws_errors(f"reading s3://{bucket}/{key}"):
         try:
-            return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+            body: bytes = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+            return body
         except ClientError as exc:
             if _no_such_key(exc):
                 return None

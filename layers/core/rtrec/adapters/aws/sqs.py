@@ -28,7 +28,7 @@ _MAX_META_CHARS = 512  # a body field longer than this stays in S3 only
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9._=-]+")
 
 
-def is_reference(body: dict) -> bool:
+def is_reference(body: dict[str, Any]) -> bool:
     return bool(body.get("by_reference")) and "s3_key" in body and "s3_bucket" in body
 
 
@@ -69,7 +69,7 @@ class SqsDeadLetterQueue:
 
     # -- writing -------------------------------------------------------------------------------------------------
 
-    def send(self, body: dict) -> None:
+    def send(self, body: dict[str, Any]) -> None:
         """Send `body` (its reason shortened); by reference when too large. Any SDK failure is a DependencyError."""
         letter = dict(body)
         if "reason" in letter:
@@ -81,7 +81,7 @@ class SqsDeadLetterQueue:
         with translate_aws_errors(f"sending to SQS queue {self.queue_name}"):
             self._client.send_message(QueueUrl=self.url, MessageBody=text)
 
-    def _store(self, letter: dict, text: str, size: int) -> dict:
+    def _store(self, letter: dict[str, Any], text: str, size: int) -> dict[str, Any]:
         """Write the whole letter to S3; the reference message that replaces it."""
         if self.bucket is None:
             raise DependencyError(f"a dead letter of {size:,} bytes is over the SQS limit and queue {self.queue_name} "
@@ -99,12 +99,12 @@ class SqsDeadLetterQueue:
 
     # -- reading -------------------------------------------------------------------------------------------------
 
-    def receive(self, max_messages: int = 10, wait_seconds: int = 0) -> list[dict]:
+    def receive(self, max_messages: int = 10, wait_seconds: int = 0) -> list[dict[str, Any]]:
         """Messages currently visible (for tests and inspection), references resolved; they are not deleted."""
         return [self.resolve(body) for body, _ in self.receive_with_handles(max_messages, wait_seconds)]
 
     def receive_with_handles(self, max_messages: int = 10, wait_seconds: int = 0,
-                             visibility_timeout: int | None = None) -> list[tuple[dict, str]]:
+                             visibility_timeout: int | None = None) -> list[tuple[dict[str, Any], str]]:
         """Visible messages as sent (references not resolved) with their receipt handles (to delete once handled)."""
         extra = {"VisibilityTimeout": visibility_timeout} if visibility_timeout is not None else {}
         with translate_aws_errors(f"receiving from SQS queue {self.queue_name}"):
@@ -112,7 +112,7 @@ class SqsDeadLetterQueue:
                                                     WaitTimeSeconds=wait_seconds, **extra)
         return [(json.loads(m["Body"]), m["ReceiptHandle"]) for m in response.get("Messages", [])]
 
-    def resolve(self, body: dict) -> dict:
+    def resolve(self, body: dict[str, Any]) -> dict[str, Any]:
         """The whole letter: `body` itself, or the S3 object it refers to (with the reference fields kept)."""
         if not is_reference(body):
             return body
@@ -125,7 +125,7 @@ class SqsDeadLetterQueue:
             raise DependencyError(f"dead letter s3://{bucket}/{key} is not JSON: {exc}") from exc
         return {**whole, "by_reference": True, "size": body.get("size"), "s3_bucket": bucket, "s3_key": key}
 
-    def delete(self, receipt_handle: str, body: dict | None = None) -> None:
+    def delete(self, receipt_handle: str, body: dict[str, Any] | None = None) -> None:
         """Delete a message; when `body` is a reference, its S3 object too, after the message."""
         with translate_aws_errors(f"deleting from SQS queue {self.queue_name}"):
             self._client.delete_message(QueueUrl=self.url, ReceiptHandle=receipt_handle)

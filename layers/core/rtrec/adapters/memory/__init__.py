@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import orjson
@@ -170,7 +171,7 @@ class InMemoryRankerStateStore:
 
 class InMemoryDeadLetterQueue:
     def __init__(self) -> None:
-        self.messages: list[dict] = []
+        self.messages: list[dict[str, Any]] = []
 
-    def send(self, body: dict) -> None:
+    def send(self, body: dict[str, Any]) -> None:
         self.messages.append(body)

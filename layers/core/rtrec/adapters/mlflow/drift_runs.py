@@ -61,4 +61,5 @@ class MlflowDriftRuns:
             self._client.set_terminated(run.info.run_id, "FINISHED")
         except Exception as exc:  # noqa: BLE001 - MLflow's errors are many kinds; S3 keeps the report regardless
             raise DependencyError(f"logging drift report {key} to MLflow failed: {type(exc).__name__}: {exc}") from exc
-        return run.info.run_id
+        run_id: str = run.info.run_id
+        return run_id

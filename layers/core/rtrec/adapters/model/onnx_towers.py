@@ -10,6 +10,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -61,10 +62,12 @@ class OnnxTowers:
                 raise DependencyError(f"{name} takes {inputs}, but this encoder produces {expected[name]}")
 
     def user_vectors(self, users: Sequence[UserProfile], *, with_id: bool = True) -> np.ndarray:
-        return self._user.run(None, self.encoder.encode_users(users, with_id=with_id))[0]
+        vectors: np.ndarray = self._user.run(None, self.encoder.encode_users(users, with_id=with_id))[0]
+        return vectors
 
     def item_vectors(self, items: Sequence[ItemFeatures], *, with_id: bool = True) -> np.ndarray:
-        return self._item.run(None, self.encoder.encode_items(items, with_id=with_id))[0]
+        vectors: np.ndarray = self._item.run(None, self.encoder.encode_items(items, with_id=with_id))[0]
+        return vectors
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,7 @@ class LoadedModel:
     version: str
     towers: OnnxTowers
     index: object  # a VectorIndex
-    data_snapshot: dict
+    data_snapshot: dict[str, Any]
 
 
 def load_model_folder(version: str, folder: Path) -> LoadedModel:

@@ -47,7 +47,7 @@ class PrometheusMetrics:
             _process.ProcessCollector(registry=self.registry)
             _platform.PlatformCollector(registry=self.registry)
             _gc.GCCollector(registry=self.registry)
-        self._collectors: dict[str, tuple[object, bool, float, str]] = {}
+        self._collectors: dict[str, tuple[Counter | Histogram | Gauge, bool, float]] = {}
         for spec in METRICS:
             if spec.prometheus and (only is None or only(spec)):
                 self._collectors[spec.name] = self._collector(spec)
@@ -57,28 +57,28 @@ class PrometheusMetrics:
         self._model_version: str | None = None
         self._included: list[Callable[[], bytes]] = []
 
-    def _collector(self, spec: MetricSpec) -> tuple[object, bool, float, str]:
+    def _collector(self, spec: MetricSpec) -> tuple[Counter | Histogram | Gauge, bool, float]:
         labels = [d.lower() for d in spec.dimensions]
         name, doc = spec.prometheus, f"{spec.description} [CloudWatch: {spec.name}]"
         scale = 0.001 if spec.unit == "Milliseconds" else 1.0
-        collector: object
+        collector: Counter | Histogram | Gauge
         if spec.kind == "counter":
             collector = Counter(name, doc, labels, registry=self.registry)
         elif spec.kind == "histogram":
             collector = Histogram(name, doc, labels, registry=self.registry, buckets=LATENCY_BUCKETS)
         else:
             collector = Gauge(name, doc, labels, registry=self.registry)
-        return collector, bool(labels), scale, spec.kind
+        return collector, bool(labels), scale
 
     def put(self, name: str, value: float, unit: str = "Count", dimensions: dict[str, str] | None = None) -> None:
         entry = self._collectors.get(name)
         if entry is None:
             return  # a CloudWatch-only metric
-        collector, labelled, scale, kind = entry
-        child = collector.labels(*dimensions.values()) if labelled and dimensions else collector  # type: ignore[attr-defined]
-        if kind == "counter":
+        collector, labelled, scale = entry
+        child = collector.labels(*dimensions.values()) if labelled and dimensions else collector
+        if isinstance(child, Counter):
             child.inc(value)
-        elif kind == "histogram":
+        elif isinstance(child, Histogram):
             child.observe(value * scale)
         else:
             child.set(value * scale)
@@ -97,15 +97,15 @@ class PrometheusMetrics:
         spec = metric(name)
         if spec.name not in self._collectors:
             return  # left out of this registry (`only`)
-        collector, _, scale, kind = self._collectors[spec.name]
-        if kind != "gauge":
-            raise ValueError(f"{name} is a {kind}, not a gauge")
+        collector, _, scale = self._collectors[spec.name]
+        if not isinstance(collector, Gauge):
+            raise ValueError(f"{name} is a {spec.kind}, not a gauge")
 
         def value() -> float:
             raw = read()
             return math.nan if raw is None else float(raw) * scale
 
-        collector.set_function(value)  # type: ignore[attr-defined]
+        collector.set_function(value)
 
     def include(self, read: Callable[[], bytes]) -> None:
         """Append another process's metrics (Prometheus text, families this registry leaves out) to `exposition`."""

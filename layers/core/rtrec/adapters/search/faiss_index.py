@@ -276,7 +276,7 @@ class FaissVectorIndex:
             problems.append(f"index holds {index.ntotal} vectors, the sidecar names {len(rows)} rows")
         if problems:
             raise InvalidInputError(f"the saved faiss index at {folder} is inconsistent: {'; '.join(problems)}")
-        if kind == "hnsw":
+        if isinstance(index, faiss.IndexHNSWFlat):  # kind == "hnsw": checked above
             index.hnsw.efSearch = params.ef_search
         instance._kind = kind
         instance._index = index
