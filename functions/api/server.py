@@ -25,7 +25,9 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
 
     header_timeout_s = HEADER_TIMEOUT_S
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(  # type: ignore[override]  # as uvicorn's own: asyncio.Protocol's is a BaseTransport
+        self, transport: asyncio.Transport
+    ) -> None:
         self._header_deadline: asyncio.TimerHandle | None = None
         super().connection_made(transport)
         self._arm_header_deadline()
