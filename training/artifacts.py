@@ -14,12 +14,19 @@ from rtrec.domain.model_files import (
     ITEM_CATALOG,
     ITEM_EMBEDDINGS,
     ITEM_IDS,
-    ITEM_INDEX,  # noqa: F401 - re-exported: training code names every file as artifacts.X
+    ITEM_INDEX,
     ITEM_TOWER,
     METRICS,
     PARAMS,
     USER_TOWER,
 )
+
+# The file names come from the core (serving reads the same folder); training code names every file as artifacts.X.
+__all__ = [
+    "DATA_SNAPSHOT", "ENCODER", "ITEM_CATALOG", "ITEM_EMBEDDINGS", "ITEM_IDS", "ITEM_INDEX", "ITEM_TOWER", "METRICS",
+    "PARAMS", "PRIMARY_METRICS", "REQUIRED", "USER_TOWER", "TrainResult", "missing_files", "read_json",
+    "result_to_dict", "write_json",
+]
 
 # Files every trained model folder must hold (the index is added at promotion).
 REQUIRED = (USER_TOWER, ITEM_TOWER, ENCODER, ITEM_EMBEDDINGS, ITEM_IDS, ITEM_CATALOG, METRICS, PARAMS, DATA_SNAPSHOT)

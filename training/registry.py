@@ -253,8 +253,15 @@ def _download(config: RegistryConfig, uri: str, target: Path) -> Path:
                                    registry_uri=config.tracking_uri))
 
 
+def _source(model_version: ModelVersion) -> str:
+    """Where the version's files are (MLflow types it optional; every version this registry creates has one)."""
+    if not model_version.source:
+        raise NotFoundError(f"model version {model_version.version} of {model_version.name!r} has no source")
+    return model_version.source
+
+
 def _folder_metrics(config: RegistryConfig, model_version: ModelVersion, target: Path) -> dict[str, float]:
-    path = _download(config, f"{model_version.source.rstrip('/')}/{METRICS}", target)
+    path = _download(config, f"{_source(model_version).rstrip('/')}/{METRICS}", target)
     return {str(k): float(v) for k, v in json.loads(path.read_text()).items()}
 
 
@@ -294,10 +301,10 @@ def _candidate(client: MlflowClient, name: str, version: str | None) -> ModelVer
 
 
 def _publish(config: RegistryConfig, client: MlflowClient, store: ModelStore, candidate: ModelVersion,
-             work: Path, index_builder: Callable[[Path], None] | None) -> str:
+             work: Path, index_builder: Callable[[Path], object] | None) -> str:
     """Download the version's files, build what serving needs beside them (the item index, also kept with the
     run's artifacts) and publish them to the model store; returns the key prefix."""
-    model_dir = _download(config, candidate.source, work / "candidate")
+    model_dir = _download(config, _source(candidate), work / "candidate")
     if index_builder is not None:
         before = {p.name for p in model_dir.iterdir()}
         index_builder(model_dir)
@@ -314,7 +321,7 @@ def publish_shadow(
     config: RegistryConfig,
     store: ModelStore,
     version: str | None = None,
-    index_builder: Callable[[Path], None] | None = None,
+    index_builder: Callable[[Path], object] | None = None,
 ) -> ProductionPointer:
     """Make a registered version (default: alias `staging`) the shadow candidate: publish its files and write the
     shadow pointer. Serving then scores it beside production on every request and logs its policy's
@@ -348,7 +355,7 @@ def promote(
     gate: Gate,
     version: str | None = None,
     override_reason: str | None = None,
-    index_builder: Callable[[Path], None] | None = None,
+    index_builder: Callable[[Path], object] | None = None,
     policy_gate: PolicyGate | None = None,
 ) -> PromotionOutcome:
     """Gate a registered version (default: alias `staging`) against alias `production`; on approval,

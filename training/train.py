@@ -289,7 +289,7 @@ def train(config: TrainConfig, progress: Progress = print) -> artifacts.TrainRes
     started = time.monotonic()
     torch.set_num_threads(config.threads)
     torch.use_deterministic_algorithms(True)
-    dataset = load_movielens(config.dataset, config.data_cache_dir)  # type: ignore[arg-type]
+    dataset = load_movielens(config.dataset, config.data_cache_dir)
     progress(dataset.summary())
     data_sha256 = dataset.source_sha256
     stream_counts: dict[str, int] = {}
@@ -307,7 +307,7 @@ def train(config: TrainConfig, progress: Progress = print) -> artifacts.TrainRes
     history: list[dict[str, float]] = []
     exported: ProtocolResult | None = None
     for protocol in config.protocols:
-        split = make_split(dataset, protocol, seed=config.split_seed)  # type: ignore[arg-type]
+        split = make_split(dataset, protocol, seed=config.split_seed)
         if len(stream):
             # The stream's interactions only train: the held-out parts stay the data set's, so the offline metrics
             # of a retrained model and of the model in production are measured on the same interactions.
@@ -333,7 +333,9 @@ def train(config: TrainConfig, progress: Progress = print) -> artifacts.TrainRes
     artifacts.write_json(model_dir, artifacts.ITEM_IDS, list(encoder.item_ids))
     (model_dir / artifacts.ENCODER).write_text(encoder.to_json())
     served = dataset.with_events(frame)[0] if len(stream) else dataset  # popularity as the stream made it
-    np.savez(model_dir / artifacts.ITEM_CATALOG, **catalog_columns(served.catalog(), encoder.genres))
+    # Any: numpy's stub cannot tell the column names in **columns from its own keyword allow_pickle (a bool)
+    columns: dict[str, Any] = catalog_columns(served.catalog(), encoder.genres)
+    np.savez(model_dir / artifacts.ITEM_CATALOG, **columns)
     parity = export_towers(exported.user_tower, exported.item_tower, encoder, model_dir, opset=config.onnx_opset)
     metrics["onnx.max_abs_diff"] = parity
     seconds = time.monotonic() - started
