@@ -66,7 +66,7 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 RecommenderDep = Annotated[Recommender, Depends(get_recommender)]
 CatalogDep = Annotated[CatalogService, Depends(get_catalog)]
 TelemetryDep = Annotated[Telemetry, Depends(get_telemetry)]
-ConsumerStatusDep = Annotated["ConsumerStatus | None", Depends(get_consumer_status)]
+ConsumerStatusDep = Annotated[ConsumerStatus | None, Depends(get_consumer_status)]
 
 
 API_KEY_HEADER = APIKeyHeader(
