@@ -76,7 +76,7 @@ def _connected_to_a_listener(sock: socket.socket) -> bool:
     port as the source and succeed with nobody listening (TCP simultaneous open); a probe polling an emulator that was
     still starting then took the port from it (EADDRINUSE) and reported it up."""
     try:
-        return sock.getsockname() != sock.getpeername()
+        return bool(sock.getsockname() != sock.getpeername())
     except OSError:
         return False
 

@@ -144,7 +144,7 @@ class ConsumerProcess:
         if self._proc is None or self._proc.poll() is not None:
             raise DependencyError("the stream consumer's process is not running")
         try:
-            status = json.loads(self.status_path.read_text())
+            status: dict[str, Any] = json.loads(self.status_path.read_text())
         except (OSError, ValueError) as exc:
             raise DependencyError(f"no status from the stream consumer: {exc}") from exc
         if time.time() - float(status.get("at", 0)) > STALE_AFTER_S:

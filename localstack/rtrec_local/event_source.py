@@ -58,6 +58,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 from rtrec.adapters.aws.clients import aws_client
@@ -68,7 +69,7 @@ from rtrec.ports import DeadLetterQueue
 
 logger = logging.getLogger(__name__)
 
-Handler = Callable[[dict, Any], "dict | None"]
+Handler = Callable[[dict[str, Any], Any], "dict[str, Any] | None"]
 StartingPosition = Literal["TRIM_HORIZON", "LATEST"]
 
 LOCAL_ACCOUNT = "123456789012"  # moto's default account, also what AWS's sample events show
@@ -683,7 +684,7 @@ class KinesisEventSourceMapping:
                 "partitionKey": record["PartitionKey"],
                 "sequenceNumber": seq,
                 "data": base64.b64encode(record["Data"]).decode("ascii"),
-                "approximateArrivalTimestamp": arrival.timestamp() if hasattr(arrival, "timestamp") else float(arrival or 0),
+                "approximateArrivalTimestamp": arrival.timestamp() if isinstance(arrival, datetime) else float(arrival or 0),
             },
             "eventSource": "aws:kinesis",
             "eventVersion": "1.0",
@@ -716,7 +717,8 @@ class KinesisEventSourceMapping:
         else:
             kwargs.update(ShardIteratorType=self.starting_position)
         with translate_aws_errors(f"getting an iterator for {shard.shard_id} of {self.stream_name}"):
-            return self._kinesis.get_shard_iterator(**kwargs)["ShardIterator"]
+            iterator: str = self._kinesis.get_shard_iterator(**kwargs)["ShardIterator"]
+        return iterator
 
     def _flush(self, shard: _Shard) -> None:
         """Send a pending dead letter, then store the checkpoint; raises DependencyError so the poll backs off."""
@@ -772,7 +774,7 @@ class KinesisEventSourceMapping:
     # ------------------------------------------------------------------ backoff, counters, progress
 
     def _backoff_delay(self, failures: int) -> float:
-        return min(self.poll_interval_s * 2 ** min(max(failures - 1, 0), 30), self.max_backoff_s)
+        return min(self.poll_interval_s * 2.0 ** min(max(failures - 1, 0), 30), self.max_backoff_s)
 
     def _back_off(self, shard: _Shard, reason: str = "") -> None:
         shard.errors_in_row += 1

@@ -55,7 +55,7 @@ class JobPaths:
 class LocalJob:
     name: str
     paths: JobPaths
-    process: subprocess.Popen
+    process: subprocess.Popen[str]
     started_at: float
 
     def status(self) -> str:

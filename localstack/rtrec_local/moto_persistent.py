@@ -123,7 +123,7 @@ class SqsState:
 
 def _sqs_action(environ: dict[str, Any], body: bytes) -> str | None:
     """The SQS action of a request, or None when the request is not for SQS."""
-    target = environ.get("HTTP_X_AMZ_TARGET", "")
+    target: str = environ.get("HTTP_X_AMZ_TARGET", "")
     if target.startswith("AmazonSQS."):
         return target.split(".", 1)[1]
     auth = environ.get("HTTP_AUTHORIZATION", "")

@@ -18,12 +18,15 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import httpx
 from tqdm import tqdm
 
 from rtrec.errors import DependencyError
+
+if TYPE_CHECKING:
+    from rtrec.data.movielens import MovieLens
 
 Mode = Literal["frozen", "live", "ranker"]
 MODES: tuple[str, ...] = ("frozen", "live", "ranker")
@@ -53,7 +56,7 @@ class ReplayResult:
         return self.hits / self.events if self.events else 0.0
 
 
-def late_events(dataset, from_fraction: float, limit: int | None) -> tuple[list[ReplayEvent], int]:
+def late_events(dataset: MovieLens, from_fraction: float, limit: int | None) -> tuple[list[ReplayEvent], int]:
     """The interactions after the `from_fraction` quantile of time, oldest first, and that cut (unix s)."""
     inter = dataset.interactions  # sorted by timestamp
     start = int(len(inter) * from_fraction)

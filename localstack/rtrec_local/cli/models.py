@@ -107,20 +107,26 @@ class PromotionResult:
         return cls(**json.loads(text))
 
 
+def build_index(model_dir: Path) -> None:
+    """The registry's index builder: the item index of a model folder, saved into it (what it returns is not used)."""
+    from training.index import build_item_index
+
+    build_item_index(model_dir)
+
+
 def gate_candidate(settings: AwsSettings, state_dir: Path | None, *, version: str | None, override: str | None,
                    tolerance: float, ope: OpeConfig, withdraw_on_reject: bool,
                    progress: Callable[[str], None] = say) -> PromotionResult:
     """Gate a registered version (default: `staging`) against production: offline metrics, then the off-policy
     estimate; on approval it becomes `production` (item index built, published, pointer written). With
     `withdraw_on_reject`, a shadow candidate turned down for good is withdrawn."""
-    from training.index import build_item_index
     from training.registry import default_gate, promote
 
     config = registry_config(state_dir)
     progress(f"models bucket at {settings.endpoint_url or 'AWS'}; registry {config.tracking_uri}")
     store, log = model_store_and_log(settings)
     outcome = promote(config, store, default_gate(tolerance), version=version, override_reason=override,
-                      index_builder=build_item_index, policy_gate=OffPolicyGate(log, ope))
+                      index_builder=build_index, policy_gate=OffPolicyGate(log, ope))
     decision = outcome.decision
     withdrawn = (not outcome.promoted and withdraw_on_reject
                  and withdraw_rejected_shadow(store, outcome.version, decision.reason))
@@ -174,14 +180,13 @@ def shadow_command(
 ) -> None:
     """Make a registered version the shadow candidate: serving scores it beside production on every request (users
     see production's slates) and logs its policy's probabilities, which `rtrec ope` and the promotion gate read."""
-    from training.index import build_item_index
     from training.registry import publish_shadow
 
     settings = aws_settings(endpoint_url)
     with exit_on_error(ValueError):
         config = registry_config(state_dir)
         store, _ = model_store_and_log(settings)
-        pointer = publish_shadow(config, store, version=version, index_builder=build_item_index)
+        pointer = publish_shadow(config, store, version=version, index_builder=build_index)
     say(f"version {pointer.version} is the shadow candidate (published under {pointer.s3_prefix}); serving picks "
         "it up within its model poll interval")
 

@@ -42,7 +42,7 @@ def serve(
     """Serve the API with uvicorn against an already running cloud (embedded, LocalStack or AWS)."""
     local = local_settings(api_host=host, api_port=port)
     with exit_on_error(ValueError):
-        settings = ApiSettings(**({"endpoint_url": endpoint_url} if endpoint_url else {}))
+        settings = ApiSettings(endpoint_url=endpoint_url) if endpoint_url else ApiSettings()
     serve_until_interrupted(with_local_keys(settings, local, require=require_api_keys), local.api_host, local.api_port)
 
 
@@ -89,8 +89,9 @@ def run(
             # In a process of its own, as Lambda runs it: beside the API's request threads it got a tenth of its speed.
             consumer = ConsumerProcess(cloud.endpoint_url, local.state_dir.resolve() / "consumer-status.json", say=say,
                                        drain_seconds=drain_seconds, routes=cloud.client_routes).start()
-            if hasattr(telemetry.sink, "include"):
-                telemetry.sink.include(consumer.metrics_text)
+            include = getattr(telemetry.sink, "include", None)  # PrometheusMetrics' (the monitoring extra)
+            if include is not None:
+                include(consumer.metrics_text)
             retrain = {"epochs": str(retrain_epochs), "protocols": "recbole", "baselines": "false", "threads": "1"}
             scheduler = start_scheduler(cloud.endpoint_url, local, drift_check_seconds, promote_check_seconds, retrain,
                                         retrain_cooldown_seconds)

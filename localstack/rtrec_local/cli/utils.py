@@ -54,9 +54,10 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 def exit_on_error(*also: type[Exception]) -> Iterator[None]:
     """A domain error (and any of `also`, e.g. ValueError from settings) inside the block ends the command with
     `error: <message>` and exit code 2, without a traceback."""
+    caught: tuple[type[Exception], ...] = (RtrecError, *also)
     try:
         yield
-    except (RtrecError, *also) as exc:
+    except caught as exc:
         raise fail(str(exc)) from None
 
 
