@@ -54,7 +54,7 @@ test: data infra-deps emulators layers
 	$(BIN)/python -m pytest
 
 lint: venv
-	$(BIN)/ruff check layers functions training tests infra_cdk
+	$(BIN)/ruff check layers functions training tests infra_cdk localstack
 	$(BIN)/mypy
 
 test-unit: venv
