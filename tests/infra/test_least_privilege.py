@@ -264,7 +264,11 @@ def test_the_consumers_counterfactual_keys_are_under_its_granted_prefixes(consum
 
 def test_the_retraining_jobs_output_path_is_the_granted_prefix():
     """The drift check starts jobs with `s3://<models>/jobs/` as their output path; the role may write there."""
-    from pathlib import Path
+    from functions.drift_check.app import build_handler
+    from rtrec.settings import DriftSettings
 
-    source = (Path(__file__).resolve().parents[2] / "functions" / "drift_check" / "app.py").read_text()
-    assert f'output_s3_uri=f"s3://{{names.bucket(MODELS_BUCKET)}}/{JOB_OUTPUT_PREFIX}"' in source
+    settings = DriftSettings(endpoint_url="http://localhost:45997", resource_prefix="lp",
+                             sagemaker_role_arn="arn:aws:iam::1:role/train", sagemaker_image_uri="image")
+    monitor = build_handler(settings).monitor  # builds the SageMaker jobs, calls nothing
+    jobs = monitor._trigger._jobs  # type: ignore[union-attr]  # a trigger: the settings name a backend
+    assert jobs.config.output_s3_uri == f"s3://{settings.names.bucket(MODELS_BUCKET)}/{JOB_OUTPUT_PREFIX}"
