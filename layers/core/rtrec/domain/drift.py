@@ -27,7 +27,7 @@ import numpy as np
 
 FeatureKind = Literal["numeric", "categorical", "embedding"]
 Direction = Literal["both", "down", "up"]
-_DIRECTIONS = ("both", "down", "up")
+_DIRECTIONS: tuple[Direction, ...] = ("both", "down", "up")
 _KINDS = ("numeric", "categorical", "embedding")
 
 
@@ -64,9 +64,10 @@ def _finite_float(name: str, value: float) -> float:
 
 
 def _direction(value: str) -> Direction:
-    if value not in _DIRECTIONS:
-        raise ValueError(f"direction must be one of {', '.join(_DIRECTIONS)}, got {value!r}")
-    return value  # type: ignore[return-value]
+    for direction in _DIRECTIONS:
+        if value == direction:
+            return direction
+    raise ValueError(f"direction must be one of {', '.join(_DIRECTIONS)}, got {value!r}")
 
 
 # -- numeric features: PSI and Kolmogorov-Smirnov ------------------------------------------------------------------

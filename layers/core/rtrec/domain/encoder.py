@@ -12,7 +12,7 @@ import json
 import math
 import zlib
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -54,7 +54,12 @@ class FeatureEncoder:
     age_bounds: tuple[float, ...] = AGE_BOUNDS
     year_bounds: tuple[float, ...] = YEAR_BOUNDS
     popularity_bounds: tuple[float, ...] = POPULARITY_BOUNDS
+    # Lookups derived from the vocabularies above (item id -> row; genre, occupation, zip prefix -> 1-based row):
+    # built once in __post_init__, neither compared nor written by to_json.
     _item_row: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _genre_row: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _occupation_row: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _zip_row: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_item_row", {item_id: i for i, item_id in enumerate(self.item_ids)})
@@ -97,8 +102,8 @@ class FeatureEncoder:
             out["user_hash"][row] = stable_hash(user.user_id, self.user_hash_buckets) if with_id else 0
             out["age"][row] = _bucket(user.age, self.age_bounds)
             out["gender"][row] = GENDERS.index(user.gender) + 1 if user.gender in GENDERS else 0
-            out["occupation"][row] = self._occupation_row.get(user.occupation or "", 0)  # type: ignore[attr-defined]
-            out["zip"][row] = self._zip_row.get(user.zip_prefix or "", 0)  # type: ignore[attr-defined]
+            out["occupation"][row] = self._occupation_row.get(user.occupation or "", 0)
+            out["zip"][row] = self._zip_row.get(user.zip_prefix or "", 0)
             out["history"][row] = self.encode_history(user.history)
         return out
 
@@ -110,7 +115,7 @@ class FeatureEncoder:
         for row, item in enumerate(items):
             known = self._item_row.get(item.item_id)
             out["item"][row] = known + 1 if (with_id and known is not None) else 0
-            genre_rows = [self._genre_row.get(g, 0) for g in item.genres]  # type: ignore[attr-defined]
+            genre_rows = [self._genre_row.get(g, 0) for g in item.genres]
             genre_rows = [g for g in genre_rows if g][: self.max_genres]
             out["genres"][row, : len(genre_rows)] = genre_rows
             out["year"][row] = _bucket(item.year, self.year_bounds)
@@ -119,7 +124,8 @@ class FeatureEncoder:
 
     def to_json(self) -> str:
         data = asdict(self)
-        data.pop("_item_row", None)
+        for derived in (f.name for f in fields(self) if not f.init):
+            del data[derived]
         return json.dumps(data)
 
     @classmethod

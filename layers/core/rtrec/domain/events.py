@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 from itertools import chain
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import numpy as np
 import orjson
@@ -83,7 +83,12 @@ def encode_record(message: StreamMessage) -> bytes:
     return orjson.dumps(body)
 
 
+@overload
+def _text(body: dict[str, Any], name: str, *, required: Literal[True] = True) -> str: ...
+@overload
+def _text(body: dict[str, Any], name: str, *, required: bool) -> str | None: ...
 def _text(body: dict[str, Any], name: str, *, required: bool = True) -> str | None:
+    """The field `name` of `body`: a string of 1 to MAX_ID_LENGTH characters (None when optional and absent)."""
     value = body.get(name)
     if value is None and not required:
         return None
@@ -92,7 +97,12 @@ def _text(body: dict[str, Any], name: str, *, required: bool = True) -> str | No
     return value
 
 
+@overload
+def _number(body: dict[str, Any], name: str, *, required: Literal[True] = True) -> float: ...
+@overload
+def _number(body: dict[str, Any], name: str, *, required: bool) -> float | None: ...
 def _number(body: dict[str, Any], name: str, *, required: bool = True) -> float | None:
+    """The field `name` of `body`: a finite number, not a boolean (None when optional and absent)."""
     value = body.get(name)
     if value is None and not required:
         return None
@@ -160,11 +170,11 @@ def decode_message(body: Any) -> StreamMessage:
         if event_type not in EVENT_TYPES:
             raise InvalidInputError(f"type must be one of {', '.join(EVENT_TYPES)}, got {event_type!r}")
         return UserEvent(
-            event_id=_text(body, "event_id"),  # type: ignore[arg-type]
-            user_id=_text(body, "user_id"),  # type: ignore[arg-type]
-            item_id=_text(body, "item_id"),  # type: ignore[arg-type]
+            event_id=_text(body, "event_id"),
+            user_id=_text(body, "user_id"),
+            item_id=_text(body, "item_id"),
             type=event_type,
-            timestamp=_number(body, "timestamp"),  # type: ignore[arg-type]
+            timestamp=_number(body, "timestamp"),
             value=_number(body, "value", required=False),
             request_id=_text(body, "request_id", required=False),
         )
@@ -185,14 +195,14 @@ def decode_message(body: Any) -> StreamMessage:
         if not all(0 <= p <= 1 for p in shadow_propensities):
             raise InvalidInputError("shadow_propensities must be in [0, 1]")
         return Impression(
-            request_id=_text(body, "request_id"),  # type: ignore[arg-type]
-            user_id=_text(body, "user_id"),  # type: ignore[arg-type]
+            request_id=_text(body, "request_id"),
+            user_id=_text(body, "user_id"),
             model_version=_text(body, "model_version", required=False),
-            strategy=_text(body, "strategy"),  # type: ignore[arg-type]
+            strategy=_text(body, "strategy"),
             items=tuple(str(i) for i in items),
             propensities=tuple(float(p) for p in propensities),
             scores=tuple(float(s) for s in scores),
-            timestamp=_number(body, "timestamp"),  # type: ignore[arg-type]
+            timestamp=_number(body, "timestamp"),
             features=features,
             q_hat=q_hat,
             shadow_version=shadow_version,

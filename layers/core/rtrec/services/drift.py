@@ -57,13 +57,16 @@ class TrainingSnapshot:
     genres: tuple[str, ...]
     genre_mask: np.ndarray
     popularity: np.ndarray
+    # Derived in __post_init__: item id -> row, and one reference draw per (sample, seed) (the snapshot never changes).
+    _row: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _references: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict, init=False, repr=False,
+                                                              compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_row", {str(i): r for r, i in enumerate(self.item_ids.tolist())})
-        object.__setattr__(self, "_references", {})  # one draw per (sample, seed): the snapshot never changes
 
     def rows(self, item_ids: list[str]) -> np.ndarray:
-        row = self._row  # type: ignore[attr-defined]
+        row = self._row
         return np.array([row.get(i, -1) for i in item_ids], dtype=np.int64)
 
     def genre_counts(self, rows: np.ndarray, weights: np.ndarray | None = None) -> dict[str, float]:
@@ -79,7 +82,7 @@ class TrainingSnapshot:
     def reference(self, sample: int = 5_000, seed: int = 0) -> dict[str, Any]:
         """The training side: genre shares and popularity over interactions (items weighted by their decayed
         interaction count), with the reference's total scaled to `sample` observations."""
-        cached = self._references.get((sample, seed))  # type: ignore[attr-defined]
+        cached = self._references.get((sample, seed))
         if cached is None:
             weights = np.clip(self.popularity, 0.0, None)
             total = float(weights.sum())
@@ -89,7 +92,7 @@ class TrainingSnapshot:
             genre = {k: v * sample / total for k, v in self.genre_counts(rows, weights).items()}
             drawn = np.random.default_rng(seed).choice(rows, size=sample, p=weights / total)
             cached = {"genre": genre, "item_popularity": np.log1p(weights[drawn])}
-            self._references[(sample, seed)] = cached  # type: ignore[attr-defined]
+            self._references[(sample, seed)] = cached
         return dict(cached)  # the caller adds its own features to the mapping
 
     def live(self, item_ids: list[str]) -> dict[str, Any]:

@@ -213,11 +213,11 @@ class Recommender:
         signals = self._item_signals(ranker, catalog) if ranker is not None else None
         features = ranking_features(rows, relevance, catalog, self.ranking, self._wall_clock(), signals)
         scores = features @ blend_weights(self.ranking)
-        ranked_online = (use_online_ranker and ranker is not None and self.ranking.online_weight > 0
-                         and ranker.examples >= self.ranking.online_min_examples)
-        if ranked_online:
-            scores += self.ranking.online_weight * (features @ ranker.weights)  # type: ignore[union-attr]
-        return _Candidates(strategy, rows, features, scores, ranked_online)
+        online = ranker if (use_online_ranker and ranker is not None and self.ranking.online_weight > 0
+                            and ranker.examples >= self.ranking.online_min_examples) else None
+        if online is not None:
+            scores += self.ranking.online_weight * (features @ online.weights)
+        return _Candidates(strategy, rows, features, scores, online is not None)
 
     def _shadow_scores(self, model: ServingModel, shown: np.ndarray, profile: UserProfile | None,
                        has_history: bool, k: int, filters: Filters, ranker: OnlineRanker | None,

@@ -29,7 +29,7 @@ from rtrec.domain.model_files import (
 )
 from rtrec.domain.models import ItemFeatures, UserProfile
 from rtrec.errors import DependencyError, NotFoundError
-from rtrec.ports import FeatureStore
+from rtrec.ports import FeatureStore, VectorIndex
 from rtrec.services.catalog import ServingModel
 
 
@@ -76,7 +76,7 @@ class LoadedModel:
 
     version: str
     towers: OnnxTowers
-    index: object  # a VectorIndex
+    index: VectorIndex
     data_snapshot: dict[str, Any]
 
 
@@ -122,6 +122,6 @@ def load_serving_model(version: str, folder: Path, features: FeatureStore | None
     """Towers, item index and item catalog of a downloaded model folder, ready to serve."""
     loaded = load_model_folder(version, folder)
     catalog = load_item_catalog(folder, loaded.towers.encoder.genres, features)
-    if len(catalog) != len(loaded.index):  # type: ignore[arg-type]
-        raise DependencyError(f"{folder}: the index holds {len(loaded.index)} items, the catalog {len(catalog)}")  # type: ignore[arg-type]
-    return ServingModel(version=version, towers=loaded.towers, index=loaded.index, catalog=catalog)  # type: ignore[arg-type]
+    if len(catalog) != len(loaded.index):
+        raise DependencyError(f"{folder}: the index holds {len(loaded.index)} items, the catalog {len(catalog)}")
+    return ServingModel(version=version, towers=loaded.towers, index=loaded.index, catalog=catalog)
