@@ -139,7 +139,7 @@ def main() -> int:
     env = dict(os.environ)
     try:
         run(env)
-    except Exception as exc:  # noqa: BLE001 - the job reports every failure the SageMaker way
+    except Exception as exc:  # any error: the job reports every failure the SageMaker way
         failure_dir = Path(env.get("SM_OUTPUT_DIR", LOCAL_ROOT / "output"))
         failure_dir.mkdir(parents=True, exist_ok=True)
         (failure_dir / "failure").write_text(f"{type(exc).__name__}: {exc}")

@@ -45,7 +45,7 @@ class UserTower(nn.Module):
         return summed / weights.sum(1, keepdim=True).clamp(min=1.0)
 
     def forward(self, user_hash: torch.Tensor, age: torch.Tensor, gender: torch.Tensor, occupation: torch.Tensor,
-                zip: torch.Tensor, history: torch.Tensor) -> torch.Tensor:  # noqa: A002 - ONNX input name
+                zip: torch.Tensor, history: torch.Tensor) -> torch.Tensor:  # named as the ONNX input it feeds
         features = torch.cat(
             [self.pooled_history(history), self.user_hash(user_hash), self.age(age), self.gender(gender),
              self.occupation(occupation), self.zip(zip)],

@@ -207,7 +207,7 @@ class StreamConsumer:
                 dead_letter(seq, reason)
             except DependencyError:
                 raise
-            except Exception:  # noqa: BLE001 - this record cannot be dead-lettered here: the mapping isolates it
+            except Exception:  # any error: this record cannot be dead-lettered here: the mapping isolates it
                 retry_from = seq
                 break
             dead_lettered += 1
@@ -249,7 +249,7 @@ class StreamConsumer:
                 continue
             try:
                 self._plan_one(plan, profiles, work, shard_id, record)
-            except Exception as exc:  # noqa: BLE001 - one message must not block its shard; it is dead-lettered
+            except Exception as exc:  # any error: one message must not block its shard; it is dead-lettered
                 plan.failed.append((record.seq, f"{type(exc).__name__}: {exc}"))
         for user_id, w in work.items():  # the working state back into the profiles to write
             if w.changed:

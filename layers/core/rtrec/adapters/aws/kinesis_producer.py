@@ -215,7 +215,7 @@ class KinesisImpressionProducer:
             try:
                 refused = self._stream.put_records_once([r.entry for r in batch])
                 failed_call = False
-            except Exception:  # noqa: BLE001 - the stream is down (DependencyError) or worse: keep them, retry
+            except Exception:  # any error: the stream is down (DependencyError) or worse: keep them, retry
                 refused, failed_call = list(range(len(batch))), True
             with self._cond:
                 self._in_flight = 0
