@@ -18,7 +18,7 @@ help:
 	@echo "make promote - gate staging against production, publish it to the local cloud (needs make run/cloud)"
 	@echo "make mlflow-ui - MLflow UI on http://127.0.0.1:5000 over the local registry"
 	@echo "make bench  - benchmarks (tests/bench), figures printed"
-	@echo "make lint   - ruff and mypy (its files and settings: [tool.mypy] in pyproject.toml)"
+	@echo "make lint   - ruff (rules and format) and mypy (its files and settings: [tool.mypy] in pyproject.toml)"
 	@echo "make layers - build the Lambda layers (core + runtime wheels for python3.12 on Amazon Linux 2023)"
 	@echo "make synth  - cdk synth of infra_cdk/ into infra_cdk/cdk.out (offline)"
 	@echo "make deploy-local - cdk deploy to the running embedded cloud (make cloud) or LocalStack on :4566"
@@ -55,6 +55,7 @@ test: data infra-deps emulators layers
 
 lint: venv
 	$(BIN)/ruff check layers functions training tests infra_cdk localstack
+	$(BIN)/ruff format --check layers functions training tests infra_cdk localstack
 	$(BIN)/mypy
 
 test-unit: venv

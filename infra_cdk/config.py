@@ -85,13 +85,17 @@ class InfraConfig:
         for role in API_KEY_ROLES:
             rate, burst, quota = self.key_limits(role)
             if rate <= 0 or burst < 1 or quota < 1:
-                raise ValueError(f"{role}_key_rate_limit, _burst_limit and _quota_per_day must be positive, got "
-                                 f"{rate}, {burst}, {quota}")
+                raise ValueError(
+                    f"{role}_key_rate_limit, _burst_limit and _quota_per_day must be positive, got {rate}, {burst}, {quota}"
+                )
 
     def key_limits(self, role: str) -> tuple[float, int, int]:
         """The usage plan of the `role` API key: (rate limit, burst limit, quota per day)."""
-        return (getattr(self, f"{role}_key_rate_limit"), getattr(self, f"{role}_key_burst_limit"),
-                getattr(self, f"{role}_key_quota_per_day"))
+        return (
+            getattr(self, f"{role}_key_rate_limit"),
+            getattr(self, f"{role}_key_burst_limit"),
+            getattr(self, f"{role}_key_quota_per_day"),
+        )
 
     @property
     def names(self) -> ResourceNames:

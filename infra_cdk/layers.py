@@ -114,18 +114,36 @@ def manylinux_platforms(architecture: str) -> list[str]:
     return [f"manylinux2014_{machine}"] + [f"manylinux_2_{minor}_{machine}" for minor in range(17, MAX_GLIBC_MINOR + 1)]
 
 
-def runtime_layer_command(dest: Path, requirements: Path = RUNTIME_REQUIREMENTS, architecture: str = "x86_64",
-                          python: str = sys.executable) -> list[str]:
-    command = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile",
-               "--target", str(Path(dest) / "python"), "--implementation", "cp", "--python-version", LAMBDA_PYTHON,
-               "--only-binary=:all:", "--upgrade", "-r", str(requirements)]
+def runtime_layer_command(
+    dest: Path, requirements: Path = RUNTIME_REQUIREMENTS, architecture: str = "x86_64", python: str = sys.executable
+) -> list[str]:
+    command = [
+        python,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--no-compile",
+        "--target",
+        str(Path(dest) / "python"),
+        "--implementation",
+        "cp",
+        "--python-version",
+        LAMBDA_PYTHON,
+        "--only-binary=:all:",
+        "--upgrade",
+        "-r",
+        str(requirements),
+    ]
     for platform in manylinux_platforms(architecture):
         command += ["--platform", platform]
     return command
 
 
-def build_runtime_layer(dest: Path = DEFAULT_BUILD_DIR / "runtime", requirements: Path = RUNTIME_REQUIREMENTS,
-                        architecture: str = "x86_64") -> Path:
+def build_runtime_layer(
+    dest: Path = DEFAULT_BUILD_DIR / "runtime", requirements: Path = RUNTIME_REQUIREMENTS, architecture: str = "x86_64"
+) -> Path:
     """pip-install `requirements` as Linux wheels for Lambda's Python into `dest/python` (from scratch)."""
     dest = Path(dest)
     if dest.exists():
@@ -157,8 +175,9 @@ def forbidden_packages(layer_dir: Path) -> list[str]:
 
 def function_bundle_size(core: Path, runtime: Path, code: Path = FUNCTIONS_DIR) -> dict[str, int]:
     """Unzipped bytes of what one Lambda function carries: its code asset (functions/) and both layers."""
-    code_bytes = sum(f.stat().st_size for f in code.rglob("*")
-                     if f.is_file() and "__pycache__" not in f.parts and f.suffix != ".pyc")
+    code_bytes = sum(
+        f.stat().st_size for f in code.rglob("*") if f.is_file() and "__pycache__" not in f.parts and f.suffix != ".pyc"
+    )
     return {"code": code_bytes, "core": directory_size(core), "runtime": directory_size(runtime)}
 
 

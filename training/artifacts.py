@@ -23,9 +23,23 @@ from rtrec.domain.model_files import (
 
 # The file names come from the core (serving reads the same folder); training code names every file as artifacts.X.
 __all__ = [
-    "DATA_SNAPSHOT", "ENCODER", "ITEM_CATALOG", "ITEM_EMBEDDINGS", "ITEM_IDS", "ITEM_INDEX", "ITEM_TOWER", "METRICS",
-    "PARAMS", "PRIMARY_METRICS", "REQUIRED", "USER_TOWER", "TrainResult", "missing_files", "read_json",
-    "result_to_dict", "write_json",
+    "DATA_SNAPSHOT",
+    "ENCODER",
+    "ITEM_CATALOG",
+    "ITEM_EMBEDDINGS",
+    "ITEM_IDS",
+    "ITEM_INDEX",
+    "ITEM_TOWER",
+    "METRICS",
+    "PARAMS",
+    "PRIMARY_METRICS",
+    "REQUIRED",
+    "USER_TOWER",
+    "TrainResult",
+    "missing_files",
+    "read_json",
+    "result_to_dict",
+    "write_json",
 ]
 
 # Files every trained model folder must hold (the index is added at promotion).

@@ -32,8 +32,9 @@ def evaluate_full_ranking(
     targets = _lists(target)
     seen_lists = _lists(pd.concat(list(seen))) if seen else {}
     if candidate_items is None:
-        candidate_items = np.unique(np.concatenate([target["item_index"].to_numpy()] +
-                                                   [s["item_index"].to_numpy() for s in seen]))
+        candidate_items = np.unique(
+            np.concatenate([target["item_index"].to_numpy()] + [s["item_index"].to_numpy() for s in seen])
+        )
     allowed = np.zeros(n_items, dtype=bool)
     allowed[candidate_items] = True
     users = np.array(sorted(targets), dtype=np.int64)

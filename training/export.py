@@ -43,8 +43,7 @@ def sample_inputs(encoder: FeatureEncoder, batch: int = 8) -> tuple[dict[str, np
     return encoder.encode_users(users), encoder.encode_items(items)
 
 
-def _export(module: torch.nn.Module, inputs: dict[str, np.ndarray], names: tuple[str, ...], path: Path,
-            opset: int) -> None:
+def _export(module: torch.nn.Module, inputs: dict[str, np.ndarray], names: tuple[str, ...], path: Path, opset: int) -> None:
     tensors = tuple(torch.from_numpy(inputs[name]) for name in names)
     torch.onnx.export(
         module,
@@ -69,8 +68,9 @@ def onnx_max_abs_diff(module: torch.nn.Module, path: Path, inputs: dict[str, np.
     return float(np.abs(expected - got).max())
 
 
-def export_towers(user_tower: UserTower, item_tower: ItemTower, encoder: FeatureEncoder, model_dir: Path,
-                  opset: int = ONNX_OPSET) -> float:
+def export_towers(
+    user_tower: UserTower, item_tower: ItemTower, encoder: FeatureEncoder, model_dir: Path, opset: int = ONNX_OPSET
+) -> float:
     """Write both towers to `model_dir` and return the worst torch-vs-onnxruntime difference."""
     user_tower.eval()
     item_tower.eval()

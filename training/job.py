@@ -11,6 +11,7 @@ Run locally with `rtrec train` (LocalJobRunner), or directly: `python -m trainin
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -36,10 +37,8 @@ def parse_hyperparameters(raw: Mapping[str, Any], **paths: Path) -> TrainConfig:
     values: dict[str, Any] = {}
     for key, value in raw.items():
         if isinstance(value, str):
-            try:
+            with contextlib.suppress(json.JSONDecodeError):  # a plain string such as a data set name stays one
                 value = json.loads(value)
-            except json.JSONDecodeError:
-                pass  # a plain string such as a data set name
         if key == "protocols" and isinstance(value, str):
             value = tuple(p.strip() for p in value.split(",") if p.strip())
         values[key] = value
@@ -81,10 +80,11 @@ def run(env: Mapping[str, str]) -> dict[str, Any]:
         tags.setdefault("job_name", summary["job_name"])
         registry = RegistryConfig(tracking_uri=env["MLFLOW_TRACKING_URI"])
         registered = log_and_register(result, registry, tags=tags)
-        summary.update({"model_name": registered.model_name, "version": registered.version,
-                        "run_id": registered.run_id})
-        print(f"registered {registered.model_name} version {registered.version} (run {registered.run_id}) "
-              f"with alias staging", flush=True)
+        summary.update({"model_name": registered.model_name, "version": registered.version, "run_id": registered.run_id})
+        print(
+            f"registered {registered.model_name} version {registered.version} (run {registered.run_id}) with alias staging",
+            flush=True,
+        )
         if env.get("RTREC_MODELS_BUCKET"):
             _after_registration(env, registry, registered.version, registered.run_id, tags, output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -104,13 +104,13 @@ def _export_stream_events(env: Mapping[str, str], target: Path) -> Path:
     events = S3CounterfactualLog(env["RTREC_EVENTS_BUCKET"], **_aws(env)).read("events")
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text("".join(json.dumps(message_to_dict(e)) + "\n" for e in events))
-    print(f"offline store: {len(events):,} stream events exported from s3://{env['RTREC_EVENTS_BUCKET']}/events/",
-          flush=True)
+    print(f"offline store: {len(events):,} stream events exported from s3://{env['RTREC_EVENTS_BUCKET']}/events/", flush=True)
     return target
 
 
-def _after_registration(env: Mapping[str, str], registry: Any, version: str, run_id: str, tags: Mapping[str, str],
-                        output_dir: Path) -> None:
+def _after_registration(
+    env: Mapping[str, str], registry: Any, version: str, run_id: str, tags: Mapping[str, str], output_dir: Path
+) -> None:
     """Attach the drift report that triggered the run, and make the version the shadow candidate, so the
     promotion gate can judge it on live traffic."""
     from rtrec.adapters.aws.model_store import S3ModelStore
@@ -131,8 +131,7 @@ def _after_registration(env: Mapping[str, str], registry: Any, version: str, run
             print(f"attached the drift report {report_key} to run {run_id}", flush=True)
     if env.get("RTREC_PUBLISH_SHADOW") == "1":
         pointer = publish_shadow(registry, store, version=version, index_builder=build_item_index)
-        print(f"version {pointer.version} is the shadow candidate; the promotion gate judges it on live traffic",
-              flush=True)
+        print(f"version {pointer.version} is the shadow candidate; the promotion gate judges it on live traffic", flush=True)
 
 
 def main() -> int:

@@ -17,8 +17,9 @@ class UserTower(nn.Module):
     request time without retraining.
     """
 
-    def __init__(self, cardinalities: dict[str, int], dim: int = 64, hidden: int = 256, id_dim: int = 64,
-                 side_dim: int = 8) -> None:
+    def __init__(
+        self, cardinalities: dict[str, int], dim: int = 64, hidden: int = 256, id_dim: int = 64, side_dim: int = 8
+    ) -> None:
         super().__init__()
         self.history_items = nn.Embedding(cardinalities["item"], id_dim, padding_idx=0)
         self.user_hash = nn.Embedding(cardinalities["user_hash"], id_dim, padding_idx=0)
@@ -44,11 +45,24 @@ class UserTower(nn.Module):
             summed = (self.history_items(history) * weights.unsqueeze(-1)).sum(1)
         return summed / weights.sum(1, keepdim=True).clamp(min=1.0)
 
-    def forward(self, user_hash: torch.Tensor, age: torch.Tensor, gender: torch.Tensor, occupation: torch.Tensor,
-                zip: torch.Tensor, history: torch.Tensor) -> torch.Tensor:  # named as the ONNX input it feeds
+    def forward(
+        self,
+        user_hash: torch.Tensor,
+        age: torch.Tensor,
+        gender: torch.Tensor,
+        occupation: torch.Tensor,
+        zip: torch.Tensor,
+        history: torch.Tensor,
+    ) -> torch.Tensor:  # named as the ONNX input it feeds
         features = torch.cat(
-            [self.pooled_history(history), self.user_hash(user_hash), self.age(age), self.gender(gender),
-             self.occupation(occupation), self.zip(zip)],
+            [
+                self.pooled_history(history),
+                self.user_hash(user_hash),
+                self.age(age),
+                self.gender(gender),
+                self.occupation(occupation),
+                self.zip(zip),
+            ],
             dim=-1,
         )
         return F.normalize(self.mlp(features), dim=-1)
@@ -57,8 +71,15 @@ class UserTower(nn.Module):
 class ItemTower(nn.Module):
     """Item id + genres + year + popularity bucket -> MLP -> unit vector; id 0 embeds from features alone."""
 
-    def __init__(self, cardinalities: dict[str, int], dim: int = 64, hidden: int = 256, id_dim: int = 64,
-                 genre_dim: int = 16, side_dim: int = 8) -> None:
+    def __init__(
+        self,
+        cardinalities: dict[str, int],
+        dim: int = 64,
+        hidden: int = 256,
+        id_dim: int = 64,
+        genre_dim: int = 16,
+        side_dim: int = 8,
+    ) -> None:
         super().__init__()
         self.item = nn.Embedding(cardinalities["item"], id_dim, padding_idx=0)
         self.genre = nn.Embedding(cardinalities["genre"], genre_dim, padding_idx=0)
@@ -69,8 +90,7 @@ class ItemTower(nn.Module):
         with torch.no_grad():
             self.item.weight[0].zero_()
 
-    def forward(self, item: torch.Tensor, genres: torch.Tensor, year: torch.Tensor,
-                popularity: torch.Tensor) -> torch.Tensor:
+    def forward(self, item: torch.Tensor, genres: torch.Tensor, year: torch.Tensor, popularity: torch.Tensor) -> torch.Tensor:
         genre_weights = (genres > 0).to(self.genre.weight.dtype).unsqueeze(-1)
         genre_mean = (self.genre(genres) * genre_weights).sum(1) / genre_weights.sum(1).clamp(min=1.0)
         features = torch.cat([self.item(item), genre_mean, self.year(year), self.popularity(popularity)], dim=-1)

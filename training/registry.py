@@ -62,8 +62,7 @@ def mlflow_key(name: str) -> str:
     """
     key = name.replace("@", _AT)
     normalised = posixpath.normpath(key)
-    if (_AT in name or not _ALLOWED.match(key) or normalised != key or normalised == "."
-            or key.startswith(("..", "/"))):
+    if _AT in name or not _ALLOWED.match(key) or normalised != key or normalised == "." or key.startswith(("..", "/")):
         raise ValueError(
             f"{name!r} cannot be an MLflow name: use letters, digits, '_', '-', '.', ' ', '/', '@' "
             f"(no {_AT!r}, no empty or relative path segments)"
@@ -95,7 +94,7 @@ class RegistryConfig:
         if self.artifact_location is not None:
             return self.artifact_location
         if self.tracking_uri.startswith("sqlite:///"):
-            database = self.tracking_uri[len("sqlite:///"):].split("?", 1)[0]
+            database = self.tracking_uri[len("sqlite:///") :].split("?", 1)[0]
             if database and database != ":memory:":
                 return (Path(database).resolve().parent / "artifacts").as_uri()
         return None
@@ -170,9 +169,7 @@ def _ensure_registered_model(client: MlflowClient, name: str) -> None:
                 raise
 
 
-def log_and_register(
-    result: TrainResult, config: RegistryConfig, tags: Mapping[str, str] | None = None
-) -> RegisteredVersion:
+def log_and_register(result: TrainResult, config: RegistryConfig, tags: Mapping[str, str] | None = None) -> RegisteredVersion:
     """Log `result` as one MLflow run (params, metrics with "@" mapped, per-epoch history, the data
     hash, every file of the model folder under `model/`), register a model version from that folder
     and point alias `staging` at it.
@@ -206,8 +203,9 @@ def log_and_register(
         ]
         for position, figures in enumerate(result.history):
             step = int(figures.get("epoch", position))
-            metrics += [Metric(mlflow_key(f"history.{k}"), float(v), now_ms, step)
-                        for k, v in sorted(figures.items()) if k != "epoch"]
+            metrics += [
+                Metric(mlflow_key(f"history.{k}"), float(v), now_ms, step) for k, v in sorted(figures.items()) if k != "epoch"
+            ]
         for start in range(0, len(params), _LOG_BATCH_PARAMS):
             client.log_batch(run_id, params=params[start : start + _LOG_BATCH_PARAMS])
         for start in range(0, len(metrics), _LOG_BATCH_METRICS):
@@ -249,8 +247,11 @@ def _version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersi
 
 
 def _download(config: RegistryConfig, uri: str, target: Path) -> Path:
-    return Path(download_artifacts(artifact_uri=uri, dst_path=str(target), tracking_uri=config.tracking_uri,
-                                   registry_uri=config.tracking_uri))
+    return Path(
+        download_artifacts(
+            artifact_uri=uri, dst_path=str(target), tracking_uri=config.tracking_uri, registry_uri=config.tracking_uri
+        )
+    )
 
 
 def _source(model_version: ModelVersion) -> str:
@@ -265,8 +266,13 @@ def _folder_metrics(config: RegistryConfig, model_version: ModelVersion, target:
     return {str(k): float(v) for k, v in json.loads(path.read_text()).items()}
 
 
-def _record_decision(client: MlflowClient, config: RegistryConfig, model_version: ModelVersion,
-                     decision: GateDecision, production: ModelVersion | None) -> None:
+def _record_decision(
+    client: MlflowClient,
+    config: RegistryConfig,
+    model_version: ModelVersion,
+    decision: GateDecision,
+    production: ModelVersion | None,
+) -> None:
     """Replace the version's gate.* tags with this decision (an earlier decision's figures may differ)."""
     name, version = config.model_name, str(model_version.version)
     for key in model_version.tags or {}:
@@ -300,8 +306,14 @@ def _candidate(client: MlflowClient, name: str, version: str | None) -> ModelVer
         raise
 
 
-def _publish(config: RegistryConfig, client: MlflowClient, store: ModelStore, candidate: ModelVersion,
-             work: Path, index_builder: Callable[[Path], object] | None) -> str:
+def _publish(
+    config: RegistryConfig,
+    client: MlflowClient,
+    store: ModelStore,
+    candidate: ModelVersion,
+    work: Path,
+    index_builder: Callable[[Path], object] | None,
+) -> str:
     """Download the version's files, build what serving needs beside them (the item index, also kept with the
     run's artifacts) and publish them to the model store; returns the key prefix."""
     model_dir = _download(config, _source(candidate), work / "candidate")
@@ -332,12 +344,17 @@ def publish_shadow(
         work = Path(tmp)
         metrics = _folder_metrics(config, candidate, work / "metrics")
         s3_prefix = _publish(config, client, store, candidate, work, index_builder)
-    pointer = ProductionPointer(model_name=config.model_name, version=str(candidate.version),
-                                run_id=str(candidate.run_id), s3_prefix=s3_prefix, promoted_at=int(time.time()),
-                                metrics=metrics, gate_reason="shadow candidate")
+    pointer = ProductionPointer(
+        model_name=config.model_name,
+        version=str(candidate.version),
+        run_id=str(candidate.run_id),
+        s3_prefix=s3_prefix,
+        promoted_at=int(time.time()),
+        metrics=metrics,
+        gate_reason="shadow candidate",
+    )
     store.write_pointer(pointer, SHADOW_POINTER)
-    client.set_model_version_tag(config.model_name, str(candidate.version), "shadow.published_at",
-                                 str(pointer.promoted_at))
+    client.set_model_version_tag(config.model_name, str(candidate.version), "shadow.published_at", str(pointer.promoted_at))
     log.info("published %s version %s as the shadow candidate", config.model_name, candidate.version)
     return pointer
 
@@ -428,6 +445,11 @@ def promote(
     client.set_model_version_tag(name, candidate_version, "promotion.status", "promoted")
     client.set_model_version_tag(name, candidate_version, "promotion.promoted_at", str(pointer.promoted_at))
     client.set_model_version_tag(name, candidate_version, "promotion.s3_prefix", s3_prefix)
-    log.info("promoted %s version %s (%s): %s", name, candidate_version,
-             "overridden" if decision.overridden else "approved", decision.reason)
+    log.info(
+        "promoted %s version %s (%s): %s",
+        name,
+        candidate_version,
+        "overridden" if decision.overridden else "approved",
+        decision.reason,
+    )
     return PromotionOutcome(decision, candidate_version, pointer)

@@ -134,8 +134,10 @@ def _tensors(dataset: MovieLens, split: Split, encoder: FeatureEncoder) -> _Tens
     # Items never trained on keep id 0: serving embeds them from their features, as new items.
     item_inputs["item"] = np.where(counts > 0, item_inputs["item"], 0)
     positives = torch.zeros(n_users, n_items, dtype=torch.bool)
-    positives[torch.from_numpy(split.train["user_index"].to_numpy().copy()),
-              torch.from_numpy(split.train["item_index"].to_numpy().copy())] = True
+    positives[
+        torch.from_numpy(split.train["user_index"].to_numpy().copy()),
+        torch.from_numpy(split.train["item_index"].to_numpy().copy()),
+    ] = True
     q = counts / max(counts.sum(), 1)
     return _Tensors(
         users={k: torch.from_numpy(v) for k, v in user_inputs.items()},
@@ -148,14 +150,17 @@ def _tensors(dataset: MovieLens, split: Split, encoder: FeatureEncoder) -> _Tens
 
 
 @torch.no_grad()
-def embed(user_tower: UserTower, item_tower: ItemTower, t: _Tensors, history: torch.Tensor,
-          batch: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+def embed(
+    user_tower: UserTower, item_tower: ItemTower, t: _Tensors, history: torch.Tensor, batch: int = 2048
+) -> tuple[np.ndarray, np.ndarray]:
     user_tower.eval()
     n_users = history.shape[0]
-    users = torch.cat([
-        user_tower(**{k: v[s : s + batch] for k, v in t.users.items()}, history=history[s : s + batch])
-        for s in range(0, n_users, batch)
-    ])
+    users = torch.cat(
+        [
+            user_tower(**{k: v[s : s + batch] for k, v in t.users.items()}, history=history[s : s + batch])
+            for s in range(0, n_users, batch)
+        ]
+    )
     user_tower.train()
     return users.numpy(), embed_items(item_tower, t)
 
@@ -191,8 +196,9 @@ def train_protocol(
         epoch_start = time.monotonic()
         order = torch.randperm(n_train, generator=generator)
         total = 0.0
-        bar = tqdm(range(n_batches), desc=f"{split.protocol} epoch {epoch}", unit="batch", leave=False,
-                   mininterval=5.0, disable=None)
+        bar = tqdm(
+            range(n_batches), desc=f"{split.protocol} epoch {epoch}", unit="batch", leave=False, mininterval=5.0, disable=None
+        )
         for step in bar:
             index = order[step * config.batch_size : (step + 1) * config.batch_size]
             users, items = train_users[index], train_items[index]
@@ -222,16 +228,25 @@ def train_protocol(
         bar.close()
         epoch_seconds.append(time.monotonic() - epoch_start)
         user_vectors_np, item_vectors_np = embed(user_tower, item_tower, t, t.train_history)
-        valid = evaluate_full_ranking(_embedding_scorer(user_vectors_np, item_vectors_np), split.valid, [split.train],
-                                      dataset.n_items)
+        valid = evaluate_full_ranking(
+            _embedding_scorer(user_vectors_np, item_vectors_np), split.valid, [split.train], dataset.n_items
+        )
         score = valid["recall@10"] + valid["ndcg@10"]
-        history.append({"epoch": epoch, "loss": total / n_batches, "seconds": epoch_seconds[-1],
-                        **{f"valid.{k}": v for k, v in valid.items()}})
+        history.append(
+            {
+                "epoch": epoch,
+                "loss": total / n_batches,
+                "seconds": epoch_seconds[-1],
+                **{f"valid.{k}": v for k, v in valid.items()},
+            }
+        )
         improved = score > best_score
         if improved:
             best_score, stale = score, 0
-            best_state = ({k: v.clone() for k, v in user_tower.state_dict().items()},
-                          {k: v.clone() for k, v in item_tower.state_dict().items()})
+            best_state = (
+                {k: v.clone() for k, v in user_tower.state_dict().items()},
+                {k: v.clone() for k, v in item_tower.state_dict().items()},
+            )
         else:
             stale += 1
         elapsed = time.monotonic() - started
@@ -252,22 +267,24 @@ def train_protocol(
     user_tower.load_state_dict(best_state[0])
     item_tower.load_state_dict(best_state[1])
     users_np, items_np = embed(user_tower, item_tower, t, t.eval_history)
-    test = evaluate_full_ranking(_embedding_scorer(users_np, items_np), split.test, [split.train, split.valid],
-                                 dataset.n_items)
+    test = evaluate_full_ranking(_embedding_scorer(users_np, items_np), split.test, [split.train, split.valid], dataset.n_items)
     best = max(history, key=lambda h: h["valid.recall@10"] + h["valid.ndcg@10"])
     metrics = {f"test.{k}": v for k, v in test.items()}
     metrics.update({k: v for k, v in best.items() if k.startswith("valid.")})
     metrics["best_epoch"] = float(best["epoch"])
-    return ProtocolResult(user_tower, item_tower, metrics, items_np, history, epochs=len(history),
-                          seconds_per_epoch=float(np.mean(epoch_seconds)))
+    return ProtocolResult(
+        user_tower, item_tower, metrics, items_np, history, epochs=len(history), seconds_per_epoch=float(np.mean(epoch_seconds))
+    )
 
 
 def baseline_metrics(split: Split, n_items: int, seed: int, progress: Progress) -> dict[str, float]:
     """Popularity and the MF peer on the same split, test part."""
     out: dict[str, float] = {}
     seen = [split.train, split.valid]
-    for name, scorer in (("pop", popularity_scorer(split.train, n_items)),
-                         ("als", mf_peer_scorer(split.train, split.n_users, n_items, seed, progress))):
+    for name, scorer in (
+        ("pop", popularity_scorer(split.train, n_items)),
+        ("als", mf_peer_scorer(split.train, split.n_users, n_items, seed, progress)),
+    ):
         if scorer is None:
             continue
         metrics = evaluate_full_ranking(scorer, split.test, seen, n_items)
@@ -299,9 +316,11 @@ def train(config: TrainConfig, progress: Progress = print) -> artifacts.TrainRes
         frame = read_stream_events(raw)
         stream, stream_counts = dataset.stream_interactions(frame)
         data_sha256 = hashlib.sha256(dataset.source_sha256.encode() + raw).hexdigest()
-        progress(f"offline store: {stream_counts['events']:,} stream events, {stream_counts['added']:,} new "
-                 f"interactions added ({stream_counts['duplicate']:,} already known, {stream_counts['unknown']:,} of "
-                 f"unknown users or items, {stream_counts['not_positive']:,} not positive)")
+        progress(
+            f"offline store: {stream_counts['events']:,} stream events, {stream_counts['added']:,} new "
+            f"interactions added ({stream_counts['duplicate']:,} already known, {stream_counts['unknown']:,} of "
+            f"unknown users or items, {stream_counts['not_positive']:,} not positive)"
+        )
     encoder = build_encoder(dataset, config)
     metrics: dict[str, float] = {}
     history: list[dict[str, float]] = []
@@ -317,13 +336,17 @@ def train(config: TrainConfig, progress: Progress = print) -> artifacts.TrainRes
         result = train_protocol(dataset, split, encoder, config, progress)
         metrics.update({f"{protocol}.{k}": v for k, v in result.metrics.items()})
         metrics[f"{protocol}.seconds_per_epoch"] = result.seconds_per_epoch
-        history.extend({"epoch": h["epoch"], **{f"{protocol}.{k}": v for k, v in h.items() if k != "epoch"}}
-                       for h in result.history)
-        progress(f"{protocol} two-tower: test recall@10 {result.metrics['test.recall@10']:.4f} "
-                 f"ndcg@10 {result.metrics['test.ndcg@10']:.4f} (best epoch {int(result.metrics['best_epoch'])})")
+        history.extend(
+            {"epoch": h["epoch"], **{f"{protocol}.{k}": v for k, v in h.items() if k != "epoch"}} for h in result.history
+        )
+        progress(
+            f"{protocol} two-tower: test recall@10 {result.metrics['test.recall@10']:.4f} "
+            f"ndcg@10 {result.metrics['test.ndcg@10']:.4f} (best epoch {int(result.metrics['best_epoch'])})"
+        )
         if config.baselines:
-            metrics.update({f"{protocol}.{k}": v for k, v in baseline_metrics(split, dataset.n_items, config.seed,
-                                                                                progress).items()})
+            metrics.update(
+                {f"{protocol}.{k}": v for k, v in baseline_metrics(split, dataset.n_items, config.seed, progress).items()}
+            )
         if exported is None:
             exported = result
     assert exported is not None
@@ -342,12 +365,23 @@ def train(config: TrainConfig, progress: Progress = print) -> artifacts.TrainRes
     metrics["train.seconds"] = seconds
     artifacts.write_json(model_dir, artifacts.METRICS, metrics)
     artifacts.write_json(model_dir, artifacts.PARAMS, config.params())
-    snapshot = {"dataset": dataset.name, "sha256": data_sha256, "source_sha256": dataset.source_sha256,
-                "interactions": len(dataset.interactions), "users": dataset.n_users, "items": dataset.n_items,
-                "stream_events": stream_counts}
+    snapshot = {
+        "dataset": dataset.name,
+        "sha256": data_sha256,
+        "source_sha256": dataset.source_sha256,
+        "interactions": len(dataset.interactions),
+        "users": dataset.n_users,
+        "items": dataset.n_items,
+        "stream_events": stream_counts,
+    }
     artifacts.write_json(model_dir, artifacts.DATA_SNAPSHOT, snapshot)
     (model_dir / "history.json").write_text(json.dumps(history, indent=1))
     return artifacts.TrainResult(
-        model_dir=model_dir, params=config.params(), metrics=metrics, data_sha256=data_sha256,
-        epochs=exported.epochs, seconds=seconds, history=history,
+        model_dir=model_dir,
+        params=config.params(),
+        metrics=metrics,
+        data_sha256=data_sha256,
+        epochs=exported.epochs,
+        seconds=seconds,
+        history=history,
     )

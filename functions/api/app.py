@@ -26,15 +26,25 @@ from .observability import ObservabilityMiddleware, logger
 from .routes import events, health, items, recommendations
 from .wiring import ConsumerStatus, Services, build_services
 
-__all__ = ["Services", "build_services", "create_app", "freeze_startup_heap", "lambda_entry", "logger",
-           "require_admin", "require_events", "require_read"]
+__all__ = [
+    "Services",
+    "build_services",
+    "create_app",
+    "freeze_startup_heap",
+    "lambda_entry",
+    "logger",
+    "require_admin",
+    "require_events",
+    "require_read",
+]
 
 LambdaHandler = Callable[[dict[str, Any], Any], Any]
 FLUSH_MARGIN_S = 0.5  # of the invocation's remaining time, left for the response and the EMF lines
 
 
-def create_app(services: Services | Recommender, *, telemetry: Telemetry = NO_TELEMETRY,
-               consumer_status: ConsumerStatus | None = None) -> FastAPI:
+def create_app(
+    services: Services | Recommender, *, telemetry: Telemetry = NO_TELEMETRY, consumer_status: ConsumerStatus | None = None
+) -> FastAPI:
     """The app over `services`; `telemetry` receives each request's and each slate's metrics (EMF in Lambda,
     Prometheus locally, whose registry is then served at GET /metrics); `consumer_status` (the local event source
     mapping's `stats`, when `rtrec run` runs it in this process) gives /health the consumer's lag."""
@@ -63,10 +73,14 @@ def create_app(services: Services | Recommender, *, telemetry: Telemetry = NO_TE
     app.state.consumer_status = consumer_status
     add_error_handlers(app)
     # Added first, so it runs inside the observability middleware (its 413 carries the request id).
-    app.add_middleware(BodyLimitMiddleware, max_bytes=services.max_body_bytes,
-                       error_body=lambda code, detail: orjson.dumps(error_body(code, detail)))
-    app.add_middleware(ObservabilityMiddleware, telemetry=telemetry, logger=logger,
-                       model_version=lambda: served.model_version())
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=services.max_body_bytes,
+        error_body=lambda code, detail: orjson.dumps(error_body(code, detail)),
+    )
+    app.add_middleware(
+        ObservabilityMiddleware, telemetry=telemetry, logger=logger, model_version=lambda: served.model_version()
+    )
     if telemetry.exposition is not None:
         app.include_router(health.metrics_router)
     app.include_router(health.router)

@@ -70,9 +70,12 @@ ConsumerStatusDep = Annotated[ConsumerStatus | None, Depends(get_consumer_status
 
 
 API_KEY_HEADER = APIKeyHeader(
-    name="X-Api-Key", auto_error=False, scheme_name="ApiKey",
+    name="X-Api-Key",
+    auto_error=False,
+    scheme_name="ApiKey",
     description="a key per role: read (recommendations), events (POST /events; its slates are logged as "
-                "impressions), admin (the catalog). See the README's Security section")
+    "impressions), admin (the catalog). See the README's Security section",
+)
 
 
 def gateway_key_id(request: Request) -> str | None:
@@ -124,5 +127,7 @@ async def reject_unknown_query_parameters(request: Request) -> None:
     known = _query_parameters(dependant)
     unknown = sorted(set(request.query_params) - known)
     if unknown:
-        raise InvalidInputError(f"unknown query parameter(s): {', '.join(short_reason(u, 40) for u in unknown[:5])}"
-                                + (f"; this route takes {', '.join(sorted(known))}" if known else ""))
+        raise InvalidInputError(
+            f"unknown query parameter(s): {', '.join(short_reason(u, 40) for u in unknown[:5])}"
+            + (f"; this route takes {', '.join(sorted(known))}" if known else "")
+        )

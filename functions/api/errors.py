@@ -37,7 +37,6 @@ ERROR_STATUS: dict[type[RtrecError], int] = {
 }
 
 
-
 def _status_for(exc: RtrecError) -> int:
     for error_type in type(exc).__mro__:
         if error_type in ERROR_STATUS:

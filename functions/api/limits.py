@@ -33,9 +33,17 @@ class BodyLimitMiddleware:
         declared = next((value for name, value in scope.get("headers", ()) if name == b"content-length"), None)
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             body = self.error_body("payload_too_large", self._detail())
-            await send({"type": "http.response.start", "status": TOO_LARGE,
-                        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                    (b"connection", b"close")]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": TOO_LARGE,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                        (b"connection", b"close"),
+                    ],
+                }
+            )
             await send({"type": "http.response.body", "body": body})
             return
         received = 0

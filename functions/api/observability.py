@@ -35,8 +35,7 @@ def request_id() -> str:
 
 
 class ObservabilityMiddleware:
-    def __init__(self, app: Any, *, telemetry: Telemetry, logger: Logger,
-                 model_version: Callable[[], str | None]) -> None:
+    def __init__(self, app: Any, *, telemetry: Telemetry, logger: Logger, model_version: Callable[[], str | None]) -> None:
         self.app = app
         self.telemetry = telemetry
         self.logger = logger

@@ -28,8 +28,9 @@ Rating = Annotated[float, Field(ge=0, le=10), BeforeValidator(_number)]
 class RecommendedItem(BaseModel):
     item_id: str
     score: float
-    propensity: float = Field(description="probability the serving policy chose this item for this slot, "
-                                          "given the slots before it")
+    propensity: float = Field(
+        description="probability the serving policy chose this item for this slot, given the slots before it"
+    )
 
 
 class RecommendationResponse(BaseModel):
@@ -68,10 +69,13 @@ class ItemIn(BaseModel):
 class ItemOut(BaseModel):
     item_id: str
     created: bool
-    model_version: str | None = Field(description="the model that embedded it; null when none is loaded yet "
-                                                  "(it is embedded when one is)")
-    new_to_model: bool = Field(description="true when embedded from its features alone (the model was not "
-                                           "trained on it); it then gets the new-item exploration boost")
+    model_version: str | None = Field(
+        description="the model that embedded it; null when none is loaded yet (it is embedded when one is)"
+    )
+    new_to_model: bool = Field(
+        description="true when embedded from its features alone (the model was not "
+        "trained on it); it then gets the new-item exploration boost"
+    )
     unknown_genres: list[str] = Field(description="genres the model does not know; they do not shape the embedding")
 
 
@@ -89,14 +93,17 @@ class ItemStateOut(BaseModel):
 class _EventFields(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    event_id: str = Field(min_length=1, max_length=128, description="unique; a re-sent event is applied once, also "
-                                                                     "when repeated within one batch")
+    event_id: str = Field(
+        min_length=1, max_length=128, description="unique; a re-sent event is applied once, also when repeated within one batch"
+    )
     user_id: str = Field(min_length=1, max_length=128)
     item_id: str = Field(min_length=1, max_length=128)
-    timestamp: JsonFloat = Field(gt=0, description="unix seconds (more than a day ahead of the server's clock: "
-                                                   "taken as the time it arrived)")
-    request_id: str | None = Field(default=None, min_length=1, max_length=128,
-                                   description="the recommendation response that showed the item")
+    timestamp: JsonFloat = Field(
+        gt=0, description="unix seconds (more than a day ahead of the server's clock: taken as the time it arrived)"
+    )
+    request_id: str | None = Field(
+        default=None, min_length=1, max_length=128, description="the recommendation response that showed the item"
+    )
 
 
 class ActionEventIn(_EventFields):
@@ -133,11 +140,8 @@ class ConsumerHealth(BaseModel):
     source: Literal["local", "cloudwatch", "unavailable"]
     status: Literal["ok", "lagging", "stalled", "unknown"] = "unknown"
     lag_seconds: float | None = Field(default=None, description="max over shards of the iterator age / behind-latest")
-    stalled_shards: dict[str, str] = Field(default_factory=dict, description="shard -> its state and since when, "
-                                                                           "while stuck")
+    stalled_shards: dict[str, str] = Field(default_factory=dict, description="shard -> its state and since when, while stuck")
     detail: str = "lag is the consumer's IteratorAge metric (CloudWatch alarm consumer-iterator-age)"
-
-
 
 
 class HealthResponse(BaseModel):
@@ -146,21 +150,28 @@ class HealthResponse(BaseModel):
     index_size: int
     popular_items: int
     online_ranker_examples: int = Field(default=0, description="examples the online ranker has learned from (all shards)")
-    shadow_version: str | None = Field(default=None, description="the candidate scored beside production for the promotion "
-                                                         "gate's off-policy check (none shown to users)")
+    shadow_version: str | None = Field(
+        default=None,
+        description="the candidate scored beside production for the promotion gate's off-policy check (none shown to users)",
+    )
     dependencies: dict[str, str]
-    consumer: ConsumerHealth = Field(default_factory=lambda: ConsumerHealth(source="cloudwatch"),
-                                     description="the stream consumer's lag (degrades, never fails, health)")
+    consumer: ConsumerHealth = Field(
+        default_factory=lambda: ConsumerHealth(source="cloudwatch"),
+        description="the stream consumer's lag (degrades, never fails, health)",
+    )
 
 
 class ErrorResponse(BaseModel):
     """Every 4xx and 5xx the API answers (FastAPI's validation errors included)."""
 
-    error: str = Field(description="a stable code: invalid_input, unauthorized, not_found, method_not_allowed, "
-                                   "payload_too_large, model_not_ready, dependency_unavailable, internal_error",
-                       examples=["invalid_input"])
-    detail: str = Field(description="a short reason the client can act on (never the SDK's text: that goes to "
-                                    "the log under the request id)")
+    error: str = Field(
+        description="a stable code: invalid_input, unauthorized, not_found, method_not_allowed, "
+        "payload_too_large, model_not_ready, dependency_unavailable, internal_error",
+        examples=["invalid_input"],
+    )
+    detail: str = Field(
+        description="a short reason the client can act on (never the SDK's text: that goes to the log under the request id)"
+    )
     request_id: str = Field(description="the request's id (also the X-Request-Id header), for the logs")
 
 
@@ -168,11 +179,16 @@ class ErrorResponse(BaseModel):
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "no API key, or one this API does not know"},
     403: {"model": ErrorResponse, "description": "the API key lacks the route's role"},
-    404: {"model": ErrorResponse}, 422: {"model": ErrorResponse},
+    404: {"model": ErrorResponse},
+    422: {"model": ErrorResponse},
     429: {"model": ErrorResponse, "description": "the key's rate limit or daily quota is used up (Retry-After)"},
-    500: {"model": ErrorResponse}, 503: {"model": ErrorResponse}}
+    500: {"model": ErrorResponse},
+    503: {"model": ErrorResponse},
+}
 BODY_ERRORS: dict[int | str, dict[str, Any]] = {
-    **ERRORS, 413: {"model": ErrorResponse, "description": "the body is larger than the API takes"}}
+    **ERRORS,
+    413: {"model": ErrorResponse, "description": "the body is larger than the API takes"},
+}
 
 
 def validated_json(body: BaseModel) -> Response:

@@ -61,5 +61,13 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
 
 def server_config(app: Any, host: str, port: int, **options: Any) -> uvicorn.Config:
     """uvicorn's configuration for the API, with the bounds above."""
-    return uvicorn.Config(app, host=host, port=port, log_level="warning", http=HeaderTimeoutProtocol,
-                          timeout_keep_alive=KEEP_ALIVE_TIMEOUT_S, limit_concurrency=MAX_CONCURRENCY, **options)
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        http=HeaderTimeoutProtocol,
+        timeout_keep_alive=KEEP_ALIVE_TIMEOUT_S,
+        limit_concurrency=MAX_CONCURRENCY,
+        **options,
+    )

@@ -56,8 +56,9 @@ class Services:
             return 0
         dropped = self.ingest.close(self.impression_shutdown_s)
         if dropped:
-            logger.error("impressions dropped at shutdown: the stream did not take them in time",
-                         extra={"impressions": dropped})
+            logger.error(
+                "impressions dropped at shutdown: the stream did not take them in time", extra={"impressions": dropped}
+            )
         return dropped
 
     def log_impression(self, result: Recommendation, caller: str | None = None) -> None:
@@ -67,8 +68,7 @@ class Services:
         try:
             self.ingest.log_impression(result, caller)
         except RtrecError as exc:
-            logger.warning("impression not logged to the stream", extra={"request_id": result.request_id,
-                                                                        "error": str(exc)})
+            logger.warning("impression not logged to the stream", extra={"request_id": result.request_id, "error": str(exc)})
 
 
 class ModelLoadErrors:
@@ -81,16 +81,19 @@ class ModelLoadErrors:
 
 def access_policy(settings: ApiSettings) -> AccessPolicy:
     """The keys named by `settings` (one per role by value, API Gateway's by id) and the per-key limits."""
-    secrets_by_role = {role.value: key.get_secret_value() for role in Role
-                       if (key := getattr(settings, f"{role.value}_api_key")) is not None}
+    secrets_by_role = {
+        role.value: key.get_secret_value() for role in Role if (key := getattr(settings, f"{role.value}_api_key")) is not None
+    }
     keys = local_keys(secrets_by_role) + gateway_keys(settings.api_key_roles)
-    limiter = RateLimiter(Limits(rate_per_s=settings.api_key_rate_limit, burst=settings.api_key_burst,
-                                 daily_quota=settings.api_key_daily_quota))
+    limiter = RateLimiter(
+        Limits(rate_per_s=settings.api_key_rate_limit, burst=settings.api_key_burst, daily_quota=settings.api_key_daily_quota)
+    )
     return AccessPolicy(keys, require_keys=settings.require_api_keys, limiter=limiter)
 
 
-def build_services(settings: ApiSettings, *, telemetry: Telemetry = NO_TELEMETRY,
-                   background_impressions: bool = True) -> Services:
+def build_services(
+    settings: ApiSettings, *, telemetry: Telemetry = NO_TELEMETRY, background_impressions: bool = True
+) -> Services:
     """Wire the AWS adapters named by `settings` into the services, and load the production model.
 
     Impressions go through a KinesisImpressionProducer: a background sender under uvicorn; none in Lambda
@@ -108,9 +111,13 @@ def build_services(settings: ApiSettings, *, telemetry: Telemetry = NO_TELEMETRY
     catalog = CatalogService(features, aws.catalog_additions(), sync_seconds=settings.catalog_sync_seconds)
     stream = aws.event_stream()
     producer = aws.impression_producer(
-        stream, max_records=settings.impression_buffer_records, max_bytes=settings.impression_buffer_bytes,
-        linger_s=settings.impression_linger_ms / 1000.0, overflow=settings.impression_overflow,
-        background=background_impressions, telemetry=telemetry,
+        stream,
+        max_records=settings.impression_buffer_records,
+        max_bytes=settings.impression_buffer_bytes,
+        linger_s=settings.impression_linger_ms / 1000.0,
+        overflow=settings.impression_overflow,
+        background=background_impressions,
+        telemetry=telemetry,
     )
     ingest = IngestService(stream, clock=time.time, impressions=producer)
     load_errors = ModelLoadErrors()
@@ -131,7 +138,10 @@ def build_services(settings: ApiSettings, *, telemetry: Telemetry = NO_TELEMETRY
         logger.warning(message)
 
     watcher: ModelWatcher[ServingModel] = ModelWatcher(
-        aws.model_store(), load, settings.model_cache_dir, poll_seconds=settings.model_poll_seconds,
+        aws.model_store(),
+        load,
+        settings.model_cache_dir,
+        poll_seconds=settings.model_poll_seconds,
         on_error=on_error,
     )
 
@@ -145,8 +155,12 @@ def build_services(settings: ApiSettings, *, telemetry: Telemetry = NO_TELEMETRY
         return model
 
     shadow_watcher: ModelWatcher[ServingModel] = ModelWatcher(
-        aws.model_store(), load, settings.model_cache_dir / "shadow", poll_seconds=settings.model_poll_seconds,
-        on_error=lambda message: logger.warning(f"shadow candidate: {message}"), role=SHADOW_POINTER,
+        aws.model_store(),
+        load,
+        settings.model_cache_dir / "shadow",
+        poll_seconds=settings.model_poll_seconds,
+        on_error=lambda message: logger.warning(f"shadow candidate: {message}"),
+        role=SHADOW_POINTER,
     )
 
     def shadow_model() -> ServingModel | None:
@@ -161,18 +175,28 @@ def build_services(settings: ApiSettings, *, telemetry: Telemetry = NO_TELEMETRY
         return model
 
     recommender = Recommender(
-        features, aws.popularity_store(), current_model, ranking=settings.ranking(),
-        retrieval=RetrievalConfig(candidates=settings.candidates), refresh_seconds=settings.popularity_refresh_seconds,
+        features,
+        aws.popularity_store(),
+        current_model,
+        ranking=settings.ranking(),
+        retrieval=RetrievalConfig(candidates=settings.candidates),
+        refresh_seconds=settings.popularity_refresh_seconds,
         ranker=OnlineRankerSource(aws.ranker_state_store(), poll_seconds=settings.online_ranker_poll_seconds),
-        shadow=shadow_model, shadow_share=settings.shadow_share,
+        shadow=shadow_model,
+        shadow_share=settings.shadow_share,
         request_ids=current_request_id,  # the slate's id is the request's (logs join the log)
     )
     current_model()  # load at start (the Lambda cold start), not on the first request
     return Services(
-        recommender=recommender, catalog=catalog, access=access_policy(settings), ingest=ingest,
-        model_error=lambda: load_errors.last, model_version=lambda: watcher.version,
+        recommender=recommender,
+        catalog=catalog,
+        access=access_policy(settings),
+        ingest=ingest,
+        model_error=lambda: load_errors.last,
+        model_version=lambda: watcher.version,
         shadow_version=lambda: shadow_watcher.version if settings.shadow_scoring else None,
-        impression_flush_s=settings.impression_flush_seconds, impression_shutdown_s=settings.impression_shutdown_seconds,
-        impression_log_lines=settings.impression_log_lines, max_body_bytes=settings.max_body_bytes,
+        impression_flush_s=settings.impression_flush_seconds,
+        impression_shutdown_s=settings.impression_shutdown_seconds,
+        impression_log_lines=settings.impression_log_lines,
+        max_body_bytes=settings.max_body_bytes,
     )
-

@@ -30,17 +30,29 @@ class DriftCheckHandler:
             logger.warning("not a scheduled event; running the check anyway", extra={"detail_type": event.get("detail-type")})
         outcome = self.monitor.run()
         report = outcome.report
-        summary: dict[str, Any] = {"report": outcome.report_key, "drifted": report["drifted"], "reasons": report["reasons"],
-                   "model_version": report["model_version"], "window": report["window"]}
+        summary: dict[str, Any] = {
+            "report": outcome.report_key,
+            "drifted": report["drifted"],
+            "reasons": report["reasons"],
+            "model_version": report["model_version"],
+            "window": report["window"],
+        }
         if outcome.trigger is not None:
-            summary["retraining"] = {"started": outcome.trigger.started, "job": outcome.trigger.job_name,
-                                     "reason": outcome.trigger.reason}
+            summary["retraining"] = {
+                "started": outcome.trigger.started,
+                "job": outcome.trigger.job_name,
+                "reason": outcome.trigger.reason,
+            }
         logger.info("drift check", extra=summary)
         return summary
 
 
-def build_handler(settings: DriftSettings, jobs: TrainingJobs | None = None, metrics: Metrics | None = None,
-                  run_log: DriftRunLog | None = None) -> DriftCheckHandler:
+def build_handler(
+    settings: DriftSettings,
+    jobs: TrainingJobs | None = None,
+    metrics: Metrics | None = None,
+    run_log: DriftRunLog | None = None,
+) -> DriftCheckHandler:
     """Wire the AWS adapters named by `settings`; `jobs` (the local job runner) beats SageMaker, `metrics` (EMF in
     Lambda) and `run_log` (MLflow locally) are optional."""
     from rtrec.adapters.aws.factory import AwsAdapters  # here: the handler's tests load no SDK
@@ -48,15 +60,32 @@ def build_handler(settings: DriftSettings, jobs: TrainingJobs | None = None, met
     aws = AwsAdapters.from_settings(settings)
     if jobs is None and settings.sagemaker_role_arn and settings.sagemaker_image_uri:
         env = {"MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri} if settings.mlflow_tracking_uri else {}
-        jobs = aws.training_jobs(role_arn=settings.sagemaker_role_arn, image_uri=settings.sagemaker_image_uri,
-                                 instance_type=settings.sagemaker_instance_type, environment=env)
+        jobs = aws.training_jobs(
+            role_arn=settings.sagemaker_role_arn,
+            image_uri=settings.sagemaker_image_uri,
+            instance_type=settings.sagemaker_instance_type,
+            environment=env,
+        )
     trigger = None
     if jobs is not None:
-        trigger = RetrainTrigger(aws.lock(), jobs, cooldown_seconds=settings.retrain_cooldown_seconds,
-                                 hyperparameters=settings.retrain_hyperparameters)
+        trigger = RetrainTrigger(
+            aws.lock(),
+            jobs,
+            cooldown_seconds=settings.retrain_cooldown_seconds,
+            hyperparameters=settings.retrain_hyperparameters,
+        )
     else:
-        logger.warning("no training backend configured (RTREC_SAGEMAKER_ROLE_ARN and RTREC_SAGEMAKER_IMAGE_URI): "
-                       "drift is reported, retraining is not started")
-    monitor = DriftMonitor(aws.drift_sources(), aws.drift_store(), ProductionSnapshot(aws.model_store()), trigger,
-                           metrics, window_events=settings.drift_window_events, run_log=run_log)
+        logger.warning(
+            "no training backend configured (RTREC_SAGEMAKER_ROLE_ARN and RTREC_SAGEMAKER_IMAGE_URI): "
+            "drift is reported, retraining is not started"
+        )
+    monitor = DriftMonitor(
+        aws.drift_sources(),
+        aws.drift_store(),
+        ProductionSnapshot(aws.model_store()),
+        trigger,
+        metrics,
+        window_events=settings.drift_window_events,
+        run_log=run_log,
+    )
     return DriftCheckHandler(monitor)

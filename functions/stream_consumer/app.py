@@ -84,36 +84,57 @@ class ConsumerHandler:
         try:
             outcome = self.consumer.process_batch(shard, parsed, dead_letter)
         except DependencyError as exc:
-            logger.warning("batch failed on a dependency; raised for the whole batch to be retried",
-                           extra={"shard": shard, "first": first.kinesis.sequence_number,
-                                  "error": dead_letter_reason(str(exc))})
-            self.telemetry.consumer_batch(records=len(records), failed=True, dead_lettered=len(dead),
-                                          iterator_age_ms=iterator_age_ms)
+            logger.warning(
+                "batch failed on a dependency; raised for the whole batch to be retried",
+                extra={"shard": shard, "first": first.kinesis.sequence_number, "error": dead_letter_reason(str(exc))},
+            )
+            self.telemetry.consumer_batch(
+                records=len(records), failed=True, dead_lettered=len(dead), iterator_age_ms=iterator_age_ms
+            )
             raise
         resolved = [slate for _, applied in outcome.plan.applied for slate in applied.resolved]
         learned = outcome.learned
         if learned is not None and learned.slates:
-            logger.debug("online ranker learned", extra={"slates": learned.slates, "examples": learned.examples,
-                                                         "total_examples": learned.total_examples})
+            logger.debug(
+                "online ranker learned",
+                extra={"slates": learned.slates, "examples": learned.examples, "total_examples": learned.total_examples},
+            )
         if outcome.plan.evicted:
-            logger.warning("dedup entries forgotten before their retention (a user above the bound)",
-                           extra={"shard": shard, "evicted": outcome.plan.evicted})
-        self.telemetry.consumer_batch(records=len(records), failed=outcome.retry_from is not None,
-                                      dead_lettered=len(dead), iterator_age_ms=iterator_age_ms,
-                                      slates=len(resolved), rewards=sum(sum(slate.rewards) for slate in resolved),
-                                      examples=learned.examples if learned is not None else 0)
+            logger.warning(
+                "dedup entries forgotten before their retention (a user above the bound)",
+                extra={"shard": shard, "evicted": outcome.plan.evicted},
+            )
+        self.telemetry.consumer_batch(
+            records=len(records),
+            failed=outcome.retry_from is not None,
+            dead_lettered=len(dead),
+            iterator_age_ms=iterator_age_ms,
+            slates=len(resolved),
+            rewards=sum(sum(slate.rewards) for slate in resolved),
+            examples=learned.examples if learned is not None else 0,
+        )
         if outcome.retry_from is not None:
-            logger.warning("a poison record could not be dead-lettered; reported for the mapping to isolate",
-                           extra={"shard": shard, "sequence_number": str(outcome.retry_from)})
+            logger.warning(
+                "a poison record could not be dead-lettered; reported for the mapping to isolate",
+                extra={"shard": shard, "sequence_number": str(outcome.retry_from)},
+            )
             return {"batchItemFailures": [{"itemIdentifier": by_sequence[outcome.retry_from].kinesis.sequence_number}]}
         return {"batchItemFailures": []}
 
     def _dead_letter(self, record: KinesisStreamRecord, reason: str) -> None:
         reason = dead_letter_reason(reason)
-        logger.warning("record to the dead-letter queue", extra={"sequence_number": record.kinesis.sequence_number,
-                                                                 "reason": reason})
-        self.dlq.send({"reason": reason, "source": "stream_consumer", "event_id": record.event_id,
-                       "sequence_number": record.kinesis.sequence_number, "record": record.raw_event})
+        logger.warning(
+            "record to the dead-letter queue", extra={"sequence_number": record.kinesis.sequence_number, "reason": reason}
+        )
+        self.dlq.send(
+            {
+                "reason": reason,
+                "source": "stream_consumer",
+                "event_id": record.event_id,
+                "sequence_number": record.kinesis.sequence_number,
+                "record": record.raw_event,
+            }
+        )
 
 
 def _parsed(seq: int, record: KinesisStreamRecord) -> StreamRecord:
@@ -126,8 +147,9 @@ def _parsed(seq: int, record: KinesisStreamRecord) -> StreamRecord:
         return StreamRecord(seq, None, arrived_at, dead_letter_reason(str(exc)))
 
 
-def build_handler(settings: ConsumerSettings, *, dynamodb_client: Any = None,
-                  telemetry: Telemetry = NO_TELEMETRY) -> ConsumerHandler:
+def build_handler(
+    settings: ConsumerSettings, *, dynamodb_client: Any = None, telemetry: Telemetry = NO_TELEMETRY
+) -> ConsumerHandler:
     """Wire the AWS adapters named by `settings`; the handler is built once per Lambda container. `telemetry`
     receives each batch's metrics (EMF in Lambda, Prometheus in `rtrec run`)."""
     from rtrec.adapters.aws.factory import AwsAdapters  # here: the handler's tests load no SDK
@@ -135,11 +157,23 @@ def build_handler(settings: ConsumerSettings, *, dynamodb_client: Any = None,
     aws = AwsAdapters.from_settings(settings, clients=None if dynamodb_client is None else {"dynamodb": dynamodb_client})
     features = aws.feature_store(consistent_profile_reads=True)  # read-modify-write, batch after batch
     log = aws.counterfactual_log()
-    learner = OnlineLearner(aws.ranker_state_store(), log, LearnerConfig(
-        alpha=settings.ranker_alpha, l1=settings.ranker_l1, l2=settings.ranker_l2,
-        trend_half_life_days=settings.trend_half_life_days))
-    consumer = StreamConsumer(features, log, half_life_days=settings.popularity_half_life_days,
-                              reward_window_seconds=settings.reward_window_seconds,
-                              dedup_retention_seconds=settings.dedup_retention_seconds,
-                              dedup_limit=settings.dedup_max_events_per_user, learner=learner)
+    learner = OnlineLearner(
+        aws.ranker_state_store(),
+        log,
+        LearnerConfig(
+            alpha=settings.ranker_alpha,
+            l1=settings.ranker_l1,
+            l2=settings.ranker_l2,
+            trend_half_life_days=settings.trend_half_life_days,
+        ),
+    )
+    consumer = StreamConsumer(
+        features,
+        log,
+        half_life_days=settings.popularity_half_life_days,
+        reward_window_seconds=settings.reward_window_seconds,
+        dedup_retention_seconds=settings.dedup_retention_seconds,
+        dedup_limit=settings.dedup_max_events_per_user,
+        learner=learner,
+    )
     return ConsumerHandler(consumer, aws.dead_letter_queue(), telemetry=telemetry)

@@ -29,22 +29,35 @@ class RtrecStacks:
     monitoring: MonitoringStack
 
     def all(self) -> list[Stack]:
-        return [s for s in (self.data, self.search, self.streaming, self.serving, self.training, self.drift,
-                            self.monitoring) if s is not None]
+        return [
+            s
+            for s in (self.data, self.search, self.streaming, self.serving, self.training, self.drift, self.monitoring)
+            if s is not None
+        ]
 
 
 def check_layer_dirs(config: InfraConfig) -> None:
     """Fail synth early, with the command to run, when a layer folder is missing."""
-    for what, folder, how in (("core", config.core_layer_dir, "python infra_cdk/layers.py core"),
-                              ("runtime", config.runtime_layer_dir, "make layers")):
+    for what, folder, how in (
+        ("core", config.core_layer_dir, "python infra_cdk/layers.py core"),
+        ("runtime", config.runtime_layer_dir, "make layers"),
+    ):
         if not (folder / "python").is_dir():
-            raise SystemExit(f"the {what} Lambda layer is not built at {folder} (no python/ folder): run `{how}`, "
-                             f"or point -c {what}_layer_dir=... at a built one")
+            raise SystemExit(
+                f"the {what} Lambda layer is not built at {folder} (no python/ folder): run `{how}`, "
+                f"or point -c {what}_layer_dir=... at a built one"
+            )
 
 
-def build_stacks(app: App, config: InfraConfig, *, env: Environment | None = None,
-                 synthesizer: IStackSynthesizer | None = None, nag: bool = True,
-                 build_core: bool = True) -> RtrecStacks:
+def build_stacks(
+    app: App,
+    config: InfraConfig,
+    *,
+    env: Environment | None = None,
+    synthesizer: IStackSynthesizer | None = None,
+    nag: bool = True,
+    build_core: bool = True,
+) -> RtrecStacks:
     """Every stack of one deployment; cdk-nag's AwsSolutions checks on all of them (`nag`)."""
     if build_core:
         build_core_layer(config.core_layer_dir)

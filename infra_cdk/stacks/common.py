@@ -48,14 +48,22 @@ class RuntimeLayers(Construct):
         super().__init__(scope, construct_id)
         architecture = ARCHITECTURE[config.lambda_architecture]
         self.core = lambda_.LayerVersion(
-            self, "Core", code=lambda_.Code.from_asset(str(config.core_layer_dir), exclude=CODE_EXCLUDE),
-            compatible_runtimes=[RUNTIME], compatible_architectures=[architecture],
-            description="rtrec core package (layers/core)", removal_policy=RemovalPolicy.DESTROY,
+            self,
+            "Core",
+            code=lambda_.Code.from_asset(str(config.core_layer_dir), exclude=CODE_EXCLUDE),
+            compatible_runtimes=[RUNTIME],
+            compatible_architectures=[architecture],
+            description="rtrec core package (layers/core)",
+            removal_policy=RemovalPolicy.DESTROY,
         )
         self.runtime = lambda_.LayerVersion(
-            self, "Runtime", code=lambda_.Code.from_asset(str(config.runtime_layer_dir), exclude=CODE_EXCLUDE),
-            compatible_runtimes=[RUNTIME], compatible_architectures=[architecture],
-            description="rtrec runtime dependencies (layers/runtime/requirements.txt)", removal_policy=RemovalPolicy.DESTROY,
+            self,
+            "Runtime",
+            code=lambda_.Code.from_asset(str(config.runtime_layer_dir), exclude=CODE_EXCLUDE),
+            compatible_runtimes=[RUNTIME],
+            compatible_architectures=[architecture],
+            description="rtrec runtime dependencies (layers/runtime/requirements.txt)",
+            removal_policy=RemovalPolicy.DESTROY,
         )
 
     @property
@@ -67,17 +75,36 @@ class RtrecFunction(Construct):
     """One Lambda function: its own role (no managed policies; each stack grants what the handler calls), its own
     log group with a retention, X-Ray tracing (the handlers' Powertools Tracer), both layers."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, config: InfraConfig, name: str, handler: str,
-                 description: str, layers: RuntimeLayers, memory_mb: int, timeout: Duration,
-                 environment: Mapping[str, str] | None = None, ephemeral_storage_mb: int = 512) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: InfraConfig,
+        name: str,
+        handler: str,
+        description: str,
+        layers: RuntimeLayers,
+        memory_mb: int,
+        timeout: Duration,
+        environment: Mapping[str, str] | None = None,
+        ephemeral_storage_mb: int = 512,
+    ) -> None:
         super().__init__(scope, construct_id)
         self.function_name = f"{config.prefix}-{name}"
         self.log_group = logs.LogGroup(
-            self, "Logs", log_group_name=f"/aws/lambda/{self.function_name}",
-            retention=retention(config.log_retention_days), removal_policy=removal_policy(config),
+            self,
+            "Logs",
+            log_group_name=f"/aws/lambda/{self.function_name}",
+            retention=retention(config.log_retention_days),
+            removal_policy=removal_policy(config),
         )
-        self.role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-                             description=f"{self.function_name} Lambda execution role")
+        self.role = iam.Role(
+            self,
+            "Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"{self.function_name} Lambda execution role",
+        )
         self.log_group.grant_write(self.role)
         env = {
             "RTREC_PREFIX": config.prefix,
@@ -86,27 +113,49 @@ class RtrecFunction(Construct):
             **(environment or {}),
         }
         self.function = lambda_.Function(
-            self, "Function", function_name=self.function_name, description=description,
-            runtime=RUNTIME, architecture=ARCHITECTURE[config.lambda_architecture], handler=handler,
-            code=lambda_.Code.from_asset(str(FUNCTIONS_DIR), exclude=CODE_EXCLUDE), layers=layers.all,
-            role=self.role, log_group=self.log_group, memory_size=memory_mb, timeout=timeout,
-            ephemeral_storage_size=Size.mebibytes(ephemeral_storage_mb), tracing=lambda_.Tracing.ACTIVE,
+            self,
+            "Function",
+            function_name=self.function_name,
+            description=description,
+            runtime=RUNTIME,
+            architecture=ARCHITECTURE[config.lambda_architecture],
+            handler=handler,
+            code=lambda_.Code.from_asset(str(FUNCTIONS_DIR), exclude=CODE_EXCLUDE),
+            layers=layers.all,
+            role=self.role,
+            log_group=self.log_group,
+            memory_size=memory_mb,
+            timeout=timeout,
+            ephemeral_storage_size=Size.mebibytes(ephemeral_storage_mb),
+            tracing=lambda_.Tracing.ACTIVE,
             environment=env,
         )
-        suppress(self.function, "AwsSolutions-L1",
-                 "python3.12 on purpose: the runtime layer's wheels (numpy 2.4, onnxruntime 1.32) are built for "
-                 "CPython 3.12 on Amazon Linux 2023 (infra_cdk/layers.py); the project develops and tests on 3.11, "
-                 "and a newer runtime needs a layer rebuilt and the suite run on it first")
+        suppress(
+            self.function,
+            "AwsSolutions-L1",
+            "python3.12 on purpose: the runtime layer's wheels (numpy 2.4, onnxruntime 1.32) are built for "
+            "CPython 3.12 on Amazon Linux 2023 (infra_cdk/layers.py); the project develops and tests on 3.11, "
+            "and a newer runtime needs a layer rebuilt and the suite run on it first",
+        )
         # Tracing.ACTIVE adds xray:PutTraceSegments/PutTelemetryRecords on "*" to the role's policy.
-        suppress(self.role, "AwsSolutions-IAM5",
-                 "X-Ray's PutTraceSegments and PutTelemetryRecords support no resource-level permissions: '*' is "
-                 "the only resource they accept (the handlers' Powertools Tracer sends one segment per invocation)",
-                 applies_to=["Resource::*"])
+        suppress(
+            self.role,
+            "AwsSolutions-IAM5",
+            "X-Ray's PutTraceSegments and PutTelemetryRecords support no resource-level permissions: '*' is "
+            "the only resource they accept (the handlers' Powertools Tracer sends one segment per invocation)",
+            applies_to=["Resource::*"],
+        )
 
 
-RETENTION = {1: logs.RetentionDays.ONE_DAY, 7: logs.RetentionDays.ONE_WEEK, 14: logs.RetentionDays.TWO_WEEKS,
-             30: logs.RetentionDays.ONE_MONTH, 90: logs.RetentionDays.THREE_MONTHS, 180: logs.RetentionDays.SIX_MONTHS,
-             365: logs.RetentionDays.ONE_YEAR}
+RETENTION = {
+    1: logs.RetentionDays.ONE_DAY,
+    7: logs.RetentionDays.ONE_WEEK,
+    14: logs.RetentionDays.TWO_WEEKS,
+    30: logs.RetentionDays.ONE_MONTH,
+    90: logs.RetentionDays.THREE_MONTHS,
+    180: logs.RetentionDays.SIX_MONTHS,
+    365: logs.RetentionDays.ONE_YEAR,
+}
 
 
 def retention(days: int) -> logs.RetentionDays:
@@ -126,8 +175,16 @@ S3_PUT_FINDINGS = ("Action::s3:Abort*",)
 S3_DELETE_FINDINGS = ("Action::s3:DeleteObject*",)
 
 
-def grant_s3(role: iam.IRole, bucket: s3.IBucket, *, read: Sequence[str] = (), write: Sequence[str] = (),
-             delete: Sequence[str] = (), multipart: bool = False, list_bucket: bool | None = None) -> list[str]:
+def grant_s3(
+    role: iam.IRole,
+    bucket: s3.IBucket,
+    *,
+    read: Sequence[str] = (),
+    write: Sequence[str] = (),
+    delete: Sequence[str] = (),
+    multipart: bool = False,
+    list_bucket: bool | None = None,
+) -> list[str]:
     """Exactly these S3 permissions on `bucket`, where CDK's grants would add action groups on every object:
     s3:GetObject on the `read` keys, s3:PutObject on `write` (and s3:AbortMultipartUpload with `multipart`, for
     uploads the SDK splits), s3:DeleteObject on `delete`; each a key or a prefix ending in '*'. s3:ListBucket on the
@@ -141,17 +198,16 @@ def grant_s3(role: iam.IRole, bucket: s3.IBucket, *, read: Sequence[str] = (), w
     put = ["s3:PutObject", *(["s3:AbortMultipartUpload"] if multipart else [])]
     for actions, keys in ((["s3:GetObject"], read), (put, write), (["s3:DeleteObject"], delete)):
         if keys:
-            role.add_to_principal_policy(iam.PolicyStatement(
-                actions=actions, resources=[bucket.arn_for_objects(k) for k in keys]))
-    return [resource_finding(role, bucket.arn_for_objects(k)) for k in dict.fromkeys([*read, *write, *delete])
-            if "*" in k]
+            role.add_to_principal_policy(
+                iam.PolicyStatement(actions=actions, resources=[bucket.arn_for_objects(k) for k in keys])
+            )
+    return [resource_finding(role, bucket.arn_for_objects(k)) for k in dict.fromkeys([*read, *write, *delete]) if "*" in k]
 
 
 def grant_dynamodb(role: iam.IRole, table: dynamodb.ITable, *actions: str) -> None:
     """Exactly `actions` (`GetItem`, ...) on one table, where CDK's grant_read_write_data adds DeleteItem, Scan
     and the rest."""
-    role.add_to_principal_policy(iam.PolicyStatement(actions=[f"dynamodb:{a}" for a in actions],
-                                                     resources=[table.table_arn]))
+    role.add_to_principal_policy(iam.PolicyStatement(actions=[f"dynamodb:{a}" for a in actions], resources=[table.table_arn]))
 
 
 @dataclass(frozen=True)

@@ -32,8 +32,9 @@ class DriftStack(Stack):
     def __init__(self, scope: Construct, construct_id: str, *, config: InfraConfig, **kwargs) -> None:
         super().__init__(scope, construct_id, **kwargs)
         refs = Refs(self, "Refs", config=config)
-        execution_role_arn = self.format_arn(service="iam", region="", resource="role",
-                                             resource_name=sagemaker_role_name(config))
+        execution_role_arn = self.format_arn(
+            service="iam", region="", resource="role", resource_name=sagemaker_role_name(config)
+        )
         environment = {
             "POWERTOOLS_SERVICE_NAME": DRIFT_SERVICE,
             "RTREC_SAGEMAKER_ROLE_ARN": execution_role_arn,
@@ -43,40 +44,62 @@ class DriftStack(Stack):
             environment["RTREC_MLFLOW_TRACKING_URI"] = mlflow_server_arn(self, config)
         layers = RuntimeLayers(self, "Layers", config=config)
         self.drift_function = RtrecFunction(
-            self, "DriftCheck", config=config, name="drift-check", handler="drift_check.handler.handler",
+            self,
+            "DriftCheck",
+            config=config,
+            name="drift-check",
+            handler="drift_check.handler.handler",
             description="scheduled: feature and reward drift -> report, metrics, retraining",
-            layers=layers, memory_mb=1024, timeout=Duration.minutes(5), environment=environment,
+            layers=layers,
+            memory_mb=1024,
+            timeout=Duration.minutes(5),
+            environment=environment,
         )
         fn, role = self.drift_function.function, self.drift_function.role
         # live traffic since the last check: the counterfactual log's events/ and joined/ objects
         findings = grant_s3(role, refs.bucket(COUNTERFACTUAL_BUCKET), read=["events/*", "joined/*"])
         # the production pointer and its version folder (the training snapshot to compare with); the check's state
         # and reports, the only keys it writes
-        findings += grant_s3(role, refs.bucket(MODELS_BUCKET),
-                             read=[MODEL_KEYS.production, f"{MODEL_KEYS.versions}*", DRIFT_STATE_KEY],
-                             write=[DRIFT_STATE_KEY, f"{DRIFT_REPORTS_PREFIX}*"])
+        findings += grant_s3(
+            role,
+            refs.bucket(MODELS_BUCKET),
+            read=[MODEL_KEYS.production, f"{MODEL_KEYS.versions}*", DRIFT_STATE_KEY],
+            write=[DRIFT_STATE_KEY, f"{DRIFT_REPORTS_PREFIX}*"],
+        )
         grant_dynamodb(role, refs.table(LOCKS), "PutItem")  # the retraining cool-down: one conditional write
 
         jobs = self.format_arn(service="sagemaker", resource="training-job", resource_name=f"{JOB_PREFIX}-*")
-        role.add_to_policy(iam.PolicyStatement(
-            actions=["sagemaker:CreateTrainingJob", "sagemaker:AddTags", "sagemaker:DescribeTrainingJob"],
-            resources=[jobs]))
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["sagemaker:CreateTrainingJob", "sagemaker:AddTags", "sagemaker:DescribeTrainingJob"], resources=[jobs]
+            )
+        )
         role.add_to_policy(iam.PolicyStatement(actions=["sagemaker:ListTrainingJobs"], resources=["*"]))
-        role.add_to_policy(iam.PolicyStatement(
-            actions=["iam:PassRole"], resources=[execution_role_arn],
-            conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}))
-        suppress(role, "AwsSolutions-IAM5",
-                 f"retraining jobs are named '{JOB_PREFIX}-<UTC time>' when they start, so their ARNs end in '*'; "
-                 "ListTrainingJobs (is a job already running?) supports no resource-level permissions ('*'); "
-                 "s3:GetObject on object keys made at run time under the counterfactual log's events/ and joined/ "
-                 f"and the models bucket's '{MODEL_KEYS.versions}' (the production model's files), s3:PutObject "
-                 f"only on '{DRIFT_REPORTS_PREFIX}' (one report per run) and the state object",
-                 applies_to=[*findings, "Resource::*", resource_finding(self, jobs)])
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["iam:PassRole"],
+                resources=[execution_role_arn],
+                conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
+            )
+        )
+        suppress(
+            role,
+            "AwsSolutions-IAM5",
+            f"retraining jobs are named '{JOB_PREFIX}-<UTC time>' when they start, so their ARNs end in '*'; "
+            "ListTrainingJobs (is a job already running?) supports no resource-level permissions ('*'); "
+            "s3:GetObject on object keys made at run time under the counterfactual log's events/ and joined/ "
+            f"and the models bucket's '{MODEL_KEYS.versions}' (the production model's files), s3:PutObject "
+            f"only on '{DRIFT_REPORTS_PREFIX}' (one report per run) and the state object",
+            applies_to=[*findings, "Resource::*", resource_finding(self, jobs)],
+        )
 
         self.schedule = events.Rule(
-            self, "Schedule", rule_name=f"{config.prefix}-drift-check",
+            self,
+            "Schedule",
+            rule_name=f"{config.prefix}-drift-check",
             description="run the drift check",
             schedule=events.Schedule.rate(Duration.minutes(config.drift_schedule_minutes)),
         )
-        self.schedule.add_target(targets.LambdaFunction(
-            fn, retry_attempts=2, max_event_age=Duration.minutes(max(config.drift_schedule_minutes, 1))))
+        self.schedule.add_target(
+            targets.LambdaFunction(fn, retry_attempts=2, max_event_age=Duration.minutes(max(config.drift_schedule_minutes, 1)))
+        )

@@ -29,7 +29,7 @@ class Refs(Construct):
         self.names = config.names
         self._made: dict[str, object] = {}
 
-    def _once(self, key: str, make):  # noqa: ANN001, ANN202 - a small memo over heterogeneous CDK types
+    def _once(self, key: str, make):
         if key not in self._made:
             self._made[key] = make()
         return self._made[key]
@@ -54,8 +54,9 @@ class Refs(Construct):
 
     def function(self, name: str) -> lambda_.IFunction:
         physical = function_name(self.config, name)
-        return self._once(f"function:{physical}", lambda: lambda_.Function.from_function_name(
-            self, f"Function-{physical}", physical))
+        return self._once(
+            f"function:{physical}", lambda: lambda_.Function.from_function_name(self, f"Function-{physical}", physical)
+        )
 
     def arn(self, service: str, resource: str, resource_name: str) -> str:
         return Stack.of(self).format_arn(service=service, resource=resource, resource_name=resource_name)

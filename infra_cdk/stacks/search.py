@@ -28,35 +28,49 @@ class SearchStack(Stack):
         super().__init__(scope, construct_id, **kwargs)
         domain_name = search_domain_name(config)
         self.admin_role = iam.Role(
-            self, "SearchAdminRole", role_name=f"{config.prefix}-search-admin",
+            self,
+            "SearchAdminRole",
+            role_name=f"{config.prefix}-search-admin",
             assumed_by=iam.AccountRootPrincipal(),
             description="master user of the OpenSearch domain's fine-grained access control (role mappings, indices)",
         )
-        log_groups = {kind: logs.LogGroup(self, f"{kind}Logs", retention=retention(config.log_retention_days),
-                                          removal_policy=removal_policy(config))
-                      for kind in ("App", "SearchSlow", "IndexSlow")}
+        log_groups = {
+            kind: logs.LogGroup(
+                self, f"{kind}Logs", retention=retention(config.log_retention_days), removal_policy=removal_policy(config)
+            )
+            for kind in ("App", "SearchSlow", "IndexSlow")
+        }
         masters = config.opensearch_master_nodes
         zones = 2 if config.opensearch_data_nodes >= 2 else 1
         self.domain = opensearch.Domain(
-            self, "Domain",
+            self,
+            "Domain",
             domain_name=domain_name,
             version=ENGINE,
             capacity=opensearch.CapacityConfig(
-                data_nodes=config.opensearch_data_nodes, data_node_instance_type=config.opensearch_data_node_type,
-                master_nodes=masters or None, master_node_instance_type=config.opensearch_master_node_type if masters else None,
-                multi_az_with_standby_enabled=False),
+                data_nodes=config.opensearch_data_nodes,
+                data_node_instance_type=config.opensearch_data_node_type,
+                master_nodes=masters or None,
+                master_node_instance_type=config.opensearch_master_node_type if masters else None,
+                multi_az_with_standby_enabled=False,
+            ),
             ebs=opensearch.EbsOptions(volume_size=config.opensearch_volume_gb),
-            zone_awareness=opensearch.ZoneAwarenessConfig(enabled=zones > 1,
-                                                          availability_zone_count=zones if zones > 1 else None),
+            zone_awareness=opensearch.ZoneAwarenessConfig(
+                enabled=zones > 1, availability_zone_count=zones if zones > 1 else None
+            ),
             enforce_https=True,
             tls_security_policy=opensearch.TLSSecurityPolicy.TLS_1_2,
             node_to_node_encryption=True,
             encryption_at_rest=opensearch.EncryptionAtRestOptions(enabled=True),
             fine_grained_access_control=opensearch.AdvancedSecurityOptions(master_user_arn=self.admin_role.role_arn),
             logging=opensearch.LoggingOptions(
-                app_log_enabled=True, app_log_group=log_groups["App"],
-                slow_search_log_enabled=True, slow_search_log_group=log_groups["SearchSlow"],
-                slow_index_log_enabled=True, slow_index_log_group=log_groups["IndexSlow"]),
+                app_log_enabled=True,
+                app_log_group=log_groups["App"],
+                slow_search_log_enabled=True,
+                slow_search_log_group=log_groups["SearchSlow"],
+                slow_index_log_enabled=True,
+                slow_index_log_group=log_groups["IndexSlow"],
+            ),
             # The log groups' resource policy below, instead of the custom resource (a Lambda) CDK would add.
             suppress_logs_resource_policy=True,
             removal_policy=RemovalPolicy.RETAIN if config.retain else RemovalPolicy.DESTROY,
@@ -65,23 +79,47 @@ class SearchStack(Stack):
         # would add a custom resource (a Lambda) to apply it after creation.
         domain_paths = self.format_arn(service="es", resource="domain", resource_name=f"{domain_name}/*")
         cfn_domain = self.domain.node.default_child
-        cfn_domain.access_policies = iam.PolicyDocument(statements=[iam.PolicyStatement(
-            principals=[iam.AccountRootPrincipal()], actions=["es:ESHttp*"], resources=[domain_paths])]).to_json()
-        logs.ResourcePolicy(self, "LogsPolicy", resource_policy_name=f"{domain_name}-logs", policy_statements=[
-            iam.PolicyStatement(principals=[iam.ServicePrincipal("es.amazonaws.com")],
-                                actions=["logs:PutLogEvents", "logs:CreateLogStream"],
-                                resources=[g.log_group_arn for g in log_groups.values()])])
+        cfn_domain.access_policies = iam.PolicyDocument(
+            statements=[
+                iam.PolicyStatement(principals=[iam.AccountRootPrincipal()], actions=["es:ESHttp*"], resources=[domain_paths])
+            ]
+        ).to_json()
+        logs.ResourcePolicy(
+            self,
+            "LogsPolicy",
+            resource_policy_name=f"{domain_name}-logs",
+            policy_statements=[
+                iam.PolicyStatement(
+                    principals=[iam.ServicePrincipal("es.amazonaws.com")],
+                    actions=["logs:PutLogEvents", "logs:CreateLogStream"],
+                    resources=[g.log_group_arn for g in log_groups.values()],
+                )
+            ],
+        )
         if not masters:
-            suppress(self.domain, "AwsSolutions-OS4",
-                     "dedicated master nodes are turned off by `-c opensearch_master_nodes=0` (a dev domain)")
+            suppress(
+                self.domain,
+                "AwsSolutions-OS4",
+                "dedicated master nodes are turned off by `-c opensearch_master_nodes=0` (a dev domain)",
+            )
         if zones == 1:
             suppress(self.domain, "AwsSolutions-OS7", "a single data node (dev domain) cannot span zones")
-        suppress(self.domain, "AwsSolutions-OS1",
-                 "a public endpoint guarded by IAM-signed requests and fine-grained access control: the Lambdas run "
-                 "outside a VPC (Kinesis, DynamoDB and S3 need no VPC, and NAT gateways would cost more than the "
-                 "domain); move the domain and the API into a VPC with endpoints if the threat model requires it")
-        suppress(self.domain, "AwsSolutions-OS3",
-                 "access is decided by IAM identity policies (the API and training roles) and fine-grained access "
-                 "control, not by source IPs: Lambda has no fixed addresses outside a VPC")
-        CfnOutput(self, "SearchEndpoint", value=self.domain.domain_endpoint,
-                  description="the OpenSearch endpoint (OpenSearchVectorIndex)")
+        suppress(
+            self.domain,
+            "AwsSolutions-OS1",
+            "a public endpoint guarded by IAM-signed requests and fine-grained access control: the Lambdas run "
+            "outside a VPC (Kinesis, DynamoDB and S3 need no VPC, and NAT gateways would cost more than the "
+            "domain); move the domain and the API into a VPC with endpoints if the threat model requires it",
+        )
+        suppress(
+            self.domain,
+            "AwsSolutions-OS3",
+            "access is decided by IAM identity policies (the API and training roles) and fine-grained access "
+            "control, not by source IPs: Lambda has no fixed addresses outside a VPC",
+        )
+        CfnOutput(
+            self,
+            "SearchEndpoint",
+            value=self.domain.domain_endpoint,
+            description="the OpenSearch endpoint (OpenSearchVectorIndex)",
+        )

@@ -55,8 +55,7 @@ ROUTES: tuple[tuple[str, str, str | None], ...] = (
 )
 # The API keys (`<prefix>-<name>`) and the roles each grants, as the app grants them to its local keys; their usage
 # plans' limits are `<name>_key_*` in config.
-API_KEYS: dict[str, tuple[str, ...]] = {name: tuple(sorted(r.value for r in ROLE_GRANTS[Role(name)]))
-                                        for name in API_KEY_ROLES}
+API_KEYS: dict[str, tuple[str, ...]] = {name: tuple(sorted(r.value for r in ROLE_GRANTS[Role(name)])) for name in API_KEY_ROLES}
 # What the API does in DynamoDB: a profile read per request, DescribeTable for /health; catalog reads (model loads,
 # the admin routes) and the admin routes' writes of one item (PutItem of the whole item, deactivation and tombstones
 # included). Never DeleteItem, and never BatchWriteItem, whose DeleteRequest deletes as well.
@@ -80,17 +79,29 @@ class ServingStack(Stack):
         # The keys first: the function's environment names them. Standalone keys (no StageKeys, which would make a
         # key depend on the stage, hence on the methods and the function: a cycle); the usage plans bind them.
         self.api_keys: dict[str, apigw.ApiKey] = {
-            name: apigw.ApiKey(self, f"{name.capitalize()}Key", api_key_name=f"{config.prefix}-{name}",
-                               description=f"roles: {', '.join(sorted(roles))}")
-            for name, roles in API_KEYS.items()}
+            name: apigw.ApiKey(
+                self,
+                f"{name.capitalize()}Key",
+                api_key_name=f"{config.prefix}-{name}",
+                description=f"roles: {', '.join(sorted(roles))}",
+            )
+            for name, roles in API_KEYS.items()
+        }
         layers = RuntimeLayers(self, "Layers", config=config)
         self.api_function = RtrecFunction(
-            self, "Api", config=config, name="api", handler="api.handler.handler",
+            self,
+            "Api",
+            config=config,
+            name="api",
+            handler="api.handler.handler",
             description="GET /recommend, /items/{id}/similar, /health; POST /events, /items; PATCH, DELETE /items/{id}",
-            layers=layers, memory_mb=2048, timeout=Duration.seconds(29),  # API Gateway's integration limit
+            layers=layers,
+            memory_mb=2048,
+            timeout=Duration.seconds(29),  # API Gateway's integration limit
             ephemeral_storage_mb=2048,  # model folders are downloaded to /tmp
             environment={
-                "RTREC_MODEL_CACHE_DIR": "/tmp/rtrec-models", "POWERTOOLS_SERVICE_NAME": API_SERVICE,
+                "RTREC_MODEL_CACHE_DIR": "/tmp/rtrec-models",
+                "POWERTOOLS_SERVICE_NAME": API_SERVICE,
                 "RTREC_REQUIRE_API_KEYS": "true",
                 "RTREC_API_KEY_ROLES": key_roles_json({n: k.key_id for n, k in self.api_keys.items()}),
             },
@@ -100,30 +111,48 @@ class ServingStack(Stack):
         grant_dynamodb(role, refs.table(ITEM_FEATURES), *ITEM_TABLE_ACTIONS)
         models = refs.bucket(MODELS_BUCKET)
         findings = grant_s3(
-            role, models,
+            role,
+            models,
             # the pointers and the versions they name, popularity, the online ranker's state, the catalog's additions
-            read=[*MODEL_KEYS.pointers.values(), f"{MODEL_KEYS.versions}*", POPULARITY_KEY, f"{RANKER_STATE_PREFIX}*",
-                  f"{CATALOG_ADDITIONS_PREFIX}*"],
-            write=[f"{CATALOG_ADDITIONS_PREFIX}*"])  # the admin routes record each change there (every instance syncs)
-        role.add_to_principal_policy(iam.PolicyStatement(  # POST /events and every slate's impression
-            actions=["kinesis:PutRecords"], resources=[refs.stream(EVENTS_STREAM).stream_arn]))
+            read=[
+                *MODEL_KEYS.pointers.values(),
+                f"{MODEL_KEYS.versions}*",
+                POPULARITY_KEY,
+                f"{RANKER_STATE_PREFIX}*",
+                f"{CATALOG_ADDITIONS_PREFIX}*",
+            ],
+            write=[f"{CATALOG_ADDITIONS_PREFIX}*"],
+        )  # the admin routes record each change there (every instance syncs)
+        role.add_to_principal_policy(
+            iam.PolicyStatement(  # POST /events and every slate's impression
+                actions=["kinesis:PutRecords"], resources=[refs.stream(EVENTS_STREAM).stream_arn]
+            )
+        )
         if config.search:
             domain = refs.arn("es", "domain", search_domain_name(config))
-            role.add_to_principal_policy(iam.PolicyStatement(  # k-NN queries (OpenSearchVectorIndex)
-                actions=["es:ESHttpGet", "es:ESHttpHead", "es:ESHttpPost"], resources=[domain, f"{domain}/*"]))
+            role.add_to_principal_policy(
+                iam.PolicyStatement(  # k-NN queries (OpenSearchVectorIndex)
+                    actions=["es:ESHttpGet", "es:ESHttpHead", "es:ESHttpPost"], resources=[domain, f"{domain}/*"]
+                )
+            )
             findings.append(resource_finding(self, f"{domain}/*"))
-        suppress(role, "AwsSolutions-IAM5",
-                 f"object keys under the prefixes the API reads in the models bucket: '{MODEL_KEYS.versions}' (the "
-                 f"version folder a pointer names), '{RANKER_STATE_PREFIX}' (one state per shard) and "
-                 f"'{CATALOG_ADDITIONS_PREFIX}' (one object per item, the only prefix it writes); s3:GetObject and "
-                 "s3:PutObject only, no action wildcard. OpenSearch requests go to index paths under the one search "
-                 "domain ('domain/<name>/*')",
-                 applies_to=findings)
+        suppress(
+            role,
+            "AwsSolutions-IAM5",
+            f"object keys under the prefixes the API reads in the models bucket: '{MODEL_KEYS.versions}' (the "
+            f"version folder a pointer names), '{RANKER_STATE_PREFIX}' (one state per shard) and "
+            f"'{CATALOG_ADDITIONS_PREFIX}' (one object per item, the only prefix it writes); s3:GetObject and "
+            "s3:PutObject only, no action wildcard. OpenSearch requests go to index paths under the one search "
+            "domain ('domain/<name>/*')",
+            applies_to=findings,
+        )
 
-        access_logs = logs.LogGroup(self, "AccessLogs", retention=retention(config.log_retention_days),
-                                    removal_policy=removal_policy(config))
+        access_logs = logs.LogGroup(
+            self, "AccessLogs", retention=retention(config.log_retention_days), removal_policy=removal_policy(config)
+        )
         self.api = apigw.RestApi(
-            self, "RestApi",
+            self,
+            "RestApi",
             rest_api_name=rest_api_name(config),
             description="rtrec: real-time recommendations",
             endpoint_types=[apigw.EndpointType.REGIONAL],
@@ -138,49 +167,79 @@ class ServingStack(Stack):
                 tracing_enabled=True,
                 access_log_destination=apigw.LogGroupLogDestination(access_logs),
                 access_log_format=apigw.AccessLogFormat.json_with_standard_fields(
-                    caller=False, http_method=True, ip=True, protocol=True, request_time=True, resource_path=True,
-                    response_length=True, status=True, user=False),
+                    caller=False,
+                    http_method=True,
+                    ip=True,
+                    protocol=True,
+                    request_time=True,
+                    resource_path=True,
+                    response_length=True,
+                    status=True,
+                    user=False,
+                ),
             ),
         )
-        suppress(self.api, "AwsSolutions-IAM4",
-                 "API Gateway's account-level CloudWatch role uses AWS's managed AmazonAPIGatewayPushToCloudWatchLogs "
-                 "policy, the documented way to let the service write execution and access logs",
-                 applies_to=["Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs"])
-        suppress(self.api, "AwsSolutions-APIG2",
-                 "API Gateway checks the path parameters; request bodies are validated by the app's pydantic models, "
-                 "which answer 422 with the failing field through the API's one error mapping (a second, API Gateway "
-                 "model would answer 400 in another format)")
-        suppress(self.api, "AwsSolutions-APIG3",
-                 "no WAFv2 web ACL by default: a web ACL is an account-level choice (managed rule groups, pricing); "
-                 "the stage and each key's usage plan throttle, and every data route needs an API key. Associate one "
-                 "with the stage where the API is exposed to untrusted traffic at scale")
+        suppress(
+            self.api,
+            "AwsSolutions-IAM4",
+            "API Gateway's account-level CloudWatch role uses AWS's managed AmazonAPIGatewayPushToCloudWatchLogs "
+            "policy, the documented way to let the service write execution and access logs",
+            applies_to=["Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs"],
+        )
+        suppress(
+            self.api,
+            "AwsSolutions-APIG2",
+            "API Gateway checks the path parameters; request bodies are validated by the app's pydantic models, "
+            "which answer 422 with the failing field through the API's one error mapping (a second, API Gateway "
+            "model would answer 400 in another format)",
+        )
+        suppress(
+            self.api,
+            "AwsSolutions-APIG3",
+            "no WAFv2 web ACL by default: a web ACL is an account-level choice (managed rule groups, pricing); "
+            "the stage and each key's usage plan throttle, and every data route needs an API key. Associate one "
+            "with the stage where the API is exposed to untrusted traffic at scale",
+        )
         validator = self.api.add_request_validator(
-            "PathValidator", request_validator_name="path-parameters", validate_request_parameters=True,
-            validate_request_body=False)  # bodies are validated by the app (pydantic), with its one error mapping
+            "PathValidator",
+            request_validator_name="path-parameters",
+            validate_request_parameters=True,
+            validate_request_body=False,
+        )  # bodies are validated by the app (pydantic), with its one error mapping
 
         integration = apigw.LambdaIntegration(fn, proxy=True)
         self.methods: dict[tuple[str, str], apigw.Method] = {}
         for method, path, needs in ROUTES:
             resource = self.api.root.resource_for_path(path)
-            parameters = {f"method.request.path.{p.strip('{}')}": True
-                          for p in path.split("/") if p.startswith("{")}
+            parameters = {f"method.request.path.{p.strip('{}')}": True for p in path.split("/") if p.startswith("{")}
             self.methods[(method, path)] = resource.add_method(
-                method, integration, api_key_required=needs is not None, request_validator=validator,
-                request_parameters=parameters or None)
-        suppress(self.api, "AwsSolutions-APIG4",
-                 "every data route requires an API key of a usage plan (one key per role: read, events, admin), and "
-                 "the API Lambda authorizes the key's roles per route (RTREC_API_KEY_ROLES); only GET /health is "
-                 "open, and it shows states, no data. API keys identify client applications, not end users: no "
-                 "IAM or Cognito authorizer")
-        suppress(self.api, "AwsSolutions-COG4",
-                 "callers are client applications identified by their API key (read, events or admin role, checked "
-                 "by API Gateway and by the Lambda); end users are identified by the client's own user id, and "
-                 "there is no Cognito user pool")
+                method,
+                integration,
+                api_key_required=needs is not None,
+                request_validator=validator,
+                request_parameters=parameters or None,
+            )
+        suppress(
+            self.api,
+            "AwsSolutions-APIG4",
+            "every data route requires an API key of a usage plan (one key per role: read, events, admin), and "
+            "the API Lambda authorizes the key's roles per route (RTREC_API_KEY_ROLES); only GET /health is "
+            "open, and it shows states, no data. API keys identify client applications, not end users: no "
+            "IAM or Cognito authorizer",
+        )
+        suppress(
+            self.api,
+            "AwsSolutions-COG4",
+            "callers are client applications identified by their API key (read, events or admin role, checked "
+            "by API Gateway and by the Lambda); end users are identified by the client's own user id, and "
+            "there is no Cognito user pool",
+        )
 
         for name, key in self.api_keys.items():
             rate, burst, quota = config.key_limits(name)
             plan = self.api.add_usage_plan(
-                f"{name.capitalize()}Plan", name=f"{config.prefix}-{name}",
+                f"{name.capitalize()}Plan",
+                name=f"{config.prefix}-{name}",
                 description=f"the {config.prefix}-{name} API key: roles {', '.join(sorted(API_KEYS[name]))}",
                 throttle=apigw.ThrottleSettings(rate_limit=rate, burst_limit=burst),
                 quota=apigw.QuotaSettings(limit=quota, period=apigw.Period.DAY),
@@ -190,7 +249,11 @@ class ServingStack(Stack):
 
         CfnOutput(self, "ApiUrl", value=self.api.url, description="the API's base URL")
         for name, key in self.api_keys.items():
-            CfnOutput(self, f"{name.capitalize()}KeyId", value=key.key_id,
-                      description=f"the id of API key {config.prefix}-{name} (roles "
-                                  f"{', '.join(sorted(API_KEYS[name]))}); its value, for X-Api-Key: aws apigateway "
-                                  "get-api-key --include-value --query value --output text --api-key <this id>")
+            CfnOutput(
+                self,
+                f"{name.capitalize()}KeyId",
+                value=key.key_id,
+                description=f"the id of API key {config.prefix}-{name} (roles "
+                f"{', '.join(sorted(API_KEYS[name]))}); its value, for X-Api-Key: aws apigateway "
+                "get-api-key --include-value --query value --output text --api-key <this id>",
+            )

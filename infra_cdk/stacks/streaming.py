@@ -54,7 +54,8 @@ class StreamingStack(Stack):
         refs = Refs(self, "Refs", config=config)
         spec = EVENTS_STREAM
         self.stream = kinesis.Stream(
-            self, "EventsStream",
+            self,
+            "EventsStream",
             stream_name=names.stream(spec),
             shard_count=spec.shard_count,
             retention_period=Duration.hours(spec.retention_hours),
@@ -64,9 +65,15 @@ class StreamingStack(Stack):
 
         layers = RuntimeLayers(self, "Layers", config=config)
         self.consumer = RtrecFunction(
-            self, "StreamConsumer", config=config, name="stream-consumer", handler="stream_consumer.handler.handler",
+            self,
+            "StreamConsumer",
+            config=config,
+            name="stream-consumer",
+            handler="stream_consumer.handler.handler",
             description="Kinesis batches -> features, item stats, online ranker, counterfactual log",
-            layers=layers, memory_mb=1024, timeout=Duration.minutes(2),
+            layers=layers,
+            memory_mb=1024,
+            timeout=Duration.minutes(2),
             environment={"POWERTOOLS_SERVICE_NAME": CONSUMER_SERVICE},
         )
         fn, role = self.consumer.function, self.consumer.role
@@ -75,35 +82,47 @@ class StreamingStack(Stack):
         # statistics live in the ranker's state, so no item-table access), the counterfactual log, the online
         # ranker's state, and the dead letters.
         grant_dynamodb(role, refs.table(USER_FEATURES), "BatchGetItem", "BatchWriteItem")
-        findings = grant_s3(role, refs.bucket(COUNTERFACTUAL_BUCKET),  # one object per batch and kind, dated keys
-                            write=[f"{kind}/*" for kind in COUNTERFACTUAL_KINDS])
-        findings += grant_s3(role, refs.bucket(MODELS_BUCKET),  # one state object per shard, HEAD + GET + PUT
-                             read=[f"{RANKER_STATE_PREFIX}*"], write=[f"{RANKER_STATE_PREFIX}*"])
+        findings = grant_s3(
+            role,
+            refs.bucket(COUNTERFACTUAL_BUCKET),  # one object per batch and kind, dated keys
+            write=[f"{kind}/*" for kind in COUNTERFACTUAL_KINDS],
+        )
+        findings += grant_s3(
+            role,
+            refs.bucket(MODELS_BUCKET),  # one state object per shard, HEAD + GET + PUT
+            read=[f"{RANKER_STATE_PREFIX}*"],
+            write=[f"{RANKER_STATE_PREFIX}*"],
+        )
         dlq = refs.queue(EVENTS_DLQ)
         dlq.grant_send_messages(role)  # poison records, with the reason (GetQueueUrl: the adapter looks it up)
         dead_letters = refs.bucket(DEAD_LETTER_BUCKET)
         # dead letters too large for SQS, whole ('<source>/<date>/<id>.json'); the DLQ message holds the key
         findings += grant_s3(role, dead_letters, write=["*"])
 
-        fn.add_event_source(sources.KinesisEventSource(
-            self.stream,
-            starting_position=lambda_.StartingPosition.TRIM_HORIZON,
-            batch_size=BATCH_SIZE,
-            max_batching_window=MAX_BATCHING_WINDOW,
-            bisect_batch_on_error=BISECT_ON_ERROR,
-            retry_attempts=RETRY_ATTEMPTS,
-            # A record is never older than the stream's retention; past it the record is gone from the stream either
-            # way, and Lambda sends its metadata to the on-failure destination instead of retrying a trimmed record.
-            max_record_age=Duration.hours(spec.retention_hours),
-            parallelization_factor=PARALLELIZATION_FACTOR,
-            report_batch_item_failures=True,
-            on_failure=sources.SqsDlq(dlq),  # metadata only (see the module docstring)
-        ))
-        suppress(role, "AwsSolutions-IAM5",
-                 "s3:PutObject (and s3:GetObject on the ranker state) on object keys made at run time, under exactly "
-                 "the prefixes the handler writes: the counterfactual log's "
-                 f"{', '.join(f'{k}/' for k in COUNTERFACTUAL_KINDS)} (dated, one object per batch), the online "
-                 f"ranker's state under '{RANKER_STATE_PREFIX}' of the models bucket (one object per shard; never "
-                 "the model pointers or versions), and new objects of the dead-letter bucket (one per oversized dead "
-                 "letter); no action wildcard",
-                 applies_to=findings)
+        fn.add_event_source(
+            sources.KinesisEventSource(
+                self.stream,
+                starting_position=lambda_.StartingPosition.TRIM_HORIZON,
+                batch_size=BATCH_SIZE,
+                max_batching_window=MAX_BATCHING_WINDOW,
+                bisect_batch_on_error=BISECT_ON_ERROR,
+                retry_attempts=RETRY_ATTEMPTS,
+                # A record is never older than the stream's retention; past it the record is gone from the stream either
+                # way, and Lambda sends its metadata to the on-failure destination instead of retrying a trimmed record.
+                max_record_age=Duration.hours(spec.retention_hours),
+                parallelization_factor=PARALLELIZATION_FACTOR,
+                report_batch_item_failures=True,
+                on_failure=sources.SqsDlq(dlq),  # metadata only (see the module docstring)
+            )
+        )
+        suppress(
+            role,
+            "AwsSolutions-IAM5",
+            "s3:PutObject (and s3:GetObject on the ranker state) on object keys made at run time, under exactly "
+            "the prefixes the handler writes: the counterfactual log's "
+            f"{', '.join(f'{k}/' for k in COUNTERFACTUAL_KINDS)} (dated, one object per batch), the online "
+            f"ranker's state under '{RANKER_STATE_PREFIX}' of the models bucket (one object per shard; never "
+            "the model pointers or versions), and new objects of the dead-letter bucket (one per oversized dead "
+            "letter); no action wildcard",
+            applies_to=findings,
+        )

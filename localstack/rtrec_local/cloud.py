@@ -24,6 +24,7 @@ The entry points choose the backend, the emulators' folder and the Node binary f
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -190,8 +191,10 @@ class EmbeddedCloud:
         if self.backend == "moto":
             return f"embedded cloud (moto server, in this process, memory only) at {self.endpoint_url}"
         ports = ", ".join(f"{name} :{child.port}" for name, child in self._children.items() if name != "router")
-        return (f"embedded cloud (dynalite, kinesalite, s3rver, moto; state on disk in {self._state_dir}) at "
-                f"{self.endpoint_url}; emulators: {ports}")
+        return (
+            f"embedded cloud (dynalite, kinesalite, s3rver, moto; state on disk in {self._state_dir}) at "
+            f"{self.endpoint_url}; emulators: {ports}"
+        )
 
     def start(self) -> ProvisionReport:
         """Start the emulators, create every missing resource. Returns what was created."""
@@ -209,8 +212,7 @@ class EmbeddedCloud:
         else:
             try:
                 self._start_children()
-                report = Provisioner(self.names, endpoint_url=self.endpoint_url, region=self.region,
-                                     log=self._log).provision()
+                report = Provisioner(self.names, endpoint_url=self.endpoint_url, region=self.region, log=self._log).provision()
             except BaseException:
                 self._stop_children()
                 raise
@@ -284,12 +286,16 @@ class EmbeddedCloud:
         node = self._node or shutil.which("node")
         emulators = self._emulators_dir
         if node is None:
-            raise DependencyError("node not found: the durable local cloud runs its emulators on Node.js 20+; "
-                                  "install it, or use the in-memory moto cloud (RTREC_CLOUD_BACKEND=moto)")
+            raise DependencyError(
+                "node not found: the durable local cloud runs its emulators on Node.js 20+; "
+                "install it, or use the in-memory moto cloud (RTREC_CLOUD_BACKEND=moto)"
+            )
         missing = [pkg for pkg in ("dynalite", "kinesalite", "s3rver") if not (emulators / "node_modules" / pkg).is_dir()]
         if missing:
-            raise DependencyError(f"the local emulators are not installed ({', '.join(missing)} missing in "
-                                  f"{emulators}/node_modules): run `make emulators`")
+            raise DependencyError(
+                f"the local emulators are not installed ({', '.join(missing)} missing in "
+                f"{emulators}/node_modules): run `make emulators`"
+            )
         if self._state_dir is None:
             self._temp_dir = tempfile.mkdtemp(prefix="rtrec-cloud-")
             self._state_dir = Path(self._temp_dir)
@@ -299,30 +305,82 @@ class EmbeddedCloud:
         self._stopping.clear()
         children: list[_Child] = []
         for name in NODE_SERVICES:
-            children.append(_Child(name, [node, str(emulators / "emulator.js"), name, "--port", str(ports[name]),
-                                          "--host", "127.0.0.1", "--path", str(root / STATE_FOLDERS[name]),
-                                          "--watch-stdin"], ports[name], root / "logs" / f"{name}.log"))
-        children.append(_Child("moto", [sys.executable, "-m", "rtrec_local.moto_persistent", "--port",
-                                        str(ports["moto"]), "--sqs-state", str(root / STATE_FOLDERS["moto"]),
-                                        "--watch-stdin"], ports["moto"], root / "logs" / "moto.log"))
+            children.append(
+                _Child(
+                    name,
+                    [
+                        node,
+                        str(emulators / "emulator.js"),
+                        name,
+                        "--port",
+                        str(ports[name]),
+                        "--host",
+                        "127.0.0.1",
+                        "--path",
+                        str(root / STATE_FOLDERS[name]),
+                        "--watch-stdin",
+                    ],
+                    ports[name],
+                    root / "logs" / f"{name}.log",
+                )
+            )
+        children.append(
+            _Child(
+                "moto",
+                [
+                    sys.executable,
+                    "-m",
+                    "rtrec_local.moto_persistent",
+                    "--port",
+                    str(ports["moto"]),
+                    "--sqs-state",
+                    str(root / STATE_FOLDERS["moto"]),
+                    "--watch-stdin",
+                ],
+                ports["moto"],
+                root / "logs" / "moto.log",
+            )
+        )
         routes = [arg for name in NODE_SERVICES for arg in ("--route", f"{name}=127.0.0.1:{ports[name]}")]
-        children.append(_Child("router", [node, str(emulators / "router.js"), "--port", str(self.port), "--host",
-                                          self.host, *routes, "--default", f"127.0.0.1:{ports['moto']}",
-                                          "--watch-stdin"], self.port, root / "logs" / "router.log"))
+        children.append(
+            _Child(
+                "router",
+                [
+                    node,
+                    str(emulators / "router.js"),
+                    "--port",
+                    str(self.port),
+                    "--host",
+                    self.host,
+                    *routes,
+                    "--default",
+                    f"127.0.0.1:{ports['moto']}",
+                    "--watch-stdin",
+                ],
+                self.port,
+                root / "logs" / "router.log",
+            )
+        )
         for child in children:
             self._children[child.name] = child
             self._spawn(child)
         for child in children:
             self._wait_child(child)
-        (root / "endpoints.json").write_text(json.dumps(
-            {"endpoint_url": self.endpoint_url, **self.service_endpoints}, indent=2) + "\n")
+        (root / "endpoints.json").write_text(
+            json.dumps({"endpoint_url": self.endpoint_url, **self.service_endpoints}, indent=2) + "\n"
+        )
 
     def _spawn(self, child: _Child) -> None:
         if child.log_file is None or child.log_file.closed:
             child.log_file = open(child.log_path, "ab")  # noqa: SIM115 - kept open for the child's life
-        child.proc = subprocess.Popen(  # noqa: S603 - our own argv
-            child.argv, stdin=subprocess.PIPE, stdout=child.log_file, stderr=subprocess.STDOUT,
-            start_new_session=True, close_fds=True, cwd=str(self._emulators_dir),
+        child.proc = subprocess.Popen(
+            child.argv,
+            stdin=subprocess.PIPE,
+            stdout=child.log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+            cwd=str(self._emulators_dir),
         )
 
     def _wait_child(self, child: _Child, timeout_s: float = 30.0) -> None:
@@ -332,13 +390,16 @@ class EmbeddedCloud:
             assert child.proc is not None
             code = child.proc.poll()
             if code is not None:
-                raise DependencyError(f"the {child.name} emulator exited with {code} at start; "
-                                      f"its log {child.log_path} ends: {self._tail(child)}")
+                raise DependencyError(
+                    f"the {child.name} emulator exited with {code} at start; its log {child.log_path} ends: {self._tail(child)}"
+                )
             if _port_in_use(host, child.port):
                 return
             time.sleep(0.02)
-        raise DependencyError(f"the {child.name} emulator did not answer on port {child.port} within "
-                              f"{timeout_s:.0f}s; its log {child.log_path} ends: {self._tail(child)}")
+        raise DependencyError(
+            f"the {child.name} emulator did not answer on port {child.port} within "
+            f"{timeout_s:.0f}s; its log {child.log_path} ends: {self._tail(child)}"
+        )
 
     @staticmethod
     def _tail(child: _Child, lines: int = 5) -> str:
@@ -366,14 +427,18 @@ class EmbeddedCloud:
         now = time.monotonic()
         child.restarts = [t for t in child.restarts if now - t < 60.0]
         if not self._restart_crashed or len(child.restarts) >= 5:
-            self._log(f"embedded cloud: the {child.name} emulator (pid {child.pid}) exited with {code}; "
-                      f"{'not restarting' if not self._restart_crashed else 'it crashed 5 times in a minute, given up'}"
-                      f" (log: {child.log_path}: {self._tail(child)})")
+            self._log(
+                f"embedded cloud: the {child.name} emulator (pid {child.pid}) exited with {code}; "
+                f"{'not restarting' if not self._restart_crashed else 'it crashed 5 times in a minute, given up'}"
+                f" (log: {child.log_path}: {self._tail(child)})"
+            )
             child.proc = None
             return
         child.restarts.append(now)
-        self._log(f"embedded cloud: the {child.name} emulator (pid {child.pid}) exited with {code}; restarting it "
-                  f"(log: {child.log_path})")
+        self._log(
+            f"embedded cloud: the {child.name} emulator (pid {child.pid}) exited with {code}; restarting it "
+            f"(log: {child.log_path})"
+        )
         try:
             self._spawn(child)
             self._wait_child(child)
@@ -391,10 +456,8 @@ class EmbeddedCloud:
             children = [self._children[n] for n in order if n in self._children]
             for child in children:
                 if child.proc is not None and child.proc.poll() is None:
-                    try:
+                    with contextlib.suppress(ProcessLookupError):
                         child.proc.send_signal(signal.SIGTERM)
-                    except ProcessLookupError:
-                        pass
             deadline = time.monotonic() + 5.0
             for child in children:
                 if child.proc is None:
@@ -405,10 +468,8 @@ class EmbeddedCloud:
                     child.proc.kill()
                     child.proc.wait(timeout=5)
                 if child.proc.stdin is not None:
-                    try:
+                    with contextlib.suppress(OSError):
                         child.proc.stdin.close()
-                    except OSError:
-                        pass
                 if child.log_file is not None:
                     child.log_file.close()
             self._children.clear()

@@ -49,11 +49,17 @@ def start_stream_consumer(endpoint_url: str, telemetry: Any, say: Callable[[str]
     settings = ConsumerSettings(endpoint_url=endpoint_url)
     names = settings.names
     mapping = KinesisEventSourceMapping(
-        names.stream(EVENTS_STREAM), build_handler(settings, telemetry=telemetry),
-        checkpoint_table=names.table(STREAM_CHECKPOINTS), dlq_url=None, batch_size=EVENTS_STREAM.consumer_batch_size,
+        names.stream(EVENTS_STREAM),
+        build_handler(settings, telemetry=telemetry),
+        checkpoint_table=names.table(STREAM_CHECKPOINTS),
+        dlq_url=None,
+        batch_size=EVENTS_STREAM.consumer_batch_size,
         batching_window_s=BATCHING_WINDOW_S,
         dead_letter_queue=SqsDeadLetterQueue.for_names(names, endpoint_url=endpoint_url, region=settings.region),
-        endpoint_url=endpoint_url, region=settings.region, on_progress=say, metrics=telemetry.sink,
+        endpoint_url=endpoint_url,
+        region=settings.region,
+        on_progress=say,
+        metrics=telemetry.sink,
     )
     mapping.start()
     sink = telemetry.sink
@@ -72,17 +78,23 @@ def lag_ms(stats: dict[str, Any]) -> float | None:
 def write_status(path: Path, stats: dict[str, Any], metrics: str) -> None:
     """Replace the status file at once (a reader never sees half of it)."""
     partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps({"at": time.time(), "pid": os.getpid(), "stats": stats, "metrics": metrics},
-                                  default=str))
+    partial.write_text(json.dumps({"at": time.time(), "pid": os.getpid(), "stats": stats, "metrics": metrics}, default=str))
     os.replace(partial, path)
 
 
 class ConsumerProcess:
     """The parent's handle on the child: start, status, metrics, drain, stop, and a restart when it exits."""
 
-    def __init__(self, endpoint_url: str, status_path: Path, *, say: Callable[[str], None],
-                 drain_seconds: float = 30.0, routes: Mapping[str, str] | None = None,
-                 python: str = sys.executable) -> None:
+    def __init__(
+        self,
+        endpoint_url: str,
+        status_path: Path,
+        *,
+        say: Callable[[str], None],
+        drain_seconds: float = 30.0,
+        routes: Mapping[str, str] | None = None,
+        python: str = sys.executable,
+    ) -> None:
         self.endpoint_url = endpoint_url
         self.routes = dict(routes or {})  # the child's route_services (each emulator's own endpoint)
         self.status_path = status_path
@@ -113,10 +125,20 @@ class ConsumerProcess:
         self.status_path.unlink(missing_ok=True)
         # Its own session: a Ctrl-C in the terminal reaches only the parent, which drains the child on purpose.
         self._proc = subprocess.Popen(
-            [self._python, "-m", "rtrec_local.consumer_process", self.endpoint_url, str(self.status_path),
-             "--drain-seconds", str(self.drain_seconds),
-             *(f"--route={service}={url}" for service, url in sorted(self.routes.items()))],
-            stdin=subprocess.PIPE, start_new_session=True, close_fds=True)
+            [
+                self._python,
+                "-m",
+                "rtrec_local.consumer_process",
+                self.endpoint_url,
+                str(self.status_path),
+                "--drain-seconds",
+                str(self.drain_seconds),
+                *(f"--route={service}={url}" for service, url in sorted(self.routes.items())),
+            ],
+            stdin=subprocess.PIPE,
+            start_new_session=True,
+            close_fds=True,
+        )
         deadline = time.monotonic() + timeout_s
         while not self.status_path.exists():
             if self._proc.poll() is not None:
@@ -132,8 +154,7 @@ class ConsumerProcess:
                 continue
             if self._stopping.is_set():
                 return
-            self._say(f"the stream consumer exited with {proc.returncode}; starting it again (it resumes from its "
-                      "checkpoints)")
+            self._say(f"the stream consumer exited with {proc.returncode}; starting it again (it resumes from its checkpoints)")
             self.restarts += 1
             try:
                 self._spawn(60.0)
@@ -206,8 +227,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("endpoint_url")
     parser.add_argument("status_file", type=Path)
     parser.add_argument("--drain-seconds", type=float, default=30.0)
-    parser.add_argument("--route", action="append", default=[], metavar="SERVICE=URL",
-                        help="a service's own endpoint, past the shared one (repeatable)")
+    parser.add_argument(
+        "--route",
+        action="append",
+        default=[],
+        metavar="SERVICE=URL",
+        help="a service's own endpoint, past the shared one (repeatable)",
+    )
     args = parser.parse_args(argv)
     routes = dict(pair.split("=", 1) for pair in args.route)
     if routes:

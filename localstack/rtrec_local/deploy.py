@@ -45,9 +45,16 @@ BOOTSTRAP_VERSION_PARAMETER = "/cdk-bootstrap/hnb659fds/version"
 # Stacks moto's CloudFormation cannot create at all (their one resource type is missing there).
 NOT_ON_MOTO = {"search": "moto's CloudFormation has no AWS::OpenSearchService::Domain"}
 # Credentials and profile variables that must not leak from the caller's shell into a local deployment.
-_AWS_IDENTITY_VARIABLES = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
-                           "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-                           "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+_AWS_IDENTITY_VARIABLES = (
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+)
 
 
 @dataclass
@@ -101,13 +108,15 @@ def cdk_environment(base_env: Mapping[str, str], endpoint_url: str | None, regio
     """The CDK CLI's environment: offline (no version check, notices or telemetry) and, with an endpoint, the local
     cloud with dummy credentials. `base_env` is the caller's environment (the CLI passes its own)."""
     env = dict(base_env)
-    env.update({
-        "CDK_DISABLE_VERSION_CHECK": "1",
-        "CDK_DISABLE_CLI_TELEMETRY": "true",
-        "NODE_NO_WARNINGS": "1",
-        "AWS_REGION": region,
-        "AWS_DEFAULT_REGION": region,
-    })
+    env.update(
+        {
+            "CDK_DISABLE_VERSION_CHECK": "1",
+            "CDK_DISABLE_CLI_TELEMETRY": "true",
+            "NODE_NO_WARNINGS": "1",
+            "AWS_REGION": region,
+            "AWS_DEFAULT_REGION": region,
+        }
+    )
     node_major = _node_major(env)
     if node_major:  # jsii warns about every Node release it no longer supports, on every synth
         env["JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION"] = node_major
@@ -134,10 +143,21 @@ def _node_major(env: Mapping[str, str]) -> str:
 class CdkDeployer:
     """Synthesizes the CDK app and deploys it with the CDK CLI to a local endpoint."""
 
-    def __init__(self, endpoint_url: str, *, base_env: Mapping[str, str], python: str, prefix: str = DEFAULT_PREFIX,
-                 region: str = "us-east-1", runtime_layer_dir: Path | None = None, core_layer_dir: Path | None = None,
-                 out_dir: Path | None = None,
-                 infra_dir: Path = INFRA_DIR, log: Callable[[str], None] = print, echo_cli: bool = True) -> None:
+    def __init__(
+        self,
+        endpoint_url: str,
+        *,
+        base_env: Mapping[str, str],
+        python: str,
+        prefix: str = DEFAULT_PREFIX,
+        region: str = "us-east-1",
+        runtime_layer_dir: Path | None = None,
+        core_layer_dir: Path | None = None,
+        out_dir: Path | None = None,
+        infra_dir: Path = INFRA_DIR,
+        log: Callable[[str], None] = print,
+        echo_cli: bool = True,
+    ) -> None:
         self.endpoint_url = local_endpoint(endpoint_url)
         self.prefix = prefix
         self.region = region
@@ -192,8 +212,7 @@ class CdkDeployer:
     def check_conflicts(self) -> None:
         """Fail before deploying when a physical name is taken by something no stack of this prefix owns."""
         cfn = self.client("cloudformation")
-        existing_stacks = {s["StackName"] for s in cfn.list_stacks()["StackSummaries"]
-                           if s["StackStatus"] != "DELETE_COMPLETE"}
+        existing_stacks = {s["StackName"] for s in cfn.list_stacks()["StackSummaries"] if s["StackStatus"] != "DELETE_COMPLETE"}
         if f"{self.prefix}-data" in existing_stacks:
             return  # an update of this prefix's own stacks
         names = ResourceNames(prefix=self.prefix)
@@ -201,13 +220,18 @@ class CdkDeployer:
         taken |= set(self.client("kinesis").list_streams().get("StreamNames", []))
         taken |= {b["Name"] for b in self.client("s3").list_buckets().get("Buckets", [])}
         taken |= {u.rsplit("/", 1)[-1] for u in self.client("sqs").list_queues().get("QueueUrls", [])}
-        wanted = ([names.table(t) for t in TABLES] + [names.stream(s) for s in STREAMS]
-                  + [names.bucket(b) for b in BUCKETS] + [names.queue(q) for q in QUEUES])
+        wanted = (
+            [names.table(t) for t in TABLES]
+            + [names.stream(s) for s in STREAMS]
+            + [names.bucket(b) for b in BUCKETS]
+            + [names.queue(q) for q in QUEUES]
+        )
         clash = sorted(set(wanted) & taken)
         if clash:
             raise InvalidInputError(
                 f"{', '.join(clash)} already exist at {self.endpoint_url} outside CloudFormation (the embedded cloud "
-                f"provisions its own prefix at start); deploy under another prefix: rtrec cloud deploy --prefix NAME")
+                f"provisions its own prefix at start); deploy under another prefix: rtrec cloud deploy --prefix NAME"
+            )
 
     def account(self) -> str:
         return str(self.client("sts").get_caller_identity()["Account"])
@@ -225,21 +249,40 @@ class CdkDeployer:
         self._run(["bootstrap", f"aws://{self.account()}/{self.region}", "--app", str(self.out_dir)])
 
     def deploy_stacks(self) -> None:
-        self._run(["deploy", "--all", "--app", str(self.out_dir), "--require-approval", "never",
-                   "--method", "direct", "--progress", "events", "--concurrency", "1"])
+        self._run(
+            [
+                "deploy",
+                "--all",
+                "--app",
+                str(self.out_dir),
+                "--require-approval",
+                "never",
+                "--method",
+                "direct",
+                "--progress",
+                "events",
+                "--concurrency",
+                "1",
+            ]
+        )
 
     def outcomes(self, stack_names: Sequence[str]) -> list[StackOutcome]:
         """What each stack holds at the endpoint against its template: moto lists the types it skipped with an empty
         type (and CREATE_COMPLETE), so the template's type of every such resource is reported as skipped."""
         cfn = self.client("cloudformation")
         manifest = json.loads((self.out_dir / "manifest.json").read_text())
-        templates = {a["properties"].get("stackName", aid): self.out_dir / a["properties"]["templateFile"]
-                     for aid, a in manifest["artifacts"].items() if a["type"] == "aws:cloudformation:stack"}
+        templates = {
+            a["properties"].get("stackName", aid): self.out_dir / a["properties"]["templateFile"]
+            for aid, a in manifest["artifacts"].items()
+            if a["type"] == "aws:cloudformation:stack"
+        }
         outcomes = []
         for name in stack_names:
             resources = json.loads(templates[name].read_text())["Resources"]
-            listed = {r["LogicalResourceId"]: r for r in _paginate(cfn, "list_stack_resources", "StackResourceSummaries",
-                                                                      StackName=name)}
+            listed = {
+                r["LogicalResourceId"]: r
+                for r in _paginate(cfn, "list_stack_resources", "StackResourceSummaries", StackName=name)
+            }
             outcome = StackOutcome(name)
             for logical_id, resource in resources.items():
                 kind = resource["Type"]
@@ -280,9 +323,14 @@ class CdkDeployer:
 
     def _run(self, args: list[str]) -> None:
         command = [str(self.cli), *args, "--no-notices", "--no-version-reporting"]
-        result = subprocess.run(command, cwd=self.infra_dir, env=self.env, text=True,
-                                stdout=None if self.echo_cli else subprocess.PIPE,
-                                stderr=None if self.echo_cli else subprocess.STDOUT)
+        result = subprocess.run(
+            command,
+            cwd=self.infra_dir,
+            env=self.env,
+            text=True,
+            stdout=None if self.echo_cli else subprocess.PIPE,
+            stderr=None if self.echo_cli else subprocess.STDOUT,
+        )
         if result.returncode != 0:
             tail = "" if self.echo_cli else "\n" + "\n".join((result.stdout or "").splitlines()[-40:])
             raise DependencyError(f"cdk {args[0]} failed (exit {result.returncode}){tail}")

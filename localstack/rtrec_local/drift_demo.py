@@ -24,8 +24,7 @@ import numpy as np
 from rtrec_local.replay import ReplayEvent, replay
 
 
-def genre_events(dataset: Any, users: list[str], genre: str, n: int, start_timestamp: int,
-                 seed: int = 0) -> list[ReplayEvent]:
+def genre_events(dataset: Any, users: list[str], genre: str, n: int, start_timestamp: int, seed: int = 0) -> list[ReplayEvent]:
     """`n` clicks (ratings of 5) of `users`, in turn, on items of `genre` each has not interacted with."""
     items = dataset.items
     in_genre = items[items["genres"].map(lambda g: genre in g)]
@@ -83,8 +82,13 @@ def observe(api_url: str, reports: Callable[[], list[dict[str, Any]]], since: fl
     fresh = [r for r in reports() if float(r.get("generated_at", 0)) >= since]
     drifted = [r for r in fresh if r.get("drifted")]
     started = [r for r in fresh if (r.get("trigger") or {}).get("started")]
-    return Observed(health.get("model_version"), health.get("shadow_version"), len(drifted),
-                    drifted[0] if drifted else None, (started[0]["trigger"] if started else None))
+    return Observed(
+        health.get("model_version"),
+        health.get("shadow_version"),
+        len(drifted),
+        drifted[0] if drifted else None,
+        (started[0]["trigger"] if started else None),
+    )
 
 
 @dataclass
@@ -98,9 +102,18 @@ class PhaseResult:
         return self.hits / self.events if self.events else 0.0
 
 
-def run_demo(api_url: str, stationary: list[ReplayEvent], drifted: list[ReplayEvent], *, rate: float,
-             reports: Callable[[], list[dict[str, Any]]], say: Callable[[str], None], chunk: int = 50,
-             after_events: int = 300, max_seconds: float = 1800.0) -> tuple[Timeline, list[PhaseResult]]:
+def run_demo(
+    api_url: str,
+    stationary: list[ReplayEvent],
+    drifted: list[ReplayEvent],
+    *,
+    rate: float,
+    reports: Callable[[], list[dict[str, Any]]],
+    say: Callable[[str], None],
+    chunk: int = 50,
+    after_events: int = 300,
+    max_seconds: float = 1800.0,
+) -> tuple[Timeline, list[PhaseResult]]:
     """Drive the phases (see the module docstring) and watch the loop; returns the timeline and each phase's HR."""
     timeline, results = Timeline(), []
     wall_start = time.time()
@@ -110,8 +123,10 @@ def run_demo(api_url: str, stationary: list[ReplayEvent], drifted: list[ReplayEv
     result = replay(stationary, api_url, "live", run_id=f"{run_id}s", rate=rate, show_progress=False)
     results.append(PhaseResult("stationary", result.events, result.hits))
     quiet = observe(api_url, reports, wall_start)
-    timeline.mark(f"stationary phase done: HR@10 {result.hit_rate:.4f}, {quiet.drifted_reports} drifted reports "
-                  "(false alarms)", len(stationary))
+    timeline.mark(
+        f"stationary phase done: HR@10 {result.hit_rate:.4f}, {quiet.drifted_reports} drifted reports (false alarms)",
+        len(stationary),
+    )
     say(timeline.marks[-1][1])
 
     drift_start = time.time()

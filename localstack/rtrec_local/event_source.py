@@ -86,8 +86,9 @@ _ITERATOR_INVALIDATING = {"ExpiredIteratorException", "InvalidArgumentException"
 class LocalLambdaContext:
     """The part of Lambda's context object that handlers and Powertools read."""
 
-    def __init__(self, function_name: str, region: str, *, memory_limit_in_mb: int = 512,
-                 timeout_s: float = _FUNCTION_TIMEOUT_S) -> None:
+    def __init__(
+        self, function_name: str, region: str, *, memory_limit_in_mb: int = 512, timeout_s: float = _FUNCTION_TIMEOUT_S
+    ) -> None:
         self.function_name = function_name
         self.function_version = "$LATEST"
         self.memory_limit_in_mb = memory_limit_in_mb
@@ -129,8 +130,16 @@ class _Shard:
     iterator_age_ms: float | None = None
     caught_up_at: float | None = None  # start of the last poll that found nothing new
     millis_behind: int | None = None
-    counts: dict[str, int] = field(default_factory=lambda: {"delivered": 0, "processed": 0, "failed_deliveries": 0,
-                                                           "to_dlq": 0, "bisections": 0, "systemic_failures": 0})
+    counts: dict[str, int] = field(
+        default_factory=lambda: {
+            "delivered": 0,
+            "processed": 0,
+            "failed_deliveries": 0,
+            "to_dlq": 0,
+            "bisections": 0,
+            "systemic_failures": 0,
+        }
+    )
 
     @property
     def stuck(self) -> bool:
@@ -209,8 +218,12 @@ class KinesisEventSourceMapping:
         if self._dlq is None and dlq_url is not None:
             self._dlq = SqsDeadLetterQueue(
                 client=sqs_client if sqs_client is not None else aws_client("sqs", endpoint_url, region),
-                queue_url=dlq_url, bucket=dead_letter_bucket, s3_client=s3_client, endpoint_url=endpoint_url,
-                region=region)
+                queue_url=dlq_url,
+                bucket=dead_letter_bucket,
+                s3_client=s3_client,
+                endpoint_url=endpoint_url,
+                region=region,
+            )
         self._metrics = metrics
         if metrics is not None and hasattr(metrics, "watch"):  # read at scrape time: they move while a shard is stuck
             metrics.watch("MappingIteratorAge", lambda: self.stats()["iterator_age_ms"])
@@ -436,8 +449,7 @@ class KinesisEventSourceMapping:
         if self._listed_at is None:
             return False
         return all(
-            s.caught_up_at is not None and s.caught_up_at >= since and s.dead_letter is None
-            and s.position == s.checkpointed
+            s.caught_up_at is not None and s.caught_up_at >= since and s.dead_letter is None and s.position == s.checkpointed
             for s in self._active_shards()
         )
 
@@ -491,8 +503,7 @@ class KinesisEventSourceMapping:
                 shard.iterator = self._new_iterator(shard)
             try:
                 with translate_aws_errors(f"reading {shard.shard_id} of {self.stream_name}"):
-                    response = self._kinesis.get_records(ShardIterator=shard.iterator,
-                                                         Limit=shard.window or self.batch_size)
+                    response = self._kinesis.get_records(ShardIterator=shard.iterator, Limit=shard.window or self.batch_size)
             except DependencyError as exc:
                 if _error_code(exc) in _ITERATOR_INVALIDATING:
                     shard.iterator = None
@@ -536,8 +547,9 @@ class KinesisEventSourceMapping:
         """Invoke the handler with one batch and move the position, failure, bisection and DLQ state accordingly."""
         event_records = [self._event_record(shard.shard_id, r) for r in records]
         shard.head_arrival = event_records[0]["kinesis"]["approximateArrivalTimestamp"] or None
-        shard.iterator_age_ms = (max(0.0, (time.time() - shard.head_arrival) * 1000.0)
-                                 if shard.head_arrival is not None else None)
+        shard.iterator_age_ms = (
+            max(0.0, (time.time() - shard.head_arrival) * 1000.0) if shard.head_arrival is not None else None
+        )
         failed_index, reason, systemic = self._invoke({"Records": event_records})
         self._count("batches")
         shard.counts["delivered"] += len(records)
@@ -581,12 +593,17 @@ class KinesisEventSourceMapping:
         shard.window = len(event_records)  # the same records, however many arrived since
         shard.iterator = None
         delay = self._backoff_delay(shard.systemic_in_row)
-        logger.warning("event source mapping %s: %s stalled (%d in a row, next try in %.2fs): %s", self.consumer_name,
-                       shard.shard_id, shard.systemic_in_row, delay, reason)
+        logger.warning(
+            "event source mapping %s: %s stalled (%d in a row, next try in %.2fs): %s",
+            self.consumer_name,
+            shard.shard_id,
+            shard.systemic_in_row,
+            delay,
+            reason,
+        )
         shard.next_poll_at = time.monotonic() + delay
 
-    def _record_failure(self, shard: _Shard, event_records: list[dict[str, Any]], failed_index: int,
-                        reason: str) -> None:
+    def _record_failure(self, shard: _Shard, event_records: list[dict[str, Any]], failed_index: int, reason: str) -> None:
         """Retry from the failed record: as it is once, then bisected until it is alone, then to the DLQ."""
         failed = event_records[failed_index]
         seq = failed["kinesis"]["sequenceNumber"]
@@ -603,8 +620,15 @@ class KinesisEventSourceMapping:
         delay = 0.0
         if len(event_records) == 1:
             shard.fail_attempts += 1  # only a delivery of the record alone counts toward max_attempts
-            logger.warning("event source mapping %s: %s record %s failed alone (attempt %d/%d): %s",
-                           self.consumer_name, shard.shard_id, seq, shard.fail_attempts, self.max_attempts, reason)
+            logger.warning(
+                "event source mapping %s: %s record %s failed alone (attempt %d/%d): %s",
+                self.consumer_name,
+                shard.shard_id,
+                seq,
+                shard.fail_attempts,
+                self.max_attempts,
+                reason,
+            )
             if shard.fail_attempts >= self.max_attempts and self._dlq is not None:
                 shard.dead_letter = {
                     "reason": short_reason(reason),
@@ -628,8 +652,14 @@ class KinesisEventSourceMapping:
             shard.window = max(1, (rest + 1) // 2)
             shard.suspect_left = rest
             shard.counts["bisections"] += 1
-            logger.warning("event source mapping %s: %s bisecting at %s: %d of %d records next", self.consumer_name,
-                           shard.shard_id, seq, shard.window, rest)
+            logger.warning(
+                "event source mapping %s: %s bisecting at %s: %d of %d records next",
+                self.consumer_name,
+                shard.shard_id,
+                seq,
+                shard.window,
+                rest,
+            )
         shard.next_poll_at = time.monotonic() + delay
 
     def _mark_failing(self, shard: _Shard, reason: str) -> None:
@@ -729,10 +759,17 @@ class KinesisEventSourceMapping:
             except DependencyError:
                 raise
             except Exception as exc:  # a DLQ adapter's bug or an untranslated error: systemic too, never skip
-                raise DependencyError(f"sending {shard.shard_id} record {letter['sequence_number']} to the DLQ "
-                                      f"failed: {type(exc).__name__}: {exc}") from exc
-            logger.warning("event source mapping %s: %s record %s sent to the DLQ after %d attempts",
-                           self.consumer_name, shard.shard_id, letter["sequence_number"], letter["attempts"])
+                raise DependencyError(
+                    f"sending {shard.shard_id} record {letter['sequence_number']} to the DLQ "
+                    f"failed: {type(exc).__name__}: {exc}"
+                ) from exc
+            logger.warning(
+                "event source mapping %s: %s record %s sent to the DLQ after %d attempts",
+                self.consumer_name,
+                shard.shard_id,
+                letter["sequence_number"],
+                letter["attempts"],
+            )
             shard.counts["to_dlq"] += 1
             shard.dead_letter = None
             shard.position = letter["sequence_number"]

@@ -7,6 +7,7 @@ here under `<root>/<job name>/`), so one entry point runs locally and as a SageM
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -73,10 +74,8 @@ class LocalJob:
         return f"exit code {self.process.returncode}; see {self.paths.log_file}"
 
     def wait(self, timeout_s: float | None = None) -> str:
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            pass
         return self.status()
 
 
@@ -111,21 +110,26 @@ class LocalJobRunner:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.symlink_to(Path(source).resolve(), target_is_directory=True)
             job_env[f"SM_CHANNEL_{channel.upper()}"] = str(target)
-        job_env.update({
-            "SM_MODEL_DIR": str(paths.model_dir),
-            "SM_OUTPUT_DATA_DIR": str(paths.output_data_dir),
-            "SM_OUTPUT_DIR": str(paths.output_data_dir.parent),
-            "SM_INPUT_CONFIG_DIR": str(paths.config_dir),
-            "SM_HPS": json.dumps(hps),
-            "SM_CHANNELS": json.dumps(sorted(channels)),
-            "SM_CURRENT_HOST": "algo-1",
-            "TRAINING_JOB_NAME": name,
-            "PYTHONUNBUFFERED": "1",
-        })
+        job_env.update(
+            {
+                "SM_MODEL_DIR": str(paths.model_dir),
+                "SM_OUTPUT_DATA_DIR": str(paths.output_data_dir),
+                "SM_OUTPUT_DIR": str(paths.output_data_dir.parent),
+                "SM_INPUT_CONFIG_DIR": str(paths.config_dir),
+                "SM_HPS": json.dumps(hps),
+                "SM_CHANNELS": json.dumps(sorted(channels)),
+                "SM_CURRENT_HOST": "algo-1",
+                "TRAINING_JOB_NAME": name,
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         log = paths.log_file.open("w")
         process = subprocess.Popen(
-            [self.python, "-m", self.module], env=job_env, stdout=subprocess.PIPE if stream_to else log,
-            stderr=subprocess.STDOUT, text=True,
+            [self.python, "-m", self.module],
+            env=job_env,
+            stdout=subprocess.PIPE if stream_to else log,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         job = LocalJob(name, paths, process, time.time())
         if stream_to is not None:

@@ -28,10 +28,16 @@ from typing import Any
 log = logging.getLogger("rtrec_local.moto_persistent")
 
 # SQS actions that never change a queue; every other SQS request is followed by a save.
-READ_ONLY_SQS_ACTIONS = frozenset({
-    "ListQueues", "GetQueueUrl", "GetQueueAttributes", "ListQueueTags", "ListDeadLetterSourceQueues",
-    "ListMessageMoveTasks",
-})
+READ_ONLY_SQS_ACTIONS = frozenset(
+    {
+        "ListQueues",
+        "GetQueueUrl",
+        "GetQueueAttributes",
+        "ListQueueTags",
+        "ListDeadLetterSourceQueues",
+        "ListMessageMoveTasks",
+    }
+)
 STATE_FILE = "sqs.pickle"
 
 
@@ -107,7 +113,7 @@ class SqsState:
             return 0
         try:
             backends = pickle.loads(self.path.read_bytes())
-        except Exception as exc:  # noqa: BLE001 - a damaged file must not keep the cloud from starting
+        except Exception as exc:
             broken = self.path.with_name(f"{STATE_FILE}.broken-{int(time.time())}")
             os.replace(self.path, broken)
             log.warning("SQS state %s could not be read (%s); moved to %s, starting empty", self.path, exc, broken)
@@ -160,7 +166,7 @@ class PersistingApp:
                 result.close()
         try:
             self.state.save()
-        except Exception:  # noqa: BLE001 - the request succeeded; the next save (or the periodic one) retries
+        except Exception:
             self.state.mark_dirty()
             log.exception("saving the SQS state failed")
         return chunks
@@ -170,7 +176,7 @@ def _exit_when_stdin_closes() -> None:
     try:
         while sys.stdin.buffer.read(4096):
             pass
-    except Exception:  # noqa: BLE001
+    except Exception:
         pass
     os._exit(0)
 
@@ -203,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
             time.sleep(args.save_seconds)
             try:
                 state.save_if_dirty()  # visibility timeouts and retention change queues without a request
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("periodic SQS save failed")
 
     threading.Thread(target=periodic, name="sqs-saver", daemon=True).start()

@@ -40,7 +40,6 @@ class ReplayEvent:
     timestamp: int
 
 
-
 @dataclass(frozen=True)
 class ReplayResult:
     mode: Mode
@@ -66,9 +65,15 @@ def late_events(dataset: MovieLens, from_fraction: float, limit: int | None) -> 
         late = late.iloc[:limit]
     users = dataset.users["user_id"].to_numpy()
     items = dataset.items["item_id"].to_numpy()
-    events = [ReplayEvent(str(users[u]), str(items[i]), float(r), int(t)) for u, i, r, t in zip(
-        late["user_index"].to_numpy(), late["item_index"].to_numpy(), late["rating"].to_numpy(),
-        late["timestamp"].to_numpy())]
+    events = [
+        ReplayEvent(str(users[u]), str(items[i]), float(r), int(t))
+        for u, i, r, t in zip(
+            late["user_index"].to_numpy(),
+            late["item_index"].to_numpy(),
+            late["rating"].to_numpy(),
+            late["timestamp"].to_numpy(),
+        )
+    ]
     return events, cut
 
 
@@ -82,8 +87,17 @@ def _paced(events: list[ReplayEvent], rate: float | None) -> Iterator[ReplayEven
         yield event
 
 
-def replay(events: list[ReplayEvent], api_url: str, mode: Mode, *, run_id: str, rate: float | None = None, k: int = 10,
-           show_progress: bool = True, api_key: str | None = None) -> ReplayResult:
+def replay(
+    events: list[ReplayEvent],
+    api_url: str,
+    mode: Mode,
+    *,
+    run_id: str,
+    rate: float | None = None,
+    k: int = 10,
+    show_progress: bool = True,
+    api_key: str | None = None,
+) -> ReplayResult:
     """Send `events` through the API (see the module docstring); returns the online HR@k. Event ids carry
     `run_id`, so a second replay of the same interactions is not taken for re-delivered events."""
     hits = errors = ranked_online = 0
@@ -95,11 +109,18 @@ def replay(events: list[ReplayEvent], api_url: str, mode: Mode, *, run_id: str, 
             client.get("/health").raise_for_status()
         except httpx.HTTPError as exc:
             raise DependencyError(f"the API at {api_url} does not answer /health ({exc}); start it with `make run`") from exc
-        bar = tqdm(_paced(events, rate), total=len(events), desc=f"replay ({mode})", unit="event",
-                   disable=not show_progress, mininterval=1.0)
+        bar = tqdm(
+            _paced(events, rate),
+            total=len(events),
+            desc=f"replay ({mode})",
+            unit="event",
+            disable=not show_progress,
+            mininterval=1.0,
+        )
         for n, event in enumerate(bar):
-            response = client.get(f"/recommend/{event.user_id}",
-                                  params={"k": k, "online_ranker": str(mode == "ranker").lower()})
+            response = client.get(
+                f"/recommend/{event.user_id}", params={"k": k, "online_ranker": str(mode == "ranker").lower()}
+            )
             request_id = None
             if response.status_code != 200:
                 errors += 1
@@ -110,9 +131,22 @@ def replay(events: list[ReplayEvent], api_url: str, mode: Mode, *, run_id: str, 
                 ranked_online += bool(body.get("online_ranker"))
                 hits += event.item_id in {r["item_id"] for r in body["recommendations"]}
             if mode != "frozen":
-                posted = client.post("/events", json={"events": [{
-                    "event_id": f"replay-{run_id}-{n}", "user_id": event.user_id, "item_id": event.item_id, "type": "rating",
-                    "value": event.rating, "timestamp": event.timestamp, "request_id": request_id}]})
+                posted = client.post(
+                    "/events",
+                    json={
+                        "events": [
+                            {
+                                "event_id": f"replay-{run_id}-{n}",
+                                "user_id": event.user_id,
+                                "item_id": event.item_id,
+                                "type": "rating",
+                                "value": event.rating,
+                                "timestamp": event.timestamp,
+                                "request_id": request_id,
+                            }
+                        ]
+                    },
+                )
                 errors += posted.status_code != 202
             bar.set_postfix(hr=f"{hits / max(bar.n, 1):.3f}", refresh=False)
     return ReplayResult(mode, len(events), hits, errors, time.monotonic() - started, strategies, ranked_online)

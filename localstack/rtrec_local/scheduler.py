@@ -18,9 +18,15 @@ logger = logging.getLogger(__name__)
 def scheduled_event(rule: str, region: str = "us-east-1", account: str = "000000000000") -> dict[str, Any]:
     """The event an EventBridge schedule rule delivers to its Lambda target."""
     return {
-        "version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event", "source": "aws.events",
-        "account": account, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "region": region,
-        "resources": [f"arn:aws:events:{region}:{account}:rule/{rule}"], "detail": {},
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": account,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "region": region,
+        "resources": [f"arn:aws:events:{region}:{account}:rule/{rule}"],
+        "detail": {},
     }
 
 
@@ -54,8 +60,10 @@ class LocalScheduler:
 
     def _loop(self) -> None:
         started = time.monotonic()
-        due = {t.name: started + (t.first_after_seconds if t.first_after_seconds is not None else t.every_seconds)
-               for t in self.tasks}
+        due = {
+            t.name: started + (t.first_after_seconds if t.first_after_seconds is not None else t.every_seconds)
+            for t in self.tasks
+        }
         while not self._stop.is_set():
             now = time.monotonic()
             for task in self.tasks:
@@ -63,7 +71,7 @@ class LocalScheduler:
                     due[task.name] = now + task.every_seconds
                     try:
                         task.run()
-                    except Exception as exc:  # noqa: BLE001 - a scheduled task's failure must not stop the schedule
+                    except Exception as exc:
                         self._on_error(f"scheduled task {task.name} failed: {type(exc).__name__}: {exc}")
                     self.runs[task.name] += 1
             wait = min(due.values()) - time.monotonic()

@@ -61,8 +61,11 @@ class LocalState:
             except ValueError:
                 stored = {}
             if isinstance(stored, dict):
-                keys = {role: key for role, key in stored.items()
-                        if role in API_KEY_ROLES and isinstance(key, str) and len(key) >= 16}
+                keys = {
+                    role: key
+                    for role, key in stored.items()
+                    if role in API_KEY_ROLES and isinstance(key, str) and len(key) >= 16
+                }
         if all(role in keys for role in API_KEY_ROLES):
             return keys
         for role in API_KEY_ROLES:

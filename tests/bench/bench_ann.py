@@ -82,8 +82,7 @@ def recall_at_k(found: list[np.ndarray], truth: np.ndarray) -> float:
     return float(np.mean([len(set(f[:K].tolist()) & set(t.tolist())) / K for f, t in zip(found, truth)]))
 
 
-def time_queries(search: Callable[[np.ndarray], np.ndarray],
-                 queries: np.ndarray) -> tuple[list[np.ndarray], float, float]:
+def time_queries(search: Callable[[np.ndarray], np.ndarray], queries: np.ndarray) -> tuple[list[np.ndarray], float, float]:
     for query in queries[:20]:  # warm-up
         search(query)
     found, times = [], []
@@ -114,11 +113,11 @@ def build_faiss(data: np.ndarray, threads: int) -> list[Built]:
     flat.upsert(ids, data)
     flat_build = time.perf_counter() - start
     return [
-        Built("FAISS HNSW (FaissVectorIndex)", build,
-              lambda q: np.array([int(i) for i, _ in index.search(q, K)]), set_ef),
+        Built("FAISS HNSW (FaissVectorIndex)", build, lambda q: np.array([int(i) for i, _ in index.search(q, K)]), set_ef),
         Built("FAISS HNSW (raw faiss call)", build, lambda q: raw.search(q[None, :], K)[1][0], None),
-        Built("FAISS flat, exact (FaissVectorIndex)", flat_build,
-              lambda q: np.array([int(i) for i, _ in flat.search(q, K)]), None),
+        Built(
+            "FAISS flat, exact (FaissVectorIndex)", flat_build, lambda q: np.array([int(i) for i, _ in flat.search(q, K)]), None
+        ),
     ]
 
 
@@ -130,31 +129,45 @@ def build_hnswlib(data: np.ndarray, threads: int) -> list[Built]:
     index.init_index(max_elements=len(data), M=PARAMS.m, ef_construction=PARAMS.ef_construction, random_seed=1)
     index.add_items(data, np.arange(len(data)), num_threads=threads)
     build = time.perf_counter() - start
-    return [Built(f"hnswlib {importlib.metadata.version('hnswlib')}", build,
-                  lambda q: index.knn_query(q, k=K, num_threads=1)[0][0], index.set_ef)]
+    return [
+        Built(
+            f"hnswlib {importlib.metadata.version('hnswlib')}",
+            build,
+            lambda q: index.knn_query(q, k=K, num_threads=1)[0][0],
+            index.set_ef,
+        )
+    ]
 
 
 def build_usearch(data: np.ndarray, threads: int) -> list[Built]:
     from usearch.index import Index
 
     start = time.perf_counter()
-    index = Index(ndim=data.shape[1], metric="ip", dtype="f32", connectivity=PARAMS.m,
-                  expansion_add=PARAMS.ef_construction, expansion_search=PARAMS.ef_search)
+    index = Index(
+        ndim=data.shape[1],
+        metric="ip",
+        dtype="f32",
+        connectivity=PARAMS.m,
+        expansion_add=PARAMS.ef_construction,
+        expansion_search=PARAMS.ef_search,
+    )
     index.add(np.arange(len(data)), data, threads=threads)
     build = time.perf_counter() - start
 
     def set_ef(ef: int) -> None:
         index.expansion_search = ef
 
-    return [Built(f"usearch {importlib.metadata.version('usearch')}", build,
-                  lambda q: index.search(q, K, threads=1).keys, set_ef)]
+    return [
+        Built(f"usearch {importlib.metadata.version('usearch')}", build, lambda q: index.search(q, K, threads=1).keys, set_ef)
+    ]
 
 
 ENGINES = {"faiss": build_faiss, "hnswlib": build_hnswlib, "usearch": build_usearch}
 
 
-def run(sizes: list[int], dim: int, n_queries: int, threads: int, engines: list[str], efs: list[int],
-        data_kind: str = "uniform") -> list[Row]:
+def run(
+    sizes: list[int], dim: int, n_queries: int, threads: int, engines: list[str], efs: list[int], data_kind: str = "uniform"
+) -> list[Row]:
     available = []
     for name in engines:
         try:
@@ -186,8 +199,11 @@ def run(sizes: list[int], dim: int, n_queries: int, threads: int, engines: list[
                     found, p50, p99 = time_queries(engine.search, queries)
                     label = str(ef) if ef is not None else (str(PARAMS.ef_search) if "raw" in engine.engine else "-")
                     row = Row(size, engine.engine, label, engine.build_s, recall_at_k(found, truth), p50, p99)
-                    print(f"   {row.engine:38s} ef {row.ef_search:>3s}  build {row.build_s:8.2f} s  "
-                          f"recall@10 {row.recall:.4f}  p50 {row.p50_ms:.3f} ms  p99 {row.p99_ms:.3f} ms", flush=True)
+                    print(
+                        f"   {row.engine:38s} ef {row.ef_search:>3s}  build {row.build_s:8.2f} s  "
+                        f"recall@10 {row.recall:.4f}  p50 {row.p50_ms:.3f} ms  p99 {row.p99_ms:.3f} ms",
+                        flush=True,
+                    )
                     rows.append(row)
                 if engine.set_ef:
                     engine.set_ef(PARAMS.ef_search)  # back to the default for the rows that share the index
@@ -197,9 +213,14 @@ def run(sizes: list[int], dim: int, n_queries: int, threads: int, engines: list[
 
 
 def markdown(rows: list[Row]) -> str:
-    return table(["vectors", "engine", "efSearch", "build (s)", "recall@10", "p50 (ms)", "p99 (ms)"],
-                 [[f"{r.size:,}", r.engine, r.ef_search, f"{r.build_s:.2f}", f"{r.recall:.4f}", f"{r.p50_ms:.3f}",
-                   f"{r.p99_ms:.3f}"] for r in rows], "rlrrrrr")
+    return table(
+        ["vectors", "engine", "efSearch", "build (s)", "recall@10", "p50 (ms)", "p99 (ms)"],
+        [
+            [f"{r.size:,}", r.engine, r.ef_search, f"{r.build_s:.2f}", f"{r.recall:.4f}", f"{r.p50_ms:.3f}", f"{r.p99_ms:.3f}"]
+            for r in rows
+        ],
+        "rlrrrrr",
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -208,19 +229,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--queries", type=int, default=1_000)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="build threads (queries use 1)")
-    parser.add_argument("--engines", default="faiss,hnswlib,usearch",
-                        help="comma-separated engines; peers that are not installed are skipped")
+    parser.add_argument(
+        "--engines", default="faiss,hnswlib,usearch", help="comma-separated engines; peers that are not installed are skipped"
+    )
     parser.add_argument("--ef", default="64,128,256", help="efSearch values to sweep on each HNSW index")
-    parser.add_argument("--data", choices=["uniform", "clustered"], default="uniform",
-                        help="uniform on the sphere (worst case) or 1,000 clusters (closer to learned embeddings)")
+    parser.add_argument(
+        "--data",
+        choices=["uniform", "clustered"],
+        default="uniform",
+        help="uniform on the sphere (worst case) or 1,000 clusters (closer to learned embeddings)",
+    )
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s]
     engines = [e for e in args.engines.split(",") if e]
     unknown = set(engines) - set(ENGINES)
     if unknown:
         parser.error(f"unknown engines {sorted(unknown)}; choose from {sorted(ENGINES)}")
-    print(f"faiss {faiss.__version__}, build threads {args.threads}, query threads 1, k={K}, {PARAMS}, "
-          f"{args.data} data")
+    print(f"faiss {faiss.__version__}, build threads {args.threads}, query threads 1, k={K}, {PARAMS}, {args.data} data")
     efs = [int(e) for e in args.ef.split(",") if e]
     rows = run(sizes, args.dim, args.queries, args.threads, engines, efs, args.data)
     print()

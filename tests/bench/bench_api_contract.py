@@ -25,10 +25,14 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seed or [1, 2]:
         os.environ["RTREC_CONTRACT_EXAMPLES"] = str(args.examples)  # read by this file's test below
         started = time.monotonic()
-        code = pytest.main([__file__, "-q", "-p", "no:cacheprovider", f"--hypothesis-seed={seed}",
-                            "-o", "addopts=", "--rootdir", str(ROOT)])
-        print(f"seed {seed}: {args.examples} examples per operation, pytest exit {code} "
-              f"({'no failures' if code == 0 else 'failures above'}), {time.monotonic() - started:.0f} s", flush=True)
+        code = pytest.main(
+            [__file__, "-q", "-p", "no:cacheprovider", f"--hypothesis-seed={seed}", "-o", "addopts=", "--rootdir", str(ROOT)]
+        )
+        print(
+            f"seed {seed}: {args.examples} examples per operation, pytest exit {code} "
+            f"({'no failures' if code == 0 else 'failures above'}), {time.monotonic() - started:.0f} s",
+            flush=True,
+        )
         worst = max(worst, int(code))
     return worst
 
@@ -39,8 +43,7 @@ if os.environ.get("RTREC_CONTRACT_EXAMPLES"):  # collected by the pytest.main ab
     from tests.unit.test_api_schemathesis import schema, validate
 
     @schema.parametrize()
-    @settings(max_examples=int(os.environ["RTREC_CONTRACT_EXAMPLES"]), deadline=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(max_examples=int(os.environ["RTREC_CONTRACT_EXAMPLES"]), deadline=None, suppress_health_check=list(HealthCheck))
     def test_contract(case):
         validate(case)
 

@@ -44,11 +44,20 @@ ENDPOINT_ENV = "RTREC_FLOOR_DYNAMODB"
 
 def profiles() -> list[UserProfile]:
     """ML-1M-shaped profiles: 100 items of history, demographics, a shard watermark."""
-    return [UserProfile(user_id=str(u), age=25, gender="F", occupation="10", zip_prefix="48",
-                        history=tuple(str(1 + (u * 7 + j * 13) % 3706) for j in range(100)),
-                        interaction_count=100, last_seen=1_764_806_400,
-                        applied_through=(("rtrec-events-shardId-000000000000", 10**20 + u),))
-            for u in range(1, N_USERS + 1)]
+    return [
+        UserProfile(
+            user_id=str(u),
+            age=25,
+            gender="F",
+            occupation="10",
+            zip_prefix="48",
+            history=tuple(str(1 + (u * 7 + j * 13) % 3706) for j in range(100)),
+            interaction_count=100,
+            last_seen=1_764_806_400,
+            applied_through=(("rtrec-events-shardId-000000000000", 10**20 + u),),
+        )
+        for u in range(1, N_USERS + 1)
+    ]
 
 
 def store(endpoint: str) -> DynamoFeatureStore:
@@ -79,11 +88,16 @@ app = create_app() if ENDPOINT_ENV in os.environ else None
 
 def wrk(base: str, route: str, seconds: float) -> tuple[float, str, str]:
     script = Path(tempfile.mkstemp(suffix=".lua")[1])
-    script.write_text(f'math.randomseed(7)\nrequest = function() return wrk.format("GET", "{route}" .. '
-                      f'math.random(1, {N_USERS})) end\n')
+    script.write_text(
+        f'math.randomseed(7)\nrequest = function() return wrk.format("GET", "{route}" .. math.random(1, {N_USERS})) end\n'
+    )
     try:
-        out = subprocess.run(["wrk", "-t1", f"-c{CONCURRENCY}", f"-d{seconds:.0f}s", "--latency", "-s", str(script),
-                              base], capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            ["wrk", "-t1", f"-c{CONCURRENCY}", f"-d{seconds:.0f}s", "--latency", "-s", str(script), base],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
     finally:
         script.unlink()
     rate = re.search(r"Requests/sec:\s+([0-9.]+)", out)
@@ -111,25 +125,45 @@ def main() -> None:
     from rtrec_local.state import LocalState
 
     with tempfile.TemporaryDirectory() as folder:
-        cloud = EmbeddedCloud(port=0, names=NAMES, state=LocalState(Path(folder)), backend="durable",
-                              log_line=lambda _: None)
+        cloud = EmbeddedCloud(port=0, names=NAMES, state=LocalState(Path(folder)), backend="durable", log_line=lambda _: None)
         cloud.start()
         server = None
         try:
             endpoint = cloud.service_endpoints["dynamodb"]
             written = store(endpoint).put_users(profiles())
             print(f"{written:,} profiles written to dynalite at {endpoint}", flush=True)
-            env = {**os.environ, ENDPOINT_ENV: endpoint,
-                   "PYTHONPATH": os.pathsep.join([str(CORE), str(ROOT), str(Path(__file__).parent)])}
-            server = subprocess.Popen([sys.executable, "-m", "uvicorn", "bench_api_floor:app", "--port", str(args.port),
-                                       "--http", "httptools", "--loop", "uvloop", "--log-level", "warning"], env=env)
+            env = {
+                **os.environ,
+                ENDPOINT_ENV: endpoint,
+                "PYTHONPATH": os.pathsep.join([str(CORE), str(ROOT), str(Path(__file__).parent)]),
+            }
+            server = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "bench_api_floor:app",
+                    "--port",
+                    str(args.port),
+                    "--http",
+                    "httptools",
+                    "--loop",
+                    "uvloop",
+                    "--log-level",
+                    "warning",
+                ],
+                env=env,
+            )
             base = f"http://127.0.0.1:{args.port}"
             for _ in range(100):
                 if subprocess.run(["curl", "-sf", f"{base}/static/1"], capture_output=True).returncode == 0:
                     break
                 time.sleep(0.2)
-            dynalite = next(pid for pid, (parent, _) in process_cpu().items()
-                            if parent == os.getpid() and b"dynamodb" in Path(f"/proc/{pid}/cmdline").read_bytes())
+            dynalite = next(
+                pid
+                for pid, (parent, _) in process_cpu().items()
+                if parent == os.getpid() and b"dynamodb" in Path(f"/proc/{pid}/cmdline").read_bytes()
+            )
             pids = {"app": server.pid, "dynalite": dynalite}
             print("route | req/s | p50 | p99 | app CPU ms/request | dynalite CPU ms/request", flush=True)
             for route in ("/static/", "/profile/"):
@@ -139,8 +173,9 @@ def main() -> None:
                 rate, p50, p99 = wrk(base, route, args.seconds)
                 requests = rate * (time.monotonic() - started)
                 spent = {role: 1000 * (cpu - before[role]) / requests for role, cpu in cpu_of(pids).items()}
-                print(f"{route}{{user}} | {rate:,.0f} | {p50} | {p99} | {spent['app']:.2f} | {spent['dynalite']:.2f}",
-                      flush=True)
+                print(
+                    f"{route}{{user}} | {rate:,.0f} | {p50} | {p99} | {spent['app']:.2f} | {spent['dynalite']:.2f}", flush=True
+                )
         finally:
             if server is not None:
                 server.terminate()

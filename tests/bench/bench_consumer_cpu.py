@@ -74,18 +74,38 @@ def batch(rng: random.Random, users: list[str], sequence: list[int]) -> dict:
         user = rng.choice(users)
         sequence[0] += 1
         if n % 10 == 0:
-            message = Impression(f"r{sequence[0]}", user, "1", "two_tower",
-                                 tuple(str(rng.randrange(3000)) for _ in range(10)), (0.3,) * 10, (0.5,) * 10,
-                                 time.time(), (FEATURES,) * 10)
+            message = Impression(
+                f"r{sequence[0]}",
+                user,
+                "1",
+                "two_tower",
+                tuple(str(rng.randrange(3000)) for _ in range(10)),
+                (0.3,) * 10,
+                (0.5,) * 10,
+                time.time(),
+                (FEATURES,) * 10,
+            )
         else:
             message = UserEvent(f"e{sequence[0]}", user, str(rng.randrange(3000)), "rating", time.time(), 4.0)
         seq = f"{sequence[0]:056d}"
-        records.append({"kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": user, "sequenceNumber": seq,
-                                    "data": base64.b64encode(encode_record(message)).decode(),
-                                    "approximateArrivalTimestamp": time.time()},
-                        "eventSource": "aws:kinesis", "eventVersion": "1.0", "eventID": f"shardId-000000000000:{seq}",
-                        "eventName": "aws:kinesis:record", "invokeIdentityArn": "arn:aws:iam::123456789012:role/x",
-                        "awsRegion": "us-east-1", "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/bench"})
+        records.append(
+            {
+                "kinesis": {
+                    "kinesisSchemaVersion": "1.0",
+                    "partitionKey": user,
+                    "sequenceNumber": seq,
+                    "data": base64.b64encode(encode_record(message)).decode(),
+                    "approximateArrivalTimestamp": time.time(),
+                },
+                "eventSource": "aws:kinesis",
+                "eventVersion": "1.0",
+                "eventID": f"shardId-000000000000:{seq}",
+                "eventName": "aws:kinesis:record",
+                "invokeIdentityArn": "arn:aws:iam::123456789012:role/x",
+                "awsRegion": "us-east-1",
+                "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/bench",
+            }
+        )
     return {"Records": records}
 
 
@@ -99,11 +119,13 @@ def main() -> None:
     rng = random.Random(0)
     store = AttributeMapFeatureStore()
     users = [f"u{i}" for i in range(args.users)]
-    store.put_users(UserProfile(u, age=30, history=tuple(str(rng.randrange(3000)) for _ in range(rng.randrange(20, 400))))
-                    for u in users)
+    store.put_users(
+        UserProfile(u, age=30, history=tuple(str(rng.randrange(3000)) for _ in range(rng.randrange(20, 400)))) for u in users
+    )
     log = InMemoryCounterfactualLog()
-    handler = ConsumerHandler(StreamConsumer(store, log), InMemoryDeadLetterQueue(),
-                              OnlineLearner(InMemoryRankerStateStore(), log))
+    handler = ConsumerHandler(
+        StreamConsumer(store, log), InMemoryDeadLetterQueue(), OnlineLearner(InMemoryRankerStateStore(), log)
+    )
     sequence = [0]
     handler(batch(rng, users, sequence), None)  # warm-up
     import orjson
@@ -123,9 +145,15 @@ def main() -> None:
             print(f"round {round_ + 1}/{args.rounds}, {name}: {rates[name][-1]:,.0f} events/s", flush=True)
     events_module.orjson = dynamo_module.orjson = orjson  # type: ignore[assignment]
     print()
-    print(table(["codec", "events/s, median of rounds", "of the 5,000 events/s anchor"],
-                [[name, f"{statistics.median(values):,.0f}", f"{statistics.median(values) / 5000:.2f}x"]
-                 for name, values in rates.items()]))
+    print(
+        table(
+            ["codec", "events/s, median of rounds", "of the 5,000 events/s anchor"],
+            [
+                [name, f"{statistics.median(values):,.0f}", f"{statistics.median(values) / 5000:.2f}x"]
+                for name, values in rates.items()
+            ],
+        )
+    )
     ratio = statistics.median(rates["orjson (as shipped)"]) / statistics.median(rates["json module"])
     print(f"\norjson / json module: {ratio:.2f}x")
 

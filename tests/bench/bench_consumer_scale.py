@@ -86,8 +86,17 @@ S3_PUT_PER_1000, S3_GET_PER_1000 = 0.005, 0.0004
 SQS_PER_MILLION = 0.40
 RECS_PER_SECOND = 100
 RECS_PER_MONTH = RECS_PER_SECOND * 86_400 * 30  # 259.2M
-S3_PUT_CLASS = {"PutObject", "CopyObject", "PostObject", "ListObjects", "ListObjectsV2", "CreateMultipartUpload",
-                "UploadPart", "CompleteMultipartUpload", "ListBuckets"}
+S3_PUT_CLASS = {
+    "PutObject",
+    "CopyObject",
+    "PostObject",
+    "ListObjects",
+    "ListObjectsV2",
+    "CreateMultipartUpload",
+    "UploadPart",
+    "CompleteMultipartUpload",
+    "ListBuckets",
+}
 TARGET_CALLS_PER_RECORD = 0.05
 TARGET_RECORDS_PER_S = 5_000
 
@@ -105,7 +114,7 @@ def _number_size(text: str) -> int:
 def value_size(value: dict[str, Any]) -> int:
     """An attribute value's size by DynamoDB's rules (strings and binaries: their bytes; numbers: about one byte per
     two significant digits plus one; lists and maps: 3 bytes plus 1 per element plus the elements)."""
-    (kind, raw), = value.items()
+    ((kind, raw),) = value.items()
     if kind == "S":
         return len(raw.encode())
     if kind == "N":
@@ -132,7 +141,7 @@ def item_size(item: dict[str, dict[str, Any]]) -> int:
 
 
 def key_of(key: dict[str, dict[str, Any]]) -> str:
-    return json.dumps({k: list(v.items())[0][1] for k, v in sorted(key.items())}, default=str)
+    return json.dumps({k: next(iter(v.items()))[1] for k, v in sorted(key.items())}, default=str)
 
 
 def guess_key(item: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -239,10 +248,17 @@ class Meter:
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
-            return {"calls": dict(self.calls), "errors": dict(self.errors), "wru": self.wru, "rru": self.rru,
-                    "rru_strong": self.rru_strong, "unprocessed": self.unprocessed,
-                    "profile_writes": self.profile_writes, "profile_attrs": dict(self.profile_attrs),
-                    "s3_put_bytes": {k: [len(v), sum(v) / max(len(v), 1), max(v)] for k, v in self.bytes_put.items()}}
+            return {
+                "calls": dict(self.calls),
+                "errors": dict(self.errors),
+                "wru": self.wru,
+                "rru": self.rru,
+                "rru_strong": self.rru_strong,
+                "unprocessed": self.unprocessed,
+                "profile_writes": self.profile_writes,
+                "profile_attrs": dict(self.profile_attrs),
+                "s3_put_bytes": {k: [len(v), sum(v) / max(len(v), 1), max(v)] for k, v in self.bytes_put.items()},
+            }
 
     def install(self) -> None:
         from botocore.client import BaseClient
@@ -268,8 +284,9 @@ class Meter:
 
         BaseClient._make_api_call = counted  # type: ignore[method-assign]
 
-    def _account(self, service: str, operation: str, params: dict[str, Any], response: Any, failed: bool,
-                 body_bytes: int) -> None:
+    def _account(
+        self, service: str, operation: str, params: dict[str, Any], response: Any, failed: bool, body_bytes: int
+    ) -> None:
         name = f"{service} {operation}"
         counting = self.counting
         if counting:
@@ -386,17 +403,24 @@ class Traffic:
             self.since_click = 0
             self.clicks += 1
             slate = rng.choice(self.recent)
-            return self.UserEvent(f"click-{self.serial}", slate.user_id, rng.choice(slate.items), "click", now,
-                                  None, slate.request_id)
+            return self.UserEvent(
+                f"click-{self.serial}", slate.user_id, rng.choice(slate.items), "click", now, None, slate.request_id
+            )
         self.since_click += 1
         self.impressions += 1
         propensities = tuple(rng.uniform(0.05, 1.0) for _ in range(SLATE))
         slate = self.Impression(
-            request_id=f"req-{self.serial}", user_id=rng.choice(self.users), model_version="1", strategy="two_tower",
-            items=tuple(rng.sample(self.items, SLATE)), propensities=propensities,
-            scores=tuple(sorted((rng.random() for _ in range(SLATE)), reverse=True)), timestamp=now,
-            features=tuple(tuple([1.0] + [rng.random() for _ in range(6)]) for _ in range(SLATE)))
-        self.recent = (self.recent + [slate])[-SLATES_PER_CLICK:]
+            request_id=f"req-{self.serial}",
+            user_id=rng.choice(self.users),
+            model_version="1",
+            strategy="two_tower",
+            items=tuple(rng.sample(self.items, SLATE)),
+            propensities=propensities,
+            scores=tuple(sorted((rng.random() for _ in range(SLATE)), reverse=True)),
+            timestamp=now,
+            features=tuple(tuple([1.0] + [rng.random() for _ in range(6)]) for _ in range(SLATE)),
+        )
+        self.recent = ([*self.recent, slate])[-SLATES_PER_CLICK:]
         return slate
 
     def event(self, size: int) -> dict[str, Any]:
@@ -408,14 +432,24 @@ class Traffic:
             message = self.message(now)
             self.sequence += 1
             seq = f"{self.sequence:056d}"
-            records.append({
-                "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": message.user_id, "sequenceNumber": seq,
-                            "data": base64.b64encode(self.encode(message)).decode("ascii"),
-                            "approximateArrivalTimestamp": now},
-                "eventSource": "aws:kinesis", "eventVersion": "1.0", "eventID": f"{SHARD}:{seq}",
-                "eventName": "aws:kinesis:record", "invokeIdentityArn": "arn:aws:iam::123456789012:role/rtrec-local",
-                "awsRegion": "us-east-1", "eventSourceARN": STREAM_ARN,
-            })
+            records.append(
+                {
+                    "kinesis": {
+                        "kinesisSchemaVersion": "1.0",
+                        "partitionKey": message.user_id,
+                        "sequenceNumber": seq,
+                        "data": base64.b64encode(self.encode(message)).decode("ascii"),
+                        "approximateArrivalTimestamp": now,
+                    },
+                    "eventSource": "aws:kinesis",
+                    "eventVersion": "1.0",
+                    "eventID": f"{SHARD}:{seq}",
+                    "eventName": "aws:kinesis:record",
+                    "invokeIdentityArn": "arn:aws:iam::123456789012:role/rtrec-local",
+                    "awsRegion": "us-east-1",
+                    "eventSourceARN": STREAM_ARN,
+                }
+            )
         return {"Records": records}
 
     def batches(self, records: int, size: int) -> list[dict[str, Any]]:
@@ -434,17 +468,50 @@ def seed_profiles(seed: int = 7) -> tuple[list[Any], list[Any]]:
 
     rng = random.Random(seed)
     items = [str(i) for i in range(1, ITEMS + 1)]
-    genres = ("Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
-              "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western")
-    users = [UserProfile(str(u), age=rng.choice((1, 18, 25, 35, 45, 50, 56)), gender=rng.choice("MF"),
-                         occupation=str(rng.randrange(21)), zip_prefix=f"{rng.randrange(100):02d}",
-                         history=tuple(rng.sample(items, rng.randrange(20, 400))), interaction_count=rng.randrange(20, 400),
-                         last_seen=int(time.time()) - rng.randrange(86_400 * 30))
-             for u in range(1, USERS + 1)]
-    catalog = [ItemFeatures(i, title=f"Movie number {i} ({1919 + int(i) % 82})", year=1919 + int(i) % 82,
-                            genres=tuple(rng.sample(genres, rng.randrange(1, 4))), interaction_count=rng.randrange(1000),
-                            popularity=rng.random() * 100)
-               for i in items]
+    genres = (
+        "Action",
+        "Adventure",
+        "Animation",
+        "Children's",
+        "Comedy",
+        "Crime",
+        "Documentary",
+        "Drama",
+        "Fantasy",
+        "Film-Noir",
+        "Horror",
+        "Musical",
+        "Mystery",
+        "Romance",
+        "Sci-Fi",
+        "Thriller",
+        "War",
+        "Western",
+    )
+    users = [
+        UserProfile(
+            str(u),
+            age=rng.choice((1, 18, 25, 35, 45, 50, 56)),
+            gender=rng.choice("MF"),
+            occupation=str(rng.randrange(21)),
+            zip_prefix=f"{rng.randrange(100):02d}",
+            history=tuple(rng.sample(items, rng.randrange(20, 400))),
+            interaction_count=rng.randrange(20, 400),
+            last_seen=int(time.time()) - rng.randrange(86_400 * 30),
+        )
+        for u in range(1, USERS + 1)
+    ]
+    catalog = [
+        ItemFeatures(
+            i,
+            title=f"Movie number {i} ({1919 + int(i) % 82})",
+            year=1919 + int(i) % 82,
+            genres=tuple(rng.sample(genres, rng.randrange(1, 4))),
+            interaction_count=rng.randrange(1000),
+            popularity=rng.random() * 100,
+        )
+        for i in items
+    ]
     return users, catalog
 
 
@@ -452,7 +519,7 @@ def call_handler(handler: Any, event: dict[str, Any]) -> int:
     """Records the handler reported (or raised) as failed: 0 when the batch went through."""
     try:
         response = handler(event, ConsumerLambdaContext())
-    except Exception as exc:  # noqa: BLE001 - the after handler raises DependencyError for a retry
+    except Exception as exc:
         print(f"  !! handler raised {type(exc).__name__}: {str(exc)[:300]}", file=sys.stderr, flush=True)
         return len(event["Records"])
     return len((response or {}).get("batchItemFailures") or [])
@@ -461,6 +528,7 @@ def call_handler(handler: Any, event: dict[str, Any]) -> int:
 # ==============================================================================================================
 # Worker, phase "store": the real handler against the embedded cloud
 # ==============================================================================================================
+
 
 def phase_store(config: dict[str, Any]) -> dict[str, Any]:
     tree = Path(config["tree"])
@@ -498,18 +566,33 @@ def phase_store(config: dict[str, Any]) -> dict[str, Any]:
                 failed += call_handler(handler, event)
                 if time.perf_counter() > report:
                     report += 10
-                    progress(f"{config['arm']}: batch size {size}, {i + 1}/{len(batches)} batches, "
-                             f"{sum(len(b['Records']) for b in batches[: i + 1]) / (time.perf_counter() - wall0):,.0f} "
-                             "records/s")
+                    progress(
+                        f"{config['arm']}: batch size {size}, {i + 1}/{len(batches)} batches, "
+                        f"{sum(len(b['Records']) for b in batches[: i + 1]) / (time.perf_counter() - wall0):,.0f} "
+                        "records/s"
+                    )
             wall = time.perf_counter() - wall0
             cpu = time.process_time() - cpu0
             cloud_cpu = tree_cpu_seconds(proc.pid) - cloud0
             meter.counting = False
-            out["segments"].append({"batch_size": size, "records": impressions + clicks, "impressions": impressions,
-                                    "clicks": clicks, "batches": len(batches), "failed": failed, "wall_s": wall,
-                                    "cpu_s": cpu, "cloud_cpu_s": cloud_cpu, **meter.snapshot()})
-            progress(f"{config['arm']}: batch size {size}: {impressions + clicks:,} records in {wall:.1f} s, "
-                     f"{sum(meter.calls.values()):,} calls")
+            out["segments"].append(
+                {
+                    "batch_size": size,
+                    "records": impressions + clicks,
+                    "impressions": impressions,
+                    "clicks": clicks,
+                    "batches": len(batches),
+                    "failed": failed,
+                    "wall_s": wall,
+                    "cpu_s": cpu,
+                    "cloud_cpu_s": cloud_cpu,
+                    **meter.snapshot(),
+                }
+            )
+            progress(
+                f"{config['arm']}: batch size {size}: {impressions + clicks:,} records in {wall:.1f} s, "
+                f"{sum(meter.calls.values()):,} calls"
+            )
     return out
 
 
@@ -525,7 +608,7 @@ class StubDynamo:
         self.tables = Tables()
         self.calls: dict[str, int] = defaultdict(int)
 
-    def batch_get_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:  # noqa: N803
+    def batch_get_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
         self.calls["BatchGetItem"] += 1
         responses = {}
         for table_name, request in RequestItems.items():
@@ -533,7 +616,7 @@ class StubDynamo:
             responses[table_name] = [projected(i, request) for i in found if i is not None]
         return {"Responses": responses, "UnprocessedKeys": {}}
 
-    def batch_write_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:  # noqa: N803
+    def batch_write_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
         self.calls["BatchWriteItem"] += 1
         for table_name, requests in RequestItems.items():
             for request in requests:
@@ -546,7 +629,7 @@ class StubDynamo:
         self.tables.update(params["TableName"], params)
         return {}
 
-    def get_item(self, TableName: str, Key: dict[str, Any], **_: Any) -> dict[str, Any]:  # noqa: N803
+    def get_item(self, TableName: str, Key: dict[str, Any], **_: Any) -> dict[str, Any]:
         self.calls["GetItem"] += 1
         item = self.tables.get(TableName, Key)
         return {"Item": item} if item is not None else {}
@@ -563,17 +646,17 @@ class StubS3:
     """S3 as the adapters use it: PUT, GET and HEAD, with an ETag that changes with the content (the ranker state
     store caches by it)."""
 
-    def put_object(self, Bucket: str, Key: str, Body: Any, **_: Any) -> dict[str, Any]:  # noqa: N803
+    def put_object(self, Bucket: str, Key: str, Body: Any, **_: Any) -> dict[str, Any]:
         self.calls["PutObject"] += 1
         self.objects[(Bucket, Key)] = Body if isinstance(Body, bytes) else bytes(Body)
         return {"ETag": self._etag(Bucket, Key)}
 
-    def get_object(self, Bucket: str, Key: str, **_: Any) -> dict[str, Any]:  # noqa: N803
+    def get_object(self, Bucket: str, Key: str, **_: Any) -> dict[str, Any]:
         self.calls["GetObject"] += 1
         self._exists(Bucket, Key, "NoSuchKey", "GetObject")
         return {"Body": io.BytesIO(self.objects[(Bucket, Key)]), "ETag": self._etag(Bucket, Key)}
 
-    def head_object(self, Bucket: str, Key: str, **_: Any) -> dict[str, Any]:  # noqa: N803
+    def head_object(self, Bucket: str, Key: str, **_: Any) -> dict[str, Any]:
         self.calls["HeadObject"] += 1
         self._exists(Bucket, Key, "404", "HeadObject")
         return {"ETag": self._etag(Bucket, Key), "ContentLength": len(self.objects[(Bucket, Key)])}
@@ -592,7 +675,7 @@ class StubSqs:
     def __init__(self) -> None:
         self.calls: dict[str, int] = defaultdict(int)
 
-    def get_queue_url(self, QueueName: str) -> dict[str, Any]:  # noqa: N803
+    def get_queue_url(self, QueueName: str) -> dict[str, Any]:
         return {"QueueUrl": f"http://stub/{QueueName}"}
 
     def send_message(self, **_: Any) -> dict[str, Any]:
@@ -634,8 +717,9 @@ def _memory_handler() -> tuple[Any, Any]:
     # the after tree's StreamConsumer(features, log) keeps them in the shard state. ConsumerHandler(consumer, dlq,
     # learner) in both.
     stores = (store, store) if "item_stats" in inspect.signature(StreamConsumer).parameters else (store,)
-    handler = ConsumerHandler(StreamConsumer(*stores, log), InMemoryDeadLetterQueue(),
-                              OnlineLearner(InMemoryRankerStateStore(), log))
+    handler = ConsumerHandler(
+        StreamConsumer(*stores, log), InMemoryDeadLetterQueue(), OnlineLearner(InMemoryRankerStateStore(), log)
+    )
     return handler, store
 
 
@@ -715,12 +799,14 @@ def worker(config: dict[str, Any]) -> None:
 
 
 def ensure_before_tree(path: Path, ref: str) -> str:
-    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", f"{ref}^{{commit}}"], capture_output=True,
-                          text=True, check=True).stdout.strip()
+    head = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--verify", f"{ref}^{{commit}}"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     if not (path / "functions" / "stream_consumer" / "app.py").exists():
         progress(f"making the before tree: git worktree add --detach {path} {ref} ({head[:10]})")
-        made = subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(path), head],
-                              capture_output=True, text=True)
+        made = subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(path), head], capture_output=True, text=True
+        )
         if made.returncode != 0:  # e.g. a stale worktree entry: an archive of the commit instead
             progress(f"git worktree add failed ({made.stderr.strip()[:200]}); git archive {head[:10]} instead")
             path.mkdir(parents=True, exist_ok=True)
@@ -731,8 +817,9 @@ def ensure_before_tree(path: Path, ref: str) -> str:
     tree_head = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True)
     if tree_head.returncode == 0 and tree_head.stdout.strip() and (path / ".git").exists():
         commit = tree_head.stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(path), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(path), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+        ).stdout.strip()
         note = "" if not dirty else " (MODIFIED)"
     else:
         marker = path / ".archived-from"
@@ -750,8 +837,13 @@ def run_worker(arm: str, tree: Path, config: dict[str, Any], timeout: float) -> 
         for name in ("AWS_ENDPOINT_URL", "RTREC_PREFIX", "RTREC_CLOUD_BACKEND"):
             env.pop(name, None)
         started = time.perf_counter()
-        proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(config)],
-                              cwd=tree, env=env, timeout=timeout, stdout=subprocess.DEVNULL)
+        proc = subprocess.run(
+            [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(config)],
+            cwd=tree,
+            env=env,
+            timeout=timeout,
+            stdout=subprocess.DEVNULL,
+        )
         if proc.returncode != 0 or not Path(config["out"]).exists():
             log = Path(config["log"])
             tail = log.read_text()[-2000:] if log.exists() else ""
@@ -791,13 +883,22 @@ def figures(segment: dict[str, Any]) -> dict[str, float]:
     total = sum(segment["calls"].values())
     put, get = s3_requests(segment)
     return {
-        "dynamo": dynamo / records, "s3": s3 / records, "sqs": sqs / records, "other": (total - dynamo - s3 - sqs) / records,
-        "total": total / records, "per_1000_recs": 1000 * total / recs,
-        "wru_1000": 1000 * segment["wru"] / recs, "rru_1000": 1000 * segment["rru"] / recs,
+        "dynamo": dynamo / records,
+        "s3": s3 / records,
+        "sqs": sqs / records,
+        "other": (total - dynamo - s3 - sqs) / records,
+        "total": total / records,
+        "per_1000_recs": 1000 * total / recs,
+        "wru_1000": 1000 * segment["wru"] / recs,
+        "rru_1000": 1000 * segment["rru"] / recs,
         "rru_strong_1000": 1000 * segment["rru_strong"] / recs,
-        "s3_put_1000": 1000 * put / recs, "s3_get_1000": 1000 * get / recs, "sqs_1000": 1000 * sqs / recs,
-        "e2e": records / segment["wall_s"], "cpu_per_1000": 1000 * segment["cpu_s"] / records,
-        "per_cpu_s": records / max(segment["cpu_s"], 1e-9), "cloud_cpu_per_1000": 1000 * segment["cloud_cpu_s"] / records,
+        "s3_put_1000": 1000 * put / recs,
+        "s3_get_1000": 1000 * get / recs,
+        "sqs_1000": 1000 * sqs / recs,
+        "e2e": records / segment["wall_s"],
+        "cpu_per_1000": 1000 * segment["cpu_s"] / records,
+        "per_cpu_s": records / max(segment["cpu_s"], 1e-9),
+        "cloud_cpu_per_1000": 1000 * segment["cloud_cpu_s"] / records,
         "failed": segment["failed"],
     }
 
@@ -809,9 +910,13 @@ def monthly(f: dict[str, float], strong: bool = False) -> dict[str, float]:
     put = f["s3_put_1000"] * per_rec * RECS_PER_MONTH
     get = f["s3_get_1000"] * per_rec * RECS_PER_MONTH
     sqs = f["sqs_1000"] * per_rec * RECS_PER_MONTH
-    cost = {"dynamodb writes": wru / 1e6 * WRU_PER_MILLION, "dynamodb reads": rru / 1e6 * RRU_PER_MILLION,
-            "s3 PUT": put / 1000 * S3_PUT_PER_1000, "s3 GET": get / 1000 * S3_GET_PER_1000,
-            "sqs": sqs / 1e6 * SQS_PER_MILLION}
+    cost = {
+        "dynamodb writes": wru / 1e6 * WRU_PER_MILLION,
+        "dynamodb reads": rru / 1e6 * RRU_PER_MILLION,
+        "s3 PUT": put / 1000 * S3_PUT_PER_1000,
+        "s3 GET": get / 1000 * S3_GET_PER_1000,
+        "sqs": sqs / 1e6 * SQS_PER_MILLION,
+    }
     return {"wru": wru, "rru": rru, "put": put, "get": get, "sqs": sqs, **cost, "total": sum(cost.values())}
 
 
@@ -820,13 +925,18 @@ def report_store(arms: list[str], results: dict[str, dict[str, Any]], args: argp
     for index, size in enumerate(args.batch_sizes):
         segs = {arm: results[arm]["segments"][index] for arm in arms}
         fig = {arm: figures(seg) for arm, seg in segs.items()}
-        counts = "; ".join(f"{labels[a]} {segs[a]['records']:,} ({segs[a]['impressions']:,} slates + "
-                           f"{segs[a]['clicks']:,} clicks, {segs[a]['batches']} batches)" for a in arms)
+        counts = "; ".join(
+            f"{labels[a]} {segs[a]['records']:,} ({segs[a]['impressions']:,} slates + "
+            f"{segs[a]['clicks']:,} clicks, {segs[a]['batches']} batches)"
+            for a in arms
+        )
         print(f"\n### Store calls, batches of {size} records\n\nrecords timed: {counts}\n")
         header = ["figure", *(labels[a] for a in arms), "after / before"]
         rows_spec = [
-            ("DynamoDB calls per record", "dynamo", 3), ("S3 calls per record", "s3", 3),
-            ("SQS calls per record", "sqs", 3), ("other calls per record", "other", 3),
+            ("DynamoDB calls per record", "dynamo", 3),
+            ("S3 calls per record", "s3", 3),
+            ("SQS calls per record", "sqs", 3),
+            ("other calls per record", "other", 3),
             ("**store calls per record** (target after <= 0.05)", "total", 3),
             ("store calls per 1,000 recommendations", "per_1000_recs", 1),
             ("DynamoDB WRU per 1,000 recommendations", "wru_1000", 1),
@@ -849,18 +959,23 @@ def report_store(arms: list[str], results: dict[str, dict[str, Any]], args: argp
             cells.append(ratio(values[arms.index("after")], values[0]) if "after" in arms and key != "failed" else "")
             rows.append([label, *cells])
         print(table(header, rows))
-        ops = sorted({op for a in arms for op in segs[a]["calls"]},
-                     key=lambda op: -max(segs[a]["calls"].get(op, 0) for a in arms))
-        op_rows = [[op, *(fmt(1000 * segs[a]["calls"].get(op, 0) / segs[a]["impressions"], 1) for a in arms)]
-                   for op in ops]
+        ops = sorted(
+            {op for a in arms for op in segs[a]["calls"]}, key=lambda op: -max(segs[a]["calls"].get(op, 0) for a in arms)
+        )
+        op_rows = [[op, *(fmt(1000 * segs[a]["calls"].get(op, 0) / segs[a]["impressions"], 1) for a in arms)] for op in ops]
         errors = {a: segs[a]["errors"] for a in arms if segs[a]["errors"]}
         print(f"\nCalls per 1,000 recommendations, by operation (batches of {size}):\n")
         print(table(["operation", *(labels[a] for a in arms)], op_rows))
         if errors:
             print(f"\nfailed calls: {errors}")
-        sizes = [f"{labels[a]}: " + ", ".join(f"{k} {v[1] / 1024:,.1f} KiB (max {v[2] / 1024:,.1f})"
-                                              for k, v in sorted(segs[a]["s3_put_bytes"].items()))
-                 for a in arms if segs[a]["s3_put_bytes"]]
+        sizes = [
+            f"{labels[a]}: "
+            + ", ".join(
+                f"{k} {v[1] / 1024:,.1f} KiB (max {v[2] / 1024:,.1f})" for k, v in sorted(segs[a]["s3_put_bytes"].items())
+            )
+            for a in arms
+            if segs[a]["s3_put_bytes"]
+        ]
         if sizes:
             print("\nS3 PutObject mean body size by key prefix: " + "; ".join(sizes))
         profile = []
@@ -868,9 +983,11 @@ def report_store(arms: list[str], results: dict[str, dict[str, Any]], args: argp
             n = segs[a]["profile_writes"]
             if n:
                 attrs = sorted(segs[a]["profile_attrs"].items(), key=lambda kv: -kv[1])
-                profile.append(f"{labels[a]}: {n:,} profiles written ({1000 * n / segs[a]['impressions']:,.0f} per 1,000 "
-                               f"recommendations), mean {sum(v for _, v in attrs) / n / 1024:.2f} KB: "
-                               + ", ".join(f"{k} {v / n:,.0f} B" for k, v in attrs[:5]))
+                profile.append(
+                    f"{labels[a]}: {n:,} profiles written ({1000 * n / segs[a]['impressions']:,.0f} per 1,000 "
+                    f"recommendations), mean {sum(v for _, v in attrs) / n / 1024:.2f} KB: "
+                    + ", ".join(f"{k} {v / n:,.0f} B" for k, v in attrs[:5])
+                )
         if profile:
             print("\nProfile items written (BatchWriteItem, billed per started KB): " + "; ".join(profile))
         unprocessed = {a: segs[a]["unprocessed"] for a in arms if segs[a]["unprocessed"]}
@@ -879,8 +996,10 @@ def report_store(arms: list[str], results: dict[str, dict[str, Any]], args: argp
 
     size = args.batch_sizes[-1]
     index = len(args.batch_sizes) - 1
-    print(f"\n### The bill at {RECS_PER_SECOND} recommendations/s ({RECS_PER_MONTH / 1e6:.1f}M recommendations a "
-          f"month), from the batches of {size}\n")
+    print(
+        f"\n### The bill at {RECS_PER_SECOND} recommendations/s ({RECS_PER_MONTH / 1e6:.1f}M recommendations a "
+        f"month), from the batches of {size}\n"
+    )
     bills = {arm: monthly(figures(results[arm]["segments"][index])) for arm in arms}
     strong = {arm: monthly(figures(results[arm]["segments"][index]), strong=True) for arm in arms}
     rows = [
@@ -915,39 +1034,61 @@ a deployment's shard count changes only the per-shard calls (the ranker state's 
 
 def report_cpu(arms: list[str], cpu: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> None:
     labels = {"before": "before", "after": "after (working tree)"}
-    print(f"\n### The consumer's own CPU, no AWS calls (batches of {args.cpu_batch_size}, {args.cpu_records:,} records "
-          f"a round, {args.cpu_rounds} rounds per arm, {args.cpu_repeats} alternating runs per arm)\n")
+    print(
+        f"\n### The consumer's own CPU, no AWS calls (batches of {args.cpu_batch_size}, {args.cpu_records:,} records "
+        f"a round, {args.cpu_rounds} rounds per arm, {args.cpu_repeats} alternating runs per arm)\n"
+    )
     rows = []
-    for variant, label in (("memory", "in-memory ports (as bench_consumer_cpu.py)"),
-                           ("stub", "real adapters over stub clients (build_handler)")):
+    for variant, label in (
+        ("memory", "in-memory ports (as bench_consumer_cpu.py)"),
+        ("stub", "real adapters over stub clients (build_handler)"),
+    ):
         med = {a: statistics.median([r for run in cpu[a] for r in run[variant]["per_cpu_s"]]) for a in arms}
         wall = {a: statistics.median([r for run in cpu[a] for r in run[variant]["per_wall_s"]]) for a in arms}
-        rows.append([f"records per CPU second, {label}", *(f"{med[a]:,.0f}" for a in arms),
-                     ratio(med["after"], med["before"])])
+        rows.append([f"records per CPU second, {label}", *(f"{med[a]:,.0f}" for a in arms), ratio(med["after"], med["before"])])
         rows.append([f"  records/s wall, {label}", *(f"{wall[a]:,.0f}" for a in arms), ratio(wall["after"], wall["before"])])
-        rows.append([f"  of the {TARGET_RECORDS_PER_S:,} records/s target", *(f"{med[a] / TARGET_RECORDS_PER_S:.2f}x"
-                                                                               for a in arms), ""])
+        rows.append(
+            [
+                f"  of the {TARGET_RECORDS_PER_S:,} records/s target",
+                *(f"{med[a] / TARGET_RECORDS_PER_S:.2f}x" for a in arms),
+                "",
+            ]
+        )
     print(table(["figure (median of rounds)", *(labels[a] for a in arms), "after / before"], rows))
     for arm in arms:
         calls = cpu[arm][0]["stub"]["stub_calls"]
         failed = sum(run[v]["failed"] for run in cpu[arm] for v in ("memory", "stub"))
         records = 3 * args.cpu_batch_size + args.cpu_rounds * args.cpu_records
-        print(f"\n{labels[arm]}: stub-client calls in its first run ({records:,} records, warm-up included): "
-              + ", ".join(f"{k} {v:,}" for k, v in sorted(calls.items())) + f"; records failed: {failed}")
+        print(
+            f"\n{labels[arm]}: stub-client calls in its first run ({records:,} records, warm-up included): "
+            + ", ".join(f"{k} {v:,}" for k, v in sorted(calls.items()))
+            + f"; records failed: {failed}"
+        )
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--before-tree", type=Path, default=DEFAULT_BEFORE,
-                        help="the before code (made with `git worktree add --detach PATH REF` when missing)")
-    parser.add_argument("--before-ref", default="40cfc82",
-                        help="the commit the before tree is made from when missing (default: the last commit before "
-                             "issue 15's consumer, which wrote item statistics one UpdateItem per item shown)")
+    parser.add_argument(
+        "--before-tree",
+        type=Path,
+        default=DEFAULT_BEFORE,
+        help="the before code (made with `git worktree add --detach PATH REF` when missing)",
+    )
+    parser.add_argument(
+        "--before-ref",
+        default="40cfc82",
+        help="the commit the before tree is made from when missing (default: the last commit before "
+        "issue 15's consumer, which wrote item statistics one UpdateItem per item shown)",
+    )
     parser.add_argument("--records", type=int, default=2200, help="store calls: timed records per arm per batch size")
     parser.add_argument("--batch-sizes", default="100,500", help="store calls: records per Kinesis event, comma-separated")
-    parser.add_argument("--before-records", type=int, default=500,
-                        help="store calls: timed records per batch size for the before arm (about 10 calls a slate "
-                             "against moto: 10-20 records/s here); rounded up to whole batches")
+    parser.add_argument(
+        "--before-records",
+        type=int,
+        default=500,
+        help="store calls: timed records per batch size for the before arm (about 10 calls a slate "
+        "against moto: 10-20 records/s here); rounded up to whole batches",
+    )
     parser.add_argument("--warmup", type=int, default=2, help="store calls: untimed batches first")
     parser.add_argument("--durable", action="store_true", help="store calls: also the after tree on its durable backend")
     parser.add_argument("--cpu-records", type=int, default=5500, help="own CPU: records per round")
@@ -972,24 +1113,34 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     before_tree = args.before_tree.resolve()
     before_commit = ensure_before_tree(before_tree, args.before_ref)
-    changed = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain"], capture_output=True,
-                             text=True).stdout.splitlines()
+    changed = subprocess.run(
+        ["git", "-C", str(ROOT), "status", "--porcelain"], capture_output=True, text=True
+    ).stdout.splitlines()
     print("# Stream consumer at scale: before (a commit) and after (the working tree), side by side\n")
     print(f"command: {shlex.join(['.venv/bin/python', str(Path(__file__).resolve().relative_to(ROOT)), *argv])}")
     print(f"machine: {machine(with_load=True)}")
     print(f"date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
-    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short=10", "HEAD"], capture_output=True,
-                          text=True).stdout.strip()
-    print(f"before: {before_tree} at {before_commit}; after: {ROOT} (its working tree: HEAD {head} + {len(changed)} "
-          f"changed/new paths)")
-    print(f"traffic: {USERS:,} users, {ITEMS:,} items, slates of {SLATE}, one click per {SLATES_PER_CLICK} slates, "
-          f"one shard", flush=True)
+    head = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short=10", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    print(
+        f"before: {before_tree} at {before_commit}; after: {ROOT} (its working tree: HEAD {head} + {len(changed)} "
+        f"changed/new paths)"
+    )
+    print(
+        f"traffic: {USERS:,} users, {ITEMS:,} items, slates of {SLATE}, one click per {SLATES_PER_CLICK} slates, one shard",
+        flush=True,
+    )
     trees = {"before": before_tree, "after": ROOT}
     arms = ["before", "after"]
     if "cpu" not in args.skip:
         cpu: dict[str, list[dict[str, Any]]] = {a: [] for a in arms}
-        config = {"phase": "cpu", "cpu_records": args.cpu_records, "cpu_rounds": args.cpu_rounds,
-                  "cpu_batch_size": args.cpu_batch_size}
+        config = {
+            "phase": "cpu",
+            "cpu_records": args.cpu_records,
+            "cpu_rounds": args.cpu_rounds,
+            "cpu_batch_size": args.cpu_batch_size,
+        }
         for repeat in range(args.cpu_repeats):
             for arm in arms:
                 progress(f"own CPU: {arm}, run {repeat + 1}/{args.cpu_repeats}")
@@ -1004,18 +1155,20 @@ def main(argv: list[str] | None = None) -> None:
         for name, tree, backend in store_arms:
             progress(f"store calls: {name} ({backend})")
             records = args.before_records if name == "before" else args.records
-            results[name] = run_worker(name, trees[tree], {**config, "backend": backend, "records": records},
-                                       args.timeout)
+            results[name] = run_worker(name, trees[tree], {**config, "backend": backend, "records": records}, args.timeout)
             done = results[name]
-            progress(f"{name}: done in {done['elapsed_s']:.0f} s (cloud start {done['cloud_start_s']:.1f} s, "
-                     f"seeding {done['seed_s']:.1f} s)")
+            progress(
+                f"{name}: done in {done['elapsed_s']:.0f} s (cloud start {done['cloud_start_s']:.1f} s, "
+                f"seeding {done['seed_s']:.1f} s)"
+            )
         durable = "; the durable backend for the third" if args.durable else ""
-        print(f"\nEmbedded cloud: moto server in a child process for both arms{durable}; the handler's process counts "
-              f"its botocore calls. Modules: "
-              + "; ".join(f"{a}: {Path(r['modules']['app']).parent.parent.parent}" for a, r in results.items()))
+        print(
+            f"\nEmbedded cloud: moto server in a child process for both arms{durable}; the handler's process counts "
+            f"its botocore calls. Modules: "
+            + "; ".join(f"{a}: {Path(r['modules']['app']).parent.parent.parent}" for a, r in results.items())
+        )
         report_store([a for a, _, _ in store_arms], results, args)
-    print(f"\nload average at the end: {load_average()}; "
-          f"total {time.perf_counter() - started:.0f} s")
+    print(f"\nload average at the end: {load_average()}; total {time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":

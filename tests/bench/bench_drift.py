@@ -70,20 +70,20 @@ def false_alarms(args: argparse.Namespace) -> None:
                 alarms += found
                 seeds_with_alarm += found > 0
             total = args.seeds * args.stationary
-            rows.append([f"{rate:g}", name, f"{alarms}", f"{seeds_with_alarm}/{args.seeds}",
-                         f"{alarms / total * 1e6:.2f}"])
+            rows.append([f"{rate:g}", name, f"{alarms}", f"{seeds_with_alarm}/{args.seeds}", f"{alarms / total * 1e6:.2f}"])
         progress(f"false alarms at rate {rate:g} done")
     print(table(["rate", "detector", "false alarms", "streams with one", "per 1M points"], rows, "llrrr") + "\n")
 
 
 def delays(args: argparse.Namespace) -> None:
-    print(f"## (b) Detection delay after a drop at point {args.change_at:,} from rate {args.rate:g} "
-          f"({args.seeds} seeds, horizon {args.horizon:,} points)\n")
+    print(
+        f"## (b) Detection delay after a drop at point {args.change_at:,} from rate {args.rate:g} "
+        f"({args.seeds} seeds, horizon {args.horizon:,} points)\n"
+    )
     rows = []
     for drop in args.drops:
         after = args.rate - drop
-        streams = [stream(2_000 + seed, [(args.rate, args.change_at), (after, args.horizon)])
-                   for seed in range(args.seeds)]
+        streams = [stream(2_000 + seed, [(args.rate, args.change_at), (after, args.horizon)]) for seed in range(args.seeds)]
         for name, make in DETECTORS.items():
             found, missed, early = [], 0, 0
             for values in streams:
@@ -99,8 +99,12 @@ def delays(args: argparse.Namespace) -> None:
                 cells = [f"{np.percentile(found, q):,.0f}" for q in (10, 50, 90)] + [f"{max(found):,}"]
             rows.append([f"{args.rate:g} -> {after:g}", name, *cells, f"{missed}", f"{early}"])
         progress(f"delays for a drop of {drop:g} done")
-    print(table(["rates", "detector", "delay p10", "median", "p90", "max", "missed", "alarms before the change"],
-                rows, "llrrrrrr") + "\n")
+    print(
+        table(
+            ["rates", "detector", "delay p10", "median", "p90", "max", "missed", "alarms before the change"], rows, "llrrrrrr"
+        )
+        + "\n"
+    )
 
 
 def best_of(repeat: int, run: Callable[[], object]) -> float:
@@ -117,6 +121,7 @@ def costs(args: argparse.Namespace) -> None:
     values = stream(3, [(args.rate, 200_000)])
     rows = []
     for name, make in DETECTORS.items():
+
         def loop(make: Callable[[], Detector] = make) -> None:
             detector = make()
             update = detector.update
@@ -127,42 +132,70 @@ def costs(args: argparse.Namespace) -> None:
         detector = make()
         detector.update_many(values)
         state = json.dumps(detector.to_dict())
-        round_trip = best_of(20, lambda detector=detector: type(detector).from_dict(json.loads(json.dumps(
-            detector.to_dict()))))
-        extra = f", {detector.n_buckets} buckets for a window of {detector.width:,}" if isinstance(detector, Adwin) \
-            else ""
-        rows.append([name, f"{seconds / len(values) * 1e6:.2f}", f"{len(state):,} bytes{extra}",
-                     f"{round_trip * 1e6:.0f}"])
+        round_trip = best_of(20, lambda detector=detector: type(detector).from_dict(json.loads(json.dumps(detector.to_dict()))))
+        extra = f", {detector.n_buckets} buckets for a window of {detector.width:,}" if isinstance(detector, Adwin) else ""
+        rows.append([name, f"{seconds / len(values) * 1e6:.2f}", f"{len(state):,} bytes{extra}", f"{round_trip * 1e6:.0f}"])
     print(f"Detectors, {len(values):,} updates at rate {args.rate:g} (best of 3):\n")
     print(table(["detector", "us / update", "state as JSON", "JSON round trip (us)"], rows) + "\n")
     progress("detector costs done")
 
     rng = np.random.default_rng(4)
     n = args.rows
-    genres = np.array(["drama", "comedy", "action", "thriller", "romance", "horror", "sci-fi", "children", "crime",
-                       "war", "musical", "documentary", "animation", "western", "fantasy", "mystery", "film-noir",
-                       "adventure"])
+    genres = np.array(
+        [
+            "drama",
+            "comedy",
+            "action",
+            "thriller",
+            "romance",
+            "horror",
+            "sci-fi",
+            "children",
+            "crime",
+            "war",
+            "musical",
+            "documentary",
+            "animation",
+            "western",
+            "fantasy",
+            "mystery",
+            "film-noir",
+            "adventure",
+        ]
+    )
     shares = rng.dirichlet(np.ones(genres.size) * 2)
-    reference = {"age": rng.normal(35, 10, n), "score": rng.beta(2, 5, n),
-                 "genre": category_counts(rng.choice(genres, n, p=shares)),
-                 "user_embedding": rng.normal(size=(n, 64)).astype(np.float32)}
-    live = {"age": rng.normal(36, 10, n), "score": rng.beta(2, 5, n),
-            "genre": category_counts(rng.choice(genres, n, p=shares)),
-            "user_embedding": rng.normal(size=(n, 64)).astype(np.float32)}
+    reference = {
+        "age": rng.normal(35, 10, n),
+        "score": rng.beta(2, 5, n),
+        "genre": category_counts(rng.choice(genres, n, p=shares)),
+        "user_embedding": rng.normal(size=(n, 64)).astype(np.float32),
+    }
+    live = {
+        "age": rng.normal(36, 10, n),
+        "score": rng.beta(2, 5, n),
+        "genre": category_counts(rng.choice(genres, n, p=shares)),
+        "user_embedding": rng.normal(size=(n, 64)).astype(np.float32),
+    }
     labels_ref, labels_live = rng.choice(genres, n, p=shares), rng.choice(genres, n, p=shares)
     limits = DriftThresholds()
     parts: list[tuple[str, Callable[[], object]]] = [
         ("PSI, 10 quantile bins", lambda: psi(reference["age"], live["age"])),
         ("KS two-sample (statistic + p-value)", lambda: ks_two_sample(reference["age"], live["age"])),
-        ("numeric feature in feature_drift (PSI + KS)",
-         lambda: feature_drift({"age": reference["age"]}, {"age": live["age"]})),
-        ("chi-square + JS on 18 genre counts", lambda: (chi_square_test(reference["genre"], live["genre"]),
-                                                       js_divergence(reference["genre"], live["genre"]))),
-        ("categorical from raw labels (counting included)",
-         lambda: feature_drift({"genre": labels_ref}, {"genre": labels_live})),
-        (f"embedding, 64-d, MMD on {limits.embedding_max_samples} a side, {limits.mmd_permutations} permutations",
-         lambda: embedding_drift(reference["user_embedding"], live["user_embedding"],
-                                 limits.embedding_max_samples, limits.mmd_permutations)),
+        ("numeric feature in feature_drift (PSI + KS)", lambda: feature_drift({"age": reference["age"]}, {"age": live["age"]})),
+        (
+            "chi-square + JS on 18 genre counts",
+            lambda: (chi_square_test(reference["genre"], live["genre"]), js_divergence(reference["genre"], live["genre"])),
+        ),
+        (
+            "categorical from raw labels (counting included)",
+            lambda: feature_drift({"genre": labels_ref}, {"genre": labels_live}),
+        ),
+        (
+            f"embedding, 64-d, MMD on {limits.embedding_max_samples} a side, {limits.mmd_permutations} permutations",
+            lambda: embedding_drift(
+                reference["user_embedding"], live["user_embedding"], limits.embedding_max_samples, limits.mmd_permutations
+            ),
+        ),
         ("feature_drift, all four features (2 numeric, counts, embedding)", lambda: feature_drift(reference, live)),
     ]
     rows = []
@@ -173,8 +206,11 @@ def costs(args: argparse.Namespace) -> None:
     print(f"Statistics on {n:,} rows a side (median and best of 5, after one warm-up):\n")
     print(table(["statistic", "ms (median)", "ms (best)"], rows) + "\n")
     report = feature_drift(reference, live)
-    print("Report on that sample (age moved by 0.1 sd): " + "; ".join(
-        f"{f.name} drifted={f.drifted}" for f in report.features) + "\n")
+    print(
+        "Report on that sample (age moved by 0.1 sd): "
+        + "; ".join(f"{f.name} drifted={f.drifted}" for f in report.features)
+        + "\n"
+    )
 
 
 def main() -> None:
@@ -182,8 +218,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=50)
     parser.add_argument("--stationary", type=int, default=100_000)
     parser.add_argument("--rate", type=float, default=0.10)
-    parser.add_argument("--drops", type=lambda text: [float(x) for x in text.split(",")], default=[0.01, 0.02, 0.03,
-                                                                                                  0.05, 0.08])
+    parser.add_argument(
+        "--drops", type=lambda text: [float(x) for x in text.split(",")], default=[0.01, 0.02, 0.03, 0.05, 0.08]
+    )
     parser.add_argument("--change-at", type=int, default=5_000)
     parser.add_argument("--horizon", type=int, default=30_000)
     parser.add_argument("--rows", type=int, default=100_000)

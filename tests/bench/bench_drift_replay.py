@@ -35,8 +35,10 @@ def snapshot_from(model_dir: Path) -> TrainingSnapshot:
 
 
 def as_events(replayed, offset: int = 0) -> list[UserEvent]:
-    return [UserEvent(f"b{offset + n}", e.user_id, e.item_id, "rating", float(e.timestamp), e.rating)
-            for n, e in enumerate(replayed)]
+    return [
+        UserEvent(f"b{offset + n}", e.user_id, e.item_id, "rating", float(e.timestamp), e.rating)
+        for n, e in enumerate(replayed)
+    ]
 
 
 def run(snapshot: TrainingSnapshot, events: list[UserEvent], run_events: int, window: int) -> list[dict]:
@@ -57,14 +59,18 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=6.0, help="events per second, to turn events into hours")
     parser.add_argument("--genre", default="Horror")
     args = parser.parse_args()
-    model_dir = args.model_dir or max((ROOT / ".rtrec" / "jobs").glob("*/model/item_catalog.npz"),
-                                      key=lambda p: p.stat().st_mtime).parent
+    model_dir = (
+        args.model_dir
+        or max((ROOT / ".rtrec" / "jobs").glob("*/model/item_catalog.npz"), key=lambda p: p.stat().st_mtime).parent
+    )
     snapshot = snapshot_from(model_dir)
     data = load_movielens("ml-1m", args.cache)
     stationary, _ = late_events(data, 0.9, None)
     positive = [e for e in stationary if e.rating >= 3]
-    print(f"reference: {model_dir}; late period: {len(stationary):,} events ({len(positive):,} positive), "
-          f"one check per {args.run_events:,} events, window {args.window:,}")
+    print(
+        f"reference: {model_dir}; late period: {len(stationary):,} events ({len(positive):,} positive), "
+        f"one check per {args.run_events:,} events, window {args.window:,}"
+    )
 
     started = time.perf_counter()
     reports = run(snapshot, as_events(stationary), args.run_events, args.window)
@@ -80,9 +86,11 @@ def main() -> None:
         for f in report["features"]:
             if f.get("value") is not None:
                 values[f["name"]].append(f["value"])
-    print(f"stationary: {len(reports)} checks over {hours:.1f} h of traffic at {args.rate:g}/s: "
-          f"{len(alarms)} alarms ({len(alarms) / hours:.2f} per hour), by feature {by_feature}; "
-          f"{seconds / len(reports) * 1000:.0f} ms per check")
+    print(
+        f"stationary: {len(reports)} checks over {hours:.1f} h of traffic at {args.rate:g}/s: "
+        f"{len(alarms)} alarms ({len(alarms) / hours:.2f} per hour), by feature {by_feature}; "
+        f"{seconds / len(reports) * 1000:.0f} ms per check"
+    )
     for name, series in values.items():
         if series:
             print(f"  {name}: median {np.median(series):.4f}, max {np.max(series):.4f}")
@@ -90,18 +98,20 @@ def main() -> None:
     users = sorted({e.user_id for e in stationary[:3000]})
     for lead in (3000, 6000):
         before = as_events(stationary[:lead])
-        shifted = as_events(genre_events(data, users, args.genre, 4000, int(stationary[lead - 1].timestamp) + 60),
-                            offset=10**6)
+        shifted = as_events(genre_events(data, users, args.genre, 4000, int(stationary[lead - 1].timestamp) + 60), offset=10**6)
         step = 100
         reports = run(snapshot, before + shifted, step, args.window)
         first_before = next((i for i, r in enumerate(reports[: lead // step]) if r["drifted"]), None)
         first_after = next((i for i, r in enumerate(reports) if i >= lead // step and r["drifted"]), None)
         delay = (first_after + 1) * step - lead if first_after is not None else None
         reasons = reports[first_after]["reasons"] if first_after is not None else []
-        print(f"injected shift to {args.genre} after {lead:,} events: alarm before the shift: "
-              f"{'none' if first_before is None else f'at check {first_before}'}; detected {delay} events after it "
-              f"({delay / args.rate:.0f} s at {args.rate:g}/s, checks every {step} events): {'; '.join(reasons)[:200]}"
-              if delay is not None else f"injected shift after {lead:,} events: not detected in 4,000 events")
+        print(
+            f"injected shift to {args.genre} after {lead:,} events: alarm before the shift: "
+            f"{'none' if first_before is None else f'at check {first_before}'}; detected {delay} events after it "
+            f"({delay / args.rate:.0f} s at {args.rate:g}/s, checks every {step} events): {'; '.join(reasons)[:200]}"
+            if delay is not None
+            else f"injected shift after {lead:,} events: not detected in 4,000 events"
+        )
 
 
 if __name__ == "__main__":

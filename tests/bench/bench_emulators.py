@@ -62,18 +62,35 @@ def prepare(target: Target) -> str:
     dynamodb, kinesis = target.client("dynamodb"), target.client("kinesis")
     table = NAMES.table(USER_FEATURES)
     for start in range(0, ITEMS, 25):
-        dynamodb.batch_write_item(RequestItems={table: [
-            {"PutRequest": {"Item": {"user_id": {"S": f"u{i}"}, "clicks": {"N": "0"}, "history": {"S": "1,2,3,4,5" * 10}}}}
-            for i in range(start, start + 25)]})
+        dynamodb.batch_write_item(
+            RequestItems={
+                table: [
+                    {
+                        "PutRequest": {
+                            "Item": {"user_id": {"S": f"u{i}"}, "clicks": {"N": "0"}, "history": {"S": "1,2,3,4,5" * 10}}
+                        }
+                    }
+                    for i in range(start, start + 25)
+                ]
+            }
+        )
     stream = NAMES.stream(EVENTS_STREAM)
     for _ in range(ITEMS // 500):
-        kinesis.put_records(StreamName=stream, Records=[
-            {"Data": b'{"user_id": "u1", "item_id": "i1", "type": "click", "ts": 1764806400.0}' + b" " * 30,
-             "PartitionKey": "u1"} for _ in range(500)])
+        kinesis.put_records(
+            StreamName=stream,
+            Records=[
+                {
+                    "Data": b'{"user_id": "u1", "item_id": "i1", "type": "click", "ts": 1764806400.0}' + b" " * 30,
+                    "PartitionKey": "u1",
+                }
+                for _ in range(500)
+            ],
+        )
     shard = kinesis.list_shards(StreamName=stream)["Shards"][0]["ShardId"]
     for attempt in range(2):
-        iterator = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard,
-                                              ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        iterator = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard, ShardIteratorType="TRIM_HORIZON")[
+            "ShardIterator"
+        ]
         if kinesis.get_records(ShardIterator=iterator, Limit=100)["Records"] or attempt:
             return iterator
     return iterator
@@ -84,8 +101,10 @@ def operations(target: Target, iterator: str) -> dict[str, Callable[[], Any]]:
     table, stream, bucket = NAMES.table(USER_FEATURES), NAMES.stream(EVENTS_STREAM), NAMES.bucket(MODELS_BUCKET)
     rng = random.Random(7)
     body = os.urandom(1024)
-    records = [{"Data": b'{"user_id": "u%d", "item_id": "i1", "type": "click"}' % i + b" " * 50,
-                "PartitionKey": f"u{i}"} for i in range(50)]
+    records = [
+        {"Data": b'{"user_id": "u%d", "item_id": "i1", "type": "click"}' % i + b" " * 50, "PartitionKey": f"u{i}"}
+        for i in range(50)
+    ]
     counter = iter(range(10**9))
 
     def key() -> dict[str, Any]:
@@ -93,10 +112,12 @@ def operations(target: Target, iterator: str) -> dict[str, Callable[[], Any]]:
 
     return {
         "GetItem": lambda: dynamodb.get_item(TableName=table, Key=key()),
-        "BatchGetItem (100 keys)": lambda: dynamodb.batch_get_item(RequestItems={table: {"Keys": [
-            {"user_id": {"S": f"u{i}"}} for i in rng.sample(range(ITEMS), 100)]}}),
-        "UpdateItem (ADD)": lambda: dynamodb.update_item(TableName=table, Key=key(), UpdateExpression="ADD clicks :one",
-                                                         ExpressionAttributeValues={":one": {"N": "1"}}),
+        "BatchGetItem (100 keys)": lambda: dynamodb.batch_get_item(
+            RequestItems={table: {"Keys": [{"user_id": {"S": f"u{i}"}} for i in rng.sample(range(ITEMS), 100)]}}
+        ),
+        "UpdateItem (ADD)": lambda: dynamodb.update_item(
+            TableName=table, Key=key(), UpdateExpression="ADD clicks :one", ExpressionAttributeValues={":one": {"N": "1"}}
+        ),
         "PutRecords (50)": lambda: kinesis.put_records(StreamName=stream, Records=records),
         "GetRecords (100)": lambda: kinesis.get_records(ShardIterator=iterator, Limit=100),
         "PutObject (1 KiB)": lambda: s3.put_object(Bucket=bucket, Key=f"bench/{next(counter)}.bin", Body=body),
@@ -150,8 +171,11 @@ def measure_throughput(target: Target, seconds: float) -> None:
 
 def start_moto(port: int) -> tuple[subprocess.Popen[bytes], float]:
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     while not port_in_use("127.0.0.1", port):
         time.sleep(0.02)
     Provisioner(NAMES, endpoint_url=f"http://localhost:{port}").provision()
@@ -194,20 +218,37 @@ def main() -> None:
             moto.terminate()
             moto.wait(timeout=10)
 
-    rows = [[name, *(f"{t.results[name][0]:.2f} / {t.results[name][1]:.2f}" for t in targets),
-             f"{routed.results[name][0] - direct.results[name][0]:+.2f}"] for name in targets[0].results]
-    rows.append(["GetItem throughput, 4 threads (calls/s)", *(f"{t.throughput:,.0f}" for t in targets),
-                 f"{routed.throughput / direct.throughput - 1:+.0%}"])
-    show("Call latency, one client thread (ms, p50 / p99)",
-         table(["call", *(t.label for t in targets), "router overhead p50"], rows))
+    rows = [
+        [
+            name,
+            *(f"{t.results[name][0]:.2f} / {t.results[name][1]:.2f}" for t in targets),
+            f"{routed.results[name][0] - direct.results[name][0]:+.2f}",
+        ]
+        for name in targets[0].results
+    ]
+    rows.append(
+        [
+            "GetItem throughput, 4 threads (calls/s)",
+            *(f"{t.throughput:,.0f}" for t in targets),
+            f"{routed.throughput / direct.throughput - 1:+.0%}",
+        ]
+    )
+    show(
+        "Call latency, one client thread (ms, p50 / p99)",
+        table(["call", *(t.label for t in targets), "router overhead p50"], rows),
+    )
     durable_total = sum(v for k, v in memory.items() if k != "moto server")
     memory_rows = [[name, f"{value:.0f}"] for name, value in memory.items()]
     memory_rows.append(["durable total (5 processes)", f"{durable_total:.0f}"])
-    start_rows = [["moto server process + Provisioner", f"{moto_start:.2f}"],
-                  ["durable EmbeddedCloud.start(), empty state", f"{durable_start:.2f}"],
-                  ["durable EmbeddedCloud.start(), state of the first start", f"{durable_restart:.2f}"]]
-    show("Memory (RSS after the run, MiB) and start time",
-         table(["process", "RSS MiB"], memory_rows) + "\n\n" + table(["start (to provisioned)", "s"], start_rows))
+    start_rows = [
+        ["moto server process + Provisioner", f"{moto_start:.2f}"],
+        ["durable EmbeddedCloud.start(), empty state", f"{durable_start:.2f}"],
+        ["durable EmbeddedCloud.start(), state of the first start", f"{durable_restart:.2f}"],
+    ]
+    show(
+        "Memory (RSS after the run, MiB) and start time",
+        table(["process", "RSS MiB"], memory_rows) + "\n\n" + table(["start (to provisioned)", "s"], start_rows),
+    )
 
 
 if __name__ == "__main__":

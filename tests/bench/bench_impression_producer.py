@@ -38,12 +38,14 @@ from tests.unit.test_impression_producer import FakeKinesis, Faults
 def slate(n: int, run: str) -> Recommendation:
     items = tuple(ScoredItem(f"item{(n * 7 + k) % 3706}", 0.9 - k * 0.01, 0.1 + k * 0.01) for k in range(10))
     features = tuple(tuple(0.1 * j + k * 0.001 + n * 1e-6 for j in range(7)) for k in range(10))
-    return Recommendation(f"{run}-{n}", f"user{n % 6040}", "3", False, "two_tower", items, features,
-                          q_hat=tuple(0.05 for _ in range(10)))
+    return Recommendation(
+        f"{run}-{n}", f"user{n % 6040}", "3", False, "two_tower", items, features, q_hat=tuple(0.05 for _ in range(10))
+    )
 
 
-def run_arm(arm: str, shape: str, client_for: Callable[[], tuple[Any, str, Callable[[], int]]], n: int,
-            rate: float) -> dict[str, Any]:
+def run_arm(
+    arm: str, shape: str, client_for: Callable[[], tuple[Any, str, Callable[[], int]]], n: int, rate: float
+) -> dict[str, Any]:
     """One arm: `n` slates logged (`shape`), timed on the request path; then closed and counted on the stream."""
     client, stream_name, count = client_for()
     faults = Faults(client)  # counts PutRecords calls
@@ -71,10 +73,16 @@ def run_arm(arm: str, shape: str, client_for: Callable[[], tuple[Any, str, Calla
     on_stream = count()
     seconds = percentiles(costs)
     return {
-        "arm": arm, "shape": shape, "n": n,
-        "p50_ms": seconds["p50"] * 1e3, "p99_ms": seconds["p99"] * 1e3, "mean_ms": seconds["mean"] * 1e3,
+        "arm": arm,
+        "shape": shape,
+        "n": n,
+        "p50_ms": seconds["p50"] * 1e3,
+        "p99_ms": seconds["p99"] * 1e3,
+        "mean_ms": seconds["mean"] * 1e3,
         "calls_per_1000": len(faults.calls) * 1000 / n,
-        "seconds": elapsed, "dropped": dropped, "on_stream": on_stream,
+        "seconds": elapsed,
+        "dropped": dropped,
+        "on_stream": on_stream,
     }
 
 
@@ -96,8 +104,9 @@ def cloud_backend(endpoint_url: str) -> Callable[[], tuple[Any, str, Callable[[]
         def count() -> int:
             total = 0
             for shard in client.list_shards(StreamName=name)["Shards"]:
-                iterator = client.get_shard_iterator(StreamName=name, ShardId=shard["ShardId"],
-                                                     ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+                iterator = client.get_shard_iterator(
+                    StreamName=name, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+                )["ShardIterator"]
                 while iterator:
                     page = client.get_records(ShardIterator=iterator, Limit=10_000)
                     total += len(page["Records"])
@@ -112,10 +121,26 @@ def cloud_backend(endpoint_url: str) -> Callable[[], tuple[Any, str, Callable[[]
 
 
 def report(backend: str, rows: list[dict[str, Any]]) -> None:
-    show(f"backend: {backend}", table(
-        ["shape", "arm", "request path p50 ms", "p99 ms", "mean ms", "PutRecords per 1,000", "on the stream", "dropped"],
-        [[r["shape"], r["arm"], f"{r['p50_ms']:.3f}", f"{r['p99_ms']:.3f}", f"{r['mean_ms']:.3f}",
-          f"{r['calls_per_1000']:.1f}", f"{r['on_stream']:,} / {r['n']:,}", r["dropped"]] for r in rows], "llrrrrrr"))
+    show(
+        f"backend: {backend}",
+        table(
+            ["shape", "arm", "request path p50 ms", "p99 ms", "mean ms", "PutRecords per 1,000", "on the stream", "dropped"],
+            [
+                [
+                    r["shape"],
+                    r["arm"],
+                    f"{r['p50_ms']:.3f}",
+                    f"{r['p99_ms']:.3f}",
+                    f"{r['mean_ms']:.3f}",
+                    f"{r['calls_per_1000']:.1f}",
+                    f"{r['on_stream']:,} / {r['n']:,}",
+                    r["dropped"],
+                ]
+                for r in rows
+            ],
+            "llrrrrrr",
+        ),
+    )
 
 
 def main() -> None:
@@ -131,13 +156,24 @@ def main() -> None:
     if args.backend in ("fake", "both"):
         backends.append((f"fake Kinesis, {args.latency_ms:g} ms per call", lambda: fake_backend(args.latency_ms)))
     for name, make in backends:
-        report(name, [run_arm(arm, shape, make(), args.impressions, args.rate)
-                      for shape in ("burst", "paced") for arm in ("direct", "producer", "lambda")])
+        report(
+            name,
+            [
+                run_arm(arm, shape, make(), args.impressions, args.rate)
+                for shape in ("burst", "paced")
+                for arm in ("direct", "producer", "lambda")
+            ],
+        )
     if args.backend in ("cloud", "both"):
         with child_cloud("bench") as (url, _proc):
-            report("embedded cloud (moto server, child process)",
-                   [run_arm(arm, shape, cloud_backend(url), args.impressions, args.rate)
-                    for shape in ("burst", "paced") for arm in ("direct", "producer", "lambda")])
+            report(
+                "embedded cloud (moto server, child process)",
+                [
+                    run_arm(arm, shape, cloud_backend(url), args.impressions, args.rate)
+                    for shape in ("burst", "paced")
+                    for arm in ("direct", "producer", "lambda")
+                ],
+            )
 
 
 if __name__ == "__main__":

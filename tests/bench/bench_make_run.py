@@ -70,8 +70,16 @@ class Load:
         p50, p99, worst = figures["p50"], figures["p99"], figures["max"]
         lag_max = max(self.lag_during_s, default=float("nan"))
         settled = next((t for t, lag in self.lag_after_s if lag < 0.5), float("nan"))
-        return [self.label, f"{self.rate:,.0f}", f"{p50:.1f}", f"{p99:.1f}", f"{worst:.0f}", str(self.errors),
-                f"{lag_max:.2f}", f"{settled:.1f}"]
+        return [
+            self.label,
+            f"{self.rate:,.0f}",
+            f"{p50:.1f}",
+            f"{p99:.1f}",
+            f"{worst:.0f}",
+            str(self.errors),
+            f"{lag_max:.2f}",
+            f"{settled:.1f}",
+        ]
 
 
 def consumer_lag_s(client: httpx.Client) -> float | None:
@@ -201,13 +209,22 @@ def wrk_closed_loop(base: str, path: str | None, seconds: float) -> tuple[dict[s
     if not (latency and p50 and p99 and rate):
         raise SystemExit(f"could not read wrk's output:\n{out}")
     errors = sum(int(n) for n in re.findall(r"(?:Non-2xx or 3xx responses|connect|read|write|timeout):? (\d+)", out))
-    return {"rate": float(rate.group(1)), "p50": _ms(p50.group(1)), "p99": _ms(p99.group(1)),
-            "max": _ms(latency.group(3))}, errors
+    return {
+        "rate": float(rate.group(1)),
+        "p50": _ms(p50.group(1)),
+        "p99": _ms(p99.group(1)),
+        "max": _ms(latency.group(3)),
+    }, errors
 
 
-PROCESS_ROLES = (("consumer_process", "consumer"), ("emulator.js dynamodb", "dynalite"),
-                 ("emulator.js kinesis", "kinesalite"), ("emulator.js s3", "s3rver"), ("moto", "moto"),
-                 ("router.js", "router"))
+PROCESS_ROLES = (
+    ("consumer_process", "consumer"),
+    ("emulator.js dynamodb", "dynalite"),
+    ("emulator.js kinesis", "kinesalite"),
+    ("emulator.js s3", "s3rver"),
+    ("moto", "moto"),
+    ("router.js", "router"),
+)
 
 
 def process_tree_cpu(root_pid: int) -> dict[str, float]:
@@ -225,8 +242,7 @@ def process_tree_cpu(root_pid: int) -> dict[str, float]:
     return found
 
 
-def measure_wrk(label: str, base: str, path: str | None, seconds: float, after_s: float,
-                root_pid: int | None = None) -> Load:
+def measure_wrk(label: str, base: str, path: str | None, seconds: float, after_s: float, root_pid: int | None = None) -> Load:
     load = Load(label)
     with LagSampler(base) as lag:
         cpu_before = process_tree_cpu(root_pid) if root_pid else {}
@@ -236,9 +252,11 @@ def measure_wrk(label: str, base: str, path: str | None, seconds: float, after_s
         if root_pid:
             requests = load.summary["rate"] * (ended - started)
             spent = {role: cpu - cpu_before.get(role, 0.0) for role, cpu in process_tree_cpu(root_pid).items()}
-            say(f"{label}: CPU ms per request: " + ", ".join(
-                f"{role} {1000 * cpu / requests:.2f}" for role, cpu in sorted(spent.items(), key=lambda kv: -kv[1]))
-                + f"; all {1000 * sum(spent.values()) / requests:.2f}")
+            say(
+                f"{label}: CPU ms per request: "
+                + ", ".join(f"{role} {1000 * cpu / requests:.2f}" for role, cpu in sorted(spent.items(), key=lambda kv: -kv[1]))
+                + f"; all {1000 * sum(spent.values()) / requests:.2f}"
+            )
         load.seconds = ended - started
         time.sleep(after_s)
     load.lag_during_s = [v for t, v in lag.samples if started <= t <= ended]
@@ -265,8 +283,7 @@ def measure(label: str, base: str, run, after_s: float) -> Load:
 class Stack:
     """`rtrec run` in a child process with its own state folder and ports."""
 
-    def __init__(self, backend: str, state_dir: Path, cloud_port: int, api_port: int, log: Path,
-                 tree: Path = ROOT) -> None:
+    def __init__(self, backend: str, state_dir: Path, cloud_port: int, api_port: int, log: Path, tree: Path = ROOT) -> None:
         self.backend, self.state_dir, self.log, self.tree = backend, state_dir, log, tree
         self.cloud_port, self.api_port = cloud_port, api_port
         self.base = f"http://127.0.0.1:{api_port}"
@@ -274,16 +291,32 @@ class Stack:
 
     def start(self) -> float:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RTREC_"))}
-        env.update({"RTREC_STATE_DIR": str(self.state_dir), "RTREC_CLOUD_BACKEND": self.backend,
-                    "PYTHONUNBUFFERED": "1"})
+        env.update({"RTREC_STATE_DIR": str(self.state_dir), "RTREC_CLOUD_BACKEND": self.backend, "PYTHONUNBUFFERED": "1"})
         if self.tree != ROOT:  # another checkout (the code before a change) run with this venv
             env["PYTHONPATH"] = os.pathsep.join(tree_paths(self.tree))
         started = time.monotonic()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", tooling_module(self.tree, "cli"), "run", "--cloud-port", str(self.cloud_port), "--api-port",
-             str(self.api_port), "--bootstrap-epochs", "1", "--drift-check-seconds", "0",
-             "--promote-check-seconds", "0"], env=env, cwd=self.tree, stdout=self.log.open("a"),
-            stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                tooling_module(self.tree, "cli"),
+                "run",
+                "--cloud-port",
+                str(self.cloud_port),
+                "--api-port",
+                str(self.api_port),
+                "--bootstrap-epochs",
+                "1",
+                "--drift-check-seconds",
+                "0",
+                "--promote-check-seconds",
+                "0",
+            ],
+            env=env,
+            cwd=self.tree,
+            stdout=self.log.open("a"),
+            stderr=subprocess.STDOUT,
+        )
         self.wait_for(lambda: httpx.get(f"{self.base}/health").status_code == 200, "the API", 300)
         return time.monotonic() - started
 
@@ -320,9 +353,19 @@ def post_backlog(base: str, events: int) -> float:
     """`events` clicks posted as fast as 4 clients go (500 per request); returns the seconds it took."""
     rng = np.random.default_rng(3)
     now = time.time()
-    batches = [[{"event_id": f"backlog-{now:.0f}-{b}-{n}", "user_id": str(int(rng.integers(1, N_USERS + 1))),
-                 "item_id": str(int(rng.integers(1, 3884))), "type": "click", "timestamp": now}
-                for n in range(500)] for b in range(events // 500)]
+    batches = [
+        [
+            {
+                "event_id": f"backlog-{now:.0f}-{b}-{n}",
+                "user_id": str(int(rng.integers(1, N_USERS + 1))),
+                "item_id": str(int(rng.integers(1, 3884))),
+                "type": "click",
+                "timestamp": now,
+            }
+            for n in range(500)
+        ]
+        for b in range(events // 500)
+    ]
 
     async def send() -> None:
         async with httpx.AsyncClient(base_url=base, timeout=60) as client:
@@ -346,8 +389,7 @@ def bench_backend(args: argparse.Namespace, spec: str, workdir: Path) -> tuple[l
 
     label, backend, *tree = spec.split(":")
     state_dir = workdir / f"state-{label}"
-    stack = Stack(backend, state_dir, free_port(), free_port(), workdir / f"run-{label}.log",
-                  Path(tree[0]) if tree else ROOT)
+    stack = Stack(backend, state_dir, free_port(), free_port(), workdir / f"run-{label}.log", Path(tree[0]) if tree else ROOT)
     backend = label
     say(f"{backend}: first start (bootstraps a model when the state folder has none)")
     stack.start()
@@ -367,27 +409,57 @@ def bench_backend(args: argparse.Namespace, spec: str, workdir: Path) -> tuple[l
         tool = "wrk" if args.wrk else "httpx"
         say(f"{backend}: static route, {CONCURRENCY} clients ({tool}), {args.seconds:.0f} s")
         if args.wrk:
-            record(measure_wrk(f"{backend}: GET {STATIC_ROUTE}, closed loop (wrk)", stack.base, STATIC_ROUTE,
-                                     args.seconds, 0))
+            record(measure_wrk(f"{backend}: GET {STATIC_ROUTE}, closed loop (wrk)", stack.base, STATIC_ROUTE, args.seconds, 0))
         else:
-            record(measure(f"{backend}: GET {STATIC_ROUTE}, closed loop", stack.base,
-                                 lambda: closed_loop(stack.base, lambda _: STATIC_ROUTE, args.seconds), 0))
+            record(
+                measure(
+                    f"{backend}: GET {STATIC_ROUTE}, closed loop",
+                    stack.base,
+                    lambda: closed_loop(stack.base, lambda _: STATIC_ROUTE, args.seconds),
+                    0,
+                )
+            )
         say(f"{backend}: GET /recommend, {CONCURRENCY} clients as fast as they go ({tool}), {args.seconds:.0f} s")
         if args.wrk:
-            record(measure_wrk(f"{backend}: GET /recommend, closed loop (wrk)", stack.base, None, args.seconds,
-                                     args.after, root_pid=stack.process.pid if stack.process else None))
+            record(
+                measure_wrk(
+                    f"{backend}: GET /recommend, closed loop (wrk)",
+                    stack.base,
+                    None,
+                    args.seconds,
+                    args.after,
+                    root_pid=stack.process.pid if stack.process else None,
+                )
+            )
         else:
-            record(measure(f"{backend}: GET /recommend, closed loop", stack.base,
-                                 lambda: closed_loop(stack.base, recommend_path, args.seconds), args.after))
+            record(
+                measure(
+                    f"{backend}: GET /recommend, closed loop",
+                    stack.base,
+                    lambda: closed_loop(stack.base, recommend_path, args.seconds),
+                    args.after,
+                )
+            )
         say(f"{backend}: GET /recommend, open loop at {args.rate:.0f} req/s, {args.seconds:.0f} s")
-        record(measure(f"{backend}: GET /recommend, open loop {args.rate:.0f}/s", stack.base,
-                             lambda: open_loop(stack.base, recommend_path, args.seconds, args.rate), args.after))
+        record(
+            measure(
+                f"{backend}: GET /recommend, open loop {args.rate:.0f}/s",
+                stack.base,
+                lambda: open_loop(stack.base, recommend_path, args.seconds, args.rate),
+                args.after,
+            )
+        )
         for rate in args.paced:
-            stack.wait_for(lambda: (consumer_lag_s(httpx.Client(base_url=stack.base)) or 0.0) < 0.5,
-                           "the stream drained", 120)
+            stack.wait_for(lambda: (consumer_lag_s(httpx.Client(base_url=stack.base)) or 0.0) < 0.5, "the stream drained", 120)
             say(f"{backend}: GET /recommend, open loop at {rate:g} req/s, {args.seconds:.0f} s")
-            record(measure(f"{backend}: GET /recommend, open loop {rate:g}/s", stack.base,
-                           lambda rate=rate: open_loop(stack.base, recommend_path, args.seconds, rate), args.after))
+            record(
+                measure(
+                    f"{backend}: GET /recommend, open loop {rate:g}/s",
+                    stack.base,
+                    lambda rate=rate: open_loop(stack.base, recommend_path, args.seconds, rate),
+                    args.after,
+                )
+            )
         say(f"{backend}: {args.backlog:,} events posted, then Ctrl-C")
         times["backlog_post_s"] = post_backlog(stack.base, args.backlog)
     finally:
@@ -400,18 +472,31 @@ def bench_backend(args: argparse.Namespace, spec: str, workdir: Path) -> tuple[l
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stack", action="append", help="LABEL:BACKEND[:TREE], repeatable (default: "
-                        "durable:durable and moto:moto); TREE runs another checkout, e.g. the code before a change")
+    parser.add_argument(
+        "--stack",
+        action="append",
+        help="LABEL:BACKEND[:TREE], repeatable (default: "
+        "durable:durable and moto:moto); TREE runs another checkout, e.g. the code before a change",
+    )
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--rate", type=float, default=200.0)
-    parser.add_argument("--paced", type=float, action="append", default=[],
-                        help="also an open loop at this rate, once the stream has drained (repeatable)")
+    parser.add_argument(
+        "--paced",
+        type=float,
+        action="append",
+        default=[],
+        help="also an open loop at this rate, once the stream has drained (repeatable)",
+    )
     parser.add_argument("--after", type=float, default=6.0, help="seconds of lag sampling after each load")
     parser.add_argument("--backlog", type=int, default=20_000)
     parser.add_argument("--workdir", type=Path, default=ROOT / ".rtrec-bench" / "make-run")
-    parser.add_argument("--wrk", action=argparse.BooleanOptionalAction, default=shutil.which("wrk") is not None,
-                        help="closed loops with wrk (apt-get install wrk; the default when it is there): Python's "
-                             "client tops out near 200 req/s on 2 cores, wrk measured the static floor at 1,400")
+    parser.add_argument(
+        "--wrk",
+        action=argparse.BooleanOptionalAction,
+        default=shutil.which("wrk") is not None,
+        help="closed loops with wrk (apt-get install wrk; the default when it is there): Python's "
+        "client tops out near 200 req/s on 2 cores, wrk measured the static floor at 1,400",
+    )
     args = parser.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
     print(machine(with_load=True))
@@ -421,8 +506,10 @@ def main(argv: list[str] | None = None) -> None:
     print(table(header, [load.row() for loads, _ in results.values() for load in loads]))
     for backend, (loads, times) in results.items():
         floor, closed = loads[0].rate, loads[1].rate
-        print(f"{backend}: /recommend closed loop at {closed / floor:.2f}x the static floor; "
-              + ", ".join(f"{k} {v:.1f}" for k, v in times.items()))
+        print(
+            f"{backend}: /recommend closed loop at {closed / floor:.2f}x the static floor; "
+            + ", ".join(f"{k} {v:.1f}" for k, v in times.items())
+        )
 
 
 if __name__ == "__main__":

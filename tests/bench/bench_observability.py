@@ -48,9 +48,20 @@ def build(kind: str):
 
 
 async def call(app, path: str) -> int:
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
-             "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"k=10", "headers": [],
-             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"k=10",
+        "headers": [],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
     status = 0
 
     async def receive():
@@ -67,6 +78,7 @@ async def call(app, path: str) -> int:
 
 def run(app, flush, requests: int) -> float:
     """Microseconds per request."""
+
     async def loop() -> float:
         users = ["u1", "cold", "empty", "stranger"]
         for n in range(50):  # warm-up
@@ -95,14 +107,19 @@ def isolated(requests: int, rounds: int) -> None:
 
     logger = Logger(service="rtrec-bench")
     logging.getLogger("rtrec-bench").setLevel(logging.WARNING)
-    apps = {"bare app": bare,
-            "+ middleware, no sink": ObservabilityMiddleware(bare, telemetry=NO_TELEMETRY, logger=logger,
-                                                             model_version=lambda: "3"),
-            "+ middleware, Prometheus": ObservabilityMiddleware(bare, telemetry=Telemetry(PrometheusMetrics()),
-                                                                logger=logger, model_version=lambda: "3")}
+    apps = {
+        "bare app": bare,
+        "+ middleware, no sink": ObservabilityMiddleware(
+            bare, telemetry=NO_TELEMETRY, logger=logger, model_version=lambda: "3"
+        ),
+        "+ middleware, Prometheus": ObservabilityMiddleware(
+            bare, telemetry=Telemetry(PrometheusMetrics()), logger=logger, model_version=lambda: "3"
+        ),
+    }
     emf = lambda_observability(API_SERVICE, "rtrec-bench", tracing=False)
-    apps["+ middleware, EMF (+ flush)"] = ObservabilityMiddleware(bare, telemetry=emf.telemetry, logger=logger,
-                                                                  model_version=lambda: "3")
+    apps["+ middleware, EMF (+ flush)"] = ObservabilityMiddleware(
+        bare, telemetry=emf.telemetry, logger=logger, model_version=lambda: "3"
+    )
     flushes = {"+ middleware, EMF (+ flush)": lambda: (emf.metrics.flush_metrics(), emf.emf.flush())}
 
     async def loop(app, flush) -> float:
@@ -120,9 +137,15 @@ def isolated(requests: int, rounds: int) -> None:
                 results[name].append(asyncio.run(loop(app, flushes.get(name))))
     base = statistics.median(results["bare app"])
     print(f"\nthe middleware alone, {requests} requests x {rounds} rounds (median):")
-    print(table(["configuration", "us/request", "added"],
-                [[name, f"{statistics.median(values):.1f}", f"{statistics.median(values) - base:+.1f} us"]
-                 for name, values in results.items()]))
+    print(
+        table(
+            ["configuration", "us/request", "added"],
+            [
+                [name, f"{statistics.median(values):.1f}", f"{statistics.median(values) - base:+.1f} us"]
+                for name, values in results.items()
+            ],
+        )
+    )
 
 
 def main() -> None:
@@ -142,13 +165,19 @@ def main() -> None:
     base = statistics.median(results["baseline"])
     print(f"GET /recommend in-process over ASGI, {args.requests} requests x {args.rounds} rounds (median):")
     medians = {kind: statistics.median(results[kind]) for kind in kinds}
-    print(table(["configuration", "us/request", "overhead"],
-                [[kind, f"{value:.1f}", f"{value - base:+.1f} us"] for kind, value in medians.items()]))
+    print(
+        table(
+            ["configuration", "us/request", "overhead"],
+            [[kind, f"{value:.1f}", f"{value - base:+.1f} us"] for kind, value in medians.items()],
+        )
+    )
 
     isolated(args.requests * 10, args.rounds)
 
-    sink_calls = {"prometheus": Telemetry(PrometheusMetrics()),
-                  "emf": lambda_observability(API_SERVICE, "rtrec-bench", tracing=False).telemetry}
+    sink_calls = {
+        "prometheus": Telemetry(PrometheusMetrics()),
+        "emf": lambda_observability(API_SERVICE, "rtrec-bench", tracing=False).telemetry,
+    }
     for name, telemetry in sink_calls.items():
         with contextlib.redirect_stdout(io.StringIO()):
             started = time.perf_counter()

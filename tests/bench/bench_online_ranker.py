@@ -49,8 +49,13 @@ def load_slates(args: argparse.Namespace) -> list[LabeledImpression]:
             found += [LabeledImpression.from_dict(json.loads(line)) for line in path.read_text().splitlines() if line]
     for slate in found:
         slates.setdefault(slate.slate.request_id, slate)
-    picked = [s for s in slates.values() if args.since <= s.slate.timestamp <= args.until
-              and s.slate.features and len(s.slate.features[0]) == len(RANKER_FEATURES)]
+    picked = [
+        s
+        for s in slates.values()
+        if args.since <= s.slate.timestamp <= args.until
+        and s.slate.features
+        and len(s.slate.features[0]) == len(RANKER_FEATURES)
+    ]
     return sorted(picked, key=lambda s: s.slate.timestamp)
 
 
@@ -66,8 +71,9 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float:
     for value in np.unique(values):  # average ranks of ties
         tied = values == value
         ranks[tied] = ranks[tied].mean()
-    return float((ranks[: len(positives)].sum() - len(positives) * (len(positives) + 1) / 2)
-                 / (len(positives) * len(negatives)))
+    return float(
+        (ranks[: len(positives)].sum() - len(positives) * (len(positives) + 1) / 2) / (len(positives) * len(negatives))
+    )
 
 
 @dataclass
@@ -124,18 +130,23 @@ def main() -> None:
         raise SystemExit("no joined slates with ranking features in that window; run `make run` and `rtrec replay` first")
     rewarded = sum(1 for s in slates if any(s.rewards))
     first, last = slates[0].slate.timestamp, slates[-1].slate.timestamp
-    print(f"{len(slates):,} slates ({rewarded:,} with a reward) served {time.strftime('%H:%M:%S', time.gmtime(first))}"
-          f"-{time.strftime('%H:%M:%S', time.gmtime(last))} UTC; {sum(len(s.slate.items) for s in slates):,} examples\n")
+    print(
+        f"{len(slates):,} slates ({rewarded:,} with a reward) served {time.strftime('%H:%M:%S', time.gmtime(first))}"
+        f"-{time.strftime('%H:%M:%S', time.gmtime(last))} UTC; {sum(len(s.slate.items) for s in slates):,} examples\n"
+    )
 
     def ftrl(columns: list[int]) -> FtrlProximal:
         return FtrlProximal(len(columns), alpha=args.alpha, l1=args.l1, l2=args.l2)
 
-    arms = [Arm("running click-through rate", None),
-            Arm("FTRL, all 7 features, uncentred (the consumer before the fix)", list(range(7)), ftrl(list(range(7)))),
-            Arm("FTRL, all 7 features, slate-centred (the consumer's)", list(range(7)), ftrl(list(range(7))), centered=True),
-            Arm("FTRL, model features only (no ctr_lift, trend), slate-centred", MODEL_FEATURES, ftrl(MODEL_FEATURES),
-                centered=True),
-            Arm("FTRL, bias + relevance, slate-centred", RELEVANCE_ONLY, ftrl(RELEVANCE_ONLY), centered=True)]
+    arms = [
+        Arm("running click-through rate", None),
+        Arm("FTRL, all 7 features, uncentred (the consumer before the fix)", list(range(7)), ftrl(list(range(7)))),
+        Arm("FTRL, all 7 features, slate-centred (the consumer's)", list(range(7)), ftrl(list(range(7))), centered=True),
+        Arm(
+            "FTRL, model features only (no ctr_lift, trend), slate-centred", MODEL_FEATURES, ftrl(MODEL_FEATURES), centered=True
+        ),
+        Arm("FTRL, bias + relevance, slate-centred", RELEVANCE_ONLY, ftrl(RELEVANCE_ONLY), centered=True),
+    ]
     labels: list[float] = []
     by_relevance = {"hits": 0, "rr": []}
     by_score = {"hits": 0, "rr": []}
@@ -162,14 +173,20 @@ def main() -> None:
     for arm in arms:
         p = np.clip(np.asarray(arm.predictions), 1e-15, 1 - 1e-15)
         loss = float(-np.mean(y_all * np.log(p) + (1 - y_all) * np.log(1 - p)))
-        print(f"| {arm.name} | {loss:.4f} | {auc(p, y_all):.3f} | {arm.hits_at_1 / max(rewarded, 1):.3f} | "
-              f"{np.mean(arm.reciprocal_ranks) if arm.reciprocal_ranks else float('nan'):.3f} |")
+        print(
+            f"| {arm.name} | {loss:.4f} | {auc(p, y_all):.3f} | {arm.hits_at_1 / max(rewarded, 1):.3f} | "
+            f"{np.mean(arm.reciprocal_ranks) if arm.reciprocal_ranks else float('nan'):.3f} |"
+        )
     for name, store in (("logged relevance (the two-tower score)", by_relevance), ("logged serving score", by_score)):
-        print(f"| ordering by {name} | | | {store['hits'] / max(rewarded, 1):.3f} | "
-              f"{np.mean(store['rr']) if store['rr'] else float('nan'):.3f} |")
+        print(
+            f"| ordering by {name} | | | {store['hits'] / max(rewarded, 1):.3f} | "
+            f"{np.mean(store['rr']) if store['rr'] else float('nan'):.3f} |"
+        )
     weights = arms[2].learner.weights if arms[2].learner is not None else []
-    print("\nFinal weights of the consumer's learner (all 7, slate-centred): "
-          + ", ".join(f"{name} {w:+.3f}" for name, w in zip(RANKER_FEATURES, weights)))
+    print(
+        "\nFinal weights of the consumer's learner (all 7, slate-centred): "
+        + ", ".join(f"{name} {w:+.3f}" for name, w in zip(RANKER_FEATURES, weights))
+    )
     print(f"Slot-1 chance (1 / slate length) for hit@1: {np.mean([1 / len(s.slate.items) for s in slates]):.3f}")
 
 

@@ -126,7 +126,11 @@ def obd_logged(logs: OpenBanditData, rows: np.ndarray, slot_probabilities: np.nd
 
 
 OBD_ESTIMATORS: dict[str, Callable[[LoggedBandit], float]] = {
-    "DM": dm, "IPW (IPS)": ips, "DR": dr, "SNIPS": snips, "SNDR": sndr,
+    "DM": dm,
+    "IPW (IPS)": ips,
+    "DR": dr,
+    "SNIPS": snips,
+    "SNDR": sndr,
 }
 
 
@@ -154,15 +158,21 @@ def run_obd(args: argparse.Namespace) -> str:
     for name in OBD_ESTIMATORS:
         ours = np.array(errors[name])
         published = OBP_PUBLISHED.get(name)
-        rows_out.append([
-            name, f"{np.mean(values[name]):.6f}", f"{ours.mean():.6f} +- {ours.std(ddof=1):.6f}",
-            f"{published[0]:.6f} +- {published[1]:.6f}" if published else "not published",
-        ])
+        rows_out.append(
+            [
+                name,
+                f"{np.mean(values[name]):.6f}",
+                f"{ours.mean():.6f} +- {ours.std(ddof=1):.6f}",
+                f"{published[0]:.6f} +- {published[1]:.6f}" if published else "not published",
+            ]
+        )
     header = ["estimator", "mean V_hat", f"relative error, ours ({args.runs} runs)", "relative error, obp published (20 runs)"]
-    text = ["### (a) Open Bandit Dataset: Bernoulli TS evaluated on the Random logs, campaign \"all\"\n",
-            f"Ground truth V = {truth:.6f} (Bernoulli TS logs, {logs.n_rounds:,} impressions); the Random logs' own "
-            f"CTR {logs.reward.mean():.6f}. Relative error mean +- std (ddof=1, as pandas' describe).\n",
-            table(header, rows_out, "lrrr")]
+    text = [
+        '### (a) Open Bandit Dataset: Bernoulli TS evaluated on the Random logs, campaign "all"\n',
+        f"Ground truth V = {truth:.6f} (Bernoulli TS logs, {logs.n_rounds:,} impressions); the Random logs' own "
+        f"CTR {logs.reward.mean():.6f}. Relative error mean +- std (ddof=1, as pandas' describe).\n",
+        table(header, rows_out, "lrrr"),
+    ]
 
     full_rows = np.arange(logs.n_rounds)
     full = obd_logged(logs, full_rows, slot_probabilities, cross_fitted_rewards(logs, full_rows, args.c))
@@ -170,8 +180,11 @@ def run_obd(args: argparse.Namespace) -> str:
     for name in ("IPW (IPS)", "SNIPS", "DM", "DR", "SNDR"):
         estimate, low, high = bootstrap_ci(OBD_ESTIMATORS[name], full, n_boot=args.n_boot, alpha=0.05, rng=args.seed)
         ci_rows.append([name, f"{estimate:.6f}", f"[{low:.6f}, {high:.6f}]", "yes" if low <= truth <= high else "no"])
-    text += [f"\nOn the whole Random log (reward model cross-fitted once), `bootstrap_ci`, {args.n_boot} resamples, "
-             f"95% percentile interval:\n", table(["estimator", "V_hat", "95% interval", "holds V"], ci_rows, "lrll")]
+    text += [
+        f"\nOn the whole Random log (reward model cross-fitted once), `bootstrap_ci`, {args.n_boot} resamples, "
+        f"95% percentile interval:\n",
+        table(["estimator", "V_hat", "95% interval", "holds V"], ci_rows, "lrll"),
+    ]
     progress(f"OBD done in {time.perf_counter() - started:.1f} s")
     return "\n".join(text)
 
@@ -197,10 +210,12 @@ class World:
     def describe(self) -> str:
         weights = self.target / self.logging
         second_moment = float(self.segment_share @ np.sum(self.logging * weights**2, axis=1))
-        return (f"{self.name}: {self.click.shape[0]} segments x {self.click.shape[1]:,} items; V(target) "
-                f"{self.true_value:.5f}, V(logging) {float(self.segment_share @ np.sum(self.logging * self.click, 1)):.5f}, "
-                f"DM's model value {float(self.segment_share @ np.sum(self.target * self.model, 1)):.5f}; "
-                f"E[w^2] {second_moment:.1f} (IPS's effective sample ~ n / {second_moment:.0f}), max w {weights.max():.0f}")
+        return (
+            f"{self.name}: {self.click.shape[0]} segments x {self.click.shape[1]:,} items; V(target) "
+            f"{self.true_value:.5f}, V(logging) {float(self.segment_share @ np.sum(self.logging * self.click, 1)):.5f}, "
+            f"DM's model value {float(self.segment_share @ np.sum(self.target * self.model, 1)):.5f}; "
+            f"E[w^2] {second_moment:.1f} (IPS's effective sample ~ n / {second_moment:.0f}), max w {weights.max():.0f}"
+        )
 
 
 def softmax(scores: np.ndarray, temperature: float) -> np.ndarray:
@@ -209,8 +224,14 @@ def softmax(scores: np.ndarray, temperature: float) -> np.ndarray:
     return weights / weights.sum(axis=-1, keepdims=True)
 
 
-def make_world(name: str, segment_share: np.ndarray, rated_share: np.ndarray, popularity: np.ndarray,
-               target_temperature: float, rng: np.random.Generator) -> World:
+def make_world(
+    name: str,
+    segment_share: np.ndarray,
+    rated_share: np.ndarray,
+    popularity: np.ndarray,
+    target_temperature: float,
+    rng: np.random.Generator,
+) -> World:
     """Policies and model over a click table built from the share of each segment's users who rated each item."""
     click = 0.01 + 0.3 * rated_share
     n_segments, n_items = click.shape
@@ -235,8 +256,14 @@ def ml1m_world(cache_dir: Path, target_temperature: float, rng: np.random.Genera
     np.add.at(rated, (segment[inter["user_index"].to_numpy()], inter["item_index"].to_numpy()), 1.0)
     seen = rated.sum(axis=0) > 0
     rated = rated[:, seen]
-    return make_world(f"ML-1M ({seen.sum():,} rated items)", users_per_segment / users_per_segment.sum(),
-                      rated / users_per_segment[:, None], rated.sum(axis=0), target_temperature, rng)
+    return make_world(
+        f"ML-1M ({seen.sum():,} rated items)",
+        users_per_segment / users_per_segment.sum(),
+        rated / users_per_segment[:, None],
+        rated.sum(axis=0),
+        target_temperature,
+        rng,
+    )
 
 
 def synthetic_world(n_items: int, target_temperature: float, rng: np.random.Generator) -> World:
@@ -268,8 +295,9 @@ def draw_bandit(world: World, n: int, rng: np.random.Generator) -> LoggedBandit:
     items = draw_items(world.logging, segments, rng)
     rewards = (rng.random(n) < world.click[segments, items]).astype(np.float64)
     q_target = np.sum(world.target * world.model, axis=1)
-    return LoggedBandit(rewards, world.logging[segments, items], world.target[segments, items],
-                        world.model[segments, items], q_target[segments])
+    return LoggedBandit(
+        rewards, world.logging[segments, items], world.target[segments, items], world.model[segments, items], q_target[segments]
+    )
 
 
 def summarise(estimates: np.ndarray, truth: float) -> list[str]:
@@ -279,8 +307,9 @@ def summarise(estimates: np.ndarray, truth: float) -> list[str]:
     return [f"{errors.mean():+.5f} +- {bias_se:.5f}", f"{estimates.std(ddof=1):.5f}", f"{rmse:.5f}", f"{rmse / truth:.3f}"]
 
 
-def run_bandit_simulation(world: World, sizes: list[int], reps: list[int], args: argparse.Namespace,
-                          rng: np.random.Generator) -> str:
+def run_bandit_simulation(
+    world: World, sizes: list[int], reps: list[int], args: argparse.Namespace, rng: np.random.Generator
+) -> str:
     estimators: dict[str, Callable[[LoggedBandit], float]] = {
         "IPS": ips,
         f"IPS, weights clipped at {args.clip:g}": lambda d: ips(d, clip=args.clip),
@@ -299,8 +328,9 @@ def run_bandit_simulation(world: World, sizes: list[int], reps: list[int], args:
             results[rep] = [estimator(data) for estimator in estimators.values()]
             if (rep + 1) % max(1, n_reps // 5) == 0:
                 progress(f"bandit simulator n={n:,}: {rep + 1}/{n_reps} datasets ({time.perf_counter() - started:.1f} s)")
-        rows += [[f"{n:,}", str(n_reps), name, *summarise(results[:, j], world.true_value)]
-                 for j, name in enumerate(estimators)]
+        rows += [
+            [f"{n:,}", str(n_reps), name, *summarise(results[:, j], world.true_value)] for j, name in enumerate(estimators)
+        ]
     header = ["n", "datasets", "estimator", "bias +- s.e.", "std", "RMSE", "RMSE / V"]
     return "\n".join([f"### (b) Simulator, single item per impression: {world.describe()}\n", table(header, rows, "rrlrrrr")])
 
@@ -318,8 +348,9 @@ def plackett_luce_slot_marginals(probabilities: np.ndarray) -> np.ndarray:
     return marginals
 
 
-def draw_plackett_luce(probabilities: np.ndarray, segments: np.ndarray, slate_size: int,
-                       rng: np.random.Generator) -> np.ndarray:
+def draw_plackett_luce(
+    probabilities: np.ndarray, segments: np.ndarray, slate_size: int, rng: np.random.Generator
+) -> np.ndarray:
     """Slates without repeats: each slot redraws from the segment's distribution until the item is new, which is
     Plackett-Luce's conditional draw."""
     slates = np.empty((segments.shape[0], slate_size), dtype=np.int64)
@@ -339,8 +370,9 @@ def pick_probabilities(probabilities: np.ndarray, segments: np.ndarray, slates: 
     return picked / (1.0 - taken_before)
 
 
-def run_slate_simulation(world: World, sizes: list[int], reps: list[int], examination: np.ndarray,
-                         rng: np.random.Generator) -> str:
+def run_slate_simulation(
+    world: World, sizes: list[int], reps: list[int], examination: np.ndarray, rng: np.random.Generator
+) -> str:
     started = time.perf_counter()
     logging_marginals = np.stack([plackett_luce_slot_marginals(p) for p in world.logging])  # (S, A, K)
     target_marginals = np.stack([plackett_luce_slot_marginals(p) for p in world.target])
@@ -363,17 +395,23 @@ def run_slate_simulation(world: World, sizes: list[int], reps: list[int], examin
             segments = draw_segments(world, n, rng)
             items = draw_plackett_luce(world.logging, segments, len(examination), rng)
             clicks = (rng.random(items.shape) < examination * world.click[segments[:, None], items]).astype(np.float64)
-            slates = LoggedSlates(clicks, logging_marginals[segments[:, None], items, slots],
-                                  target_marginals[segments[:, None], items, slots])
-            whole = LoggedBandit(clicks.sum(axis=1), pick_probabilities(world.logging, segments, items).prod(axis=1),
-                                 pick_probabilities(world.target, segments, items).prod(axis=1))
+            slates = LoggedSlates(
+                clicks, logging_marginals[segments[:, None], items, slots], target_marginals[segments[:, None], items, slots]
+            )
+            whole = LoggedBandit(
+                clicks.sum(axis=1),
+                pick_probabilities(world.logging, segments, items).prod(axis=1),
+                pick_probabilities(world.target, segments, items).prod(axis=1),
+            )
             results[rep] = [estimator(slates, whole) for estimator in estimators.values()]
             if (rep + 1) % max(1, n_reps // 5) == 0:
                 progress(f"slate simulator n={n:,}: {rep + 1}/{n_reps} datasets ({time.perf_counter() - started:.1f} s)")
         rows += [[f"{n:,}", str(n_reps), name, *summarise(results[:, j], truth)] for j, name in enumerate(estimators)]
     header = ["n slates", "datasets", "estimator", "bias +- s.e.", "std", "RMSE", "RMSE / V"]
-    intro = (f"### (c) Simulator, slates of {len(examination)} by Plackett-Luce, position-based clicks (examination "
-             f"{', '.join(f'{e:g}' for e in examination)}): V(target) = {truth:.5f} expected clicks per slate\n")
+    intro = (
+        f"### (c) Simulator, slates of {len(examination)} by Plackett-Luce, position-based clicks (examination "
+        f"{', '.join(f'{e:g}' for e in examination)}): V(target) = {truth:.5f} expected clicks per slate\n"
+    )
     return "\n".join([intro, table(header, rows, "rrlrrrr")])
 
 
@@ -403,21 +441,25 @@ def main() -> None:
         parser.error("--reps and --slate-reps need one count per entry of --sizes")
 
     started = time.perf_counter()
-    print(f"## Off-policy evaluation benchmark\n\ncommand: `{shlex.join(['.venv/bin/python', *sys.argv])}`  \n"
-          f"machine: {machine(with_load=True)}  \ndate: {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}\n",
-          flush=True)
+    print(
+        f"## Off-policy evaluation benchmark\n\ncommand: `{shlex.join(['.venv/bin/python', *sys.argv])}`  \n"
+        f"machine: {machine(with_load=True)}  \ndate: {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}\n",
+        flush=True,
+    )
     if "obd" not in args.skip:
         print(run_obd(args) + "\n", flush=True)
     rng = np.random.default_rng(args.seed)
     if "simulator" not in args.skip or "slates" not in args.skip:
-        world = (ml1m_world(args.data_cache, args.target_temperature, rng) if args.catalog == "ml-1m"
-                 else synthetic_world(3_000, args.target_temperature, rng))
+        world = (
+            ml1m_world(args.data_cache, args.target_temperature, rng)
+            if args.catalog == "ml-1m"
+            else synthetic_world(3_000, args.target_temperature, rng)
+        )
         progress(world.describe())
         if "simulator" not in args.skip:
             print(run_bandit_simulation(world, args.sizes, args.reps, args, rng) + "\n", flush=True)
         if "slates" not in args.skip:
-            print(run_slate_simulation(world, args.sizes, args.slate_reps, np.array([1.0, 0.6, 0.4]), rng) + "\n",
-                  flush=True)
+            print(run_slate_simulation(world, args.sizes, args.slate_reps, np.array([1.0, 0.6, 0.4]), rng) + "\n", flush=True)
     print(f"total {time.perf_counter() - started:.0f} s")
 
 

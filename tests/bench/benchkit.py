@@ -69,23 +69,28 @@ cloud.stop(save_state=False)
 
 
 @contextlib.contextmanager
-def child_cloud(prefix: str, log: Path | None = None, *, tree: Path = ROOT,
-                backend: str | None = None) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+def child_cloud(
+    prefix: str, log: Path | None = None, *, tree: Path = ROOT, backend: str | None = None
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     """EmbeddedCloud provisioned with `prefix` in a child process, so its request handling does not share the
     measured process's GIL (as a remote service would not); yields (endpoint URL, process). `tree`: the checkout
     whose code it runs (another one: the code before a change); `backend`: durable or moto (default: the
     settings', RTREC_CLOUD_BACKEND)."""
     stderr = log.open("w") if log is not None else None
-    proc = subprocess.Popen([sys.executable, "-c", _CLOUD_CHILD, prefix, backend or "", tooling_module(tree, "cloud"),
-                             *tree_paths(tree)], cwd=tree, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=stderr)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CLOUD_CHILD, prefix, backend or "", tooling_module(tree, "cloud"), *tree_paths(tree)],
+        cwd=tree,
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+    )
     try:
         assert proc.stdout is not None
         url = proc.stdout.readline().strip()
         if not url.startswith("http"):
             where = f"; its log:\n{log.read_text()[-3000:]}" if log is not None else ""
-            raise SystemExit(f"the embedded cloud ({backend or 'default backend'}) did not start in its child "
-                             f"process{where}")
+            raise SystemExit(f"the embedded cloud ({backend or 'default backend'}) did not start in its child process{where}")
         yield url, proc
     finally:
         with contextlib.suppress(OSError):

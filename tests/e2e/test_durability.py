@@ -24,28 +24,48 @@ EVENTS = 2_000
 
 
 def run_args(cloud_port: int, api_port: int) -> list[str]:
-    return ["run", "--cloud-port", str(cloud_port), "--api-port", str(api_port), "--dataset", "ml-100k",
-            "--no-bootstrap", "--drift-check-seconds", "0", "--promote-check-seconds", "0"]
+    return [
+        "run",
+        "--cloud-port",
+        str(cloud_port),
+        "--api-port",
+        str(api_port),
+        "--dataset",
+        "ml-100k",
+        "--no-bootstrap",
+        "--drift-check-seconds",
+        "0",
+        "--promote-check-seconds",
+        "0",
+    ]
 
 
 def clicks(run_id: str) -> list[dict]:
     rng = random.Random(7)
-    users = USERS + [NEW_USER]
+    users = [*USERS, NEW_USER]
     now = time.time()
-    return [{"event_id": f"{run_id}-{n}", "user_id": users[n % len(users)], "item_id": str(rng.randint(1, 1682)),
-             "type": "click", "timestamp": now + n * 0.001} for n in range(EVENTS)]
+    return [
+        {
+            "event_id": f"{run_id}-{n}",
+            "user_id": users[n % len(users)],
+            "item_id": str(rng.randint(1, 1682)),
+            "type": "click",
+            "timestamp": now + n * 0.001,
+        }
+        for n in range(EVENTS)
+    ]
 
 
 def post_all(base: str, events: list[dict]) -> None:
     with httpx.Client(base_url=base, timeout=30) as client:
         for start_at in range(0, len(events), 500):
-            response = client.post("/events", json={"events": events[start_at:start_at + 500]})
+            response = client.post("/events", json={"events": events[start_at : start_at + 500]})
             assert response.status_code == 202, response.text
 
 
 def counts(features: DynamoFeatureStore) -> dict[str, int]:
-    profiles = features.get_users(USERS + [NEW_USER])
-    return {u: profiles[u].interaction_count if u in profiles else 0 for u in USERS + [NEW_USER]}
+    profiles = features.get_users([*USERS, NEW_USER])
+    return {u: profiles[u].interaction_count if u in profiles else 0 for u in [*USERS, NEW_USER]}
 
 
 def expected_counts(before: dict[str, int], events: list[dict]) -> dict[str, int]:
@@ -60,15 +80,15 @@ def test_events_accepted_before_a_stop_are_applied_exactly_once_after_the_restar
     state_dir = tmp_path / "state"
     cloud_port, api_port = free_port(), free_port()
     base = f"http://127.0.0.1:{api_port}"
-    features = DynamoFeatureStore("rtrec-user-features", "rtrec-item-features",
-                                  endpoint_url=f"http://localhost:{cloud_port}")
+    features = DynamoFeatureStore("rtrec-user-features", "rtrec-item-features", endpoint_url=f"http://localhost:{cloud_port}")
     log = tmp_path / "run.log"
     process = start(run_args(cloud_port, api_port), state_dir, log)
     events = clicks(how)
     try:
         wait_for(lambda: httpx.get(f"{base}/health").status_code == 200, "rtrec run", process, log)
         before = counts(features)
-        assert before[NEW_USER] == 0 and all(before[u] > 0 for u in USERS)
+        assert before[NEW_USER] == 0
+        assert all(before[u] > 0 for u in USERS)
         post_all(base, events)
     finally:
         if how == "sigint":
@@ -91,13 +111,19 @@ def test_events_accepted_before_a_stop_are_applied_exactly_once_after_the_restar
         wait_for(lambda: counts(features) == want, "every accepted event applied", process, log, timeout_s=120)
         # The client sends everything again: nothing changes (exactly once without a window).
         post_all(base, events)
-        marker = {"event_id": f"{how}-marker", "user_id": NEW_USER, "item_id": "1", "type": "click",
-                  "timestamp": time.time() + 10}
+        marker = {
+            "event_id": f"{how}-marker",
+            "user_id": NEW_USER,
+            "item_id": "1",
+            "type": "click",
+            "timestamp": time.time() + 10,
+        }
         post_all(base, [marker])
         want[NEW_USER] += 1
         wait_for(lambda: counts(features) == want, "the marker after the re-sent events", process, log, timeout_s=60)
         new_user = features.get_user(NEW_USER)
-        assert new_user is not None and new_user.history[-1] == "1"
+        assert new_user is not None
+        assert new_user.history[-1] == "1"
         # What the stream taught serves the new user: they are no cold start any more.
         slate = httpx.get(f"{base}/recommend/{NEW_USER}").json()
         assert slate["cold_start"] is False, slate

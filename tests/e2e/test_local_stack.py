@@ -55,8 +55,13 @@ def stop(process: subprocess.Popen, log: Path) -> None:
 def run_cli(args: list[str], state_dir: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RTREC_"))}
     env.update({"RTREC_STATE_DIR": str(state_dir), "PYTHONUNBUFFERED": "1"})
-    return subprocess.run(RTREC + args + ["--state-dir", str(state_dir)] if args[0] in STATEFUL else RTREC + args,
-                          env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        RTREC + args + ["--state-dir", str(state_dir)] if args[0] in STATEFUL else RTREC + args,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 STATEFUL = ("train", "shadow", "promote")
@@ -71,9 +76,23 @@ def test_run_bootstraps_a_model_serves_it_and_state_survives_a_restart(tmp_path)
     cloud_port, api_port = free_port(), free_port()
     base = f"http://127.0.0.1:{api_port}"
     log = tmp_path / "run.log"
-    run = ["run", "--cloud-port", str(cloud_port), "--api-port", str(api_port), "--dataset", "ml-100k",
-           "--bootstrap-epochs", "2", "--model-poll-seconds", "1", "--drift-check-seconds", "5",
-           "--promote-check-seconds", "5"]
+    run = [
+        "run",
+        "--cloud-port",
+        str(cloud_port),
+        "--api-port",
+        str(api_port),
+        "--dataset",
+        "ml-100k",
+        "--bootstrap-epochs",
+        "2",
+        "--model-poll-seconds",
+        "1",
+        "--drift-check-seconds",
+        "5",
+        "--promote-check-seconds",
+        "5",
+    ]
     process = start(run, state_dir, log)
     try:
         wait_for(lambda: httpx.get(f"{base}/health").status_code == 200, "rtrec run", process, log)
@@ -81,48 +100,83 @@ def test_run_bootstraps_a_model_serves_it_and_state_survives_a_restart(tmp_path)
         # Served at once: popular items until the bootstrap model is promoted (or the model, if it already is).
         response = httpx.get(f"{base}/recommend/1")
         assert response.status_code == 200
-        assert response.json()["strategy"] in ("popular", "two_tower") and len(response.json()["recommendations"]) == 10
+        assert response.json()["strategy"] in ("popular", "two_tower")
+        assert len(response.json()["recommendations"]) == 10
         assert httpx.get(f"{base}/recommend/1", params={"k": 500}).status_code == 422
         assert httpx.get(f"{base}/docs").status_code == 200
 
         wait_for(lambda: model_version(base) == "1", "the bootstrap model", process, log, timeout_s=600)
         body = httpx.get(f"{base}/recommend/1").json()
-        assert body["strategy"] == "two_tower" and body["model_version"] == "1" and body["cold_start"] is False
+        assert body["strategy"] == "two_tower"
+        assert body["model_version"] == "1"
+        assert body["cold_start"] is False
         stranger = httpx.get(f"{base}/recommend/not-a-user", params={"k": 3}).json()
-        assert stranger["cold_start"] is True and stranger["strategy"] == "popular_fallback"
+        assert stranger["cold_start"] is True
+        assert stranger["strategy"] == "popular_fallback"
         assert len(stranger["recommendations"]) == 3
         # An event goes through Kinesis and the stream consumer into the profile: the clicked item leaves the slate.
         slate = httpx.get(f"{base}/recommend/1", params={"k": 1}).json()
         top = slate["recommendations"][0]["item_id"]
-        click = {"event_id": "e2e-click-1", "user_id": "1", "item_id": top, "type": "click", "timestamp": time.time(),
-                 "request_id": slate["request_id"]}
+        click = {
+            "event_id": "e2e-click-1",
+            "user_id": "1",
+            "item_id": top,
+            "type": "click",
+            "timestamp": time.time(),
+            "request_id": slate["request_id"],
+        }
         assert httpx.post(f"{base}/events", json={"events": [click]}).status_code == 202
-        features = DynamoFeatureStore("rtrec-user-features", "rtrec-item-features",
-                                      endpoint_url=f"http://localhost:{cloud_port}")
-        wait_for(lambda: features.get_user("1").history[-1] == top, "the click to reach the profile", process, log,
-                 timeout_s=30)
-        assert all(top not in [r["item_id"] for r in httpx.get(f"{base}/recommend/1").json()["recommendations"]]
-                   for _ in range(5))
+        features = DynamoFeatureStore(
+            "rtrec-user-features", "rtrec-item-features", endpoint_url=f"http://localhost:{cloud_port}"
+        )
+        wait_for(
+            lambda: features.get_user("1").history[-1] == top, "the click to reach the profile", process, log, timeout_s=30
+        )
+        assert all(
+            top not in [r["item_id"] for r in httpx.get(f"{base}/recommend/1").json()["recommendations"]] for _ in range(5)
+        )
         assert httpx.post(f"{base}/events", json={"events": [{**click, "type": "rating"}]}).status_code == 422
         # The click named its slate: the consumer joined them, the online ranker learned it, serving reloaded it.
-        wait_for(lambda: httpx.get(f"{base}/health").json()["online_ranker_examples"] >= 1,
-                 "the online ranker to learn the rewarded slate", process, log, timeout_s=30)
+        wait_for(
+            lambda: httpx.get(f"{base}/health").json()["online_ranker_examples"] >= 1,
+            "the online ranker to learn the rewarded slate",
+            process,
+            log,
+            timeout_s=30,
+        )
         # The consumer runs in a process of its own: /health reads its lag, /metrics carries its metrics, each
         # family once beside the API's.
         assert httpx.get(f"{base}/health").json()["consumer"]["source"] == "local"
         exposition = httpx.get(f"{base}/metrics").text
         families = [f.name for f in text_string_to_metric_families(exposition)]
-        assert len(families) == len(set(families)) and "rtrec_requests" in families
-        assert any(line.startswith("rtrec_consumer_records_total ") and float(line.split()[-1]) >= 1
-                   for line in exposition.splitlines())
+        assert len(families) == len(set(families))
+        assert "rtrec_requests" in families
+        assert any(
+            line.startswith("rtrec_consumer_records_total ") and float(line.split()[-1]) >= 1
+            for line in exposition.splitlines()
+        )
 
         # A second model as the shadow candidate: serving scores it beside production and logs its probabilities;
         # `rtrec ope` estimates it; the scheduled gate waits for enough shadow-scored traffic; the drift check runs.
         endpoint = f"http://localhost:{cloud_port}"
         # The bootstrap's recipe again: its offline metrics match production's, so the gate goes on to the
         # off-policy check, which waits for more shadow-scored traffic than this test sends.
-        trained = run_cli(["train", "--dataset", "ml-100k", "--hp", "epochs=2", "--hp", "protocols=recbole",
-                           "--hp", "baselines=false", "--hp", "threads=1"], state_dir)
+        trained = run_cli(
+            [
+                "train",
+                "--dataset",
+                "ml-100k",
+                "--hp",
+                "epochs=2",
+                "--hp",
+                "protocols=recbole",
+                "--hp",
+                "baselines=false",
+                "--hp",
+                "threads=1",
+            ],
+            state_dir,
+        )
         assert "registered rtrec-two-tower version 2" in trained.stdout, trained.stdout[-2000:]
         shadow = run_cli(["shadow", "--endpoint-url", endpoint], state_dir)
         assert "version 2 is the shadow candidate" in shadow.stdout, shadow.stdout + shadow.stderr
@@ -136,16 +190,36 @@ def test_run_bootstraps_a_model_serves_it_and_state_survives_a_restart(tmp_path)
             slate = httpx.get(f"{base}/recommend/3", params={"k": 5}).json()
             assert slate["model_version"] == "1"  # users still see production's slates
             chosen = slate["recommendations"][n]["item_id"]
-            assert httpx.post(f"{base}/events", json={"events": [{
-                "event_id": f"e2e-shadow-{n}", "user_id": "3", "item_id": chosen, "type": "click",
-                "timestamp": time.time(), "request_id": slate["request_id"]}]}).status_code == 202
+            assert (
+                httpx.post(
+                    f"{base}/events",
+                    json={
+                        "events": [
+                            {
+                                "event_id": f"e2e-shadow-{n}",
+                                "user_id": "3",
+                                "item_id": chosen,
+                                "type": "click",
+                                "timestamp": time.time(),
+                                "request_id": slate["request_id"],
+                            }
+                        ]
+                    },
+                ).status_code
+                == 202
+            )
 
         def estimated() -> bool:
             return "candidate: cascade DR" in run_cli(["ope", "--endpoint-url", endpoint], state_dir).stdout
 
         wait_for(estimated, "rtrec ope to estimate the shadow candidate", process, log, timeout_s=60)
-        wait_for(lambda: "waiting for shadow-scored traffic" in log.read_text() and "drift check:" in log.read_text(),
-                 "the scheduled promotion gate and drift check", process, log, timeout_s=60)
+        wait_for(
+            lambda: "waiting for shadow-scored traffic" in log.read_text() and "drift check:" in log.read_text(),
+            "the scheduled promotion gate and drift check",
+            process,
+            log,
+            timeout_s=60,
+        )
         assert model_version(base) == "1"
 
         item = {"item_id": "e2e-new", "title": "Brand New (2026)", "genres": ["Comedy"], "year": 2026}
@@ -160,8 +234,10 @@ def test_run_bootstraps_a_model_serves_it_and_state_survives_a_restart(tmp_path)
         assert httpx.delete(f"{base}/items/e2e-gone", headers={"X-Api-Key": admin_key}).status_code == 204
         assert httpx.get(f"{base}/items/e2e-gone/similar").status_code == 404  # out of serving at once
         output = log.read_text()
-        assert f"http://localhost:{cloud_port}" in output and f"{base}/docs" in output
-        assert "[bootstrap]" in output and "is now `production`" in output
+        assert f"http://localhost:{cloud_port}" in output
+        assert f"{base}/docs" in output
+        assert "[bootstrap]" in output
+        assert "is now `production`" in output
     finally:
         stop(process, log)
 
@@ -177,7 +253,8 @@ def test_run_bootstraps_a_model_serves_it_and_state_survives_a_restart(tmp_path)
     process = start(run, state_dir, log)
     try:
         wait_for(lambda: httpx.get(f"{base}/health").status_code == 200, "rtrec run again", process, log)
-        assert model_version(base) == "1" and "production model: version 1" in log.read_text()
+        assert model_version(base) == "1"
+        assert "production model: version 1" in log.read_text()
         assert httpx.get(f"{base}/items/e2e-new/similar").status_code == 200
         assert httpx.get(f"{base}/items/e2e-gone/similar").status_code == 404  # the tombstone survives too
         assert "[bootstrap]" not in log.read_text()
@@ -192,8 +269,11 @@ def test_run_bootstraps_a_model_serves_it_and_state_survives_a_restart(tmp_path)
         s3 = aws_client("s3", f"http://localhost:{cloud_port}")
         restored = json.loads(s3.get_object(Bucket="rtrec-models", Key="popularity/current.json")["Body"].read())
         assert restored["items"][0]["item_id"] == top_item
-        assert aws_client("dynamodb", f"http://localhost:{cloud_port}").describe_table(
-            TableName="rtrec-user-features"
-        )["Table"]["TableStatus"] == "ACTIVE"
+        assert (
+            aws_client("dynamodb", f"http://localhost:{cloud_port}").describe_table(TableName="rtrec-user-features")["Table"][
+                "TableStatus"
+            ]
+            == "ACTIVE"
+        )
     finally:
         stop(process, log)

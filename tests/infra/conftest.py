@@ -71,8 +71,13 @@ def synth(runtime_layer_stand_in: Path, tmp_path_factory: pytest.TempPathFactory
 
     out = tmp_path_factory.mktemp("cdk.out")
     core = tmp_path_factory.mktemp("layers") / "core"
-    context = {**cdk_json_context(), "runtime_layer_dir": str(runtime_layer_stand_in), "core_layer_dir": str(core),
-               "mlflow_tracking_server": True, "search": True}
+    context = {
+        **cdk_json_context(),
+        "runtime_layer_dir": str(runtime_layer_stand_in),
+        "core_layer_dir": str(core),
+        "mlflow_tracking_server": True,
+        "search": True,
+    }
     app = cdk.App(context=context, outdir=str(out))
     stacks = build_stacks(app, InfraConfig.from_context(app.node.try_get_context))
     try:

@@ -23,8 +23,12 @@ from infra_cdk.stacks.training import JOB_OUTPUT_PREFIX
 from rtrec.resources import COUNTERFACTUAL_BUCKET, ITEM_FEATURES, MODELS_BUCKET, TABLES, USER_FEATURES, ResourceNames
 
 NAMES = ResourceNames()
-PSEUDO = {"AWS::Partition": "aws", "AWS::Region": "eu-west-1", "AWS::AccountId": "123456789012",
-          "AWS::URLSuffix": "amazonaws.com"}
+PSEUDO = {
+    "AWS::Partition": "aws",
+    "AWS::Region": "eu-west-1",
+    "AWS::AccountId": "123456789012",
+    "AWS::URLSuffix": "amazonaws.com",
+}
 UNRESOLVED = "<unresolved>"
 
 
@@ -52,16 +56,19 @@ def covers(pattern: str, value: str, *, ignore_case: bool = False) -> bool:
 
 
 def test_the_matcher_follows_iams_wildcards():
-    assert covers("s3:Put*", "s3:PutObject", ignore_case=True) and covers("S3:*", "s3:PutObject", ignore_case=True)
+    assert covers("s3:Put*", "s3:PutObject", ignore_case=True)
+    assert covers("S3:*", "s3:PutObject", ignore_case=True)
     assert covers("*", "dynamodb:DeleteItem", ignore_case=True)
     assert not covers("s3:PutObjectTagging", "s3:PutObject", ignore_case=True)
     assert covers("arn:aws:s3:::b/*", "arn:aws:s3:::b/models/production.json")
     assert covers("arn:aws:s3:::b/models/*.json", "arn:aws:s3:::b/models/production.json")
     assert covers("arn:aws:s3:::b/models/producti?n.json", "arn:aws:s3:::b/models/production.json")
     assert not covers("arn:aws:s3:::b/models/versions/*", "arn:aws:s3:::b/models/production.json")
-    assert not covers("arn:aws:s3:::b", "arn:aws:s3:::b/x") and not covers("arn:aws:s3:::b.x/*", "arn:aws:s3:::bax/y")
+    assert not covers("arn:aws:s3:::b", "arn:aws:s3:::b/x")
+    assert not covers("arn:aws:s3:::b.x/*", "arn:aws:s3:::bax/y")
     join = {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":s3:::b/*"]]}
-    assert render(join) == "arn:aws:s3:::b/*" and render({"Fn::GetAtt": ["X", "Arn"]}) == UNRESOLVED
+    assert render(join) == "arn:aws:s3:::b/*"
+    assert render({"Fn::GetAtt": ["X", "Arn"]}) == UNRESOLVED
 
 
 def s3_object(bucket_spec, key: str) -> str:
@@ -90,7 +97,8 @@ class Grants:
     def granting(self, action: str) -> Iterator[tuple[dict[str, Any], list[str]]]:
         """Each statement whose actions cover `action`, with its resources rendered."""
         for statement in self.statements:
-            assert "NotAction" not in statement and "NotResource" not in statement, (self.role, statement)
+            assert "NotAction" not in statement, (self.role, statement)
+            assert "NotResource" not in statement, (self.role, statement)
             if any(covers(a, action, ignore_case=True) for a in _as_list(statement["Action"])):
                 yield statement, [render(r) for r in _as_list(statement["Resource"])]
 
@@ -123,7 +131,8 @@ def grants_of(synth, stack: str, role) -> Grants:
         attached = resource["Properties"].get("Roles", [])
         if (other == stack and {"Ref": logical_id} in attached) or (name is not None and name in attached):
             statements += resource["Properties"]["PolicyDocument"]["Statement"]
-    assert statements and all(s["Effect"] == "Allow" for s in statements), logical_id
+    assert statements, logical_id
+    assert all(s["Effect"] == "Allow" for s in statements), logical_id
     return Grants(logical_id, tuple(statements))
 
 
@@ -164,19 +173,28 @@ def test_the_api_reads_profiles_and_writes_items_with_the_calls_it_makes(api):
     assert not api.allows("dynamodb:UpdateItem", items)  # not a call the API makes
     assert all(api.allows(f"dynamodb:{a}", users) for a in ("GetItem", "DescribeTable"))
     assert not any(api.allows(f"dynamodb:{a}", users) for a in ("PutItem", "UpdateItem", "BatchWriteItem", "Scan"))
-    assert not api.allows("dynamodb:Scan", items) and not api.allows("dynamodb:Query", items)
+    assert not api.allows("dynamodb:Scan", items)
+    assert not api.allows("dynamodb:Query", items)
 
 
 def test_the_api_reads_only_what_serving_reads_and_writes_only_catalog_additions(api):
-    for key in (*MODEL_KEYS.pointers.values(), f"{MODEL_KEYS.versions}7/model.onnx", "popularity/current.json",
-                "online/ranker/shardId-000000000000.json", "catalog/additions/item-1.json"):
+    for key in (
+        *MODEL_KEYS.pointers.values(),
+        f"{MODEL_KEYS.versions}7/model.onnx",
+        "popularity/current.json",
+        "online/ranker/shardId-000000000000.json",
+        "catalog/additions/item-1.json",
+    ):
         assert api.allows("s3:GetObject", s3_object(MODELS_BUCKET, key)), key
     assert api.allows("s3:PutObject", s3_object(MODELS_BUCKET, "catalog/additions/item-1.json"))
     for key in ("drift/state.json", "mlflow/1/artifacts/model.onnx", "jobs/x/output/model.tar.gz"):
         assert not api.allows("s3:GetObject", s3_object(MODELS_BUCKET, key)), key
     for action in OBJECT_WRITES:
-        for arn in (*POINTERS, s3_object(MODELS_BUCKET, f"{MODEL_KEYS.versions}7/model.onnx"),
-                    s3_object(MODELS_BUCKET, "online/ranker/shardId-000000000000.json")):
+        for arn in (
+            *POINTERS,
+            s3_object(MODELS_BUCKET, f"{MODEL_KEYS.versions}7/model.onnx"),
+            s3_object(MODELS_BUCKET, "online/ranker/shardId-000000000000.json"),
+        ):
             assert not api.allows(action, arn), (action, arn)
 
 
@@ -191,8 +209,11 @@ def test_training_cannot_write_the_production_or_shadow_pointer(training):
 
 def test_training_writes_its_output_and_version_folders(training):
     """The other side of the denial: the job can still do its work (so the test above is not passing by accident)."""
-    for key in (f"{JOB_OUTPUT_PREFIX}rtrec-retrain-1/output/model.tar.gz", f"{MODEL_KEYS.versions}7/model.onnx",
-                "mlflow/1/abc/artifacts/model/model.onnx"):
+    for key in (
+        f"{JOB_OUTPUT_PREFIX}rtrec-retrain-1/output/model.tar.gz",
+        f"{MODEL_KEYS.versions}7/model.onnx",
+        "mlflow/1/abc/artifacts/model/model.onnx",
+    ):
         assert training.allows("s3:PutObject", s3_object(MODELS_BUCKET, key)), key
     assert training.allows("s3:GetObject", s3_object(COUNTERFACTUAL_BUCKET, "events/dt=2026-01-01/b.jsonl"))
     for key in ("popularity/current.json", "online/ranker/s.json", "catalog/additions/i.json", "drift/state.json"):
@@ -216,8 +237,9 @@ def test_no_role_of_the_app_can_write_a_pointer(synth):
         if resource["Type"] not in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::IAM::Role"):
             continue
         props = resource["Properties"]
-        documents = ([props["PolicyDocument"]] if "PolicyDocument" in props
-                     else [p["PolicyDocument"] for p in props.get("Policies", [])])
+        documents = (
+            [props["PolicyDocument"]] if "PolicyDocument" in props else [p["PolicyDocument"] for p in props.get("Policies", [])]
+        )
         grants = Grants(stack, tuple(s for d in documents for s in d["Statement"]))
         for pointer in POINTERS:
             for action in OBJECT_WRITES:
@@ -230,7 +252,8 @@ def test_the_drift_check_writes_only_its_state_and_reports(drift):
     for arn in (*POINTERS, s3_object(MODELS_BUCKET, f"{MODEL_KEYS.versions}7/x"), s3_object(MODELS_BUCKET, "x")):
         assert not drift.allows("s3:PutObject", arn), arn
     locks = [t for t in TABLE_ARNS if t.endswith("-locks")]
-    assert drift.allows("dynamodb:PutItem", locks[0]) and not drift.allows("dynamodb:DeleteItem", locks[0])
+    assert drift.allows("dynamodb:PutItem", locks[0])
+    assert not drift.allows("dynamodb:DeleteItem", locks[0])
 
 
 # -- the keys the code writes are the keys the roles may write ------------------------------------------------------
@@ -240,7 +263,7 @@ class RecordingS3:
     def __init__(self) -> None:
         self.keys: list[str] = []
 
-    def put_object(self, *, Bucket: str, Key: str, **_: Any) -> dict[str, str]:  # noqa: N803 - boto3's names
+    def put_object(self, *, Bucket: str, Key: str, **_: Any) -> dict[str, str]:
         self.keys.append(Key)
         return {"ETag": '"e"'}
 
@@ -253,8 +276,16 @@ def test_the_consumers_counterfactual_keys_are_under_its_granted_prefixes(consum
 
     client = RecordingS3()
     log = S3CounterfactualLog(NAMES.bucket(COUNTERFACTUAL_BUCKET), client=client)
-    slate = Impression(request_id="r1", user_id="u1", model_version="7", strategy="model", items=("i1",),
-                       propensities=(1.0,), scores=(0.5,), timestamp=1.7e9)
+    slate = Impression(
+        request_id="r1",
+        user_id="u1",
+        model_version="7",
+        strategy="model",
+        items=("i1",),
+        propensities=(1.0,),
+        scores=(0.5,),
+        timestamp=1.7e9,
+    )
     log.write_batch("b1", [slate, UserEvent(event_id="e1", user_id="u1", item_id="i1", type="click", timestamp=1.7e9)])
     log.write_joined("b1", [LabeledImpression(slate, (1,), 1.7e9)])
     assert {k.split("/", 1)[0] for k in client.keys} == set(COUNTERFACTUAL_KINDS)
@@ -267,8 +298,12 @@ def test_the_retraining_jobs_output_path_is_the_granted_prefix():
     from functions.drift_check.app import build_handler
     from rtrec.settings import DriftSettings
 
-    settings = DriftSettings(endpoint_url="http://localhost:45997", resource_prefix="lp",
-                             sagemaker_role_arn="arn:aws:iam::1:role/train", sagemaker_image_uri="image")
+    settings = DriftSettings(
+        endpoint_url="http://localhost:45997",
+        resource_prefix="lp",
+        sagemaker_role_arn="arn:aws:iam::1:role/train",
+        sagemaker_image_uri="image",
+    )
     monitor = build_handler(settings).monitor  # builds the SageMaker jobs, calls nothing
     jobs = monitor._trigger._jobs  # type: ignore[union-attr]  # a trigger: the settings name a backend
     assert jobs.config.output_s3_uri == f"s3://{settings.names.bucket(MODELS_BUCKET)}/{JOB_OUTPUT_PREFIX}"

@@ -38,8 +38,13 @@ def test_ready_hook_provisions_every_resource_with_the_projects_provisioner():
         script = HOOK.read_text().split("<<'PY'\n", 1)[1].split("\nPY\n", 1)[0]
         script = script.replace("http://localhost:4566", f"http://localhost:{port}")
         core = Path(__file__).resolve().parents[2] / "layers" / "core"
-        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                                env={"PYTHONPATH": str(core), "RTREC_PREFIX": "lstest", "PATH": "/usr/bin:/bin"})
+        result = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={"PYTHONPATH": str(core), "RTREC_PREFIX": "lstest", "PATH": "/usr/bin:/bin"},
+        )
     finally:
         server.stop()
     assert result.returncode == 0, result.stderr[-2000:]

@@ -37,7 +37,8 @@ def test_tables_are_those_the_embedded_cloud_provisions(synth):
         assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
         assert props["SSESpecification"]["SSEEnabled"] is True
         assert props.get("TimeToLiveSpecification") == (
-            {"AttributeName": spec.ttl_attribute, "Enabled": True} if spec.ttl_attribute else None)
+            {"AttributeName": spec.ttl_attribute, "Enabled": True} if spec.ttl_attribute else None
+        )
 
 
 def test_stream_and_queue_are_those_the_embedded_cloud_provisions(synth):
@@ -62,11 +63,17 @@ def test_buckets_are_named_from_resources_encrypted_private_and_tls_only(synth):
     assert len(buckets) == len(BUCKETS) + 1  # + the server-access-log bucket
     for props in (r["Properties"] for r in buckets.values()):
         assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"] == {
-            "SSEAlgorithm": "AES256"}
+            "SSEAlgorithm": "AES256"
+        }
         assert props["PublicAccessBlockConfiguration"] == {
-            "BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True, "RestrictPublicBuckets": True}
+            "BlockPublicAcls": True,
+            "BlockPublicPolicy": True,
+            "IgnorePublicAcls": True,
+            "RestrictPublicBuckets": True,
+        }
     for props in named.values():
-        assert "LoggingConfiguration" in props and props["VersioningConfiguration"] == {"Status": "Enabled"}
+        assert "LoggingConfiguration" in props
+        assert props["VersioningConfiguration"] == {"Status": "Enabled"}
     policies = synth.resources("Data", "AWS::S3::BucketPolicy")
     assert len(policies) == len(buckets)
     for policy in policies.values():
@@ -95,9 +102,14 @@ def test_event_source_mapping_reports_partial_failures_retries_and_dead_letters(
     assert mapping["EventSourceArn"] == {"Fn::GetAtt": [stream, "Arn"]}
 
 
-@pytest.mark.parametrize(("stack", "handler"), [("Serving", "api.handler.handler"),
-                                                ("Streaming", "stream_consumer.handler.handler"),
-                                                ("Drift", "drift_check.handler.handler")])
+@pytest.mark.parametrize(
+    ("stack", "handler"),
+    [
+        ("Serving", "api.handler.handler"),
+        ("Streaming", "stream_consumer.handler.handler"),
+        ("Drift", "drift_check.handler.handler"),
+    ],
+)
 def test_functions_run_the_handlers_on_both_layers(synth, stack, handler):
     function = one(synth.resources(stack, "AWS::Lambda::Function"))
     assert function["Handler"] == handler
@@ -127,12 +139,20 @@ def _api_methods(synth) -> dict[tuple[str, str], dict]:
             return f"{path(props['ParentId'])}/{props['PathPart']}"
         return ""  # the root resource (Fn::GetAtt RootResourceId)
 
-    return {(m["Properties"]["HttpMethod"], path(m["Properties"]["ResourceId"])): m["Properties"]
-            for m in synth.resources("Serving", "AWS::ApiGateway::Method").values()}
+    return {
+        (m["Properties"]["HttpMethod"], path(m["Properties"]["ResourceId"])): m["Properties"]
+        for m in synth.resources("Serving", "AWS::ApiGateway::Method").values()
+    }
 
 
-DATA_ROUTES = {("GET", "/recommend/{user_id}"), ("GET", "/items/{item_id}/similar"), ("POST", "/events"),
-               ("POST", "/items"), ("PATCH", "/items/{item_id}"), ("DELETE", "/items/{item_id}")}
+DATA_ROUTES = {
+    ("GET", "/recommend/{user_id}"),
+    ("GET", "/items/{item_id}/similar"),
+    ("POST", "/events"),
+    ("POST", "/items"),
+    ("PATCH", "/items/{item_id}"),
+    ("DELETE", "/items/{item_id}"),
+}
 KEY_ROLES = {"rtrec-read": ["read"], "rtrec-events": ["events", "read"], "rtrec-admin": ["admin", "events", "read"]}
 
 
@@ -157,16 +177,22 @@ def test_api_stage_throttles_and_each_key_has_its_own_usage_plan(synth):
 
     stage = one(synth.resources("Serving", "AWS::ApiGateway::Stage"))
     settings = stage["MethodSettings"][0]
-    assert settings["ThrottlingRateLimit"] == 200 and settings["ThrottlingBurstLimit"] == 400
-    assert stage["TracingEnabled"] is True and "AccessLogSetting" in stage
+    assert settings["ThrottlingRateLimit"] == 200
+    assert settings["ThrottlingBurstLimit"] == 400
+    assert stage["TracingEnabled"] is True
+    assert "AccessLogSetting" in stage
     keys = _api_keys(synth)
     assert sorted(keys.values()) == sorted(KEY_ROLES)
     for key in synth.resources("Serving", "AWS::ApiGateway::ApiKey").values():
         assert "StageKeys" not in key["Properties"]  # bound by its usage plan only (no dependency on the stage)
     plans = synth.resources("Serving", "AWS::ApiGateway::UsagePlan")
-    bindings = {b["Properties"]["UsagePlanId"]["Ref"]: b["Properties"]["KeyId"]["Ref"]
-                for b in synth.resources("Serving", "AWS::ApiGateway::UsagePlanKey").values()}
-    assert len(plans) == 3 and set(bindings) == set(plans) and sorted(bindings.values()) == sorted(keys)
+    bindings = {
+        b["Properties"]["UsagePlanId"]["Ref"]: b["Properties"]["KeyId"]["Ref"]
+        for b in synth.resources("Serving", "AWS::ApiGateway::UsagePlanKey").values()
+    }
+    assert len(plans) == 3
+    assert set(bindings) == set(plans)
+    assert sorted(bindings.values()) == sorted(keys)
     config = InfraConfig()
     limits = set()
     for plan_id, plan in plans.items():
@@ -175,8 +201,9 @@ def test_api_stage_throttles_and_each_key_has_its_own_usage_plan(synth):
         assert props["UsagePlanName"] == name
         assert props["Throttle"] == {"BurstLimit": burst, "RateLimit": rate}, name
         assert props["Quota"] == {"Limit": quota, "Period": "DAY"}, name
-        assert [s["Stage"] for s in props["ApiStages"]] == [{"Ref": next(iter(synth.resources("Serving",
-                                                                                               "AWS::ApiGateway::Stage")))}]
+        assert [s["Stage"] for s in props["ApiStages"]] == [
+            {"Ref": next(iter(synth.resources("Serving", "AWS::ApiGateway::Stage")))}
+        ]
         limits.add((rate, burst, quota))
     assert len(limits) == 3  # each role its own limits
 
@@ -188,7 +215,8 @@ def test_the_api_lambda_maps_each_key_id_to_its_roles_and_requires_keys(synth):
     raw = env["RTREC_API_KEY_ROLES"]
     separator, parts = raw["Fn::Join"]
     refs = [p["Ref"] for p in parts if isinstance(p, dict)]
-    assert sorted(refs) == sorted(keys) and all(isinstance(p, str) or set(p) == {"Ref"} for p in parts)
+    assert sorted(refs) == sorted(keys)
+    assert all(isinstance(p, str) or set(p) == {"Ref"} for p in parts)
     # CloudFormation puts each key's id where its Ref is: the result must be the JSON the app parses.
     text = separator.join(p if isinstance(p, str) else f"id-of-{p['Ref']}" for p in parts)
     roles = json.loads(text)
@@ -209,7 +237,8 @@ def test_search_domain_has_fine_grained_access_control_and_encryption(synth):
     domain = one(synth.resources("Search", "AWS::OpenSearchService::Domain"))
     assert domain["EngineVersion"].startswith("OpenSearch_2.")
     security = domain["AdvancedSecurityOptions"]
-    assert security["Enabled"] is True and security["InternalUserDatabaseEnabled"] is False
+    assert security["Enabled"] is True
+    assert security["InternalUserDatabaseEnabled"] is False
     assert "MasterUserARN" in security["MasterUserOptions"]
     assert domain["NodeToNodeEncryptionOptions"] == {"Enabled": True}
     assert domain["EncryptionAtRestOptions"] == {"Enabled": True}
@@ -240,7 +269,8 @@ def test_drift_check_runs_on_a_schedule_and_can_start_retraining(synth):
     assert "mlflow-tracking-server/rtrec-mlflow" in json.dumps(env["RTREC_MLFLOW_TRACKING_URI"])
     statements = one(synth.resources("Drift", "AWS::IAM::Policy"))["PolicyDocument"]["Statement"]
     pass_role = [s for s in statements if s["Action"] == "iam:PassRole"]
-    assert pass_role and pass_role[0]["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
+    assert pass_role
+    assert pass_role[0]["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
 
 
 def test_monitoring_builds_the_catalog_dashboard_and_alarms(synth):
@@ -250,12 +280,16 @@ def test_monitoring_builds_the_catalog_dashboard_and_alarms(synth):
     assert len(alarms) == len(ALARMS) + 4 + 2 * 3  # + API 5xx, DLQ, stream throttles, consumer Lambda IteratorAge;
     # errors/throttles per function
     lambda_age = alarms["rtrec-stream-consumer-lambda-iterator-age"]  # moves while a shard is stuck (failed batches)
-    assert lambda_age["Namespace"] == "AWS/Lambda" and lambda_age["MetricName"] == "IteratorAge"
-    assert lambda_age["Statistic"] == "Maximum" and lambda_age["Threshold"] == 60_000
+    assert lambda_age["Namespace"] == "AWS/Lambda"
+    assert lambda_age["MetricName"] == "IteratorAge"
+    assert lambda_age["Statistic"] == "Maximum"
+    assert lambda_age["Threshold"] == 60_000
     topic = next(iter(synth.resources("Monitoring", "AWS::SNS::Topic")))
     assert all(a["AlarmActions"] == [{"Ref": topic}] for a in alarms.values())
     latency = alarms["rtrec-recommend-latency-p99"]
-    assert latency["Namespace"] == "rtrec" and latency["ExtendedStatistic"] == "p99" and latency["Threshold"] == 250
+    assert latency["Namespace"] == "rtrec"
+    assert latency["ExtendedStatistic"] == "p99"
+    assert latency["Threshold"] == 250
     body = json.dumps(one(synth.resources("Monitoring", "AWS::CloudWatch::Dashboard"))["DashboardBody"])
     for panel in PANELS:
         assert json.dumps(panel.title)[1:-1] in body, panel.title
@@ -264,7 +298,8 @@ def test_monitoring_builds_the_catalog_dashboard_and_alarms(synth):
 def test_stacks_address_each_other_by_name_not_by_export(synth):
     for stack, template in synth.templates.items():
         text = json.dumps(template)
-        assert "Fn::ImportValue" not in text and "Fn::GetStackOutput" not in text, stack
+        assert "Fn::ImportValue" not in text, stack
+        assert "Fn::GetStackOutput" not in text, stack
         assert not any("Export" in o for o in template.get("Outputs", {}).values()), stack
 
 
@@ -275,8 +310,10 @@ def test_the_lambda_code_asset_is_the_functions_folder(synth):
     function = one(synth.resources("Serving", "AWS::Lambda::Function"))
     key = function["Code"]["S3Key"]
     asset = Path(synth.stacks.serving.node.root.outdir, f"asset.{key.split('.')[0]}")
-    assert (asset / "api" / "handler.py").is_file() and (asset / "stream_consumer" / "handler.py").is_file()
-    assert not list(asset.rglob("__pycache__")) and not (asset / "training").exists()
+    assert (asset / "api" / "handler.py").is_file()
+    assert (asset / "stream_consumer" / "handler.py").is_file()
+    assert not list(asset.rglob("__pycache__"))
+    assert not (asset / "training").exists()
 
 
 def test_api_gateway_serves_exactly_the_apps_routes_with_the_role_each_requires():

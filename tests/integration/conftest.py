@@ -33,14 +33,16 @@ class ExternalCloud:
     def client(self, service: str):
         return aws_client(service, self.endpoint_url, self.region)
 
+
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="session")
 def cloud() -> Iterator[EmbeddedCloud]:
     if os.environ.get("AWS_ENDPOINT_URL"):
-        external = ExternalCloud(os.environ["AWS_ENDPOINT_URL"].rstrip("/"), ResourceNames(prefix="itest"),
-                                 os.environ.get("AWS_REGION", "us-east-1"))
+        external = ExternalCloud(
+            os.environ["AWS_ENDPOINT_URL"].rstrip("/"), ResourceNames(prefix="itest"), os.environ.get("AWS_REGION", "us-east-1")
+        )
         Provisioner(external.names, endpoint_url=external.endpoint_url, region=external.region).provision()
         yield external  # type: ignore[misc]
         return

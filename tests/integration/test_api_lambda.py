@@ -50,7 +50,9 @@ def test_seeded_features_are_readable_through_the_adapter(seeded):
     dataset, features, report = seeded
     assert report.users_written == dataset.n_users
     user = features.get_user("1")
-    assert user is not None and user.gender == "M" and len(user.history) == 272  # user 1 of ML-100K rated 272 items
+    assert user is not None
+    assert user.gender == "M"
+    assert len(user.history) == 272
 
 
 def test_recommend_event_returns_popular_unseen_items(handler_module, lambda_event, seeded):
@@ -58,7 +60,8 @@ def test_recommend_event_returns_popular_unseen_items(handler_module, lambda_eve
     response = handler_module.handler(lambda_event("api_recommend_user_1.json"), LambdaContext())
     assert response["statusCode"] == 200, response["body"]
     body = json.loads(response["body"])
-    assert body["cold_start"] is False and body["strategy"] == "popular"
+    assert body["cold_start"] is False
+    assert body["strategy"] == "popular"
     picked = [r["item_id"] for r in body["recommendations"]]
     assert len(picked) == 5
     assert not set(picked) & set(features.get_user("1").history)

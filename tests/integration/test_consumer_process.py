@@ -44,22 +44,23 @@ def test_the_consumer_process_applies_reports_restarts_and_drains(tmp_path: Path
     lines: list[str] = []
     with EmbeddedCloud(port=0, names=NAMES, state=state, backend="durable") as cloud:
         stream = KinesisEventStream(NAMES.stream(EVENTS_STREAM), endpoint_url=cloud.endpoint_url)
-        features = DynamoFeatureStore(NAMES.table(USER_FEATURES), NAMES.table(ITEM_FEATURES),
-                                      endpoint_url=cloud.endpoint_url)
+        features = DynamoFeatureStore(NAMES.table(USER_FEATURES), NAMES.table(ITEM_FEATURES), endpoint_url=cloud.endpoint_url)
 
         def applied() -> int:
             profile = features.get_user("cp-user")
             return profile.interaction_count if profile is not None else 0
 
-        consumer = ConsumerProcess(cloud.endpoint_url, tmp_path / "consumer-status.json", say=lines.append,
-                                   drain_seconds=30).start()
+        consumer = ConsumerProcess(
+            cloud.endpoint_url, tmp_path / "consumer-status.json", say=lines.append, drain_seconds=30
+        ).start()
         try:
             stream.put(clicks(0, 20))
             wait_for(lambda: applied() == 20, "20 clicks applied")
             wait_for(lambda: consumer.stats()["records"] >= 20, "the status file reports them")
             assert consumer.stats()["lag_seconds"] is not None
             metrics = consumer.metrics_text().decode()
-            assert "rtrec_consumer_records_total" in metrics and "rtrec_requests_total" not in metrics
+            assert "rtrec_consumer_records_total" in metrics
+            assert "rtrec_requests_total" not in metrics
 
             first_pid = consumer.pid
             assert first_pid is not None

@@ -21,8 +21,10 @@ from rtrec_local.state import LocalState
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(not (EMULATORS_DIR / "node_modules" / "dynalite").is_dir(),
-                       reason="the emulators are not installed: `make emulators` (make test does it)"),
+    pytest.mark.skipif(
+        not (EMULATORS_DIR / "node_modules" / "dynalite").is_dir(),
+        reason="the emulators are not installed: `make emulators` (make test does it)",
+    ),
 ]
 
 NAMES = ResourceNames(prefix="durable")
@@ -30,12 +32,14 @@ NAMES = ResourceNames(prefix="durable")
 
 def _write(cloud: EmbeddedCloud) -> dict[str, str]:
     """One DynamoDB item, one Kinesis record, one S3 object, one SQS message; returns the record's position."""
-    cloud.client("dynamodb").put_item(TableName=NAMES.table(USER_FEATURES),
-                                      Item={"user_id": {"S": "u1"}, "clicks": {"N": "3"}})
-    cloud.client("dynamodb").update_item(TableName=NAMES.table(USER_FEATURES), Key={"user_id": {"S": "u1"}},
-                                         UpdateExpression="ADD clicks :one", ExpressionAttributeValues={":one": {"N": "1"}})
-    put = cloud.client("kinesis").put_record(StreamName=NAMES.stream(EVENTS_STREAM), Data=b'{"event": 1}',
-                                             PartitionKey="u1")
+    cloud.client("dynamodb").put_item(TableName=NAMES.table(USER_FEATURES), Item={"user_id": {"S": "u1"}, "clicks": {"N": "3"}})
+    cloud.client("dynamodb").update_item(
+        TableName=NAMES.table(USER_FEATURES),
+        Key={"user_id": {"S": "u1"}},
+        UpdateExpression="ADD clicks :one",
+        ExpressionAttributeValues={":one": {"N": "1"}},
+    )
+    put = cloud.client("kinesis").put_record(StreamName=NAMES.stream(EVENTS_STREAM), Data=b'{"event": 1}', PartitionKey="u1")
     cloud.client("s3").put_object(Bucket=NAMES.bucket(MODELS_BUCKET), Key="production/pointer.json", Body=b'{"v": 3}')
     sqs = cloud.client("sqs")
     url = sqs.get_queue_url(QueueName=NAMES.queue(EVENTS_DLQ))["QueueUrl"]
@@ -44,15 +48,21 @@ def _write(cloud: EmbeddedCloud) -> dict[str, str]:
 
 
 def _check(cloud: EmbeddedCloud, position: dict[str, str]) -> None:
-    item = cloud.client("dynamodb").get_item(TableName=NAMES.table(USER_FEATURES), Key={"user_id": {"S": "u1"}},
-                                             ConsistentRead=True)["Item"]
+    item = cloud.client("dynamodb").get_item(
+        TableName=NAMES.table(USER_FEATURES), Key={"user_id": {"S": "u1"}}, ConsistentRead=True
+    )["Item"]
     assert item["clicks"] == {"N": "4"}
     kinesis = cloud.client("kinesis")
-    iterator = kinesis.get_shard_iterator(StreamName=NAMES.stream(EVENTS_STREAM), ShardId=position["shard"],
-                                          ShardIteratorType="AT_SEQUENCE_NUMBER",
-                                          StartingSequenceNumber=position["sequence"])["ShardIterator"]
+    iterator = kinesis.get_shard_iterator(
+        StreamName=NAMES.stream(EVENTS_STREAM),
+        ShardId=position["shard"],
+        ShardIteratorType="AT_SEQUENCE_NUMBER",
+        StartingSequenceNumber=position["sequence"],
+    )["ShardIterator"]
     records = kinesis.get_records(ShardIterator=iterator)["Records"]
-    assert records and records[0]["SequenceNumber"] == position["sequence"] and records[0]["Data"] == b'{"event": 1}'
+    assert records
+    assert records[0]["SequenceNumber"] == position["sequence"]
+    assert records[0]["Data"] == b'{"event": 1}'
     later = kinesis.put_record(StreamName=NAMES.stream(EVENTS_STREAM), Data=b"{}", PartitionKey="u1")
     assert later["ShardId"] == position["shard"]  # same key, same shard; numbering goes on, it does not restart
     assert int(later["SequenceNumber"]) > int(position["sequence"])
@@ -85,9 +95,10 @@ def test_everything_written_survives_a_sigkill_of_every_emulator_and_they_are_re
             os.kill(pid, signal.SIGKILL)  # the router too: it is restarted on the same port
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not (
-                len(cloud.crashes) >= len(before) and all(
-                    p is not None and p not in before.values() for p in cloud.pids().values())
-                and _port_in_use("127.0.0.1", cloud.port)):
+            len(cloud.crashes) >= len(before)
+            and all(p is not None and p not in before.values() for p in cloud.pids().values())
+            and _port_in_use("127.0.0.1", cloud.port)
+        ):
             time.sleep(0.1)
         assert sorted(c.split()[0] for c in cloud.crashes) == sorted(before)
         assert any("exited with -9; restarting" in line for line in lines), lines
@@ -128,8 +139,9 @@ SUPERVISOR = textwrap.dedent("""
 
 def test_a_sigkill_of_the_supervisor_leaves_no_emulator_behind_and_loses_nothing(tmp_path):
     state_root = tmp_path / "state"
-    proc = subprocess.Popen([sys.executable, "-c", SUPERVISOR, str(state_root), str(Path(__file__).parent)],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SUPERVISOR, str(state_root), str(Path(__file__).parent)], stdout=subprocess.PIPE, text=True
+    )
     try:
         started = json.loads(proc.stdout.readline())  # type: ignore[union-attr]
     finally:
@@ -179,10 +191,17 @@ def test_the_router_sends_each_service_to_its_emulator_and_answers_health(tmp_pa
         import boto3
         from botocore.config import Config
 
-        v4 = boto3.client("s3", endpoint_url=cloud.endpoint_url, region_name="us-east-1", aws_access_key_id="test",
-                          aws_secret_access_key="test", config=Config(signature_version="s3v4"))
+        v4 = boto3.client(
+            "s3",
+            endpoint_url=cloud.endpoint_url,
+            region_name="us-east-1",
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+            config=Config(signature_version="s3v4"),
+        )
         url = v4.generate_presigned_url("get_object", Params={"Bucket": NAMES.bucket(MODELS_BUCKET), "Key": "k.txt"})
-        assert "X-Amz-Credential" in url and urllib.request.urlopen(url, timeout=5).read() == b"presigned"
+        assert "X-Amz-Credential" in url
+        assert urllib.request.urlopen(url, timeout=5).read() == b"presigned"
         # moto-only services answer behind the same port
         assert cloud.client("sts").get_caller_identity()["Account"]
         cloud.client("cloudwatch").put_metric_data(Namespace="durable", MetricData=[{"MetricName": "m", "Value": 1}])
@@ -228,6 +247,7 @@ def test_a_get_while_an_object_is_replaced_sees_the_old_or_the_new_object_never_
             body = reader.get_object(Bucket=bucket, Key="swap.bin")["Body"].read()
             seen.append(body in versions)
         thread.join()
-        assert len(seen) >= 5 and all(seen), f"{seen.count(False)} of {len(seen)} reads saw part of an object"
+        assert len(seen) >= 5, f"{seen.count(False)} of {len(seen)} reads saw part of an object"
+        assert all(seen), f"{seen.count(False)} of {len(seen)} reads saw part of an object"
         keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
         assert keys == ["swap.bin"]

@@ -64,8 +64,14 @@ def put(kinesis, stream: str, count: int, *, keys: int = 20, start: int = 0) -> 
 def mapping(cloud, names, stream: str, consumer: str, handler, **kwargs) -> KinesisEventSourceMapping:
     kwargs.setdefault("dlq_url", None)
     return KinesisEventSourceMapping(
-        stream, handler, checkpoint_table=names.table(STREAM_CHECKPOINTS), consumer_name=consumer,
-        poll_interval_s=POLL_S, endpoint_url=cloud.endpoint_url, region=cloud.region, **kwargs,
+        stream,
+        handler,
+        checkpoint_table=names.table(STREAM_CHECKPOINTS),
+        consumer_name=consumer,
+        poll_interval_s=POLL_S,
+        endpoint_url=cloud.endpoint_url,
+        region=cloud.region,
+        **kwargs,
     )
 
 
@@ -152,14 +158,30 @@ def test_every_record_is_delivered_once_in_order_with_the_aws_event_shape(cloud,
     for record in records:
         expected = by_i[decode(record)]
         kinesis_part = record["kinesis"]
-        assert set(record) == {"kinesis", "eventSource", "eventVersion", "eventID", "eventName", "invokeIdentityArn",
-                               "awsRegion", "eventSourceARN"}
-        assert set(kinesis_part) == {"kinesisSchemaVersion", "partitionKey", "sequenceNumber", "data",
-                                     "approximateArrivalTimestamp"}
-        assert kinesis_part["sequenceNumber"] == expected["seq"] and kinesis_part["partitionKey"] == expected["key"]
+        assert set(record) == {
+            "kinesis",
+            "eventSource",
+            "eventVersion",
+            "eventID",
+            "eventName",
+            "invokeIdentityArn",
+            "awsRegion",
+            "eventSourceARN",
+        }
+        assert set(kinesis_part) == {
+            "kinesisSchemaVersion",
+            "partitionKey",
+            "sequenceNumber",
+            "data",
+            "approximateArrivalTimestamp",
+        }
+        assert kinesis_part["sequenceNumber"] == expected["seq"]
+        assert kinesis_part["partitionKey"] == expected["key"]
         assert record["eventID"] == f"{expected['shard']}:{expected['seq']}"
-        assert record["eventSourceARN"] == arn and record["awsRegion"] == cloud.region
-        assert record["eventSource"] == "aws:kinesis" and record["eventName"] == "aws:kinesis:record"
+        assert record["eventSourceARN"] == arn
+        assert record["awsRegion"] == cloud.region
+        assert record["eventSource"] == "aws:kinesis"
+        assert record["eventName"] == "aws:kinesis:record"
         assert isinstance(kinesis_part["approximateArrivalTimestamp"], float)
         assert abs(kinesis_part["approximateArrivalTimestamp"] - time.time()) < 300
     # Powertools' data class reads the same event the consumer will get in AWS.
@@ -179,13 +201,16 @@ def test_every_record_is_delivered_once_in_order_with_the_aws_event_shape(cloud,
     assert all(seqs == sorted(seqs) for seqs in per_shard.values())
     assert all(values == sorted(values) for values in per_key.values())
     context = recorder.contexts[0]
-    assert context.function_name == consumer and context.get_remaining_time_in_millis() > 0
-    assert context.invoked_function_arn.endswith(f":function:{consumer}") and uuid.UUID(context.aws_request_id)
+    assert context.function_name == consumer
+    assert context.get_remaining_time_in_millis() > 0
+    assert context.invoked_function_arn.endswith(f":function:{consumer}")
+    assert uuid.UUID(context.aws_request_id)
     assert len({c.aws_request_id for c in recorder.contexts}) == len(recorder.contexts)
     assert checkpoints(client, names, consumer) == last_seq_per_shard(put_results)
     stats = esm.stats()
     assert stats["records_delivered"] == stats["records_processed"] == 500
-    assert stats["batches"] == len(recorder.deliveries) and stats["failed_deliveries"] == 0
+    assert stats["batches"] == len(recorder.deliveries)
+    assert stats["failed_deliveries"] == 0
     assert {s: v["checkpoint"] for s, v in stats["shards"].items()} == last_seq_per_shard(put_results)
 
 
@@ -240,14 +265,15 @@ def test_partial_batch_failure_redelivers_from_the_lowest_reported_record(cloud,
     assert delivered == [seqs, seqs[20:]]
     assert [seq for _, seq in recorder.processed] == seqs  # each processed once, in order
     stats = esm.stats()
-    assert stats["failed_deliveries"] == 1 and stats["records_to_dlq"] == 0
-    assert stats["records_delivered"] == 80 and stats["records_processed"] == 50
+    assert stats["failed_deliveries"] == 1
+    assert stats["records_to_dlq"] == 0
+    assert stats["records_delivered"] == 80
+    assert stats["records_processed"] == 50
     assert checkpoints(client, names, consumer) == {put_results[0]["shard"]: seqs[-1]}
 
 
 @pytest.mark.parametrize("mode", ["report", "raise"])
-def test_a_poison_record_goes_to_the_dlq_and_the_shard_moves_on(cloud, names, client, kinesis, stream, consumer, dlq_url,
-                                                                  mode):
+def test_a_poison_record_goes_to_the_dlq_and_the_shard_moves_on(cloud, names, client, kinesis, stream, consumer, dlq_url, mode):
     put_results = put(kinesis, stream, 30, keys=1)
     poison = put_results[10]
 
@@ -269,17 +295,23 @@ def test_a_poison_record_goes_to_the_dlq_and_the_shard_moves_on(cloud, names, cl
     letters = dead_letters(client, dlq_url, stream, expected=1)
     assert len(letters) == 1
     letter = letters[0]
-    assert letter["sequence_number"] == poison["seq"] and letter["shard_id"] == poison["shard"]
-    assert letter["attempts"] == 3 and letter["consumer"] == consumer and letter["stream"] == stream
+    assert letter["sequence_number"] == poison["seq"]
+    assert letter["shard_id"] == poison["shard"]
+    assert letter["attempts"] == 3
+    assert letter["consumer"] == consumer
+    assert letter["stream"] == stream
     assert letter["reason"] == (PARTIAL_FAILURE_REASON if mode == "report" else "ValueError: cannot parse event 10")
-    assert decode(letter["record"]) == 10 and letter["record"]["eventID"] == f"{poison['shard']}:{poison['seq']}"
+    assert decode(letter["record"]) == 10
+    assert letter["record"]["eventID"] == f"{poison['shard']}:{poison['seq']}"
     with_poison = [d for d in recorder.deliveries if any(decode(r) == 10 for r in d)]
     assert [len(d) for d in with_poison[-3:]] == [1, 1, 1]  # dead-lettered after 3 deliveries of it alone
-    assert sum(len(d) == 1 for d in with_poison) == 3 and len(with_poison) <= 3 + 2 + 5  # + retry + log2(30) splits
+    assert sum(len(d) == 1 for d in with_poison) == 3
+    assert len(with_poison) <= 3 + 2 + 5
     expected = [(r["shard"], r["seq"]) for r in put_results if r["i"] != 10]
     assert recorder.processed == expected  # the rest once each, in order
     stats = esm.stats()
-    assert stats["records_to_dlq"] == 1 and stats["failed_deliveries"] == len(with_poison)
+    assert stats["records_to_dlq"] == 1
+    assert stats["failed_deliveries"] == len(with_poison)
     assert stats["bisections"] >= 1
     assert checkpoints(client, names, consumer) == {poison["shard"]: put_results[-1]["seq"]}
 
@@ -303,7 +335,9 @@ def test_a_raising_handler_gets_the_batch_again(cloud, names, client, kinesis, s
     first = [r["eventID"] for r in recorder.deliveries[0]]
     assert first in ([r["eventID"] for r in d] for d in recorder.deliveries[1:])
     stats = esm.stats()
-    assert stats["handler_errors"] == 2 and stats["failed_deliveries"] == 2 and stats["records_to_dlq"] == 0
+    assert stats["handler_errors"] == 2
+    assert stats["failed_deliveries"] == 2
+    assert stats["records_to_dlq"] == 0
     assert checkpoints(client, names, consumer) == last_seq_per_shard(put_results)
 
 
@@ -334,11 +368,13 @@ def test_transient_sdk_errors_are_retried_without_losing_records(cloud, names, c
     flaky_kinesis = Flaky(kinesis, "get_records", 2, "ProvisionedThroughputExceededException")
     flaky_dynamodb = Flaky(client("dynamodb"), "put_item", 2, "InternalServerError")
     recorder = Recorder()
-    esm = mapping(cloud, names, stream, consumer, recorder, batch_size=25, kinesis_client=flaky_kinesis,
-                  dynamodb_client=flaky_dynamodb)
+    esm = mapping(
+        cloud, names, stream, consumer, recorder, batch_size=25, kinesis_client=flaky_kinesis, dynamodb_client=flaky_dynamodb
+    )
     assert esm.run_until_idle(timeout_s=20)
 
-    assert flaky_kinesis.raised == 2 and flaky_dynamodb.raised == 2
+    assert flaky_kinesis.raised == 2
+    assert flaky_dynamodb.raised == 2
     assert len(recorder.processed) == len(set(recorder.processed)) == 120
     assert set(recorder.processed) == {(r["shard"], r["seq"]) for r in put_results}
     assert sum(recorder.delivered_count().values()) == 120  # a failed checkpoint write re-delivers nothing
@@ -358,8 +394,10 @@ def test_background_thread_picks_up_new_records_and_reports_progress(cloud, name
         put(kinesis, stream, 1, start=40)
         assert esm.run_until_idle(timeout_s=10)
     assert not esm.running
-    assert len(recorder.processed) == 41 and len(put_results) == 40
-    assert lines and "records/s" in lines[0]
+    assert len(recorder.processed) == 41
+    assert len(put_results) == 40
+    assert lines
+    assert "records/s" in lines[0]
 
 
 def test_a_checkpoint_outage_holds_the_shard_after_the_batch_in_flight(cloud, names, client, kinesis, stream, consumer):
@@ -370,7 +408,8 @@ def test_a_checkpoint_outage_holds_the_shard_after_the_batch_in_flight(cloud, na
 
     assert not esm.run_until_idle(timeout_s=1.0)
     # one batch per shard, then nothing more until its checkpoint is stored: a crash now re-delivers one batch at most
-    assert len(recorder.deliveries) == 2 and down.raised >= 2
+    assert len(recorder.deliveries) == 2
+    assert down.raised >= 2
     assert checkpoints(client, names, consumer) == {}
 
     down.left = 0  # the table is back

@@ -19,8 +19,16 @@ def store(cloud, names) -> DynamoFeatureStore:
 
 
 def test_user_round_trip_keeps_every_field(store):
-    user = UserProfile("u-42", age=25, gender="F", occupation="writer", zip_prefix="94",
-                       history=("3", "1", "2"), interaction_count=3, last_seen=1_000_000)
+    user = UserProfile(
+        "u-42",
+        age=25,
+        gender="F",
+        occupation="writer",
+        zip_prefix="94",
+        history=("3", "1", "2"),
+        interaction_count=3,
+        last_seen=1_000_000,
+    )
     assert store.put_users([user]) == 1
     assert store.get_user("u-42") == user
 
@@ -35,8 +43,18 @@ def test_missing_user_is_none(store):
 
 
 def test_batches_larger_than_dynamodb_limits(store):
-    items = [ItemFeatures(f"i{n}", f"Title {n}", year=1990 + n % 10, genres=("Drama", "War"),
-                          interaction_count=n, popularity=n / 3, original_id=f"orig {n}") for n in range(260)]
+    items = [
+        ItemFeatures(
+            f"i{n}",
+            f"Title {n}",
+            year=1990 + n % 10,
+            genres=("Drama", "War"),
+            interaction_count=n,
+            popularity=n / 3,
+            original_id=f"orig {n}",
+        )
+        for n in range(260)
+    ]
     assert store.put_items(items) == 260
     fetched = store.get_items([f"i{n}" for n in range(260)] + ["i0", "missing"])
     assert len(fetched) == 260
@@ -54,8 +72,7 @@ def test_an_unreachable_table_is_a_dependency_error(cloud):
 def test_popularity_snapshot_round_trip(cloud, names):
     store = S3PopularityStore(names.bucket(MODELS_BUCKET), key="test/popularity.json", endpoint_url=cloud.endpoint_url)
     assert store.load() is None
-    popular = PopularItems((ScoredItem("a", 2.5), ScoredItem("b", 1.0)), generated_at=123, half_life_days=90,
-                           source="test")
+    popular = PopularItems((ScoredItem("a", 2.5), ScoredItem("b", 1.0)), generated_at=123, half_life_days=90, source="test")
     store.save(popular)
     assert store.load() == popular
 
@@ -74,10 +91,11 @@ def test_metrics_reach_cloudwatch(cloud, names, client):
         "CatalogItems", 3883, dimensions={"Dataset": "ml-1m"}
     )
     listed = client("cloudwatch").list_metrics(Namespace=names.metrics_namespace)["Metrics"]
-    assert {"MetricName": "CatalogItems", "Dimensions": [{"Name": "Dataset", "Value": "ml-1m"}],
-            "Namespace": names.metrics_namespace} in [
-        {k: m[k] for k in ("MetricName", "Dimensions", "Namespace")} for m in listed
-    ]
+    assert {
+        "MetricName": "CatalogItems",
+        "Dimensions": [{"Name": "Dataset", "Value": "ml-1m"}],
+        "Namespace": names.metrics_namespace,
+    } in [{k: m[k] for k in ("MetricName", "Dimensions", "Namespace")} for m in listed]
 
 
 @pytest.mark.parametrize("kind", ["dynamodb", "in-memory fake"])

@@ -37,8 +37,9 @@ def read_stream(client, stream_name: str) -> list[bytes]:
     """Every record of every shard, from the start."""
     out: list[bytes] = []
     for shard in client.list_shards(StreamName=stream_name)["Shards"]:
-        iterator = client.get_shard_iterator(StreamName=stream_name, ShardId=shard["ShardId"],
-                                             ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        iterator = client.get_shard_iterator(
+            StreamName=stream_name, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
         while iterator:
             page = client.get_records(ShardIterator=iterator, Limit=10_000)
             out.extend(r["Data"] for r in page["Records"])
@@ -58,14 +59,18 @@ def kinesis(cloud) -> KinesisUnderTest:
     return KinesisUnderTest(name, client, lambda: read_stream(client, name))
 
 
-def test_the_lambda_handler_puts_the_impression_on_the_stream_before_it_returns(
-        handler_module, lambda_event, cloud, names):
+def test_the_lambda_handler_puts_the_impression_on_the_stream_before_it_returns(handler_module, lambda_event, cloud, names):
     response = handler_module.handler(lambda_event("api_recommend_user_1.json"), api_lambda.LambdaContext())
     assert response["statusCode"] == 200, response["body"]
     request_id = json.loads(response["body"])["request_id"]
     # no background sender in Lambda (the runtime freezes it): the impression is there because the entry flushed
     assert "impression-producer" not in {t.name for t in threading.enumerate()}
     client = aws_client("kinesis", cloud.endpoint_url, cloud.region)
-    logged = [m for m in map(decode_record, read_stream(client, names.stream(EVENTS_STREAM)))
-              if isinstance(m, Impression) and m.request_id == request_id]
-    assert len(logged) == 1 and logged[0].user_id == "1" and len(logged[0].items) == 5
+    logged = [
+        m
+        for m in map(decode_record, read_stream(client, names.stream(EVENTS_STREAM)))
+        if isinstance(m, Impression) and m.request_id == request_id
+    ]
+    assert len(logged) == 1
+    assert logged[0].user_id == "1"
+    assert len(logged[0].items) == 5

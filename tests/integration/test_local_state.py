@@ -59,7 +59,8 @@ def test_the_online_ranker_keeps_what_it_learned_but_not_its_stream_positions_ac
         S3RankerStateStore(names.bucket(MODELS_BUCKET), client=first.client("s3")).save(ranker)
     with EmbeddedCloud(port=0, backend="moto", names=names, state=state) as second:  # a new stream numbers records from 1 again
         again = S3RankerStateStore(names.bucket(MODELS_BUCKET), client=second.client("s3")).load("shardId-000000000000")
-        assert again.learned_through == -1 and again.trend == {"7": 1.0}
+        assert again.learned_through == -1
+        assert again.trend == {"7": 1.0}
 
 
 def test_the_counterfactual_log_comes_back_as_one_object_per_partition_with_every_line_once(tmp_path):
@@ -86,7 +87,8 @@ def test_the_counterfactual_log_comes_back_as_one_object_per_partition_with_ever
     with EmbeddedCloud(port=0, backend="moto", names=names[1], state=state) as second:
         s3 = second.client("s3")
         keys = [o["Key"] for o in list_objects(s3, buckets[1], "")]
-        assert len(keys) == 2 and any(k.startswith("events/dt=2026-11-26/compacted-") for k in keys)
+        assert len(keys) == 2
+        assert any(k.startswith("events/dt=2026-11-26/compacted-") for k in keys)
         assert lines(s3, buckets[1]) == [b'{"n": 0}', b'{"n": 1}', b'{"n": 2}', b'{"n": 9}']
         s3.put_object(Bucket=buckets[1], Key="events/dt=2026-11-26/batch-3.jsonl", Body=b'{"n": 3}\n')
     assert len(list((state.s3_dir / "counterfactual-logs" / "events" / "dt=2026-11-26").iterdir())) == 2

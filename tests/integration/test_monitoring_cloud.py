@@ -44,8 +44,7 @@ def slates_and_clicks(n: int, now: float) -> list:
     messages: list = []
     for i in range(n):
         user, request = f"m-{uuid.uuid4().hex[:8]}", f"req-{uuid.uuid4().hex}"
-        messages.append(Impression(request, user, "7", "two_tower", ("1", "2", "3"), (0.5, 0.5, 1.0), (3, 2, 1),
-                                   now + 60 * i))
+        messages.append(Impression(request, user, "7", "two_tower", ("1", "2", "3"), (0.5, 0.5, 1.0), (3, 2, 1), now + 60 * i))
         if i % 2 == 0:
             item = "2" if i % 4 == 0 else "9"
             messages.append(UserEvent(f"{request}-click", user, item, "click", now + 60 * i + 5, request_id=request))
@@ -57,11 +56,12 @@ def test_the_consumer_lambda_writes_its_batch_metrics_as_emf(consumer_module, ca
     batch = kinesis_event(encoded(*slates_and_clicks(4, time.time())))
     assert consumer_module.handler(batch, Context()) == {"batchItemFailures": []}
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith('{"_aws"')]
-    values = {m["Name"]: line[m["Name"]] for line in lines for d in line["_aws"]["CloudWatchMetrics"]
-              for m in d["Metrics"]}
+    values = {m["Name"]: line[m["Name"]] for line in lines for d in line["_aws"]["CloudWatchMetrics"] for m in d["Metrics"]}
     namespaces = {d["Namespace"] for line in lines for d in line["_aws"]["CloudWatchMetrics"]}
     assert namespaces == {names.metrics_namespace}
-    assert values["ConsumerRecords"] in (6, [6.0], 6.0) and "IteratorAge" in values and "ConsumerBatches" in values
+    assert values["ConsumerRecords"] in (6, [6.0], 6.0)
+    assert "IteratorAge" in values
+    assert "ConsumerBatches" in values
     assert all(line["service"] == CONSUMER_SERVICE for line in lines)
 
 
@@ -71,8 +71,10 @@ def api_url():
     import uvicorn
 
     world = make_world()
-    app = create_app(Services(world.recommender(), catalog=None),  # type: ignore[arg-type]
-                     telemetry=Telemetry(PrometheusMetrics()))
+    app = create_app(
+        Services(world.recommender(), catalog=None),  # type: ignore[arg-type]
+        telemetry=Telemetry(PrometheusMetrics()),
+    )
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -87,7 +89,8 @@ def api_url():
 
 
 def test_rtrec_report_renders_the_cloud_s_log_and_drift_reports_and_the_api_s_latency(
-        cloud, names, consumer_module, monkeypatch, tmp_path, api_url):
+    cloud, names, consumer_module, monkeypatch, tmp_path, api_url
+):
     from rtrec.adapters.aws.clients import aws_client
     from rtrec_local.cli import app
 
@@ -101,17 +104,22 @@ def test_rtrec_report_renders_the_cloud_s_log_and_drift_reports_and_the_api_s_la
         s3.put_object(Bucket=bucket, Key=f"{DRIFT_REPORTS_PREFIX}{stamp}.json", Body=json.dumps(report).encode())
     s3.put_object(Bucket=bucket, Key=f"{DRIFT_REPORTS_PREFIX}99999999T999999Z.json", Body=b"not json")
     reports, skipped = S3JsonReports(bucket, endpoint_url=cloud.endpoint_url).read_all()
-    assert len(reports) >= 4 and skipped == [f"{DRIFT_REPORTS_PREFIX}99999999T999999Z.json"]
+    assert len(reports) >= 4
+    assert skipped == [f"{DRIFT_REPORTS_PREFIX}99999999T999999Z.json"]
 
     out = tmp_path / "report"
-    result = CliRunner().invoke(app, ["report", "--endpoint-url", cloud.endpoint_url, "--api-url", api_url,
-                                      "--out", str(out), "--probe", "30"])
+    result = CliRunner().invoke(
+        app, ["report", "--endpoint-url", cloud.endpoint_url, "--api-url", api_url, "--out", str(out), "--probe", "30"]
+    )
     assert result.exit_code == 0, result.output
-    assert "report written: file://" in result.output and "not JSON objects" in result.output
+    assert "report written: file://" in result.output
+    assert "not JSON objects" in result.output
     page = (out / "index.html").read_text()
-    assert re.findall(r'<img src="([^"]+)"', page) == ["img/latency.png", "img/rates.png", "img/versions.png",
-                                                        "img/drift.png"]
+    assert re.findall(r'<img src="([^"]+)"', page) == ["img/latency.png", "img/rates.png", "img/versions.png", "img/drift.png"]
     for image in out.glob("img/*.png"):
         assert image.stat().st_size > 15_000, image
-    assert "30 of 30 GET /recommend calls" in page and "server latency /recommend/{user_id}" in page
-    assert "stream CTR" in page and "online hit rate" in page and "latest drift check" in page
+    assert "30 of 30 GET /recommend calls" in page
+    assert "server latency /recommend/{user_id}" in page
+    assert "stream CTR" in page
+    assert "online hit rate" in page
+    assert "latest drift check" in page

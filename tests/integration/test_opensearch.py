@@ -47,18 +47,21 @@ def test_create_upsert_search_exclude_and_replace(index):
     assert len(index) == 60
 
     top = index.search(vectors[4], 5)
-    assert top[0][0] == "m4" and top[0][1] == pytest.approx(1.0, abs=1e-4)
+    assert top[0][0] == "m4"
+    assert top[0][1] == pytest.approx(1.0, abs=1e-4)
     exact = sorted(range(60), key=lambda i: -float(vectors[i] @ vectors[4]))
     for item_id, score in top:
         assert score == pytest.approx(float(vectors[int(item_id[1:])] @ vectors[4]), abs=1e-4)
 
     excluded = {item_id for item_id, _ in top[:3]}
     filtered = index.search(vectors[4], 5, exclude=excluded)
-    assert len(filtered) == 5 and not excluded & {item_id for item_id, _ in filtered}
+    assert len(filtered) == 5
+    assert not excluded & {item_id for item_id, _ in filtered}
     assert [item_id for item_id, _ in filtered][:2] == [f"m{i}" for i in exact[3:5]]
 
     dramas = index.search(vectors[4], 10, genres=["Drama"])
-    assert len(dramas) == 10 and all(int(item_id[1:]) % 2 == 1 for item_id, _ in dramas)
+    assert len(dramas) == 10
+    assert all(int(item_id[1:]) % 2 == 1 for item_id, _ in dramas)
 
     index.upsert(["m4"], -vectors[4:5])
     assert len(index) == 60

@@ -66,8 +66,12 @@ class Tracking:
 
     def __call__(self, event: dict, context: Any) -> dict:
         records = event["Records"]
-        call = {"shard": records[0]["eventID"].split(":")[0], "at": time.monotonic(),
-                "ids": [r["eventID"] for r in records], "ok": False}
+        call = {
+            "shard": records[0]["eventID"].split(":")[0],
+            "at": time.monotonic(),
+            "ids": [r["eventID"] for r in records],
+            "ok": False,
+        }
         self.calls.append(call)
         if self.esm is not None:
             self.stats_seen.append(self.esm.stats())
@@ -84,9 +88,16 @@ class Tracking:
 def mapping(cloud, names, stream: str, handler: Tracking, **kwargs: Any) -> KinesisEventSourceMapping:
     kwargs.setdefault("dlq_url", handler.inner.dlq.url)
     esm = KinesisEventSourceMapping(
-        stream, handler, checkpoint_table=names.table(STREAM_CHECKPOINTS), consumer_name=f"itest-{uuid.uuid4().hex[:8]}",
-        dead_letter_bucket=names.bucket(DEAD_LETTER_BUCKET), poll_interval_s=0.05, endpoint_url=cloud.endpoint_url,
-        region=cloud.region, **kwargs)
+        stream,
+        handler,
+        checkpoint_table=names.table(STREAM_CHECKPOINTS),
+        consumer_name=f"itest-{uuid.uuid4().hex[:8]}",
+        dead_letter_bucket=names.bucket(DEAD_LETTER_BUCKET),
+        poll_interval_s=0.05,
+        endpoint_url=cloud.endpoint_url,
+        region=cloud.region,
+        **kwargs,
+    )
     handler.esm = esm
     return esm
 
@@ -116,7 +127,8 @@ def take_letters(dlq: SqsDeadLetterQueue, wanted: set[str], *, expected: int) ->
 
 
 def test_oversized_records_are_dead_lettered_by_reference_and_the_good_ones_around_them_applied(
-        cloud, names, kinesis, dlq, features):
+    cloud, names, kinesis, dlq, features
+):
     stream = new_stream(kinesis, 1)
     run = uuid.uuid4().hex[:8]
     user = f"{run}-u"
@@ -124,8 +136,7 @@ def test_oversized_records_are_dead_lettered_by_reference_and_the_good_ones_arou
     n = 0
     for size in (None, *SIZES):
         if size is not None:  # valid JSON with a huge event id: its rejection reason would repeat the payload
-            body = {"kind": "event", "event_id": "", "user_id": user, "item_id": "1", "type": "click",
-                    "timestamp": NOW}
+            body = {"kind": "event", "event_id": "", "user_id": user, "item_id": "1", "type": "click", "timestamp": NOW}
             body["event_id"] = "x" * (size - len(json.dumps(body).encode()))
             data = json.dumps(body).encode()
             assert len(data) == size
@@ -140,22 +151,29 @@ def test_oversized_records_are_dead_lettered_by_reference_and_the_good_ones_arou
     assert esm.run_until_idle(timeout_s=60)
 
     profile = features.get_user(user)
-    assert profile is not None and profile.interaction_count == len(good) == 20
+    assert profile is not None
+    assert profile.interaction_count == len(good) == 20
     assert profile.history[-20:] == tuple(e.item_id for e in good)  # in order, each once
-    records = kinesis.get_records(ShardIterator=kinesis.get_shard_iterator(
-        StreamName=stream, ShardId="shardId-000000000000", ShardIteratorType="TRIM_HORIZON")["ShardIterator"],
-        Limit=100)["Records"]
+    records = kinesis.get_records(
+        ShardIterator=kinesis.get_shard_iterator(
+            StreamName=stream, ShardId="shardId-000000000000", ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"],
+        Limit=100,
+    )["Records"]
     oversized = {f"shardId-000000000000:{r['SequenceNumber']}": r["Data"] for r in records if len(r["Data"]) > 100_000}
     assert sorted(len(d) for d in oversized.values()) == list(SIZES)
     letters = take_letters(dlq, set(oversized), expected=3)
     assert len(letters) == 3
     for letter in letters:
         message, whole = letter["message"], letter["whole"]
-        assert is_reference(message) and message["size"] > 300_000 and len(message["reason"]) <= 300
+        assert is_reference(message)
+        assert message["size"] > 300_000
+        assert len(message["reason"]) <= 300
         assert message["s3_bucket"] == names.bucket(DEAD_LETTER_BUCKET)
         assert base64.b64decode(whole["record"]["kinesis"]["data"]) == oversized[message["event_id"]]
     stats = esm.stats()
-    assert stats["stalled_shards"] == {} and stats["shards"]["shardId-000000000000"]["state"] == "reading"
+    assert stats["stalled_shards"] == {}
+    assert stats["shards"]["shardId-000000000000"]["state"] == "reading"
     assert stats["records"] == 23  # the 20 applied, the 3 dead-lettered by the handler: the shard moved on
 
 
@@ -175,44 +193,56 @@ def test_the_mapping_dead_letters_an_oversized_poison_record_by_reference(cloud,
         return {"batchItemFailures": []}
 
     esm = KinesisEventSourceMapping(
-        stream, handler, checkpoint_table=names.table(STREAM_CHECKPOINTS), consumer_name=f"itest-{uuid.uuid4().hex[:8]}",
-        dlq_url=dlq.url, dead_letter_bucket=names.bucket(DEAD_LETTER_BUCKET), max_attempts=2, poll_interval_s=0.05,
-        endpoint_url=cloud.endpoint_url, region=cloud.region)
+        stream,
+        handler,
+        checkpoint_table=names.table(STREAM_CHECKPOINTS),
+        consumer_name=f"itest-{uuid.uuid4().hex[:8]}",
+        dlq_url=dlq.url,
+        dead_letter_bucket=names.bucket(DEAD_LETTER_BUCKET),
+        max_attempts=2,
+        poll_interval_s=0.05,
+        endpoint_url=cloud.endpoint_url,
+        region=cloud.region,
+    )
     assert esm.run_until_idle(timeout_s=60)
     assert applied == [0, 1, 2, 3]
     event_id = f"{poison['shard']}:{poison['seq']}"
     [letter] = take_letters(dlq, {event_id}, expected=1)
-    assert is_reference(letter["message"]) and letter["message"]["source"] == "event_source_mapping"
-    assert len(letter["message"]["reason"]) <= 300 and letter["message"]["attempts"] == 2
+    assert is_reference(letter["message"])
+    assert letter["message"]["source"] == "event_source_mapping"
+    assert len(letter["message"]["reason"]) <= 300
+    assert letter["message"]["attempts"] == 2
     assert base64.b64decode(letter["whole"]["record"]["kinesis"]["data"]) == data
     assert esm.stats()["dead_lettered"] == 1
 
 
-def test_a_systemic_failure_is_retried_not_dead_lettered_and_the_shard_shows_stalled(
-        cloud, names, kinesis, dlq, features):
+def test_a_systemic_failure_is_retried_not_dead_lettered_and_the_shard_shows_stalled(cloud, names, kinesis, dlq, features):
     stream = new_stream(kinesis, 1)
     run = uuid.uuid4().hex[:8]
     users = [f"{run}-u{k}" for k in range(5)]
     events = [click(run, users[i % 5], i) for i in range(60)]
-    kinesis.put_records(StreamName=stream, Records=[{"Data": encode_record(e), "PartitionKey": e.user_id}
-                                                    for e in events])
+    kinesis.put_records(StreamName=stream, Records=[{"Data": encode_record(e), "PartitionKey": e.user_id} for e in events])
     handler = Tracking(cloud, names, dlq, raise_first=5)
     esm = mapping(cloud, names, stream, handler, batch_size=100, max_attempts=1, max_backoff_s=0.2)
     assert esm.run_until_idle(timeout_s=60)
 
     assert [len(c["ids"]) for c in handler.calls[:6]] == [60] * 6  # the same batch, never split
-    assert all(count == 1 for count in handler.succeeded().values()) and len(handler.succeeded()) == 60
+    assert all(count == 1 for count in handler.succeeded().values())
+    assert len(handler.succeeded()) == 60
     for user in users:
         assert features.get_user(user).interaction_count == 12
     during = [s["shards"]["shardId-000000000000"] for s in handler.stats_seen[1:6]]
     assert all(s["state"] == "stalled" and "ThrottlingException" in s["last_error"] for s in during)
     stats = esm.stats()
-    assert stats["dead_lettered"] == 0 and stats["bisections"] == 0 and stats["systemic_failures"] == 5
+    assert stats["dead_lettered"] == 0
+    assert stats["bisections"] == 0
+    assert stats["systemic_failures"] == 5
     assert stats["stalled_shards"] == {}
 
 
 def test_a_shard_split_while_records_flow_reads_children_after_the_parent_and_applies_each_once(
-        cloud, names, kinesis, dlq, features):
+    cloud, names, kinesis, dlq, features
+):
     stream = new_stream(kinesis, 1)
     run = uuid.uuid4().hex[:8]
     users = [f"{run}-u{k}" for k in range(30)]
@@ -224,16 +254,16 @@ def test_a_shard_split_while_records_flow_reads_children_after_the_parent_and_ap
 
     def produce() -> None:
         for start in range(0, len(events), 100):
-            chunk = events[start:start + 100]
-            response = kinesis.put_records(StreamName=stream, Records=[
-                {"Data": encode_record(e), "PartitionKey": e.user_id} for e in chunk])
+            chunk = events[start : start + 100]
+            response = kinesis.put_records(
+                StreamName=stream, Records=[{"Data": encode_record(e), "PartitionKey": e.user_id} for e in chunk]
+            )
             if split_done.is_set():
                 landed.extend(r["ShardId"] for r in response["Records"])
             if start == 300:  # mid-stream: the parent closes, new records go to its two children
                 while not handler.calls:
                     time.sleep(0.01)
-                kinesis.split_shard(StreamName=stream, ShardToSplit="shardId-000000000000",
-                                    NewStartingHashKey=str(2**127))
+                kinesis.split_shard(StreamName=stream, ShardToSplit="shardId-000000000000", NewStartingHashKey=str(2**127))
                 split_done.set()
             time.sleep(0.05)
 
@@ -250,17 +280,20 @@ def test_a_shard_split_while_records_flow_reads_children_after_the_parent_and_ap
     if set(landed) == {"shardId-000000000000"}:
         pytest.skip("this Kinesis emulator (moto) keeps writing to a split parent; kinesalite and AWS do not")
     succeeded = handler.succeeded()
-    assert len(succeeded) == 900 and set(succeeded.values()) == {1}  # every record applied once
+    assert len(succeeded) == 900
+    assert set(succeeded.values()) == {1}
     assert set(landed) == {"shardId-000000000001", "shardId-000000000002"}
     shards = {c["shard"] for c in handler.calls}
-    assert "shardId-000000000000" in shards and len(shards) == 3
+    assert "shardId-000000000000" in shards
+    assert len(shards) == 3
     parent_last = max(c["at"] for c in handler.calls if c["shard"] == "shardId-000000000000")
     child_first = min(c["at"] for c in handler.calls if c["shard"] != "shardId-000000000000")
     assert parent_last < child_first  # children read only after the parent is drained
     for user in users:
         assert features.get_user(user).interaction_count == 30
     stats = esm.stats()
-    assert stats["shards"]["shardId-000000000000"]["state"] == "finished" and stats["records"] == 900
+    assert stats["shards"]["shardId-000000000000"]["state"] == "finished"
+    assert stats["records"] == 900
 
 
 def test_dlq_show_and_redrive_handle_by_reference_letters(cloud, names, dlq, monkeypatch):
@@ -271,13 +304,23 @@ def test_dlq_show_and_redrive_handle_by_reference_letters(cloud, names, dlq, mon
 
     marker = uuid.uuid4().hex
     data = json.dumps({"kind": "event", "marker": marker, "padding": "p" * 900_000}).encode()
-    record = {"kinesis": {"partitionKey": f"user-{marker}", "sequenceNumber": "1",
-                          "data": base64.b64encode(data).decode()}, "eventID": f"shardId-000000000000:{marker}"}
-    dlq.send({"reason": "malformed record: " + "p" * 5000, "source": "stream_consumer",
-              "event_id": record["eventID"], "record": record})
-    [(sent, _)] = [(b, h) for b, h in dlq.receive_with_handles(10, visibility_timeout=0)
-                   if b.get("event_id") == record["eventID"]] or [(None, None)]
-    assert sent is not None and is_reference(sent)
+    record = {
+        "kinesis": {"partitionKey": f"user-{marker}", "sequenceNumber": "1", "data": base64.b64encode(data).decode()},
+        "eventID": f"shardId-000000000000:{marker}",
+    }
+    dlq.send(
+        {
+            "reason": "malformed record: " + "p" * 5000,
+            "source": "stream_consumer",
+            "event_id": record["eventID"],
+            "record": record,
+        }
+    )
+    [(sent, _)] = [
+        (b, h) for b, h in dlq.receive_with_handles(10, visibility_timeout=0) if b.get("event_id") == record["eventID"]
+    ] or [(None, None)]
+    assert sent is not None
+    assert is_reference(sent)
     s3 = aws_client("s3", cloud.endpoint_url, cloud.region)
     assert s3.head_object(Bucket=sent["s3_bucket"], Key=sent["s3_key"])["ContentLength"] == sent["size"]
 
@@ -285,21 +328,25 @@ def test_dlq_show_and_redrive_handle_by_reference_letters(cloud, names, dlq, mon
     shown = CliRunner().invoke(app, ["dlq", "show", "--endpoint-url", cloud.endpoint_url])
     assert shown.exit_code == 0, shown.output
     line = next(x for x in shown.output.splitlines() if marker in x)
-    assert f"s3://{sent['s3_bucket']}/{sent['s3_key']}" in line and f"{sent['size']:,} bytes" in line
+    assert f"s3://{sent['s3_bucket']}/{sent['s3_key']}" in line
+    assert f"{sent['size']:,} bytes" in line
     assert len(line) < 800  # the short reason, never the payload
 
     result = CliRunner().invoke(app, ["dlq", "redrive", "--endpoint-url", cloud.endpoint_url])
     assert result.exit_code == 0, result.output
     assert all(b.get("event_id") != record["eventID"] for b, _ in dlq.receive_with_handles(10, visibility_timeout=0))
-    with pytest.raises(Exception, match="404|Not Found"):
+    with pytest.raises(Exception, match=r"404|Not Found"):
         s3.head_object(Bucket=sent["s3_bucket"], Key=sent["s3_key"])  # deleted after its message
     kinesis = aws_client("kinesis", cloud.endpoint_url, cloud.region)
     found = []
     for shard in kinesis.list_shards(StreamName=names.stream(EVENTS_STREAM))["Shards"]:
-        iterator = kinesis.get_shard_iterator(StreamName=names.stream(EVENTS_STREAM), ShardId=shard["ShardId"],
-                                              ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        iterator = kinesis.get_shard_iterator(
+            StreamName=names.stream(EVENTS_STREAM), ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
         while iterator:
             page = kinesis.get_records(ShardIterator=iterator, Limit=10_000)
             found += [r for r in page["Records"] if marker.encode() in r["Data"]]
             iterator = page.get("NextShardIterator") if page["Records"] else None
-    assert len(found) == 1 and found[0]["Data"] == data and found[0]["PartitionKey"] == f"user-{marker}"
+    assert len(found) == 1
+    assert found[0]["Data"] == data
+    assert found[0]["PartitionKey"] == f"user-{marker}"

@@ -44,37 +44,58 @@ def features(request, cloud, names):
 def popularity(request, cloud, names):
     if request.param == "memory":
         return InMemoryPopularityStore()
-    return S3PopularityStore(names.bucket(MODELS_BUCKET), key=f"contracts/{fresh('popular')}.json",
-                             endpoint_url=cloud.endpoint_url)
+    return S3PopularityStore(
+        names.bucket(MODELS_BUCKET), key=f"contracts/{fresh('popular')}.json", endpoint_url=cloud.endpoint_url
+    )
 
 
 @pytest.fixture(params=BACKENDS)
 def additions(request, cloud, names):
     if request.param == "memory":
         return InMemoryCatalogAdditions()
-    return S3CatalogAdditions(names.bucket(MODELS_BUCKET), prefix=f"contracts/{fresh('additions')}/",
-                              endpoint_url=cloud.endpoint_url)
+    return S3CatalogAdditions(
+        names.bucket(MODELS_BUCKET), prefix=f"contracts/{fresh('additions')}/", endpoint_url=cloud.endpoint_url
+    )
 
 
 @pytest.fixture(params=BACKENDS)
 def ranker_states(request, cloud, names):
     if request.param == "memory":
         return InMemoryRankerStateStore()
-    return S3RankerStateStore(names.bucket(MODELS_BUCKET), prefix=f"contracts/{fresh('ranker')}/",
-                              endpoint_url=cloud.endpoint_url)
+    return S3RankerStateStore(
+        names.bucket(MODELS_BUCKET), prefix=f"contracts/{fresh('ranker')}/", endpoint_url=cloud.endpoint_url
+    )
 
 
 def a_profile(user_id: str) -> UserProfile:
     """Every field set, the consumer's bookkeeping included."""
-    slate = Impression(request_id=fresh("req"), user_id=user_id, model_version="3", strategy="two_tower",
-                       items=("10", "20"), propensities=(0.5, 0.25), scores=(1.5, -0.25), timestamp=1_764_806_400.5,
-                       features=(tuple(0.125 * i for i in range(len(RANKER_FEATURES))),) * 2, q_hat=(0.1, 0.2),
-                       caller="events")
-    return UserProfile(user_id, age=35, gender="M", occupation="writer", zip_prefix="02",
-                       history=("3", "1", "2"), interaction_count=41, last_seen=1_764_806_400,
-                       applied_through=(("rtrec-events-shardId-000000000001", 10**20 + 7),),
-                       recent_slates=(RecentSlate(slate.request_id, 0x0BADC0DE),), pending_impression=slate,
-                       early_rewards=(EarlyReward("r-1", "10"),))
+    slate = Impression(
+        request_id=fresh("req"),
+        user_id=user_id,
+        model_version="3",
+        strategy="two_tower",
+        items=("10", "20"),
+        propensities=(0.5, 0.25),
+        scores=(1.5, -0.25),
+        timestamp=1_764_806_400.5,
+        features=(tuple(0.125 * i for i in range(len(RANKER_FEATURES))),) * 2,
+        q_hat=(0.1, 0.2),
+        caller="events",
+    )
+    return UserProfile(
+        user_id,
+        age=35,
+        gender="M",
+        occupation="writer",
+        zip_prefix="02",
+        history=("3", "1", "2"),
+        interaction_count=41,
+        last_seen=1_764_806_400,
+        applied_through=(("rtrec-events-shardId-000000000001", 10**20 + 7),),
+        recent_slates=(RecentSlate(slate.request_id, 0x0BADC0DE),),
+        pending_impression=slate,
+        early_rewards=(EarlyReward("r-1", "10"),),
+    )
 
 
 # -- FeatureStore ---------------------------------------------------------------------------------------------
@@ -95,8 +116,13 @@ def test_feature_store_a_profile_round_trips_with_every_field(features):
 def test_feature_store_the_last_write_of_a_profile_wins(features):
     user = a_profile(fresh("u"))
     features.put_users([user])
-    later = replace(user, history=(*user.history, "99"), interaction_count=user.interaction_count + 1,
-                    pending_impression=None, early_rewards=())
+    later = replace(
+        user,
+        history=(*user.history, "99"),
+        interaction_count=user.interaction_count + 1,
+        pending_impression=None,
+        early_rewards=(),
+    )
     assert features.put_users([later]) == 1
     assert features.get_user(user.user_id) == later
 
@@ -109,8 +135,19 @@ def test_feature_store_batch_reads_return_each_known_user_once(features):
 
 
 def test_feature_store_items_round_trip_and_put_item_replaces_one(features):
-    items = [ItemFeatures(fresh("i"), f"Title {n}", year=1990 + n, genres=("Drama", "War"), interaction_count=n,
-                          popularity=n / 3, original_id=f"orig {n}", promoted=n == 1) for n in range(30)]
+    items = [
+        ItemFeatures(
+            fresh("i"),
+            f"Title {n}",
+            year=1990 + n,
+            genres=("Drama", "War"),
+            interaction_count=n,
+            popularity=n / 3,
+            original_id=f"orig {n}",
+            promoted=n == 1,
+        )
+        for n in range(30)
+    ]
     assert features.put_items(items) == 30
     assert features.get_items([i.item_id for i in items] + [fresh("missing")]) == {i.item_id: i for i in items}
     retired = replace(items[3], active=False, deleted_at=1_764_806_400)
@@ -128,8 +165,9 @@ def test_feature_store_ping_answers(features):
 
 def test_popularity_store_holds_the_last_snapshot(popularity):
     assert popularity.load() is None
-    first = PopularItems((ScoredItem("a", 2.5), ScoredItem("b", 1.0)), generated_at=123, half_life_days=90,
-                         source="ml-1m@0123456789ab")
+    first = PopularItems(
+        (ScoredItem("a", 2.5), ScoredItem("b", 1.0)), generated_at=123, half_life_days=90, source="ml-1m@0123456789ab"
+    )
     popularity.save(first)
     assert popularity.load() == first
     second = replace(first, items=(ScoredItem("c", 3.0),), generated_at=456)
@@ -155,8 +193,9 @@ def test_catalog_additions_list_what_changed_since_the_tags_a_reader_knows(addit
 
 
 def a_state(shard_id: str, seen: int) -> RankerShardState:
-    state = RankerShardState(shard_id, learned_through=10**20 + seen, trend_anchor=1_764_806_400.0,
-                             trend_reference=1_764_806_500.0)
+    state = RankerShardState(
+        shard_id, learned_through=10**20 + seen, trend_anchor=1_764_806_400.0, trend_reference=1_764_806_500.0
+    )
     state.impressions.update({"10": seen, "20": 1})
     state.clicks["10"] = 1
     state.trend["10"] = 0.75
@@ -176,4 +215,5 @@ def test_ranker_state_store_round_trips_each_shard_and_lists_them_all(ranker_sta
     ranker_states.save(first)
     assert ranker_states.load(first.shard_id).to_dict() == first.to_dict()  # a save replaces, a cache follows
     assert ranker_states.clear() == 2
-    assert ranker_states.load_all() == [] and ranker_states.load(first.shard_id) is None
+    assert ranker_states.load_all() == []
+    assert ranker_states.load(first.shard_id) is None

@@ -27,7 +27,8 @@ def test_every_table_exists_with_the_key_schema_from_resources(cloud, client, na
 def test_stream_buckets_and_queue_exist(client, names):
     for spec in STREAMS:
         summary = client("kinesis").describe_stream_summary(StreamName=names.stream(spec))["StreamDescriptionSummary"]
-        assert summary["StreamStatus"] == "ACTIVE" and summary["OpenShardCount"] == spec.shard_count
+        assert summary["StreamStatus"] == "ACTIVE"
+        assert summary["OpenShardCount"] == spec.shard_count
     buckets = {b["Name"] for b in client("s3").list_buckets()["Buckets"]}
     assert {names.bucket(spec) for spec in BUCKETS} <= buckets
     for spec in QUEUES:

@@ -27,12 +27,15 @@ def test_a_consumer_gets_back_the_state_it_saved_unless_another_one_wrote_after_
     assert mine.load("shard-0") is state  # unchanged in S3: no read, no parse
     mine.save(state)
     theirs = other.load("shard-0")
-    assert theirs is not state and theirs.learned_through == 10
+    assert theirs is not state
+    assert theirs.learned_through == 10
     theirs.learned_through = 20
     theirs.count("7", ItemStatsDelta(impressions=1))
     other.save(theirs)
     again = mine.load("shard-0")  # the object changed since mine saved it: read again
-    assert again is not state and again.learned_through == 20 and again.stats_of("7").impressions == 1
+    assert again is not state
+    assert again.learned_through == 20
+    assert again.stats_of("7").impressions == 1
 
 
 def test_a_state_loaded_and_not_saved_is_read_again(stores):
@@ -42,7 +45,8 @@ def test_a_state_loaded_and_not_saved_is_read_again(stores):
     lent = mine.load("shard-0")
     lent.learned_through = 99  # a batch that failed after changing it, before saving
     again = mine.load("shard-0")
-    assert again is not lent and again.learned_through == 10
+    assert again is not lent
+    assert again.learned_through == 10
 
 
 def test_load_all_shares_unchanged_states_and_reads_changed_and_new_ones(stores):
@@ -51,12 +55,14 @@ def test_load_all_shares_unchanged_states_and_reads_changed_and_new_ones(stores)
         writer.save(RankerShardState(shard, learned_through=1))
     first = {s.shard_id: s for s in reader.load_all()}
     second = {s.shard_id: s for s in reader.load_all()}
-    assert set(first) == {"shard-0", "shard-1"} and all(second[k] is first[k] for k in first)
+    assert set(first) == {"shard-0", "shard-1"}
+    assert all(second[k] is first[k] for k in first)
     writer.save(RankerShardState("shard-1", learned_through=2))
     writer.save(RankerShardState("shard-2", learned_through=3))
     third = {s.shard_id: s for s in reader.load_all()}
     assert third["shard-0"] is first["shard-0"]
-    assert third["shard-1"] is not first["shard-1"] and third["shard-1"].learned_through == 2
+    assert third["shard-1"] is not first["shard-1"]
+    assert third["shard-1"].learned_through == 2
     assert third["shard-2"].learned_through == 3
     assert reader.restart_positions() == 3
     assert {s.shard_id: s.learned_through for s in reader.load_all()} == {f"shard-{n}": -1 for n in range(3)}

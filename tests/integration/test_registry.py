@@ -62,8 +62,12 @@ def config(state_dir):
 @pytest.fixture
 def store(cloud, names) -> S3ModelStore:
     # A fresh prefix per test keeps tests independent inside the session's one models bucket.
-    return S3ModelStore(names.bucket(MODELS_BUCKET), endpoint_url=cloud.endpoint_url, region=cloud.region,
-                        prefix=f"itest-registry-{uuid.uuid4().hex[:8]}/models")
+    return S3ModelStore(
+        names.bucket(MODELS_BUCKET),
+        endpoint_url=cloud.endpoint_url,
+        region=cloud.region,
+        prefix=f"itest-registry-{uuid.uuid4().hex[:8]}/models",
+    )
 
 
 def fake_result(root: Path, name: str, metrics: dict[str, float], data_sha256: str = "ab" * 32) -> TrainResult:
@@ -84,8 +88,15 @@ def fake_result(root: Path, name: str, metrics: dict[str, float], data_sha256: s
     artifacts.write_json(model_dir, artifacts.DATA_SNAPSHOT, {"dataset": "fake", "sha256": data_sha256})
     assert artifacts.missing_files(model_dir) == []
     history = [{"loss": 0.9, "valid.recall@10": 0.1}, {"loss": 0.7, "valid.recall@10": 0.2}]
-    return TrainResult(model_dir=model_dir, params=params, metrics=dict(metrics), data_sha256=data_sha256, epochs=2,
-                       seconds=1.5, history=history)
+    return TrainResult(
+        model_dir=model_dir,
+        params=params,
+        metrics=dict(metrics),
+        data_sha256=data_sha256,
+        epochs=2,
+        seconds=1.5,
+        history=history,
+    )
 
 
 def fake_index_builder(calls: list[Path]):
@@ -103,14 +114,14 @@ def alias_version(config, alias: str) -> str:
 
 def keys_under(client, bucket: str, prefix: str) -> set[str]:
     response = client.list_objects_v2(Bucket=bucket, Prefix=prefix)
-    return {obj["Key"][len(prefix):] for obj in response.get("Contents", [])}
+    return {obj["Key"][len(prefix) :] for obj in response.get("Contents", [])}
 
 
 def test_mlflow_keys_map_at_signs_reversibly_and_refuse_what_would_not_round_trip():
     assert mlflow_key("recbole.test.recall@10") == "recbole.test.recall_at_10"
     assert from_mlflow_key(mlflow_key("a b/c-d.e@5")) == "a b/c-d.e@5"
     for bad in ("x_at_y", "recall#10", "a//b", "/abs", "../up", ""):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="cannot be an MLflow name"):
             mlflow_key(bad)
 
 
@@ -124,7 +135,8 @@ def test_register_promote_reject_and_override(tmp_path, state_dir, config, store
     run = mlflow.get_run(first.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.metrics["recbole.test.recall_at_10"] == pytest.approx(0.20)
-    assert run.data.params["embedding_dim"] == "4" and run.data.params["hidden"] == "[8, 4]"
+    assert run.data.params["embedding_dim"] == "4"
+    assert run.data.params["hidden"] == "[8, 4]"
     assert run.data.params["data_sha256"] == run.data.tags["data_sha256"] == "ab" * 32
     assert run.data.tags["trigger"] == "test"
     assert [m.value for m in mlflow.get_metric_history(first.run_id, "history.valid.recall_at_10")] == [0.1, 0.2]
@@ -135,8 +147,11 @@ def test_register_promote_reject_and_override(tmp_path, state_dir, config, store
 
     built: list[Path] = []
     promoted = promote(config, store, default_gate(), index_builder=fake_index_builder(built))
-    assert promoted.decision.approved and not promoted.decision.overridden and promoted.promoted
-    assert promoted.version == "1" and len(built) == 1
+    assert promoted.decision.approved
+    assert not promoted.decision.overridden
+    assert promoted.promoted
+    assert promoted.version == "1"
+    assert len(built) == 1
     assert alias_version(config, "production") == "1"
     pointer = store.read_pointer()
     assert pointer == promoted.pointer
@@ -144,7 +159,8 @@ def test_register_promote_reject_and_override(tmp_path, state_dir, config, store
     assert pointer.s3_prefix == f"{store.prefix}/versions/1/"
     assert keys_under(s3, store.bucket, pointer.s3_prefix) == set(REQUIRED) | {artifacts.ITEM_INDEX}
     tags = mlflow.get_model_version(config.model_name, "1").tags
-    assert tags["gate.approved"] == "true" and tags["promotion.status"] == "promoted"
+    assert tags["gate.approved"] == "true"
+    assert tags["promotion.status"] == "promoted"
     assert "no production model" in tags["gate.reason"]
     assert float(tags["gate.candidate.recbole.test.recall_at_10"]) == 0.20
 
@@ -152,33 +168,41 @@ def test_register_promote_reject_and_override(tmp_path, state_dir, config, store
     assert second.version == "2"
     assert alias_version(config, "staging") == "2"
     rejected = promote(config, store, default_gate(), index_builder=fake_index_builder(built))
-    assert not rejected.decision.approved and rejected.pointer is None and rejected.version == "2"
+    assert not rejected.decision.approved
+    assert rejected.pointer is None
+    assert rejected.version == "2"
     assert RECALL in rejected.decision.reason
     assert len(built) == 1  # a rejection builds and publishes nothing
     assert alias_version(config, "production") == "1"
     assert store.read_pointer() == pointer
     assert keys_under(s3, store.bucket, f"{store.prefix}/versions/2/") == set()
     tags = mlflow.get_model_version(config.model_name, "2").tags
-    assert tags["gate.approved"] == "false" and tags["gate.overridden"] == "false"
-    assert tags["promotion.status"] == "rejected" and tags["gate.production_version"] == "1"
-    assert RECALL in tags["gate.reason"] and "2.00%" in tags["gate.reason"]
+    assert tags["gate.approved"] == "false"
+    assert tags["gate.overridden"] == "false"
+    assert tags["promotion.status"] == "rejected"
+    assert tags["gate.production_version"] == "1"
+    assert RECALL in tags["gate.reason"]
+    assert "2.00%" in tags["gate.reason"]
     assert float(tags["gate.relative_change.recbole.test.recall_at_10"]) == pytest.approx(-0.25)
 
     with pytest.raises(ValueError, match="non-empty"):
         promote(config, store, default_gate(), version="2", override_reason=" ")
     forced = promote(config, store, default_gate(), version="2", override_reason="new catalogue; offline split changed")
-    assert forced.decision.approved and forced.decision.overridden
+    assert forced.decision.approved
+    assert forced.decision.overridden
     assert alias_version(config, "production") == "2"
-    assert store.read_pointer() == forced.pointer and forced.pointer.version == "2"
+    assert store.read_pointer() == forced.pointer
+    assert forced.pointer.version == "2"
     assert "new catalogue" in forced.pointer.gate_reason
     tags = mlflow.get_model_version(config.model_name, "2").tags
-    assert tags["gate.approved"] == "true" and tags["gate.overridden"] == "true"
-    assert "new catalogue" in tags["gate.reason"] and tags["promotion.status"] == "promoted"
+    assert tags["gate.approved"] == "true"
+    assert tags["gate.overridden"] == "true"
+    assert "new catalogue" in tags["gate.reason"]
+    assert tags["promotion.status"] == "promoted"
     assert keys_under(s3, store.bucket, f"{store.prefix}/versions/2/") == set(REQUIRED)
 
 
-def test_a_shadow_candidate_is_published_once_and_the_off_policy_gate_decides_its_promotion(
-        tmp_path, config, store, client):
+def test_a_shadow_candidate_is_published_once_and_the_off_policy_gate_decides_its_promotion(tmp_path, config, store, client):
     from rtrec.domain.promotion import GateDecision
 
     mlflow = config.client()
@@ -187,7 +211,9 @@ def test_a_shadow_candidate_is_published_once_and_the_off_policy_gate_decides_it
     assert promote(config, store, default_gate(), index_builder=fake_index_builder(built)).promoted
     log_and_register(fake_result(tmp_path, "v2", GOOD), config)
     shadow = publish_shadow(config, store, index_builder=fake_index_builder(built))
-    assert shadow.version == "2" and store.read_pointer("shadow") == shadow and len(built) == 2
+    assert shadow.version == "2"
+    assert store.read_pointer("shadow") == shadow
+    assert len(built) == 2
     assert store.read_pointer().version == "1"  # production is untouched
     assert keys_under(client("s3"), store.bucket, shadow.s3_prefix) == set(REQUIRED) | {artifacts.ITEM_INDEX}
     assert "shadow.published_at" in mlflow.get_model_version(config.model_name, "2").tags
@@ -198,19 +224,26 @@ def test_a_shadow_candidate_is_published_once_and_the_off_policy_gate_decides_it
         def decide(candidate: str, production: str) -> GateDecision:
             asked.append((candidate, production))
             return GateDecision(approve, "off-policy: test verdict", {"ope.dr": 0.1, "ope.slates": 300.0})
+
         return decide
 
     rejected = promote(config, store, default_gate(), policy_gate=policy_gate(False))
-    assert not rejected.promoted and asked == [("2", "1")]
+    assert not rejected.promoted
+    assert asked == [("2", "1")]
     tags = mlflow.get_model_version(config.model_name, "2").tags
-    assert tags["gate.approved"] == "false" and "off-policy: test verdict" in tags["gate.reason"]
-    assert float(tags["gate.ope.dr"]) == 0.1 and store.read_pointer("shadow") == shadow
+    assert tags["gate.approved"] == "false"
+    assert "off-policy: test verdict" in tags["gate.reason"]
+    assert float(tags["gate.ope.dr"]) == 0.1
+    assert store.read_pointer("shadow") == shadow
 
     approved = promote(config, store, default_gate(), policy_gate=policy_gate(True))
-    assert approved.promoted and approved.pointer.s3_prefix == shadow.s3_prefix
+    assert approved.promoted
+    assert approved.pointer.s3_prefix == shadow.s3_prefix
     assert len(built) == 2  # published as the shadow candidate already: not built or uploaded again
-    assert store.read_pointer().version == "2" and store.read_pointer("shadow") is None
-    assert "within tolerance" in approved.decision.reason and "test verdict" in approved.decision.reason
+    assert store.read_pointer().version == "2"
+    assert store.read_pointer("shadow") is None
+    assert "within tolerance" in approved.decision.reason
+    assert "test verdict" in approved.decision.reason
 
 
 def test_promote_needs_a_candidate_and_register_needs_a_complete_consistent_folder(tmp_path, config, store):
@@ -254,7 +287,8 @@ def test_a_published_version_downloads_byte_for_byte_and_republishing_drops_stal
     target = store.download(version, tmp_path / "dst")
     downloaded = {p.relative_to(target).as_posix(): p.read_bytes() for p in target.rglob("*") if p.is_file()}
     expected = {p.relative_to(source).as_posix(): p.read_bytes() for p in source.rglob("*") if p.is_file()}
-    assert downloaded == expected and "extra/notes.txt" in downloaded
+    assert downloaded == expected
+    assert "extra/notes.txt" in downloaded
 
     (source / "extra" / "notes.txt").unlink()
     store.publish(version, source)
@@ -283,14 +317,23 @@ def test_each_drift_report_becomes_a_run_of_the_drift_experiment(state_dir):
 
     config = local_registry_config(state_dir)
     runs = MlflowDriftRuns(config.tracking_uri, artifact_location=config.artifact_location)
-    report = {"generated_at": 1_700_000_000.0, "model_version": "3", "drifted": True, "reasons": ["genre: JS 0.3"],
-              "features": [{"name": "genre", "statistic": "js_distance", "value": 0.3, "drifted": True},
-                           {"name": "score", "statistic": None, "value": None, "drifted": False}]}
+    report = {
+        "generated_at": 1_700_000_000.0,
+        "model_version": "3",
+        "drifted": True,
+        "reasons": ["genre: JS 0.3"],
+        "features": [
+            {"name": "genre", "statistic": "js_distance", "value": 0.3, "drifted": True},
+            {"name": "score", "statistic": None, "value": None, "drifted": False},
+        ],
+    }
     run_id = runs.log(report, "drift/reports/2023-11-14T22-13-20-000007.json")
     assert runs.log({**report, "drifted": False, "features": []}, "drift/reports/next.json") != run_id
     run = config.client().get_run(run_id)
-    assert run.info.status == "FINISHED" and run.info.run_name == "2023-11-14T22-13-20-000007"
-    assert run.data.tags["drift_report"].endswith("000007.json") and run.data.tags["model_version"] == "3"
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "2023-11-14T22-13-20-000007"
+    assert run.data.tags["drift_report"].endswith("000007.json")
+    assert run.data.tags["model_version"] == "3"
     assert run.data.metrics == {"drifted": 1.0, "genre.js_distance": 0.3, "genre.drifted": 1.0, "score.drifted": 0.0}
     assert [a.path for a in config.client().list_artifacts(run_id)] == ["drift_report.json"]
     assert run.info.artifact_uri.startswith(config.artifact_location)

@@ -24,19 +24,25 @@ def test_only_one_of_many_concurrent_takers_gets_the_lock_until_it_expires(cloud
         won = list(pool.map(lambda i: lock.acquire(name, f"owner-{i}", now=1_000.0, ttl_seconds=100), range(8)))
     assert won.count(True) == 1
     holder = lock.holder(name)
-    assert holder is not None and holder.owner == f"owner-{won.index(True)}" and holder.expires_at == 1_100
+    assert holder is not None
+    assert holder.owner == f"owner-{won.index(True)}"
+    assert holder.expires_at == 1_100
     assert not lock.acquire(name, "late", now=1_099.0, ttl_seconds=100)
     assert not lock.release(name, "late")  # only the holder releases
     assert lock.acquire(name, "after-expiry", now=1_100.0, ttl_seconds=100, note="drift/reports/x.json")
     assert lock.holder(name).note == "drift/reports/x.json"
-    assert lock.release(name, "after-expiry") and lock.holder(name) is None
+    assert lock.release(name, "after-expiry")
+    assert lock.holder(name) is None
 
 
 def test_sagemaker_jobs_are_created_with_the_contract_and_listed_while_in_progress(cloud, client):
-    config = SageMakerJobConfig(role_arn="arn:aws:iam::123456789012:role/rtrec-training",
-                                image_uri="123456789012.dkr.ecr.us-east-1.amazonaws.com/rtrec-training:latest",
-                                train_s3_uri="s3://rtrec-offline-store/train/", output_s3_uri="s3://rtrec-models/jobs/",
-                                environment={"MLFLOW_TRACKING_URI": "https://mlflow.example"})
+    config = SageMakerJobConfig(
+        role_arn="arn:aws:iam::123456789012:role/rtrec-training",
+        image_uri="123456789012.dkr.ecr.us-east-1.amazonaws.com/rtrec-training:latest",
+        train_s3_uri="s3://rtrec-offline-store/train/",
+        output_s3_uri="s3://rtrec-models/jobs/",
+        environment={"MLFLOW_TRACKING_URI": "https://mlflow.example"},
+    )
     jobs = SageMakerTrainingJobs(config, endpoint_url=cloud.endpoint_url, region=cloud.region)
     prefix = f"rtrec-retrain-{uuid.uuid4().hex[:6]}"
     arn = jobs.start(f"{prefix}-1", {"epochs": "3"}, {"trigger": "drift", "drift_report": "drift/reports/a.json"})

@@ -35,8 +35,15 @@ class LambdaContext:
 
 
 def pointer(version: str) -> ProductionPointer:
-    return ProductionPointer(model_name="rtrec-two-tower", version=version, run_id="test", s3_prefix="",
-                             promoted_at=int(time.time()), metrics={}, gate_reason="test")
+    return ProductionPointer(
+        model_name="rtrec-two-tower",
+        version=version,
+        run_id="test",
+        s3_prefix="",
+        promoted_at=int(time.time()),
+        metrics={},
+        gate_reason="test",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +52,19 @@ def world(cloud, data_cache_dir, tmp_path_factory):
     from training.train import TrainConfig, train
 
     folder = tmp_path_factory.mktemp("model")
-    config = TrainConfig(dataset="ml-100k", data_cache_dir=data_cache_dir, output_dir=folder, protocols=("recbole",),
-                         epochs=2, dim=16, hidden=32, batch_size=512, user_hash_buckets=1024, baselines=False,
-                         threads=1)
+    config = TrainConfig(
+        dataset="ml-100k",
+        data_cache_dir=data_cache_dir,
+        output_dir=folder,
+        protocols=("recbole",),
+        epochs=2,
+        dim=16,
+        hidden=32,
+        batch_size=512,
+        user_hash_buckets=1024,
+        baselines=False,
+        threads=1,
+    )
     train(config)
     build_item_index(folder)
     Provisioner(NAMES, endpoint_url=cloud.endpoint_url).provision()
@@ -77,8 +94,9 @@ def handler(world, cloud, tmp_path_factory):
     patch.undo()
 
 
-def call(handler, lambda_event, name: str, path: str | None = None, query: dict | None = None,
-         body: dict | None = None) -> tuple[int, dict]:
+def call(
+    handler, lambda_event, name: str, path: str | None = None, query: dict | None = None, body: dict | None = None
+) -> tuple[int, dict]:
     event = copy.deepcopy(lambda_event(name))
     if path is not None:
         event["path"] = path
@@ -93,40 +111,49 @@ def call(handler, lambda_event, name: str, path: str | None = None, query: dict 
 
 def test_health_reports_the_loaded_model(handler, lambda_event):
     status, body = call(handler, lambda_event, "api_health.json")
-    assert status == 200 and body["status"] == "ok"
-    assert body["model_version"] == "1" and body["index_size"] == 1682
+    assert status == 200
+    assert body["status"] == "ok"
+    assert body["model_version"] == "1"
+    assert body["index_size"] == 1682
 
 
 def test_known_user_gets_two_tower_recommendations_outside_their_history(handler, lambda_event, world):
     _, _, features = world
     status, body = call(handler, lambda_event, "api_recommend_user_1.json", query={"k": "10"})
-    assert status == 200 and body["strategy"] == "two_tower" and body["model_version"] == "1"
+    assert status == 200
+    assert body["strategy"] == "two_tower"
+    assert body["model_version"] == "1"
     picked = [r["item_id"] for r in body["recommendations"]]
-    assert len(picked) == 10 and not set(picked) & set(features.get_user("1").history)
+    assert len(picked) == 10
+    assert not set(picked) & set(features.get_user("1").history)
     assert all(0 < r["propensity"] <= 1 for r in body["recommendations"])
 
 
 def test_cold_start_strategies(handler, lambda_event):
     _, newbie = call(handler, lambda_event, "api_recommend_user_1.json", path="/recommend/newbie")
-    assert newbie["strategy"] == "cold_user_features" and newbie["cold_start"] is True
+    assert newbie["strategy"] == "cold_user_features"
+    assert newbie["cold_start"] is True
     _, stranger = call(handler, lambda_event, "api_recommend_user_1.json", path="/recommend/stranger")
-    assert stranger["strategy"] == "popular_fallback" and len(stranger["recommendations"]) == 5
+    assert stranger["strategy"] == "popular_fallback"
+    assert len(stranger["recommendations"]) == 5
 
 
 def test_genre_filter_on_the_real_catalog(handler, lambda_event, world):
     _, _, features = world
     status, body = call(handler, lambda_event, "api_recommend_user_1.json", query={"k": "5", "include_genres": "Horror"})
-    assert status == 200 and len(body["recommendations"]) == 5
+    assert status == 200
+    assert len(body["recommendations"]) == 5
     items = features.get_items([r["item_id"] for r in body["recommendations"]])
     assert all("Horror" in item.genres for item in items.values())
 
 
 def test_new_item_is_indexed_at_once_and_explored(handler, lambda_event):
     status, added = call(handler, lambda_event, "api_post_item.json")
-    assert status == 201 and added == {"item_id": "tt9999999", "created": True, "model_version": "1",
-                                       "new_to_model": True, "unknown_genres": []}
+    assert status == 201
+    assert added == {"item_id": "tt9999999", "created": True, "model_version": "1", "new_to_model": True, "unknown_genres": []}
     status, similar = call(handler, lambda_event, "api_similar_items.json", path="/items/tt9999999/similar")
-    assert status == 200 and len(similar["similar"]) == 5
+    assert status == 200
+    assert len(similar["similar"]) == 5
     shown = 0
     for user in range(1, 101):
         _, body = call(handler, lambda_event, "api_recommend_user_1.json", path=f"/recommend/{user}", query={"k": "10"})
@@ -146,7 +173,8 @@ def test_hot_reload_to_a_newly_promoted_version_keeps_added_items(handler, lambd
         version = call(handler, lambda_event, "api_health.json")[1]["model_version"]
     assert version == "2"
     status, similar = call(handler, lambda_event, "api_similar_items.json", path="/items/tt9999999/similar")
-    assert status == 200 and similar["model_version"] == "2"
+    assert status == 200
+    assert similar["model_version"] == "2"
 
 
 def test_serving_a_model_imports_neither_torch_nor_mlflow(world, cloud, tmp_path):
@@ -158,8 +186,13 @@ def test_serving_a_model_imports_neither_torch_nor_mlflow(world, cloud, tmp_path
         "assert h.app.state.services.recommender.model() is not None, 'no model loaded'; "
         "print(json.dumps(sorted(m for m in ('torch', 'mlflow', 'training') if m in sys.modules)))"
     )
-    env = {**os.environ, "AWS_ENDPOINT_URL": cloud.endpoint_url, "RTREC_PREFIX": NAMES.prefix,
-           "RTREC_MODEL_CACHE_DIR": str(tmp_path), "POWERTOOLS_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "AWS_ENDPOINT_URL": cloud.endpoint_url,
+        "RTREC_PREFIX": NAMES.prefix,
+        "RTREC_MODEL_CACHE_DIR": str(tmp_path),
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+    }
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []

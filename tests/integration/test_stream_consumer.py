@@ -44,13 +44,27 @@ def kinesis_event(records: list[tuple[str, bytes]], shard: str | None = None) ->
     Each call without `shard` gets a shard of its own: the shard state counts a record only above the sequence
     number it learned through, and these made-up numbers start again at every call."""
     shard = shard or f"shardId-{uuid.uuid4().hex[:12]}"
-    return {"Records": [{
-        "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": key, "sequenceNumber": f"{49_000_000 + n:056d}",
-                    "data": base64.b64encode(data).decode(), "approximateArrivalTimestamp": NOW},
-        "eventSource": "aws:kinesis", "eventVersion": "1.0", "eventID": f"{shard}:{49_000_000 + n:056d}",
-        "eventName": "aws:kinesis:record", "invokeIdentityArn": "arn:aws:iam::123456789012:role/consumer",
-        "awsRegion": "us-east-1", "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/itest-events",
-    } for n, (key, data) in enumerate(records)]}
+    return {
+        "Records": [
+            {
+                "kinesis": {
+                    "kinesisSchemaVersion": "1.0",
+                    "partitionKey": key,
+                    "sequenceNumber": f"{49_000_000 + n:056d}",
+                    "data": base64.b64encode(data).decode(),
+                    "approximateArrivalTimestamp": NOW,
+                },
+                "eventSource": "aws:kinesis",
+                "eventVersion": "1.0",
+                "eventID": f"{shard}:{49_000_000 + n:056d}",
+                "eventName": "aws:kinesis:record",
+                "invokeIdentityArn": "arn:aws:iam::123456789012:role/consumer",
+                "awsRegion": "us-east-1",
+                "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/itest-events",
+            }
+            for n, (key, data) in enumerate(records)
+        ]
+    }
 
 
 def encoded(*messages) -> list[tuple[str, bytes]]:
@@ -80,20 +94,29 @@ def test_events_update_profile_and_item_stats_exactly_once(consumer, cloud, name
     user = f"u-{uuid.uuid4().hex[:8]}"
     item = f"i-{uuid.uuid4().hex[:8]}"
     features.put_users([UserProfile(user, age=30, history=("1",), interaction_count=1)])
-    batch = kinesis_event(encoded(user_event(user, 1, item), user_event(user, 2, "2", "view"),
-                                  Impression(f"r-{user}", user, "1", "two_tower", (item, "2"), (0.5, 0.5), (1, 1), NOW)))
+    batch = kinesis_event(
+        encoded(
+            user_event(user, 1, item),
+            user_event(user, 2, "2", "view"),
+            Impression(f"r-{user}", user, "1", "two_tower", (item, "2"), (0.5, 0.5), (1, 1), NOW),
+        )
+    )
     assert handler(batch, Context()) == {"batchItemFailures": []}
     assert handler(batch, Context()) == {"batchItemFailures": []}  # re-delivered: no effect the second time
     profile = features.get_user(user)
-    assert profile.history == ("1", item) and profile.interaction_count == 2 and profile.age == 30
+    assert profile.history == ("1", item)
+    assert profile.interaction_count == 2
+    assert profile.age == 30
     stats = item_stats(cloud, names, item)
-    assert stats.clicks == 1 and stats.impressions == 1 and stats.interactions == 1
+    assert stats.clicks == 1
+    assert stats.impressions == 1
+    assert stats.interactions == 1
 
 
 def test_a_malformed_record_goes_to_the_dlq_and_the_rest_is_processed(consumer, names, cloud):
     handler, features = consumer
     user = f"u-{uuid.uuid4().hex[:8]}"
-    records = encoded(user_event(user, 1, "5")) + [(user, b'{"kind": "event", "type": "like"}')]
+    records = [*encoded(user_event(user, 1, "5")), (user, b'{"kind": "event", "type": "like"}')]
     assert handler(kinesis_event(records), Context()) == {"batchItemFailures": []}
     assert features.get_user(user).history == ("5",)
     dlq = SqsDeadLetterQueue(names.queue(EVENTS_DLQ), endpoint_url=cloud.endpoint_url)
@@ -114,8 +137,9 @@ def test_a_dynamodb_throttle_is_raised_for_the_whole_batch_then_it_applies_once(
         def batch_write_item(self, **kwargs):
             if self.failures:
                 self.failures -= 1
-                raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}},
-                                  "BatchWriteItem")
+                raise ClientError(
+                    {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}}, "BatchWriteItem"
+                )
             return self._client.batch_write_item(**kwargs)
 
         def __getattr__(self, name):
@@ -134,7 +158,8 @@ def test_a_dynamodb_throttle_is_raised_for_the_whole_batch_then_it_applies_once(
     assert handler(batch, Context()) == {"batchItemFailures": []}
     assert item_stats(cloud, names, item).clicks == 1
     profile = features.get_user(user)
-    assert profile.history == (item,) and profile.interaction_count == 1  # the failed tries' profile write counted once
+    assert profile.history == (item,)
+    assert profile.interaction_count == 1
 
 
 def test_the_batch_is_kept_in_the_counterfactual_log(consumer, names, cloud):
@@ -156,12 +181,19 @@ def test_rewards_are_joined_logged_and_learned_once_per_record(consumer, names, 
     handler, _ = consumer
     shard = f"shardId-{uuid.uuid4().hex[:12]}"  # a shard of its own: the state is per shard
     user = f"u-{uuid.uuid4().hex[:8]}"
-    batch = kinesis_event(encoded(featured_slate(f"r-{user}", user, ("a", "b")),
-                                  UserEvent(f"{user}-1", user, "b", "click", NOW + 1, request_id=f"r-{user}")), shard)
+    batch = kinesis_event(
+        encoded(
+            featured_slate(f"r-{user}", user, ("a", "b")),
+            UserEvent(f"{user}-1", user, "b", "click", NOW + 1, request_id=f"r-{user}"),
+        ),
+        shard,
+    )
     assert handler(batch, Context()) == {"batchItemFailures": []}
     assert handler(batch, Context()) == {"batchItemFailures": []}  # re-delivered: learned once
     state = S3RankerStateStore(names.bucket(MODELS_BUCKET), endpoint_url=cloud.endpoint_url).load(f"itest-events-{shard}")
-    assert state.learner.examples == 2 and state.impressions == {"a": 1, "b": 1} and state.clicks == {"b": 1}
+    assert state.learner.examples == 2
+    assert state.impressions == {"a": 1, "b": 1}
+    assert state.clicks == {"b": 1}
     assert state.trend_counts() == {"b": 1.0}
     joined = S3CounterfactualLog(names.bucket(COUNTERFACTUAL_BUCKET), endpoint_url=cloud.endpoint_url).read_joined()
     assert [(s.slate.items, s.rewards) for s in joined if s.slate.request_id == f"r-{user}"] == [(("a", "b"), (0, 1))]
@@ -181,22 +213,29 @@ def test_a_batch_that_fails_after_learning_is_learned_once_and_its_stats_added_o
         def batch_write_item(self, **kwargs):
             if not self.failed:
                 self.failed = True
-                raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow"}},
-                                  "BatchWriteItem")
+                raise ClientError(
+                    {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow"}}, "BatchWriteItem"
+                )
             return self._client.batch_write_item(**kwargs)
 
         def __getattr__(self, name):
             return getattr(self._client, name)
 
-    handler = build_handler(ConsumerSettings(endpoint_url=cloud.endpoint_url, resource_prefix=names.prefix),
-                            dynamodb_client=FailsOnce())
+    handler = build_handler(
+        ConsumerSettings(endpoint_url=cloud.endpoint_url, resource_prefix=names.prefix), dynamodb_client=FailsOnce()
+    )
     shard = f"shardId-{uuid.uuid4().hex[:12]}"
     a, b = f"ua-{uuid.uuid4().hex[:8]}", f"ub-{uuid.uuid4().hex[:8]}"
     x, y = f"x-{a}", f"y-{a}"
-    batch = kinesis_event(encoded(
-        featured_slate(f"r-{a}", a, (x, y)), UserEvent(f"{a}-1", a, y, "click", NOW + 1, request_id=f"r-{a}"),
-        featured_slate(f"r-{b}", b, (x, y)), UserEvent(f"{b}-1", b, x, "click", NOW + 2, request_id=f"r-{b}"),
-    ), shard)
+    batch = kinesis_event(
+        encoded(
+            featured_slate(f"r-{a}", a, (x, y)),
+            UserEvent(f"{a}-1", a, y, "click", NOW + 1, request_id=f"r-{a}"),
+            featured_slate(f"r-{b}", b, (x, y)),
+            UserEvent(f"{b}-1", b, x, "click", NOW + 2, request_id=f"r-{b}"),
+        ),
+        shard,
+    )
     states = S3RankerStateStore(names.bucket(MODELS_BUCKET), endpoint_url=cloud.endpoint_url)
     features = DynamoFeatureStore(names.table(USER_FEATURES), names.table(ITEM_FEATURES), endpoint_url=cloud.endpoint_url)
     with pytest.raises(DependencyError):
@@ -207,12 +246,15 @@ def test_a_batch_that_fails_after_learning_is_learned_once_and_its_stats_added_o
     assert handler(batch, Context()) == {"batchItemFailures": []}  # the whole batch again
     assert handler(batch, Context()) == {"batchItemFailures": []}  # and once more, after it worked
     state = states.load(f"itest-events-{shard}")
-    assert state.learner.examples == 4 and state.clicks == {x: 1, y: 1}
+    assert state.learner.examples == 4
+    assert state.clicks == {x: 1, y: 1}
     assert state.learned_through == int(batch["Records"][3]["kinesis"]["sequenceNumber"])
     stats_x, stats_y = item_stats(cloud, names, x), item_stats(cloud, names, y)
-    assert (stats_x.impressions, stats_x.clicks, stats_x.interactions) == (2, 1, 1) and stats_x.popularity_mass > 0
+    assert (stats_x.impressions, stats_x.clicks, stats_x.interactions) == (2, 1, 1)
+    assert stats_x.popularity_mass > 0
     assert (stats_y.impressions, stats_y.clicks, stats_y.interactions) == (2, 1, 1)
-    assert features.get_user(a).interaction_count == 1 and features.get_user(b).history == (x,)
+    assert features.get_user(a).interaction_count == 1
+    assert features.get_user(b).history == (x,)
 
 
 def test_the_sample_kinesis_event_resolves_its_slate_and_dead_letters_its_poison_record(cloud, names):
@@ -232,9 +274,11 @@ def test_the_sample_kinesis_event_resolves_its_slate_and_dead_letters_its_poison
     features = DynamoFeatureStore(names.table(USER_FEATURES), names.table(ITEM_FEATURES), endpoint_url=cloud.endpoint_url)
     assert features.get_user(user).history == ("260",)
     state = S3RankerStateStore(names.bucket(MODELS_BUCKET), endpoint_url=cloud.endpoint_url).load(f"rtrec-events-{shard}")
-    assert state.learner.examples == 3 and state.clicks == {"260": 1}
+    assert state.learner.examples == 3
+    assert state.clicks == {"260": 1}
     [dead] = handler.dlq.messages
-    assert dead["event_id"] == event["Records"][2]["eventID"] and "not JSON" in dead["reason"]
+    assert dead["event_id"] == event["Records"][2]["eventID"]
+    assert "not JSON" in dead["reason"]
 
 
 def test_watermarks_of_two_streams_with_the_same_shard_ids_do_not_shadow_each_other(consumer, cloud, names):
@@ -259,8 +303,9 @@ def test_put_records_then_the_stream_holds_them(cloud, names):
     shards = kinesis.list_shards(StreamName=names.stream(EVENTS_STREAM))["Shards"]
     found = 0
     for shard in shards:
-        iterator = kinesis.get_shard_iterator(StreamName=names.stream(EVENTS_STREAM), ShardId=shard["ShardId"],
-                                              ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        iterator = kinesis.get_shard_iterator(
+            StreamName=names.stream(EVENTS_STREAM), ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
         records = kinesis.get_records(ShardIterator=iterator, Limit=10_000)["Records"]
         found += sum(r["PartitionKey"] == user for r in records)
     assert found == 600
@@ -280,7 +325,8 @@ def test_dlq_redrive_puts_dead_lettered_records_back_on_the_stream(cloud, names,
     dlq.send({"reason": "malformed record: test", "record": poison})
     monkeypatch.setenv("RTREC_PREFIX", names.prefix)
     shown = CliRunner().invoke(app, ["dlq", "show", "--endpoint-url", cloud.endpoint_url])
-    assert shown.exit_code == 0 and "malformed record: test" in shown.output
+    assert shown.exit_code == 0
+    assert "malformed record: test" in shown.output
     result = CliRunner().invoke(app, ["dlq", "redrive", "--endpoint-url", cloud.endpoint_url])
     assert result.exit_code == 0, result.output
     assert "1 record(s) sent back" in result.output
@@ -288,8 +334,11 @@ def test_dlq_redrive_puts_dead_lettered_records_back_on_the_stream(cloud, names,
     kinesis = aws_client("kinesis", cloud.endpoint_url)
     found = []
     for shard in kinesis.list_shards(StreamName=names.stream(EVENTS_STREAM))["Shards"]:
-        iterator = kinesis.get_shard_iterator(StreamName=names.stream(EVENTS_STREAM), ShardId=shard["ShardId"],
-                                              ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
-        found += [r for r in kinesis.get_records(ShardIterator=iterator, Limit=10_000)["Records"]
-                  if marker.encode() in r["Data"]]
-    assert len(found) == 1 and found[0]["PartitionKey"] == f"user-{marker}"
+        iterator = kinesis.get_shard_iterator(
+            StreamName=names.stream(EVENTS_STREAM), ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        found += [
+            r for r in kinesis.get_records(ShardIterator=iterator, Limit=10_000)["Records"] if marker.encode() in r["Data"]
+        ]
+    assert len(found) == 1
+    assert found[0]["PartitionKey"] == f"user-{marker}"

@@ -39,9 +39,14 @@ def stream(cloud):
 def mapping_for(stream: str, cloud, names, consumer: str) -> KinesisEventSourceMapping:
     settings = ConsumerSettings(endpoint_url=cloud.endpoint_url, resource_prefix=names.prefix)
     return KinesisEventSourceMapping(
-        stream, build_handler(settings), checkpoint_table=names.table(STREAM_CHECKPOINTS),
+        stream,
+        build_handler(settings),
+        checkpoint_table=names.table(STREAM_CHECKPOINTS),
         dlq_url=SqsDeadLetterQueue(names.queue(EVENTS_DLQ), endpoint_url=cloud.endpoint_url).url,
-        consumer_name=consumer, endpoint_url=cloud.endpoint_url, batch_size=25, poll_interval_s=0.05,
+        consumer_name=consumer,
+        endpoint_url=cloud.endpoint_url,
+        batch_size=25,
+        poll_interval_s=0.05,
     )
 
 
@@ -84,15 +89,18 @@ def test_ingestion_retries_the_records_kinesis_refused(cloud, stream):
             self._client = aws_client("kinesis", cloud.endpoint_url)
             self.calls = 0
 
-        def put_records(self, StreamName, Records):  # noqa: N803 - boto3's parameter names
+        def put_records(self, StreamName, Records):
             self.calls += 1
             if self.calls > 1:
                 return self._client.put_records(StreamName=StreamName, Records=Records)
             accepted = self._client.put_records(StreamName=StreamName, Records=Records[::2])["Records"]
             results = []
             for n in range(len(Records)):
-                results.append(accepted[n // 2] if n % 2 == 0 else
-                               {"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "slow down"})
+                results.append(
+                    accepted[n // 2]
+                    if n % 2 == 0
+                    else {"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "slow down"}
+                )
             return {"FailedRecordCount": len(Records) // 2, "Records": results}
 
     client = Throttling()
@@ -102,8 +110,9 @@ def test_ingestion_retries_the_records_kinesis_refused(cloud, stream):
     kinesis = aws_client("kinesis", cloud.endpoint_url)
     found = 0
     for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
-        iterator = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard["ShardId"],
-                                              ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        iterator = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON")[
+            "ShardIterator"
+        ]
         found += len(kinesis.get_records(ShardIterator=iterator)["Records"])
     assert found == 10  # each event once: the accepted half was not sent again
 

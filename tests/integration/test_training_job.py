@@ -26,8 +26,16 @@ from training.registry import default_gate, promote
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-TINY = {"dataset": "ml-100k", "protocols": "recbole", "epochs": 1, "dim": 8, "hidden": 16, "batch_size": 512,
-        "user_hash_buckets": 512, "baselines": False}
+TINY = {
+    "dataset": "ml-100k",
+    "protocols": "recbole",
+    "epochs": 1,
+    "dim": 8,
+    "hidden": 16,
+    "batch_size": 512,
+    "user_hash_buckets": 512,
+    "baselines": False,
+}
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +51,12 @@ def trained(tmp_path_factory, data_cache_dir):
 def test_the_job_follows_the_sagemaker_contract(trained):
     _, job = trained
     hps = json.loads((job.paths.config_dir / "hyperparameters.json").read_text())
-    assert hps["epochs"] == "1" and hps["baselines"] == "false"  # every value a string, as SageMaker writes them
+    assert hps["epochs"] == "1"
+    assert hps["baselines"] == "false"
     assert artifacts.missing_files(job.paths.model_dir) == []
     result = json.loads((job.paths.output_data_dir / "result.json").read_text())
-    assert result["version"] == "1" and result["job_name"] == "tiny-job"
+    assert result["version"] == "1"
+    assert result["job_name"] == "tiny-job"
     assert 0 < result["metrics"]["recbole.test.recall@10"] < 1
     assert "epoch 1/1" in job.paths.log_file.read_text()
 
@@ -57,7 +67,8 @@ def test_registered_run_carries_tags_metrics_and_data_hash(trained):
     client = config.client()
     version = client.get_model_version_by_alias(config.model_name, "staging")
     run = client.get_run(version.run_id)
-    assert run.data.tags["trigger"] == "test" and run.data.tags["job_name"] == "tiny-job"
+    assert run.data.tags["trigger"] == "test"
+    assert run.data.tags["job_name"] == "tiny-job"
     assert run.data.metrics["recbole.test.recall_at_10"] > 0
     assert len(run.data.tags["data_sha256"]) == 64
 
@@ -66,11 +77,14 @@ def test_promotion_publishes_a_servable_model(trained, cloud, names, client, tmp
     state, _ = trained
     store = S3ModelStore(names.bucket(MODELS_BUCKET), endpoint_url=cloud.endpoint_url, prefix="itest-job/models")
     outcome = promote(local_registry_config(state.root), store, default_gate(), index_builder=build_item_index)
-    assert outcome.promoted and outcome.pointer is not None and outcome.pointer.version == "1"
+    assert outcome.promoted
+    assert outcome.pointer is not None
+    assert outcome.pointer.version == "1"
 
     # What serving will do: follow the pointer, download, embed a user with ONNX, search the index.
     pointer = store.read_pointer()
-    assert pointer is not None and pointer.version == "1"
+    assert pointer is not None
+    assert pointer.version == "1"
     folder = store.download(pointer.version, tmp_path / "served")
     encoder = FeatureEncoder.from_json((folder / artifacts.ENCODER).read_text())
     index = FaissVectorIndex.load(folder / artifacts.ITEM_INDEX)
@@ -79,7 +93,8 @@ def test_promotion_publishes_a_servable_model(trained, cloud, names, client, tmp
     user = UserProfile("1", age=24, gender="M", occupation="technician", zip_prefix="85", history=("1", "2", "3"))
     vector = session.run(None, encoder.encode_users([user]))[0][0]
     results = index.search(vector, k=10, exclude={"1", "2", "3"})
-    assert len(results) == 10 and not {"1", "2", "3"} & {item for item, _ in results}
+    assert len(results) == 10
+    assert not {"1", "2", "3"} & {item for item, _ in results}
     scores = [score for _, score in results]
     assert scores == sorted(scores, reverse=True)
     expected = np.load(folder / artifacts.ITEM_EMBEDDINGS) @ vector
@@ -89,7 +104,9 @@ def test_promotion_publishes_a_servable_model(trained, cloud, names, client, tmp
     # The same through serving's own loader, which follows the pointer and needs no training code.
     watcher = ModelWatcher(store, load_model_folder, tmp_path / "serving")
     model = watcher.current()
-    assert model is not None and model.version == "1" and model.data_snapshot["dataset"] == "ml-100k"
+    assert model is not None
+    assert model.version == "1"
+    assert model.data_snapshot["dataset"] == "ml-100k"
     served = model.towers.user_vectors([user])[0]
     np.testing.assert_allclose(served, vector, atol=1e-6)
     assert model.index.search(served, k=10, exclude={"1", "2", "3"}) == results
@@ -102,11 +119,12 @@ def test_promotion_publishes_a_servable_model(trained, cloud, names, client, tmp
 
 def test_a_bad_hyperparameter_fails_the_job_with_the_reason(tmp_path, data_cache_dir):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "MLFLOW_"))}
-    job = LocalJobRunner(tmp_path).start("bad-job", {"epochs": "0", "dataset": "ml-100k"}, {"train": data_cache_dir},
-                                         env=env)
+    job = LocalJobRunner(tmp_path).start("bad-job", {"epochs": "0", "dataset": "ml-100k"}, {"train": data_cache_dir}, env=env)
     assert job.wait(timeout_s=120) == "Failed"
     reason = job.failure_reason()
-    assert reason is not None and "epochs" in reason and "greater than or equal to 1" in reason
+    assert reason is not None
+    assert "epochs" in reason
+    assert "greater than or equal to 1" in reason
 
 
 def test_job_names_follow_sagemaker_rules(tmp_path):
@@ -114,4 +132,3 @@ def test_job_names_follow_sagemaker_rules(tmp_path):
 
     with pytest.raises(InvalidInputError, match="job name"):
         LocalJobRunner(tmp_path).start("bad name!", {}, {}, env={})
-

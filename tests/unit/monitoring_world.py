@@ -70,13 +70,27 @@ class LogReader:
 
 
 def kinesis_event(messages: list[StreamMessage], first_sequence: int, arrived: float) -> dict[str, Any]:
-    return {"Records": [{
-        "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": m.user_id, "sequenceNumber": str(first_sequence + n),
-                    "data": base64.b64encode(encode_record(m)).decode(), "approximateArrivalTimestamp": arrived},
-        "eventSource": "aws:kinesis", "eventVersion": "1.0", "eventID": f"shardId-000000000000:{first_sequence + n}",
-        "eventName": "aws:kinesis:record", "invokeIdentityArn": "arn:aws:iam::123456789012:role/consumer",
-        "awsRegion": "us-east-1", "eventSourceARN": STREAM_ARN,
-    } for n, m in enumerate(messages)]}
+    return {
+        "Records": [
+            {
+                "kinesis": {
+                    "kinesisSchemaVersion": "1.0",
+                    "partitionKey": m.user_id,
+                    "sequenceNumber": str(first_sequence + n),
+                    "data": base64.b64encode(encode_record(m)).decode(),
+                    "approximateArrivalTimestamp": arrived,
+                },
+                "eventSource": "aws:kinesis",
+                "eventVersion": "1.0",
+                "eventID": f"shardId-000000000000:{first_sequence + n}",
+                "eventName": "aws:kinesis:record",
+                "invokeIdentityArn": "arn:aws:iam::123456789012:role/consumer",
+                "awsRegion": "us-east-1",
+                "eventSourceARN": STREAM_ARN,
+            }
+            for n, m in enumerate(messages)
+        ]
+    }
 
 
 @dataclass
@@ -93,15 +107,27 @@ def run_loop(api_sink: Any, requests: int = 120, seed: int = 3) -> MonitoringRun
     """`requests` recommendations one simulated minute apart, each followed by the user's event; then the consumer
     reads the stream in batches of 25 records."""
     world = make_world()
-    world.features.put_users([UserProfile(f"u{n}", age=20 + n % 40, gender="FM"[n % 2], history=(str(1 + n % 20),),
-                                          interaction_count=1) for n in range(2, 40)])
+    world.features.put_users(
+        [
+            UserProfile(f"u{n}", age=20 + n % 40, gender="FM"[n % 2], history=(str(1 + n % 20),), interaction_count=1)
+            for n in range(2, 40)
+        ]
+    )
     clock = [NOW]
     stream = InMemoryEventStream()
-    recommender = Recommender(world.features, world.popularity, lambda: world.model,
-                              ranking=RankingConfig(policy="plackett_luce", freshness_weight=0.0),
-                              wall_clock=lambda: clock[0], request_ids=request_id)
-    services = Services(recommender=recommender, catalog=None,  # type: ignore[arg-type]
-                        ingest=IngestService(stream, clock=lambda: clock[0]))
+    recommender = Recommender(
+        world.features,
+        world.popularity,
+        lambda: world.model,
+        ranking=RankingConfig(policy="plackett_luce", freshness_weight=0.0),
+        wall_clock=lambda: clock[0],
+        request_ids=request_id,
+    )
+    services = Services(
+        recommender=recommender,
+        catalog=None,  # type: ignore[arg-type]
+        ingest=IngestService(stream, clock=lambda: clock[0]),
+    )
     client = TestClient(create_app(services, telemetry=Telemetry(api_sink)))
     run = MonitoringRun(client, InMemoryCounterfactualLog(), api_sink, RecordingMetrics())
     rng = random.Random(seed)
@@ -118,16 +144,32 @@ def run_loop(api_sink: Any, requests: int = 120, seed: int = 3) -> MonitoringRun
         run.request_id_headers.append(response.headers["x-request-id"])
         shown = [r["item_id"] for r in body["recommendations"]]
         item = rng.choice(shown[:3]) if rng.random() < 0.4 else str(rng.randint(1, 40))
-        posted = client.post("/events", json={"events": [{
-            "event_id": f"e{n}", "user_id": user, "item_id": item, "type": "click", "timestamp": clock[0] + 5,
-            "request_id": body["request_id"]}]})
+        posted = client.post(
+            "/events",
+            json={
+                "events": [
+                    {
+                        "event_id": f"e{n}",
+                        "user_id": user,
+                        "item_id": item,
+                        "type": "click",
+                        "timestamp": clock[0] + 5,
+                        "request_id": body["request_id"],
+                    }
+                ]
+            },
+        )
         assert posted.status_code == 202, posted.text
     assert client.get("/recommend/u1", params={"k": 0}).status_code == 422  # a client error, counted as one
 
-    consumer = ConsumerHandler(StreamConsumer(world.features, run.log), InMemoryDeadLetterQueue(),
-                               OnlineLearner(InMemoryRankerStateStore(), run.log), Telemetry(run.consumer_metrics))
+    consumer = ConsumerHandler(
+        StreamConsumer(world.features, run.log),
+        InMemoryDeadLetterQueue(),
+        OnlineLearner(InMemoryRankerStateStore(), run.log),
+        Telemetry(run.consumer_metrics),
+    )
     messages = list(stream.messages)
     for start in range(0, len(messages), 25):
-        event = kinesis_event(messages[start:start + 25], 1000 + start, arrived=time.time() - 2.0)
+        event = kinesis_event(messages[start : start + 25], 1000 + start, arrived=time.time() - 2.0)
         assert consumer(event, None) == {"batchItemFailures": []}
     return run

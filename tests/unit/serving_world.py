@@ -46,8 +46,15 @@ def behind_the_gateway(recommender: Recommender, catalog: CatalogService | None 
 
 def catalog_items(n: int = 40) -> list[ItemFeatures]:
     return [
-        ItemFeatures(item_id=str(i), title=f"Item {i}", year=1990, genres=(GENRES[i % 4],), interaction_count=100 - i,
-                     popularity=float(100 - i), created_at=int(NOW - 400 * 86_400))
+        ItemFeatures(
+            item_id=str(i),
+            title=f"Item {i}",
+            year=1990,
+            genres=(GENRES[i % 4],),
+            interaction_count=100 - i,
+            popularity=float(100 - i),
+            created_at=int(NOW - 400 * 86_400),
+        )
         for i in range(1, n + 1)
     ]
 
@@ -73,22 +80,36 @@ class World:
     catalog_service: CatalogService
 
     def recommender(self, ranking: RankingConfig | None = None, seed: int = 7, **kwargs) -> Recommender:
-        return Recommender(self.features, self.popularity, lambda: self.model,
-                           ranking=ranking or RankingConfig(policy="greedy", freshness_weight=0.0),
-                           wall_clock=lambda: NOW, rng=np.random.default_rng(seed), **kwargs)
+        return Recommender(
+            self.features,
+            self.popularity,
+            lambda: self.model,
+            ranking=ranking or RankingConfig(policy="greedy", freshness_weight=0.0),
+            wall_clock=lambda: NOW,
+            rng=np.random.default_rng(seed),
+            **kwargs,
+        )
 
 
 def make_world(with_model: bool = True) -> World:
     items = catalog_items()
     features = InMemoryFeatureStore()
     features.put_items(items)
-    features.put_users([
-        UserProfile("u1", age=30, gender="F", history=("1", "2", "3"), interaction_count=3),
-        UserProfile("cold", age=25, gender="M"),
-        UserProfile("empty"),
-    ])
-    popular = PopularItems(tuple(ScoredItem(i.item_id, i.popularity) for i in items[:30]), generated_at=int(NOW),
-                           half_life_days=90)
+    features.put_users(
+        [
+            UserProfile("u1", age=30, gender="F", history=("1", "2", "3"), interaction_count=3),
+            UserProfile("cold", age=25, gender="M"),
+            UserProfile("empty"),
+        ]
+    )
+    popular = PopularItems(
+        tuple(ScoredItem(i.item_id, i.popularity) for i in items[:30]), generated_at=int(NOW), half_life_days=90
+    )
     additions = InMemoryCatalogAdditions()
-    return World(features, InMemoryPopularityStore(popular), additions, make_model(items) if with_model else None,
-                 CatalogService(features, additions, clock=lambda: 0.0, wall_clock=lambda: NOW))
+    return World(
+        features,
+        InMemoryPopularityStore(popular),
+        additions,
+        make_model(items) if with_model else None,
+        CatalogService(features, additions, clock=lambda: 0.0, wall_clock=lambda: NOW),
+    )

@@ -30,8 +30,13 @@ class Stack:
         self.world = world or make_world()
         self.stream = InMemoryEventStream()
         recommender = self.world.recommender(RankingConfig(policy="greedy", new_item_boost=2.0, freshness_weight=0.0))
-        self.services = Services(recommender=recommender, catalog=self.world.catalog_service, access=access,
-                                 ingest=IngestService(self.stream, clock=lambda: NOW), impression_log_lines=False)
+        self.services = Services(
+            recommender=recommender,
+            catalog=self.world.catalog_service,
+            access=access,
+            ingest=IngestService(self.stream, clock=lambda: NOW),
+            impression_log_lines=False,
+        )
         self.client = TestClient(create_app(self.services))
 
     def impressions(self) -> list[Impression]:
@@ -53,13 +58,16 @@ def status_of(client: TestClient, headers: dict | None) -> dict[str, int]:
     }
 
 
-@pytest.mark.parametrize(("headers", "expected"), [
-    (READ, {"recommend": 200, "similar": 200, "events": 403, "items": 403, "health": 200}),
-    (EVENTS, {"recommend": 200, "similar": 200, "events": 202, "items": 403, "health": 200}),
-    (ADMIN, {"recommend": 200, "similar": 200, "events": 202, "items": 201, "health": 200}),
-    (None, {"recommend": 401, "similar": 401, "events": 401, "items": 401, "health": 200}),
-    ({"X-Api-Key": "not-a-key"}, {"recommend": 401, "similar": 401, "events": 401, "items": 401, "health": 200}),
-])
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        (READ, {"recommend": 200, "similar": 200, "events": 403, "items": 403, "health": 200}),
+        (EVENTS, {"recommend": 200, "similar": 200, "events": 202, "items": 403, "health": 200}),
+        (ADMIN, {"recommend": 200, "similar": 200, "events": 202, "items": 201, "health": 200}),
+        (None, {"recommend": 401, "similar": 401, "events": 401, "items": 401, "health": 200}),
+        ({"X-Api-Key": "not-a-key"}, {"recommend": 401, "similar": 401, "events": 401, "items": 401, "health": 200}),
+    ],
+)
 def test_each_role_may_do_its_work_and_no_more_when_keys_are_required(headers, expected):
     assert status_of(Stack(keyed_access(require_keys=True)).client, headers) == expected
 
@@ -73,9 +81,12 @@ def test_on_loopback_keyless_clients_read_and_send_events_but_never_administer()
 def test_errors_say_what_is_missing_in_the_one_error_schema():
     client = Stack(keyed_access(require_keys=True)).client
     body = client.get("/recommend/u1").json()
-    assert body["error"] == "unauthorized" and "X-Api-Key" in body["detail"] and body["request_id"]
+    assert body["error"] == "unauthorized"
+    assert "X-Api-Key" in body["detail"]
+    assert body["request_id"]
     body = client.post("/events", json={"events": [CLICK]}, headers=READ).json()
-    assert body["error"] == "forbidden" and "events role" in body["detail"]
+    assert body["error"] == "forbidden"
+    assert "events role" in body["detail"]
 
 
 def test_impressions_are_attributed_to_the_key_and_a_read_key_logs_none():
@@ -118,7 +129,8 @@ def test_each_key_has_its_own_rate_limit_with_retry_after():
     client = Stack(keyed_access(require_keys=True, limiter=limiter)).client
     assert [client.get("/recommend/u1", headers=READ).status_code for _ in range(3)] == [200, 200, 429]
     throttled = client.get("/recommend/u1", headers=READ)
-    assert throttled.json()["error"] == "throttled" and throttled.headers["Retry-After"] == "1"
+    assert throttled.json()["error"] == "throttled"
+    assert throttled.headers["Retry-After"] == "1"
     assert client.get("/recommend/u1", headers=EVENTS).status_code == 200  # another key, its own bucket
     clock.now += 0.5  # one token back at 2/s
     assert [client.get("/recommend/u1", headers=READ).status_code for _ in range(2)] == [200, 429]
@@ -154,12 +166,17 @@ def admin_stack() -> Stack:
 def test_a_deactivated_item_is_not_served_until_activated_again():
     stack = admin_stack()
     response = stack.client.patch("/items/new-1", json={"active": False}, headers=ADMIN)
-    assert response.status_code == 200 and response.json() == {"item_id": "new-1", "active": False}
+    assert response.status_code == 200
+    assert response.json() == {"item_id": "new-1", "active": False}
     assert "new-1" not in stack.shown()
     assert stack.client.get("/items/new-1/similar", headers=ADMIN).status_code == 404
-    assert all("new-1" not in [s["item_id"] for s in stack.client.get(f"/items/{i}/similar", params={"k": 50},
-                                                                      headers=ADMIN).json()["similar"]]
-               for i in ("1", "2", "3"))
+    assert all(
+        "new-1"
+        not in [
+            s["item_id"] for s in stack.client.get(f"/items/{i}/similar", params={"k": 50}, headers=ADMIN).json()["similar"]
+        ]
+        for i in ("1", "2", "3")
+    )
     # an update of its description keeps it deactivated
     assert stack.client.post("/items", json={**NEW_ITEM, "title": "Renamed"}, headers=ADMIN).status_code == 200
     assert "new-1" not in stack.shown()
@@ -183,7 +200,8 @@ def test_a_deleted_item_is_gone_from_serving_and_the_admin_routes_until_added_ag
     assert stack.client.delete("/items/never-was", headers=ADMIN).status_code == 404
     assert stack.world.features.get_items(["new-1"])["new-1"].deleted_at == int(NOW)  # a tombstone, not a DeleteItem
     again = stack.client.post("/items", json=NEW_ITEM, headers=ADMIN)
-    assert again.status_code == 201 and again.json()["created"] is True
+    assert again.status_code == 201
+    assert again.json()["created"] is True
     assert stack.shown()[0] == "new-1"
 
 
@@ -203,19 +221,21 @@ def test_another_instance_stops_serving_a_deactivated_item_at_its_next_catalog_s
     stack = admin_stack()
     clock = Clock()
     other_model = make_model([stack.world.features.get_items([str(i)])[str(i)] for i in range(1, 41)])
-    other = CatalogService(stack.world.features, stack.world.additions, sync_seconds=30.0, clock=clock,
-                           wall_clock=lambda: NOW)
+    other = CatalogService(stack.world.features, stack.world.additions, sync_seconds=30.0, clock=clock, wall_clock=lambda: NOW)
     other.prepare(other_model)
     row = other_model.catalog.row("new-1")
-    assert row is not None and other_model.catalog.is_active(row)
+    assert row is not None
+    assert other_model.catalog.is_active(row)
     stack.client.patch("/items/new-1", json={"active": False}, headers=ADMIN)
     other.maybe_sync(other_model)
     assert other_model.catalog.is_active(row)  # not yet: within the sync interval
     clock.now += 30.0
     other.maybe_sync(other_model)
-    assert not other_model.catalog.is_active(row) and "new-1" in other_model.catalog.inactive_ids
-    found = [i for i, _ in other_model.index.search(np.ones(8, dtype=np.float32), 50,
-                                                    exclude=set(other_model.catalog.inactive_ids))]
+    assert not other_model.catalog.is_active(row)
+    assert "new-1" in other_model.catalog.inactive_ids
+    found = [
+        i for i, _ in other_model.index.search(np.ones(8, dtype=np.float32), 50, exclude=set(other_model.catalog.inactive_ids))
+    ]
     assert "new-1" not in found
 
 
@@ -223,8 +243,13 @@ def test_the_openapi_document_declares_the_key_and_the_new_codes():
     spec = Stack(keyed_access()).client.get("/openapi.json").json()
     scheme = spec["components"]["securitySchemes"]["ApiKey"]
     assert (scheme["type"], scheme["in"], scheme["name"]) == ("apiKey", "header", "X-Api-Key")
-    for path, method in (("/recommend/{user_id}", "get"), ("/events", "post"), ("/items", "post"),
-                         ("/items/{item_id}", "patch"), ("/items/{item_id}", "delete")):
+    for path, method in (
+        ("/recommend/{user_id}", "get"),
+        ("/events", "post"),
+        ("/items", "post"),
+        ("/items/{item_id}", "patch"),
+        ("/items/{item_id}", "delete"),
+    ):
         operation = spec["paths"][path][method]
         assert operation["security"] == [{"ApiKey": []}]
         assert {"401", "403", "429"} <= set(operation["responses"])
@@ -232,12 +257,22 @@ def test_the_openapi_document_declares_the_key_and_the_new_codes():
 
 
 def test_an_app_without_a_catalog_store_answers_the_admin_routes_503_after_the_key_check():
-    client = TestClient(create_app(Services(recommender=make_world().recommender(), catalog=None,  # type: ignore[arg-type]
-                                            access=keyed_access(require_keys=True))))
+    client = TestClient(
+        create_app(
+            Services(
+                recommender=make_world().recommender(),
+                catalog=None,  # type: ignore[arg-type]
+                access=keyed_access(require_keys=True),
+            )
+        )
+    )
     item = {"item_id": "new-1", "title": "New", "genres": ["Drama"]}
     assert client.post("/items", json=item).status_code == 401  # no key: the catalog is not even looked at
-    for response in (client.post("/items", json=item, headers=ADMIN),
-                     client.patch("/items/i1", json={"active": False}, headers=ADMIN),
-                     client.delete("/items/i1", headers=ADMIN)):
-        assert response.status_code == 503 and response.json()["error"] == "model_not_ready", response.text
+    for response in (
+        client.post("/items", json=item, headers=ADMIN),
+        client.patch("/items/i1", json={"active": False}, headers=ADMIN),
+        client.delete("/items/i1", headers=ADMIN),
+    ):
+        assert response.status_code == 503, response.text
+        assert response.json()["error"] == "model_not_ready", response.text
         assert "no catalog store" in response.json()["detail"]

@@ -19,9 +19,13 @@ NOW = 1_800_000_000.0
 @pytest.fixture
 def client() -> TestClient:
     world = make_world()
-    services = Services(recommender=world.recommender(), catalog=world.catalog_service,
-                        ingest=IngestService(InMemoryEventStream(), clock=lambda: NOW), max_body_bytes=64 * 1024,
-                        access=keyed_access())
+    services = Services(
+        recommender=world.recommender(),
+        catalog=world.catalog_service,
+        ingest=IngestService(InMemoryEventStream(), clock=lambda: NOW),
+        max_body_bytes=64 * 1024,
+        access=keyed_access(),
+    )
     return TestClient(create_app(services), headers=ADMIN)  # every role; the access tests are test_api_access
 
 
@@ -32,7 +36,8 @@ def click(**fields: object) -> dict:
 def assert_error(response, status: int, code: str) -> dict:
     body = response.json()
     assert response.status_code == status, response.text
-    assert set(body) == {"error", "detail", "request_id"} and body["error"] == code
+    assert set(body) == {"error", "detail", "request_id"}
+    assert body["error"] == code
     assert body["request_id"] == response.headers["x-request-id"]
     return body
 
@@ -48,26 +53,36 @@ def test_a_validation_message_never_repeats_the_input(client):
     title = "A" * 40_000  # under the body limit, over the field's
     response = client.post("/items", json={"item_id": "n1", "title": title})
     body = assert_error(response, 422, "invalid_input")
-    assert body["detail"].startswith("title: ") and "AAAA" not in response.text and len(response.content) < 1024
+    assert body["detail"].startswith("title: ")
+    assert "AAAA" not in response.text
+    assert len(response.content) < 1024
 
 
 def test_many_validation_errors_are_summed_up(client):
     events = [{"event_id": str(n), "type": "like"} for n in range(50)]
     body = assert_error(client.post("/events", json={"events": events}), 422, "invalid_input")
-    assert "more" in body["detail"] and len(body["detail"]) <= 300
+    assert "more" in body["detail"]
+    assert len(body["detail"]) <= 300
 
 
-@pytest.mark.parametrize("event", [click(type="rating", value=False), click(timestamp="1800000000"),
-                                   click(timestamp=True), click(type="rating", value="4")])
+@pytest.mark.parametrize(
+    "event",
+    [click(type="rating", value=False), click(timestamp="1800000000"), click(timestamp=True), click(type="rating", value="4")],
+)
 def test_numbers_are_numbers(client, event):
     assert_error(client.post("/events", json={"events": [event]}), 422, "invalid_input")
 
 
-@pytest.mark.parametrize("item", [{"item_id": "n1", "title": "t", "promoted": 0},
-                                  {"item_id": "n1", "title": "t", "promoted": "true"},
-                                  {"item_id": "n1", "title": "t", "year": "2020"},
-                                  {"item_id": "n1", "title": "t", "year": 2020.5},
-                                  {"item_id": "n1", "title": "t", "year": True}])
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"item_id": "n1", "title": "t", "promoted": 0},
+        {"item_id": "n1", "title": "t", "promoted": "true"},
+        {"item_id": "n1", "title": "t", "year": "2020"},
+        {"item_id": "n1", "title": "t", "year": 2020.5},
+        {"item_id": "n1", "title": "t", "year": True},
+    ],
+)
 def test_booleans_are_booleans_and_years_whole_numbers(client, item):
     assert_error(client.post("/items", json=item), 422, "invalid_input")
 
@@ -116,5 +131,6 @@ def test_a_chunked_body_is_counted_as_it_arrives(client):
 
 def test_an_unknown_query_parameter_is_422_not_ignored(client):
     body = assert_error(client.get("/recommend/u1", params={"k": 5, "exlude_items": "3"}), 422, "invalid_input")
-    assert "exlude_items" in body["detail"] and "exclude_items" in body["detail"]
+    assert "exlude_items" in body["detail"]
+    assert "exclude_items" in body["detail"]
     assert client.get("/recommend/u1", params={"k": 5, "exclude_items": "3"}).status_code == 200

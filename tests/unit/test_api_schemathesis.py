@@ -27,9 +27,13 @@ QUERY_LISTS = {"include_genres", "exclude_genres", "exclude_items"}
 
 def make_app():
     world = make_world()
-    services = Services(recommender=world.recommender(), catalog=world.catalog_service,
-                        ingest=IngestService(InMemoryEventStream(), clock=lambda: 1_800_000_000.0),
-                        impression_log_lines=False, access=keyed_access(require_keys=True))
+    services = Services(
+        recommender=world.recommender(),
+        catalog=world.catalog_service,
+        ingest=IngestService(InMemoryEventStream(), clock=lambda: 1_800_000_000.0),
+        impression_log_lines=False,
+        access=keyed_access(require_keys=True),
+    )
     return create_app(services)
 
 
@@ -49,8 +53,7 @@ class AdminKey:
 
 
 @schema.parametrize()
-@settings(max_examples=EXAMPLES_PER_OPERATION, derandomize=True, deadline=None,
-          suppress_health_check=list(HealthCheck))
+@settings(max_examples=EXAMPLES_PER_OPERATION, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
 def test_the_api_does_what_its_openapi_document_says(case):
     validate(case)
 
@@ -62,8 +65,11 @@ def only_union_tags(meta) -> bool:
     data = getattr(getattr(meta, "phase", None), "data", None)
     mutations = list(getattr(data, "mutations", None) or [])
     return bool(mutations) and all(
-        "/oneOf/" in (m.schema_pointer or "") and str(m.schema_pointer).endswith("/properties/type")
-        and "enum" in (m.keywords or ()) for m in mutations)
+        "/oneOf/" in (m.schema_pointer or "")
+        and str(m.schema_pointer).endswith("/properties/type")
+        and "enum" in (m.keywords or ())
+        for m in mutations
+    )
 
 
 def validate(case) -> None:

@@ -76,8 +76,10 @@ def test_the_import_rules_catch_an_offender(tmp_path):
     (core / "services" / "eager.py").write_text("from training.registry import promote\n")
     (core / "lazy.py").write_text("def f():\n    import rtrec_local.cloud\n    from functions.api import app\n")
     assert importers((core,), TOOLING) == {"rtrec/lazy.py": ["rtrec_local"]}
-    assert importers((core,), ABOVE_THE_CORE) == {"rtrec/lazy.py": ["functions", "rtrec_local"],
-                                                  "rtrec/services/eager.py": ["training"]}
+    assert importers((core,), ABOVE_THE_CORE) == {
+        "rtrec/lazy.py": ["functions", "rtrec_local"],
+        "rtrec/services/eager.py": ["training"],
+    }
 
 
 def test_runtime_layer_pins_match_pyproject_and_carry_no_training_stack():
@@ -88,7 +90,8 @@ def test_runtime_layer_pins_match_pyproject_and_carry_no_training_stack():
         for line in (ROOT / "layers" / "runtime" / "requirements.txt").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
-    assert layer and all(requirement in pinned for requirement in layer), set(layer) - pinned
+    assert layer, set(layer) - pinned
+    assert all(requirement in pinned for requirement in layer), set(layer) - pinned
     assert not any(r.split("==")[0] in {"torch", "mlflow"} for r in layer)
 
 

@@ -18,18 +18,26 @@ def test_every_adapter_takes_its_name_from_the_deployment():
     aws = adapters()
     assert (aws.feature_store().user_table, aws.feature_store().item_table) == ("fx-user-features", "fx-item-features")
     assert aws.lock().table == "fx-locks"
-    for store in (aws.model_store(), aws.popularity_store(), aws.catalog_additions(), aws.ranker_state_store(),
-                  aws.drift_store(), aws.drift_reports()):
+    for store in (
+        aws.model_store(),
+        aws.popularity_store(),
+        aws.catalog_additions(),
+        aws.ranker_state_store(),
+        aws.drift_store(),
+        aws.drift_reports(),
+    ):
         assert store.bucket == "fx-models-acct", type(store).__name__
     assert aws.counterfactual_log().bucket == aws.drift_sources().bucket == "fx-counterfactual-logs-acct"
     assert aws.event_stream().stream_name == "fx-events"
     assert aws.impression_producer(background=False)._stream.stream_name == "fx-events"
     dlq = aws.dead_letter_queue()
     assert (dlq.queue_name, dlq.bucket) == ("fx-events-dlq", "fx-dead-letters-acct")
-    assert aws.metrics().namespace == "rtrec/fx" and aws.metrics("other").namespace == "other"
+    assert aws.metrics().namespace == "rtrec/fx"
+    assert aws.metrics("other").namespace == "other"
     jobs = aws.training_jobs(role_arn="arn:aws:iam::1:role/r", image_uri="img", environment={"A": "1"})
     assert jobs.config.train_s3_uri == "s3://fx-offline-store-acct/train/"
-    assert jobs.config.output_s3_uri == "s3://fx-models-acct/jobs/" and dict(jobs.config.environment) == {"A": "1"}
+    assert jobs.config.output_s3_uri == "s3://fx-models-acct/jobs/"
+    assert dict(jobs.config.environment) == {"A": "1"}
 
 
 def test_clients_target_the_settings_endpoint_and_region_and_are_shared_per_service():

@@ -15,11 +15,14 @@ from tests.unit.serving_world import GENRES, NOW, catalog_items, make_model, mak
 def test_upsert_adds_then_updates_in_place_and_grows():
     catalog = ItemCatalog(3, GENRES, capacity=2)
     rows = catalog.upsert([ItemFeatures(str(i), f"t{i}", genres=("Drama",)) for i in range(5)], np.ones((5, 3)))
-    assert rows.tolist() == [0, 1, 2, 3, 4] and len(catalog) == 5
+    assert rows.tolist() == [0, 1, 2, 3, 4]
+    assert len(catalog) == 5
     assert np.allclose(np.linalg.norm(catalog.columns.vectors[:5], axis=1), 1.0)
     again = catalog.upsert([ItemFeatures("2", "renamed", genres=("Comedy", "Westerns"))], np.ones((1, 3)))
-    assert again.tolist() == [2] and len(catalog) == 5
-    assert catalog.title(2) == "renamed" and catalog.genres_of(2) == ("Comedy",)  # unknown genres stay out
+    assert again.tolist() == [2]
+    assert len(catalog) == 5
+    assert catalog.title(2) == "renamed"
+    assert catalog.genres_of(2) == ("Comedy",)
 
 
 def test_rows_skip_unknown_ids_and_new_rows_follow_training():
@@ -36,13 +39,22 @@ def test_bulk_matches_item_by_item():
     items = catalog_items(6)
     vectors = np.random.default_rng(0).standard_normal((6, 4))
     columns = catalog_columns(items, GENRES)
-    bulk = ItemCatalog.bulk(GENRES, columns["item_ids"].tolist(), columns["titles"].tolist(), vectors,
-                            columns["genre_mask"], columns["popularity"], columns["created_at"], columns["promoted"])
+    bulk = ItemCatalog.bulk(
+        GENRES,
+        columns["item_ids"].tolist(),
+        columns["titles"].tolist(),
+        vectors,
+        columns["genre_mask"],
+        columns["popularity"],
+        columns["created_at"],
+        columns["promoted"],
+    )
     one_by_one = ItemCatalog(4, GENRES)
     one_by_one.upsert(items, vectors)
     for name in ("vectors", "genre_mask", "popularity", "created_at", "promoted"):
         assert np.allclose(getattr(bulk.columns, name)[:6], getattr(one_by_one.columns, name)[:6], equal_nan=True)
-    assert bulk.trained_items == 6 and len(bulk.new_rows()) == 0
+    assert bulk.trained_items == 6
+    assert len(bulk.new_rows()) == 0
 
 
 def test_a_genre_the_catalog_does_not_know_has_no_bit():
@@ -54,17 +66,21 @@ def test_a_genre_the_catalog_does_not_know_has_no_bit():
 def test_adding_an_item_writes_the_store_the_additions_and_the_model():
     world = make_world()
     added = world.catalog_service.add_item(ItemFeatures("n1", "New", genres=("Drama",)), world.model)
-    assert added.created and added.new_to_model
+    assert added.created
+    assert added.new_to_model
     assert world.features.items["n1"].created_at == int(NOW)
-    assert "n1" in world.additions.items and world.model.catalog.row("n1") is not None
+    assert "n1" in world.additions.items
+    assert world.model.catalog.row("n1") is not None
     updated = world.catalog_service.add_item(ItemFeatures("n1", "New, renamed", genres=("Drama",)), world.model)
-    assert not updated.created and world.features.items["n1"].created_at == int(NOW)  # keeps its first appearance
+    assert not updated.created
+    assert world.features.items["n1"].created_at == int(NOW)
 
 
 def test_updating_a_trained_item_keeps_its_stats_and_id_embedding():
     world = make_world()
     result = world.catalog_service.add_item(ItemFeatures("1", "Item 1 (restored)", genres=("Action",)), world.model)
-    assert not result.created and not result.new_to_model
+    assert not result.created
+    assert not result.new_to_model
     assert world.features.items["1"].interaction_count == 99
 
 
@@ -91,4 +107,5 @@ def test_another_instance_and_the_next_model_pick_up_additions():
     service.maybe_sync(other_instance)
     assert other_instance.catalog.row("n2") is not None
     next_model = service.prepare(make_model(catalog_items(), version="2"))
-    assert next_model.catalog.row("n1") is not None and len(next_model.index) == 42
+    assert next_model.catalog.row("n1") is not None
+    assert len(next_model.index) == 42

@@ -24,8 +24,9 @@ def letter(event_id: str, data: bytes | None = b"{}", key: str | None = "user-1"
 class Queue:
     """Letters with handles; `unreadable` names letters whose S3 object cannot be read; `log` is every call."""
 
-    def __init__(self, bodies: list[dict[str, Any]], unreadable: frozenset[str] = frozenset(),
-                 fail_delete_after: int | None = None) -> None:
+    def __init__(
+        self, bodies: list[dict[str, Any]], unreadable: frozenset[str] = frozenset(), fail_delete_after: int | None = None
+    ) -> None:
         self.visible = [(body, f"h-{i}") for i, body in enumerate(bodies)]
         self.unreadable = unreadable
         self.fail_delete_after = fail_delete_after
@@ -33,8 +34,9 @@ class Queue:
         self.log: list[str] = []
         self.receive_sizes: list[int] = []
 
-    def receive_with_handles(self, max_messages: int = 10, wait_seconds: int = 0,
-                             visibility_timeout: int | None = None) -> list[tuple[dict[str, Any], str]]:
+    def receive_with_handles(
+        self, max_messages: int = 10, wait_seconds: int = 0, visibility_timeout: int | None = None
+    ) -> list[tuple[dict[str, Any], str]]:
         self.receive_sizes.append(max_messages)
         batch, self.visible = self.visible[:max_messages], self.visible[max_messages:]
         return batch
@@ -66,7 +68,8 @@ def test_each_record_is_on_the_stream_before_its_letter_is_deleted():
     queue = Queue([letter("e1", b'{"a": 1}', key="u1"), letter("e2", b'{"b": 2}', key=None)])
     stream = Stream(queue.log)
     report = redrive_dead_letters(queue, stream, limit=100)
-    assert report.moved == 2 and report.skipped == []
+    assert report.moved == 2
+    assert report.skipped == []
     assert stream.records == [("u1", b'{"a": 1}'), ("redrive", b'{"b": 2}')]  # a lost partition key gets one
     assert queue.log == ["put u1", "delete h-0", "put redrive", "delete h-1"]
 
@@ -76,16 +79,20 @@ def test_letters_it_cannot_send_stay_in_the_queue_and_are_reported_as_met():
     queue = Queue(bodies, unreadable=frozenset({"unreadable"}))
     met: list[SkippedLetter] = []
     report = redrive_dead_letters(queue, Stream(queue.log), limit=100, on_skip=met.append)
-    assert report.moved == 1 and queue.deleted == ["h-0"]
+    assert report.moved == 1
+    assert queue.deleted == ["h-0"]
     assert met == report.skipped
     assert [(s.body["event_id"], s.error) for s in report.skipped] == [
-        ("unreadable", "dead letter s3://b/unreadable is not JSON"), ("metadata-only", None)]
+        ("unreadable", "dead letter s3://b/unreadable is not JSON"),
+        ("metadata-only", None),
+    ]
 
 
 def test_at_most_limit_letters_are_taken_in_batches_of_ten():
     queue = Queue([letter(f"e{i}") for i in range(25)])
     report = redrive_dead_letters(queue, Stream(queue.log), limit=23)
-    assert report.moved == 23 and queue.receive_sizes == [10, 10, 3]
+    assert report.moved == 23
+    assert queue.receive_sizes == [10, 10, 3]
     assert len(queue.visible) == 2
 
 
@@ -95,7 +102,8 @@ def test_a_failure_midway_says_how_many_records_were_sent_back_before_it():
     with pytest.raises(RedriveStopped) as stopped:
         redrive_dead_letters(queue, stream, limit=100)
     assert str(stopped.value) == "deleting from SQS queue q failed (3 record(s) were sent back before this)"
-    assert stopped.value.report.moved == 3 and isinstance(stopped.value.__cause__, DependencyError)
+    assert stopped.value.report.moved == 3
+    assert isinstance(stopped.value.__cause__, DependencyError)
     assert len(stream.records) == 4  # the fourth record is on the stream and its letter still in the queue
 
 

@@ -41,12 +41,25 @@ except ImportError:  # the core does not need scipy; the known values below stil
 needs_scipy = pytest.mark.skipif(stats is None, reason="scipy is not installed")
 
 # Values from scipy 1.17: stats.kstwo.sf(d, n), stats.chi2.sf(x, k), special.kolmogorov(z).
-KSTWO_SF = [((0.05, 500), 0.15866260223815387), ((0.1, 250), 0.01252034472993464),
-            ((0.02, 5000), 0.03613941395325637), ((0.15, 120), 0.008029227977457063)]
-CHI2_SF = [((3.0, 1), 0.08326451666355042), ((10.0, 4), 0.04042768199451279), ((30.0, 17), 0.026345078283536126),
-           ((150.0, 120), 0.03307348091130466), ((0.5, 3), 0.9188914116546758)]
-KOLMOGOROV_SF = [(0.5, 0.9639452436648751), (1.0, 0.26999967167735456), (1.36, 0.049485876755377876),
-                 (1.63, 0.009846364888486529)]
+KSTWO_SF = [
+    ((0.05, 500), 0.15866260223815387),
+    ((0.1, 250), 0.01252034472993464),
+    ((0.02, 5000), 0.03613941395325637),
+    ((0.15, 120), 0.008029227977457063),
+]
+CHI2_SF = [
+    ((3.0, 1), 0.08326451666355042),
+    ((10.0, 4), 0.04042768199451279),
+    ((30.0, 17), 0.026345078283536126),
+    ((150.0, 120), 0.03307348091130466),
+    ((0.5, 3), 0.9188914116546758),
+]
+KOLMOGOROV_SF = [
+    (0.5, 0.9639452436648751),
+    (1.0, 0.26999967167735456),
+    (1.36, 0.049485876755377876),
+    (1.63, 0.009846364888486529),
+]
 
 
 # -- the distributions --------------------------------------------------------------------------------------------
@@ -76,8 +89,9 @@ def test_ks_sf_tracks_scipy_kstwo_over_its_range():
         assert np.max(np.abs(ours - theirs)) < 1e-5
         significant = (theirs > 1e-6) & (theirs < 0.1)  # where decisions are made: relative error matters
         assert np.max(np.abs(ours - theirs)[significant] / theirs[significant]) < 0.02
-    assert np.allclose(kolmogorov_sf(np.linspace(0.05, 4, 200)), special.kolmogorov(np.linspace(0.05, 4, 200)),
-                       rtol=1e-10, atol=1e-15)
+    assert np.allclose(
+        kolmogorov_sf(np.linspace(0.05, 4, 200)), special.kolmogorov(np.linspace(0.05, 4, 200)), rtol=1e-10, atol=1e-15
+    )
 
 
 @needs_scipy
@@ -128,7 +142,8 @@ def test_psi_quiet_on_one_distribution_and_loud_on_a_shift():
 def test_psi_on_a_constant_or_tied_reference_sees_moves_both_ways():
     constant = np.full(1_000, 3.0)
     cuts, atoms = quantile_bins(constant)
-    assert cuts.tolist() == [3.0] and atoms.tolist() == [True]
+    assert cuts.tolist() == [3.0]
+    assert atoms.tolist() == [True]
     assert psi(constant, np.full(500, 3.0)) == 0.0
     assert psi(constant, np.full(500, 4.0)) > 5.0
     assert psi(constant, np.full(500, 2.0)) > 5.0
@@ -139,8 +154,10 @@ def test_psi_on_a_constant_or_tied_reference_sees_moves_both_ways():
 
 
 @needs_scipy
-@pytest.mark.parametrize(("n_ref", "n_live", "shift"), [(300, 500, 0.0), (1_000, 1_000, 0.1), (5_000, 200, 0.2),
-                                                       (20_000, 20_000, 0.03), (150, 150, 0.0)])
+@pytest.mark.parametrize(
+    ("n_ref", "n_live", "shift"),
+    [(300, 500, 0.0), (1_000, 1_000, 0.1), (5_000, 200, 0.2), (20_000, 20_000, 0.03), (150, 150, 0.0)],
+)
 def test_ks_two_sample_matches_scipy_asymp(n_ref, n_live, shift):
     rng = np.random.default_rng(n_ref + n_live)
     reference, live = rng.normal(size=n_ref), rng.normal(shift, 1.0, size=n_live)
@@ -173,7 +190,8 @@ def test_ks_two_sample_by_hand():
 def test_counts_align_on_the_union_of_categories():
     categories, reference, live = align_counts({"drama": 5, "comedy": 3}, {"comedy": 4, "horror": 1})
     assert categories == ["drama", "comedy", "horror"]
-    assert reference.tolist() == [5, 3, 0] and live.tolist() == [0, 4, 1]
+    assert reference.tolist() == [5, 3, 0]
+    assert live.tolist() == [0, 4, 1]
     assert category_counts(["a", "b", "a"]) == {"a": 2, "b": 1}
 
 
@@ -197,7 +215,8 @@ def test_categorical_statistics_match_scipy():
     assert ours.statistic == pytest.approx(expected.statistic, rel=1e-12)
     assert ours.pvalue == pytest.approx(expected.pvalue, rel=1e-9)
     assert js_divergence(reference, live) == pytest.approx(
-        spatial.distance.jensenshannon([100, 50, 0, 7, 0], [80, 70, 0, 9, 5], base=2) ** 2, rel=1e-10)
+        spatial.distance.jensenshannon([100, 50, 0, 7, 0], [80, 70, 0, 9, 5], base=2) ** 2, rel=1e-10
+    )
 
 
 def test_chi_square_with_a_single_category_has_nothing_to_test():
@@ -217,7 +236,8 @@ def test_embedding_drift_quiet_on_one_distribution_loud_on_a_shift_and_seeded():
     as_float32 = embedding_drift(reference.astype(np.float32), same.astype(np.float32))
     assert as_float32.mmd2 == pytest.approx(quiet.mmd2, rel=1e-4, abs=1e-6)
     loud = embedding_drift(reference, same + 0.3)
-    assert loud.mmd_pvalue < 0.01 and loud.mmd2 > 10 * abs(quiet.mmd2)
+    assert loud.mmd_pvalue < 0.01
+    assert loud.mmd2 > 10 * abs(quiet.mmd2)
     assert embedding_drift(np.ones((10, 3)), np.ones((10, 3))).mmd2 == pytest.approx(0.0, abs=1e-12)
 
 
@@ -229,7 +249,7 @@ def test_mmd_by_hand_with_the_median_heuristic():
     width = float(np.median(distance[np.triu_indices(11, k=1)]))
     kernel = np.exp(-(distance**2) / (2 * width**2))
     kxx, kyy, kxy = kernel[:6, :6], kernel[6:, 6:], kernel[:6, 6:]
-    expected = ((kxx.sum() - 6) / 30 + (kyy.sum() - 5) / 20 - 2 * kxy.mean())
+    expected = (kxx.sum() - 6) / 30 + (kyy.sum() - 5) / 20 - 2 * kxy.mean()
     result = embedding_drift(x, y, n_permutations=0)
     assert result.bandwidth == pytest.approx(width, rel=1e-9)
     assert result.mmd2 == pytest.approx(expected, rel=1e-9)
@@ -290,10 +310,11 @@ def test_adwin_window_shrinks_to_the_new_regime_and_stays_logarithmic():
 
 def test_adwin_window_statistics_equal_those_of_the_points_it_kept():
     stream = bernoulli(np.random.default_rng(10), [(0.30, 3_000), (0.10, 2_000)]) + np.random.default_rng(10).normal(
-        0.0, 0.1, size=5_000)
+        0.0, 0.1, size=5_000
+    )
     detector = Adwin()
     assert detector.update_many(stream)
-    kept = stream[-detector.width:]
+    kept = stream[-detector.width :]
     assert detector.width < 5_000
     assert detector.estimate == pytest.approx(kept.mean(), rel=1e-9)
     assert detector.variance == pytest.approx(kept.var(), rel=1e-9)
@@ -301,8 +322,10 @@ def test_adwin_window_statistics_equal_those_of_the_points_it_kept():
 
 def test_direction_down_ignores_a_rise_that_two_sided_detectors_flag():
     stream = bernoulli(np.random.default_rng(4), [(0.05, 5_000), (0.15, 5_000)])
-    for down, both in ((PageHinkley(direction="down"), PageHinkley(direction="both")),
-                       (Adwin(direction="down"), Adwin(direction="both"))):
+    for down, both in (
+        (PageHinkley(direction="down"), PageHinkley(direction="both")),
+        (Adwin(direction="down"), Adwin(direction="both")),
+    ):
         assert down.update_many(stream) == []
         assert both.update_many(stream)
 
@@ -321,7 +344,7 @@ def test_state_round_trips_through_json_and_continues_identically(make):
     assert expected  # the stream has changes to find
     first, changes = make(), []
     for start in range(0, stream.size, 3_000):  # one scheduled run per 3,000 rewards, state in S3 between them
-        changes += [start + i for i in first.update_many(stream[start:start + 3_000])]
+        changes += [start + i for i in first.update_many(stream[start : start + 3_000])]
         first = type(first).from_dict(json.loads(json.dumps(first.to_dict())))
     assert changes == expected
     assert first.to_dict() == whole.to_dict()
@@ -356,8 +379,14 @@ def test_detector_state_and_input_are_checked():
 # -- the report ---------------------------------------------------------------------------------------------------
 
 
-def samples(rng: np.random.Generator, n: int, *, shift: float = 0.0, mix: tuple[float, ...] = (0.5, 0.3, 0.2),
-            embedding_shift: float = 0.0) -> dict[str, object]:
+def samples(
+    rng: np.random.Generator,
+    n: int,
+    *,
+    shift: float = 0.0,
+    mix: tuple[float, ...] = (0.5, 0.3, 0.2),
+    embedding_shift: float = 0.0,
+) -> dict[str, object]:
     genres = rng.choice(["drama", "comedy", "horror"], size=n, p=list(mix))
     return {
         "age": rng.normal(35 + shift, 10, size=n),
@@ -378,15 +407,15 @@ def test_feature_drift_is_quiet_on_samples_of_one_distribution():
 
 def test_feature_drift_flags_what_moved_and_says_why():
     rng = np.random.default_rng(22)
-    report = feature_drift(samples(rng, 5_000),
-                           samples(rng, 2_000, shift=8.0, mix=(0.2, 0.3, 0.5), embedding_shift=0.3))
+    report = feature_drift(samples(rng, 5_000), samples(rng, 2_000, shift=8.0, mix=(0.2, 0.3, 0.5), embedding_shift=0.3))
     assert report.drifted
     assert {f.name for f in report.features if f.drifted} == {"age", "genre", "user_embedding"}
     assert any(reason.startswith("age: PSI") for reason in report.reasons)
     assert any(reason.startswith("age: KS statistic") for reason in report.reasons)
     assert any(reason.startswith("genre: JS distance") for reason in report.reasons)
     payload = json.loads(json.dumps(report.to_dict(), allow_nan=False))
-    assert payload["drifted"] is True and len(payload["features"]) == 4
+    assert payload["drifted"] is True
+    assert len(payload["features"]) == 4
     assert payload["features"][0]["thresholds"] == {"psi": 0.2, "ks_pvalue": 0.01, "ks_statistic": 0.1}
 
 
@@ -395,21 +424,26 @@ def test_a_tiny_shift_in_a_huge_sample_is_significant_but_not_drift():
     reference, live = rng.normal(size=100_000), rng.normal(0.03, 1.0, size=100_000)
     feature = feature_drift({"x": reference}, {"x": live})["x"]
     assert feature.statistics["ks_pvalue"] < 0.01  # "significant"
-    assert feature.statistics["ks_statistic"] < 0.1 and feature.statistics["psi"] < 0.2
+    assert feature.statistics["ks_statistic"] < 0.1
+    assert feature.statistics["psi"] < 0.2
     assert not feature.drifted
 
 
 def test_feature_drift_takes_aligned_counts_raw_labels_and_skips_tiny_samples():
-    assert infer_kind({"a": 1}) == "categorical" and infer_kind(["x", "y"]) == "categorical"
-    assert infer_kind(np.zeros((3, 2))) == "embedding" and infer_kind([1.0, 2.0]) == "numeric"
+    assert infer_kind({"a": 1}) == "categorical"
+    assert infer_kind(["x", "y"]) == "categorical"
+    assert infer_kind(np.zeros((3, 2))) == "embedding"
+    assert infer_kind([1.0, 2.0]) == "numeric"
     report = feature_drift(
         {"strategy": [900, 100], "genre": ["a"] * 300 + ["b"] * 300, "rare": np.arange(50.0)},
         {"strategy": [600, 400], "genre": ["a"] * 310 + ["b"] * 290, "rare": np.arange(50.0) + 100},
         kinds={"strategy": "categorical"},
     )
-    assert report["strategy"].drifted and report["strategy"].kind == "categorical"
+    assert report["strategy"].drifted
+    assert report["strategy"].kind == "categorical"
     assert not report["genre"].drifted
-    assert not report["rare"].drifted and "min_samples 200" in report["rare"].note
+    assert not report["rare"].drifted
+    assert "min_samples 200" in report["rare"].note
 
 
 def test_reward_drift_runs_a_restored_detector_and_joins_the_report():
@@ -417,12 +451,15 @@ def test_reward_drift_runs_a_restored_detector_and_joins_the_report():
     detector = limits.page_hinkley()
     rng = np.random.default_rng(31)
     quiet = reward_drift("ctr", detector, bernoulli(rng, [(0.10, 5_000)]))
-    assert not quiet.drifted and quiet.n_live == 5_000
+    assert not quiet.drifted
+    assert quiet.n_live == 5_000
     restored = PageHinkley.from_dict(json.loads(json.dumps(detector.to_dict())))
     loud = reward_drift("ctr", restored, bernoulli(rng, [(0.04, 5_000)]))
-    assert loud.drifted and loud.n_reference == 5_000
+    assert loud.drifted
+    assert loud.n_reference == 5_000
     report = DriftReport().merged(quiet, DriftReport((loud,)))
-    assert report.drifted and report.reasons[0].startswith("ctr: PageHinkley signalled a change at point")
+    assert report.drifted
+    assert report.reasons[0].startswith("ctr: PageHinkley signalled a change at point")
 
 
 def test_bad_input_is_refused_with_a_clear_message():
@@ -433,7 +470,7 @@ def test_bad_input_is_refused_with_a_clear_message():
         ks_two_sample([1.0, np.nan, 2.0], good)
     with pytest.raises(ValueError, match="age: live must be finite"):
         feature_drift({"age": good}, {"age": np.append(good, np.inf)})
-    with pytest.raises(ValueError, match="non-negative counts: index 1 is -2.0"):
+    with pytest.raises(ValueError, match=r"non-negative counts: index 1 is -2\.0"):
         js_divergence([3, -2], [1, 1])
     with pytest.raises(ValueError, match="genre: reference counts has no observations"):
         feature_drift({"genre": {"a": 0}}, {"genre": {"a": 3}})

@@ -68,8 +68,9 @@ class Metrics:
         self.points.append((name, value, dimensions))
 
 
-def traffic(sources: Sources, rng: np.random.Generator, n: int, *, horror: bool = False, hit_rate: float = 0.1,
-            version: str = "1") -> None:
+def traffic(
+    sources: Sources, rng: np.random.Generator, n: int, *, horror: bool = False, hit_rate: float = 0.1, version: str = "1"
+) -> None:
     """`n` positive events drawn like the training popularity (or only Horror items), and n slates rewarded at
     `hit_rate`, top-slot relevance around 0.5."""
     snap = snapshot()
@@ -79,15 +80,25 @@ def traffic(sources: Sources, rng: np.random.Generator, n: int, *, horror: bool 
         i = len(sources.events)
         row = int(rng.choice(horror_rows)) if horror else int(rng.choice(N_ITEMS, p=weights))
         sources.events.append(UserEvent(f"e{i}", f"u{i % 97}", str(row), "click", 1_000.0 + i))
-        slate = Impression(f"r{i}", f"u{i % 97}", version, "two_tower", ("1", "2"), (0.5, 0.5), (1.0, 1.0),
-                           1_000.0 + i, features=((1.0, float(rng.normal(0.5, 0.05))) + (0.0,) * 5,) * 2)
+        slate = Impression(
+            f"r{i}",
+            f"u{i % 97}",
+            version,
+            "two_tower",
+            ("1", "2"),
+            (0.5, 0.5),
+            (1.0, 1.0),
+            1_000.0 + i,
+            features=((1.0, float(rng.normal(0.5, 0.05))) + (0.0,) * 5,) * 2,
+        )
         hit = rng.random() < hit_rate
         sources.slates.append(LabeledImpression(slate, (int(hit), 0), 1_001.0 + i))
 
 
 def monitor(sources, store, trigger=None, metrics=None) -> DriftMonitor:
-    return DriftMonitor(sources, store, snapshot, trigger, metrics, window_events=1_000,
-                        thresholds=DriftThresholds(min_samples=200))
+    return DriftMonitor(
+        sources, store, snapshot, trigger, metrics, window_events=1_000, thresholds=DriftThresholds(min_samples=200)
+    )
 
 
 def test_stationary_traffic_raises_no_alarm_over_many_runs():
@@ -101,8 +112,10 @@ def test_stationary_traffic_raises_no_alarm_over_many_runs():
     assert not jobs.started
     features = {f["name"]: f for f in store.reports[-1]["features"]}
     assert set(features) == {"genre", "item_popularity", "score", "reward_page_hinkley", "reward_adwin"}
-    assert features["genre"]["statistic"] == "js_distance" and features["item_popularity"]["statistic"] == "psi"
-    assert store.state["runs"] == 10 and len(store.state["recent_items"]) == 1_000
+    assert features["genre"]["statistic"] == "js_distance"
+    assert features["item_popularity"]["statistic"] == "psi"
+    assert store.state["runs"] == 10
+    assert len(store.state["recent_items"]) == 1_000
 
 
 def test_a_genre_shift_is_found_and_starts_one_retraining_job():
@@ -113,11 +126,15 @@ def test_a_genre_shift_is_found_and_starts_one_retraining_job():
     assert not check.run().report["drifted"]
     traffic(sources, rng, 600, horror=True)
     outcome = check.run()
-    assert outcome.report["drifted"] and any(r.startswith("genre:") for r in outcome.report["reasons"])
-    assert outcome.trigger.started and len(jobs.started) == 1
+    assert outcome.report["drifted"]
+    assert any(r.startswith("genre:") for r in outcome.report["reasons"])
+    assert outcome.trigger.started
+    assert len(jobs.started) == 1
     assert jobs.started[0][2]["drift_report"] == outcome.report_key
     again = check.run()  # still drifted, but the job runs and the cool-down holds
-    assert again.trigger is not None and not again.trigger.started and len(jobs.started) == 1
+    assert again.trigger is not None
+    assert not again.trigger.started
+    assert len(jobs.started) == 1
     assert any(name == "RetrainingRuns" for name, _, _ in metrics.points)
     assert any(name == "DriftScore" and (dims or {}).get("Feature") == "genre" for name, _, dims in metrics.points)
 
@@ -141,21 +158,25 @@ def test_a_new_production_version_starts_its_own_score_reference_and_detectors()
     rng = np.random.default_rng(4)
     traffic(sources, rng, 300)
     check.run()
-    assert store.state["version"] == "1" and len(store.state["score_reference"]) == 300
+    assert store.state["version"] == "1"
+    assert len(store.state["score_reference"]) == 300
     check._snapshot = lambda: snapshot("2")
     traffic(sources, rng, 100, version="2")
     check.run()
-    assert store.state["version"] == "2" and len(store.state["score_reference"]) == 100
+    assert store.state["version"] == "2"
+    assert len(store.state["score_reference"]) == 100
 
 
 def test_items_the_model_never_saw_count_as_new_and_without_a_model_nothing_is_judged():
     snap = snapshot()
     live = snap.live(["0", "999", "nope"])
-    assert live["genre"][NEW_ITEM] == 2 and live["item_popularity"].tolist()[1:] == [0.0, 0.0]
+    assert live["genre"][NEW_ITEM] == 2
+    assert live["item_popularity"].tolist()[1:] == [0.0, 0.0]
     sources, store = Sources(), Store()
     traffic(sources, np.random.default_rng(5), 50)
     outcome = DriftMonitor(sources, store, lambda: None, None).run()
-    assert not outcome.report["drifted"] and "no production model" in outcome.report["note"]
+    assert not outcome.report["drifted"]
+    assert "no production model" in outcome.report["note"]
 
 
 def test_each_report_goes_to_the_run_log_and_its_failure_never_fails_the_check():
@@ -175,6 +196,7 @@ def test_each_report_goes_to_the_run_log_and_its_failure_never_fails_the_check()
     traffic(sources, np.random.default_rng(6), 300)
     good = RunLog(fail=False)
     outcome = DriftMonitor(sources, store, snapshot, None, run_log=good).run()
-    assert good.logged == [outcome.report_key] and outcome.report["mlflow_run_id"] == "run-1"
+    assert good.logged == [outcome.report_key]
+    assert outcome.report["mlflow_run_id"] == "run-1"
     failing = DriftMonitor(sources, Store(), snapshot, None, run_log=RunLog(fail=True)).run()
     assert "mlflow is down" in failing.report["mlflow_error"]

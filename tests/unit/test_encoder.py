@@ -6,8 +6,12 @@ from rtrec.domain.encoder import ITEM_INPUTS, USER_INPUTS, FeatureEncoder, stabl
 from rtrec.domain.models import ItemFeatures, UserProfile
 
 ENCODER = FeatureEncoder(
-    item_ids=("a", "b", "c"), genres=("Comedy", "Drama"), occupations=("artist", "writer"), zip_prefixes=("10", "94"),
-    user_hash_buckets=1000, history_length=4,
+    item_ids=("a", "b", "c"),
+    genres=("Comedy", "Drama"),
+    occupations=("artist", "writer"),
+    zip_prefixes=("10", "94"),
+    user_hash_buckets=1000,
+    history_length=4,
 )
 
 
@@ -20,7 +24,8 @@ def test_user_inputs_use_zero_for_unknown_and_padding():
     assert out["gender"].tolist() == [1, 0]
     assert out["occupation"].tolist() == [2, 0]
     assert out["zip"].tolist() == [2, 0]
-    assert out["age"][0] == 3 and out["age"][1] == 0
+    assert out["age"][0] == 3
+    assert out["age"][1] == 0
     assert all(v.dtype == np.int64 for v in out.values())
 
 
@@ -42,8 +47,10 @@ def test_hash_is_stable_across_processes():
 
 
 def test_item_inputs_and_new_items():
-    items = [ItemFeatures("b", "B", year=1995, genres=("Drama", "Western", "Comedy"), interaction_count=7),
-             ItemFeatures("new", "N", year=None, genres=(), interaction_count=0)]
+    items = [
+        ItemFeatures("b", "B", year=1995, genres=("Drama", "Western", "Comedy"), interaction_count=7),
+        ItemFeatures("new", "N", year=None, genres=(), interaction_count=0),
+    ]
     out = ENCODER.encode_items(items)
     assert tuple(out) == ITEM_INPUTS
     assert out["item"].tolist() == [2, 0]
@@ -56,5 +63,6 @@ def test_item_inputs_and_new_items():
 def test_json_round_trip_keeps_behaviour():
     restored = FeatureEncoder.from_json(ENCODER.to_json())
     assert restored == ENCODER
-    assert restored.item_row("c") == 2 and restored.item_row("nope") is None
+    assert restored.item_row("c") == 2
+    assert restored.item_row("nope") is None
     assert restored.cardinalities == ENCODER.cardinalities

@@ -47,16 +47,19 @@ def test_engine_follows_the_catalog_size_threshold():
     index.upsert(ids(99), vectors[:99])
     assert index.kind == "flat"
     index.upsert(ids(1, start=99), vectors[99:100])
-    assert index.kind == "hnsw" and len(index) == 100
+    assert index.kind == "hnsw"
+    assert len(index) == 100
     index.upsert(ids(50, start=100), vectors[100:])
-    assert index.kind == "hnsw" and len(index) == 150
+    assert index.kind == "hnsw"
+    assert len(index) == 150
     # Every item survived the switch and is still its own nearest neighbour.
     assert all(index.search(vectors[i], 1)[0][0] == f"i{i}" for i in range(150))
 
 
 def test_hnsw_recall_at_10_against_exact_search(big):
     index, vectors, queries = big
-    assert index.kind == "hnsw" and index.params == HnswParams(m=32, ef_construction=200, ef_search=64)
+    assert index.kind == "hnsw"
+    assert index.params == HnswParams(m=32, ef_construction=200, ef_search=64)
     hits = 0
     for query, truth in zip(queries, exact_top_sets(vectors, queries, 10)):
         hits += len(truth & {item_id for item_id, _ in index.search(query, 10)})
@@ -83,9 +86,11 @@ def test_upsert_of_a_known_item_replaces_its_vector(exact_below):
 
     index.upsert(["i3"], -old[None, :])  # the opposite direction: nowhere near the old vector
 
-    assert len(index) == 500 and index.tombstones == 1
+    assert len(index) == 500
+    assert index.tombstones == 1
     near_old = [item_id for item_id, _ in index.search(old, 20)]
-    assert "i3" not in near_old and len(set(near_old)) == 20
+    assert "i3" not in near_old
+    assert len(set(near_old)) == 20
     assert index.search(-old, 1)[0] == ("i3", pytest.approx(1.0, abs=1e-5))
 
 
@@ -97,7 +102,8 @@ def test_replacing_many_items_rebuilds_instead_of_piling_up_tombstones(exact_bel
     index.upsert(ids(400), vectors)
     fresh = unit(rng, 400, 16)
     index.upsert(ids(400), fresh)  # a retraining re-upserts every item
-    assert len(index) == 400 and index.tombstones == 0
+    assert len(index) == 400
+    assert index.tombstones == 0
     assert all(index.search(fresh[i], 1)[0][0] == f"i{i}" for i in range(0, 400, 7))
 
 
@@ -114,7 +120,8 @@ def test_search_widens_past_tombstones_crowding_the_query(exact_below):
 
     found = [item_id for item_id, _ in index.search(query, 10)]
 
-    assert len(found) == 10 and not crowd & set(found)
+    assert len(found) == 10
+    assert not crowd & set(found)
     if exact_below:
         live = np.array([i for i in range(600) if f"i{i}" not in crowd])
         assert found == [f"i{i}" for i in live[np.argsort(-(vectors[live] @ query))[:10]]]
@@ -192,12 +199,15 @@ def test_save_keeps_tombstones_and_the_loaded_index_takes_upserts(tmp_path):
     index.upsert(["i5"], -vectors[5:6])
     index.save(tmp_path)
     sidecar = json.loads((tmp_path / "index.json").read_text())
-    assert sidecar["params"] == {"m": 8, "ef_construction": 40, "ef_search": 32} and sidecar["kind"] == "hnsw"
+    assert sidecar["params"] == {"m": 8, "ef_construction": 40, "ef_search": 32}
+    assert sidecar["kind"] == "hnsw"
 
     loaded = FaissVectorIndex.load(tmp_path)
-    assert loaded.tombstones == 1 and "i5" not in [i for i, _ in loaded.search(vectors[5], 10)]
+    assert loaded.tombstones == 1
+    assert "i5" not in [i for i, _ in loaded.search(vectors[5], 10)]
     loaded.upsert(["later"], vectors[7:8] * -1)
-    assert loaded.search(-vectors[7], 1)[0][0] == "later" and len(loaded) == 201
+    assert loaded.search(-vectors[7], 1)[0][0] == "later"
+    assert len(loaded) == 201
 
 
 def test_load_reports_a_missing_or_inconsistent_artifact(tmp_path):
@@ -273,7 +283,9 @@ def test_concurrent_searches_while_upserting_stay_consistent():
                 results = index.search(queries[round_ % len(queries)], 10, exclude={"i1", "i2"})
                 found = [item_id for item_id, _ in results]
                 scores = [score for _, score in results]
-                assert len(found) == 10 and len(set(found)) == 10 and not {"i1", "i2"} & set(found)
+                assert len(found) == 10
+                assert len(set(found)) == 10
+                assert not {"i1", "i2"} & set(found)
                 assert scores == sorted(scores, reverse=True)
         except BaseException as exc:  # reported to the main thread
             errors.append(exc)
@@ -295,7 +307,8 @@ def test_concurrent_searches_while_upserting_stay_consistent():
         thread.join(timeout=60)
     assert not any(thread.is_alive() for thread in threads)
     assert errors == []
-    assert len(index) == 1_500 and index.kind == "hnsw"
+    assert len(index) == 1_500
+    assert index.kind == "hnsw"
 
 
 def test_large_builds_report_progress():
@@ -305,7 +318,9 @@ def test_large_builds_report_progress():
     index.upsert(ids(1_000), unit(rng, 1_000, 4))
     assert lines == []  # small adds stay quiet
     index.upsert(ids(60_000, start=1_000), unit(rng, 60_000, 4))
-    assert len(lines) == 3 and "60,000/60,000" in lines[-1] and "ETA" in lines[0]
+    assert len(lines) == 3
+    assert "60,000/60,000" in lines[-1]
+    assert "ETA" in lines[0]
     assert len(index) == 61_000
 
 
@@ -330,8 +345,10 @@ def test_hnsw_search_stops_widening_when_the_graph_is_exhausted():
             calls.append(k)
             scores, rows = real.search(vector, min(k, 30))
             pad = k - rows.shape[1]
-            return (np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf),
-                    np.pad(rows, ((0, 0), (0, pad)), constant_values=-1))
+            return (
+                np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf),
+                np.pad(rows, ((0, 0), (0, pad)), constant_values=-1),
+            )
 
     index._index = Exhausted()
     found = index.search(rng.standard_normal(8), k=10, exclude=set(ids[:500]))

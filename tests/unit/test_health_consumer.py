@@ -22,7 +22,9 @@ def health(consumer_status: Any = None) -> tuple[int, dict[str, Any]]:
 
 def test_without_a_consumer_in_process_health_points_at_the_iterator_age_metric():
     status, body = health()
-    assert status == 200 and body["consumer"]["source"] == "cloudwatch" and "IteratorAge" in body["consumer"]["detail"]
+    assert status == 200
+    assert body["consumer"]["source"] == "cloudwatch"
+    assert "IteratorAge" in body["consumer"]["detail"]
 
 
 def test_a_stalled_shard_is_reported_with_its_lag_and_health_stays_200():
@@ -40,8 +42,11 @@ def test_a_stalled_shard_is_reported_with_its_lag_and_health_stays_200():
     assert not esm.run_until_idle(timeout_s=0.3)
     status, body = health(esm.stats)
     consumer = body["consumer"]
-    assert status == 200 and consumer["source"] == "local" and consumer["status"] == "stalled"
-    assert consumer["lag_seconds"] >= 90 and consumer["stalled_shards"][SHARD].startswith("stalled since 20")
+    assert status == 200
+    assert consumer["source"] == "local"
+    assert consumer["status"] == "stalled"
+    assert consumer["lag_seconds"] >= 90
+    assert consumer["stalled_shards"][SHARD].startswith("stalled since 20")
     assert "rtrec-user-features" not in json.dumps(body)  # the error's text is in the consumer's log, not /health
 
 
@@ -52,10 +57,13 @@ def test_a_caught_up_consumer_is_ok_and_a_broken_status_callable_does_not_break_
     esm = make(kinesis, lambda event, context: None)
     assert esm.run_until_idle(timeout_s=5)
     status, body = health(esm.stats)
-    assert status == 200 and body["consumer"]["status"] == "ok" and body["consumer"]["lag_seconds"] == 0
+    assert status == 200
+    assert body["consumer"]["status"] == "ok"
+    assert body["consumer"]["lag_seconds"] == 0
 
     def broken() -> dict:
         raise RuntimeError("boom")
 
     status, body = health(broken)
-    assert status == 200 and body["consumer"]["source"] == "unavailable"
+    assert status == 200
+    assert body["consumer"]["source"] == "unavailable"

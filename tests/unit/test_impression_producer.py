@@ -46,8 +46,17 @@ def impression(n: int, *, run: str = "r", features: int = 0) -> Impression:
     """A 10-item slate; `features` rows of padding per item make it bigger (the byte limits)."""
     items = tuple(f"i{(n + k) % 50}" for k in range(10))
     row = tuple(0.123456789 for _ in range(features))
-    return Impression(f"{run}-req{n}", f"{run}-u{n % 97}", "3", "two_tower", items, (0.1,) * 10, (0.5,) * 10,
-                      NOW + n, features=(row,) * 10 if features else ())
+    return Impression(
+        f"{run}-req{n}",
+        f"{run}-u{n % 97}",
+        "3",
+        "two_tower",
+        items,
+        (0.1,) * 10,
+        (0.5,) * 10,
+        NOW + n,
+        features=(row,) * 10 if features else (),
+    )
 
 
 # -- Kinesis clients: in memory, and faults around any client ------------------------------------------------------
@@ -62,7 +71,7 @@ class FakeKinesis:
         self.calls: list[int] = []  # records per call
         self._lock = threading.Lock()
 
-    def put_records(self, StreamName: str, Records: list[dict[str, Any]]) -> dict[str, Any]:  # noqa: N803
+    def put_records(self, StreamName: str, Records: list[dict[str, Any]]) -> dict[str, Any]:
         size = sum(len(r["Data"]) + len(r["PartitionKey"].encode()) for r in Records)
         if not 1 <= len(Records) <= PUT_RECORDS_LIMIT or size > PUT_RECORDS_BYTES:
             raise ClientError({"Error": {"Code": "ValidationException", "Message": "limits"}}, "PutRecords")
@@ -87,7 +96,7 @@ class Faults:
         self.calls: list[int] = []
         self.failed_calls = 0
 
-    def put_records(self, StreamName: str, Records: list[dict[str, Any]]) -> dict[str, Any]:  # noqa: N803
+    def put_records(self, StreamName: str, Records: list[dict[str, Any]]) -> dict[str, Any]:
         self.hold.wait(30)
         call = len(self.calls)
         self.calls.append(len(Records))
@@ -97,8 +106,10 @@ class Faults:
         refused = [self.refuse(call, n) for n in range(len(Records))]
         sent = [r for r, no in zip(Records, refused, strict=True) if not no]
         accepted = iter(self.inner.put_records(StreamName=StreamName, Records=sent)["Records"] if sent else [])
-        results = [{"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "slow down"} if no
-                   else next(accepted) for no in refused]
+        results = [
+            {"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "slow down"} if no else next(accepted)
+            for no in refused
+        ]
         return {"FailedRecordCount": sum(refused), "Records": results}
 
 
@@ -124,8 +135,9 @@ def producer_over(client: Any, stream_name: str, **options: Any) -> KinesisImpre
 
 
 def request_ids(records: list[bytes], run: str) -> list[str]:
-    return [m.request_id for m in map(decode_record, records) if isinstance(m, Impression)
-            and m.request_id.startswith(f"{run}-")]
+    return [
+        m.request_id for m in map(decode_record, records) if isinstance(m, Impression) and m.request_id.startswith(f"{run}-")
+    ]
 
 
 # -- contract: the same tests against the fake and the embedded cloud ---------------------------------------------
@@ -151,7 +163,8 @@ def test_contract_a_call_never_exceeds_five_mib(kinesis):
     for message in big:
         producer.offer(message)
     assert producer.flush(20) == 0
-    assert len(faults.calls) == 3 and sum(faults.calls) == 60  # 5 MiB, not 500 records, bounds each call
+    assert len(faults.calls) == 3
+    assert sum(faults.calls) == 60
     assert len(request_ids(kinesis.read(), run)) == 60
 
 
@@ -165,7 +178,8 @@ def test_contract_only_the_refused_records_are_sent_again(kinesis):
     assert faults.calls == [300, 150]  # the second call carries the refused half only
     ids = request_ids(kinesis.read(), run)
     assert sorted(ids) == sorted(f"{run}-req{k}" for k in range(300))  # each exactly once
-    assert producer.stats().resent == 150 and producer.stats().dropped == 0
+    assert producer.stats().resent == 150
+    assert producer.stats().dropped == 0
 
 
 def test_contract_shutdown_sends_everything_buffered(kinesis):
@@ -176,7 +190,8 @@ def test_contract_shutdown_sends_everything_buffered(kinesis):
         producer.offer(impression(k, run=run))
     assert producer.close(10) == 0
     assert len(request_ids(kinesis.read(), run)) == n
-    assert producer.stats().dropped == 0 and producer.depth == 0
+    assert producer.stats().dropped == 0
+    assert producer.depth == 0
     assert not producer.offer(impression(n, run=run))  # closed: dropped and counted, never blocked
     assert producer.stats().dropped == 1
 
@@ -218,15 +233,15 @@ def test_contract_an_outage_keeps_records_buffered_and_retried_until_the_flush_t
     faults = Faults(kinesis.client)
     faults.down = True
     metrics = RecordingMetrics()
-    producer = producer_over(faults, kinesis.stream_name, telemetry=Telemetry(metrics), backoff_s=0.02,
-                             max_backoff_s=0.1)
+    producer = producer_over(faults, kinesis.stream_name, telemetry=Telemetry(metrics), backoff_s=0.02, max_backoff_s=0.1)
     for k in range(120):
         producer.offer(impression(k, run=run))
     started = time.monotonic()
     assert producer.flush(0.5) == 120  # nothing could be sent: all still buffered, none dropped
     assert time.monotonic() - started < 1.5
     assert 3 <= len(faults.calls) <= 15, faults.calls  # retried, with backoff (not a busy loop)
-    assert producer.stats().dropped == 0 and metrics.total("ImpressionsDropped") == 0
+    assert producer.stats().dropped == 0
+    assert metrics.total("ImpressionsDropped") == 0
     faults.down = False  # it comes back: the next flush sends them all, once
     assert producer.flush(10) == 0
     assert sorted(request_ids(kinesis.read(), run)) == sorted(f"{run}-req{k}" for k in range(120))
@@ -235,7 +250,8 @@ def test_contract_an_outage_keeps_records_buffered_and_retried_until_the_flush_t
     for k in range(120, 150):
         producer.offer(impression(k, run=run))
     assert producer.close(0.3) == 30
-    assert producer.stats().dropped == 30 and metrics.total("ImpressionsDropped") == 30
+    assert producer.stats().dropped == 30
+    assert metrics.total("ImpressionsDropped") == 30
     assert len(request_ids(kinesis.read(), run)) == 120
 
 
@@ -245,8 +261,15 @@ def test_contract_a_full_buffer_drops_and_counts_and_never_blocks(kinesis, overf
     faults = Faults(kinesis.client)
     faults.hold.clear()  # the first PutRecords hangs (a stuck connection): the buffer fills behind it
     metrics = RecordingMetrics()
-    producer = producer_over(faults, kinesis.stream_name, background=True, linger_s=0.0, max_records=100,
-                             overflow=overflow, telemetry=Telemetry(metrics))
+    producer = producer_over(
+        faults,
+        kinesis.stream_name,
+        background=True,
+        linger_s=0.0,
+        max_records=100,
+        overflow=overflow,
+        telemetry=Telemetry(metrics),
+    )
     producer.offer(impression(0, run=run))
     deadline = time.monotonic() + 5
     while producer.stats().in_flight == 0 and time.monotonic() < deadline:  # the sender took it: its call hangs
@@ -258,8 +281,10 @@ def test_contract_a_full_buffer_drops_and_counts_and_never_blocks(kinesis, overf
         slowest = max(slowest, time.perf_counter() - started)
     stats = producer.stats()
     assert slowest < 0.05  # each offer returns at once, however stuck the stream is
-    assert stats.queued == 100 and stats.in_flight == 1
-    assert stats.dropped == 900 and metrics.total("ImpressionsDropped") == 900
+    assert stats.queued == 100
+    assert stats.in_flight == 1
+    assert stats.dropped == 900
+    assert metrics.total("ImpressionsDropped") == 900
     faults.hold.set()
     assert producer.close(10) == 0
     ids = request_ids(kinesis.read(), run)
@@ -274,7 +299,8 @@ def test_contract_a_byte_bound_drops_too(kinesis):
     for k in range(10):
         producer.offer(impression(k, run=run, features=2_000))
     stats = producer.stats()
-    assert stats.queued == (1024 * 1024) // size and stats.queued_bytes <= 1024 * 1024
+    assert stats.queued == (1024 * 1024) // size
+    assert stats.queued_bytes <= 1024 * 1024
     assert stats.dropped == 10 - stats.queued
     assert producer.flush(10) == 0
     assert sorted(request_ids(kinesis.read(), run)) == sorted(f"{run}-req{k}" for k in range(10 - stats.queued, 10))
@@ -290,7 +316,9 @@ def test_log_impression_queues_without_touching_the_stream_and_events_stay_synch
     service = IngestService(stream, clock=lambda: NOW, impressions=producer)
     result = make_recommender().recommend("1", 5)
     assert service.log_impression(result)
-    assert stream.messages == [] and fake.calls == [] and producer.depth == 1
+    assert stream.messages == []
+    assert fake.calls == []
+    assert producer.depth == 1
     assert service.ingest([UserEvent("e1", "1", "11", "click", NOW)]) == 1
     assert len(stream.messages) == 1  # POST /events: on the stream before it answers
     assert service.flush_impressions(5) == 0
@@ -300,15 +328,20 @@ def test_log_impression_queues_without_touching_the_stream_and_events_stay_synch
 def test_log_impression_without_a_producer_puts_directly():
     stream = InMemoryEventStream()
     service = IngestService(stream, clock=lambda: NOW)
-    assert service.log_impression(make_recommender().recommend("1", 5)) and len(stream.messages) == 1
-    assert service.flush_impressions(1) == 0 and service.close(1) == 0
+    assert service.log_impression(make_recommender().recommend("1", 5))
+    assert len(stream.messages) == 1
+    assert service.flush_impressions(1) == 0
+    assert service.close(1) == 0
 
 
 def app_over(fake: Any, *, background: bool) -> tuple[Services, KinesisImpressionProducer]:
     producer = producer_over(fake, "s", background=background, linger_s=60.0)
-    services = Services(make_recommender(), catalog=None,  # type: ignore[arg-type]
-                        ingest=IngestService(InMemoryEventStream(), clock=lambda: NOW, impressions=producer),
-                        access=AccessPolicy(gateway_keys(SAMPLE_API_KEY_ROLES), require_keys=False))
+    services = Services(
+        make_recommender(),
+        catalog=None,  # type: ignore[arg-type]
+        ingest=IngestService(InMemoryEventStream(), clock=lambda: NOW, impressions=producer),
+        access=AccessPolicy(gateway_keys(SAMPLE_API_KEY_ROLES), require_keys=False),
+    )
     return services, producer
 
 
@@ -319,7 +352,8 @@ def test_the_apps_shutdown_flushes_every_impression():
         served = [client.get("/recommend/1", params={"k": 5}).json()["request_id"] for _ in range(40)]
         assert len(fake.records) < 40  # lingering in the buffer (60 s), not sent per request
     assert sorted(decode_record(r).request_id for r in fake.records) == sorted(served)
-    assert len(fake.calls) <= 2 and producer.stats().dropped == 0
+    assert len(fake.calls) <= 2
+    assert producer.stats().dropped == 0
 
 
 def test_the_lambda_entry_flushes_the_invocations_impressions_before_it_returns(lambda_event):
@@ -329,12 +363,16 @@ def test_the_lambda_entry_flushes_the_invocations_impressions_before_it_returns(
     event = lambda_event("api_recommend_user_1.json")
 
     response = mangum(event, LambdaContext())  # without the wrapper: the impression stays buffered
-    assert response["statusCode"] == 200 and fake.records == [] and producer.depth == 1
+    assert response["statusCode"] == 200
+    assert fake.records == []
+    assert producer.depth == 1
 
     response = lambda_entry(mangum, services)(event, LambdaContext())
     assert response["statusCode"] == 200
     ids = [decode_record(r).request_id for r in fake.records]
-    assert json.loads(response["body"])["request_id"] in ids and len(ids) == 2 and fake.calls == [2]
+    assert json.loads(response["body"])["request_id"] in ids
+    assert len(ids) == 2
+    assert fake.calls == [2]
     assert producer.depth == 0
 
 
@@ -348,8 +386,10 @@ def test_the_lambda_flush_never_outlasts_the_invocation():
     producer.offer(impression(1))
     entry = lambda_entry(lambda event, context: {"statusCode": 200}, services)
     assert entry({}, Ending())["statusCode"] == 200
-    assert fake.calls == [] and producer.depth == 1  # kept for the next invocation
-    assert entry({}, LambdaContext())["statusCode"] == 200 and fake.calls == [1]
+    assert fake.calls == []
+    assert producer.depth == 1
+    assert entry({}, LambdaContext())["statusCode"] == 200
+    assert fake.calls == [1]
 
 
 def test_drops_and_depth_are_catalog_metrics():
@@ -359,7 +399,8 @@ def test_drops_and_depth_are_catalog_metrics():
     Telemetry(metrics).impressions_dropped(3)
     Telemetry(metrics).impression_queue(7)
     assert metrics.puts == [("ImpressionsDropped", 3, "Count", {}), ("ImpressionQueueDepth", 7, "Count", {})]
-    assert metric("ImpressionsDropped").kind == "counter" and metric("ImpressionQueueDepth").kind == "gauge"
+    assert metric("ImpressionsDropped").kind == "counter"
+    assert metric("ImpressionQueueDepth").kind == "gauge"
 
 
 def test_settings_reach_the_producer(monkeypatch):
@@ -368,5 +409,7 @@ def test_settings_reach_the_producer(monkeypatch):
     monkeypatch.setenv("RTREC_IMPRESSION_LINGER_MS", "20")
     monkeypatch.setenv("RTREC_IMPRESSION_OVERFLOW", "drop_newest")
     settings = ApiSettings()
-    assert settings.impression_linger_ms == 20 and settings.impression_overflow == "drop_newest"
-    assert settings.impression_buffer_records == 10_000 and settings.impression_flush_seconds == 2.0
+    assert settings.impression_linger_ms == 20
+    assert settings.impression_overflow == "drop_newest"
+    assert settings.impression_buffer_records == 10_000
+    assert settings.impression_flush_seconds == 2.0

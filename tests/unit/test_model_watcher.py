@@ -62,14 +62,16 @@ def test_loads_the_pointer_version_and_polls_at_most_every_n_seconds(tmp_path):
     store, clock = FakeStore(), Clock()
     store.publish_pointer("1")
     watcher = ModelWatcher(store, load, tmp_path, poll_seconds=30, clock=clock)
-    assert watcher.current() == "weights of 1" and watcher.version == "1"
+    assert watcher.current() == "weights of 1"
+    assert watcher.version == "1"
     store.publish_pointer("2")
     clock.now = 29
     assert watcher.current() == "weights of 1"
     assert store.reads == 1
     clock.now = 30
     assert watcher.current() == "weights of 2"
-    assert not list(tmp_path.glob("v1-*")) and len(list(tmp_path.glob("v2-*/weights"))) == 1
+    assert not list(tmp_path.glob("v1-*"))
+    assert len(list(tmp_path.glob("v2-*/weights"))) == 1
 
 
 def test_a_failed_download_keeps_serving_the_current_model(tmp_path):
@@ -81,7 +83,8 @@ def test_a_failed_download_keeps_serving_the_current_model(tmp_path):
     store.fail_download = True
     clock.now = 5
     assert watcher.current() == "weights of 1"
-    assert errors and "S3 is down" in errors[0]
+    assert errors
+    assert "S3 is down" in errors[0]
     store.fail_download = False
     clock.now = 10
     assert watcher.current() == "weights of 2"
@@ -115,7 +118,8 @@ def test_watchers_sharing_a_cache_folder_do_not_break_each_other(tmp_path):
     second = ModelWatcher(store, load, tmp_path / "cache", poll_seconds=0)
     assert first.current() == second.current() == "weights of 1"
     folders = sorted(p.name for p in (tmp_path / "cache").iterdir())
-    assert len(folders) == 2 and all(name.startswith("v1-") for name in folders)
+    assert len(folders) == 2
+    assert all(name.startswith("v1-") for name in folders)
     store.publish_pointer("2")
     assert first.current() == "weights of 2"
     assert second.current() == "weights of 2"  # its own v1 folder was not deleted under it
@@ -135,7 +139,8 @@ def test_an_os_error_while_loading_keeps_the_current_model(tmp_path):
     watcher = ModelWatcher(store, flaky_load, tmp_path, poll_seconds=0, on_error=errors.append)
     assert watcher.current() == "weights of 1"
     store.publish_pointer("2")
-    assert watcher.current() == "weights of 1" and "FileNotFoundError" in errors[-1]
+    assert watcher.current() == "weights of 1"
+    assert "FileNotFoundError" in errors[-1]
 
 
 def test_folders_left_by_ended_processes_are_pruned_after_a_day(tmp_path):
@@ -151,7 +156,8 @@ def test_folders_left_by_ended_processes_are_pruned_after_a_day(tmp_path):
     store = FakeStore()
     store.publish_pointer("1")
     assert ModelWatcher(store, load, tmp_path).current() == "weights of 1"
-    assert not stale.exists() and recent.exists()
+    assert not stale.exists()
+    assert recent.exists()
 
 
 def test_a_shadow_watcher_drops_its_model_when_the_pointer_goes_but_production_keeps_it(tmp_path):

@@ -53,11 +53,19 @@ def test_every_metric_telemetry_emits_is_in_the_catalog_with_its_unit_and_dimens
     telemetry = Telemetry(sink)
     telemetry.request("/recommend/{user_id}", 200, 0.012)
     telemetry.recommendation("two_tower", False, "3", True)
-    telemetry.consumer_batch(records=10, failed=False, dead_lettered=1, iterator_age_ms=1500.0, slates=4, rewards=1,
-                             examples=40)
-    telemetry.drift_check({"generated_at": 1, "drifted": True, "features": [
-        {"name": "user_age", "kind": "numeric", "statistic": "psi", "value": 0.31, "threshold": 0.2, "drifted": True}],
-        "reward": {}})
+    telemetry.consumer_batch(
+        records=10, failed=False, dead_lettered=1, iterator_age_ms=1500.0, slates=4, rewards=1, examples=40
+    )
+    telemetry.drift_check(
+        {
+            "generated_at": 1,
+            "drifted": True,
+            "features": [
+                {"name": "user_age", "kind": "numeric", "statistic": "psi", "value": 0.31, "threshold": 0.2, "drifted": True}
+            ],
+            "reward": {},
+        }
+    )
     telemetry.retraining_run()
     telemetry.impressions_dropped(2)
     telemetry.impression_queue(5)
@@ -65,7 +73,8 @@ def test_every_metric_telemetry_emits_is_in_the_catalog_with_its_unit_and_dimens
     assert emitted == {s.name for s in METRICS if s.emitted_by == "rtrec"}  # every declared metric is emitted
     for name, _, unit, dims in sink.puts:
         spec = metric(name)
-        assert unit == spec.unit and tuple(dims) == spec.dimensions, name
+        assert unit == spec.unit, name
+        assert tuple(dims) == spec.dimensions, name
 
 
 def test_an_undeclared_metric_name_is_refused():
@@ -91,8 +100,9 @@ def test_panels_and_alarms_name_catalog_metrics_and_their_dimensions():
 def test_search_expressions_name_the_namespace_the_dimensions_and_the_fixed_values():
     score = next(q for p in PANELS for q in p.queries if q.metric == "DriftScore")
     assert search_expression("rtrec", score, 3600) == (
-        "SEARCH('{rtrec,service,Feature} MetricName=\"DriftScore\" service=\"rtrec-drift-check\"', 'Maximum', 3600)")
-    assert search_expression(namespace("dev"), score, 60).startswith("SEARCH('{\"rtrec/dev\",service,Feature}")
+        "SEARCH('{rtrec,service,Feature} MetricName=\"DriftScore\" service=\"rtrec-drift-check\"', 'Maximum', 3600)"
+    )
+    assert search_expression(namespace("dev"), score, 60).startswith('SEARCH(\'{"rtrec/dev",service,Feature}')
 
 
 # -- dashboards --------------------------------------------------------------------------------------------------
@@ -120,8 +130,15 @@ def test_the_cloudwatch_dashboard_body_has_one_widget_per_panel():
     assert len(body["widgets"]) == len(PANELS)
     first = body["widgets"][0]["properties"]
     assert first["region"] == "eu-west-1"
-    assert first["metrics"][2] == ["rtrec", "Latency", SERVICE, API_SERVICE, "Route", RECOMMEND_ROUTE,
-                                   {"stat": "p99", "id": "p99", "visible": True, "label": "p99"}]
+    assert first["metrics"][2] == [
+        "rtrec",
+        "Latency",
+        SERVICE,
+        API_SERVICE,
+        "Route",
+        RECOMMEND_ROUTE,
+        {"stat": "p99", "id": "p99", "visible": True, "label": "p99"},
+    ]
     assert all(w["x"] + w["width"] <= 24 for w in body["widgets"])
 
 
@@ -135,20 +152,24 @@ def prometheus_run():
 
 def test_metrics_endpoint_exports_latency_per_route_errors_strategies_cold_users_and_the_model(prometheus_run):
     response = prometheus_run.client.get("/metrics")
-    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
     values = samples(response.text)
     strategies = {b["strategy"] for b in prometheus_run.responses}
     assert values["rtrec_request_latency_seconds_count{route=/recommend/{user_id}}"] == 61  # one of them a 422
     assert values["rtrec_request_latency_seconds_count{route=/events}"] == 60
     assert values["rtrec_requests_total{}"] == 121
-    assert values["rtrec_request_client_errors_total{}"] == 1 and values["rtrec_request_errors_total{}"] == 0
+    assert values["rtrec_request_client_errors_total{}"] == 1
+    assert values["rtrec_request_errors_total{}"] == 0
     assert sum(values[f"rtrec_recommendations_total{{strategy={s}}}"] for s in strategies) == 60
     assert values["rtrec_cold_users_total{}"] == sum(b["cold_start"] for b in prometheus_run.responses)
     assert values["rtrec_serving_model_version{}"] == 2
-    assert values["rtrec_serving_model_info{version=2}"] == 1 and "rtrec_serving_model_info{version=1}" not in values
+    assert values["rtrec_serving_model_info{version=2}"] == 1
+    assert "rtrec_serving_model_info{version=1}" not in values
     assert "process_cpu_seconds_total{}" in values
     again = samples(prometheus_run.client.get("/metrics").text)
-    assert again["rtrec_requests_total{}"] == 121 and "rtrec_request_latency_seconds_count{route=/metrics}" not in again
+    assert again["rtrec_requests_total{}"] == 121
+    assert "rtrec_request_latency_seconds_count{route=/metrics}" not in again
     assert "/metrics" not in prometheus_run.client.get("/openapi.json").json()["paths"]
 
 
@@ -163,9 +184,11 @@ def test_the_consumer_reports_records_resolved_slates_rewards_and_its_lag(promet
     assert recorded.total("ConsumerRecords") == 120  # 60 impressions + 60 events
     assert recorded.total("SlatesResolved") == len(joined) > 0
     assert recorded.total("Rewards") == sum(sum(j.rewards) for j in joined) > 0
-    assert recorded.total("ConsumerFailedBatches") == 0 and recorded.total("OnlineRankerExamples") > 0
+    assert recorded.total("ConsumerFailedBatches") == 0
+    assert recorded.total("OnlineRankerExamples") > 0
     ages = [v for name, v, *_ in recorded.puts if name == "IteratorAge"]
-    assert ages and all(1000 <= age < 600_000 for age in ages)
+    assert ages
+    assert all(1000 <= age < 600_000 for age in ages)
 
 
 def test_an_unexpected_error_is_counted_as_a_5xx_with_its_route():
@@ -176,7 +199,8 @@ def test_an_unexpected_error_is_counted_as_a_5xx_with_its_route():
     assert client.get("/recommend/1").status_code == 500
     assert client.get("/no-such-route").status_code == 404
     values = samples(client.get("/metrics").text)
-    assert values["rtrec_request_errors_total{}"] == 1 and values["rtrec_request_client_errors_total{}"] == 1
+    assert values["rtrec_request_errors_total{}"] == 1
+    assert values["rtrec_request_client_errors_total{}"] == 1
     assert values["rtrec_request_latency_seconds_count{route=/recommend/{user_id}}"] == 1
     assert values["rtrec_request_latency_seconds_count{route=unmatched}"] == 1
 
@@ -207,14 +231,14 @@ def emf_lines(out: str) -> list[dict]:
 
 def test_the_api_lambda_writes_emf_with_the_catalog_names_and_the_cold_start(capsys, lambda_event):
     observability = lambda_observability(API_SERVICE, namespace("utest"))
-    handler = observability.wrap(Mangum(create_app(behind_the_gateway(make_recommender()),
-                                                   telemetry=observability.telemetry), lifespan="off"))
+    handler = observability.wrap(
+        Mangum(create_app(behind_the_gateway(make_recommender()), telemetry=observability.telemetry), lifespan="off")
+    )
     capsys.readouterr()
     response = handler(lambda_event("api_recommend_user_1.json"), LambdaContext())
     assert response["statusCode"] == 200
     lines = emf_lines(capsys.readouterr().out)
-    by_metric = {m["Name"]: (line, d) for line in lines for d in line["_aws"]["CloudWatchMetrics"]
-                 for m in d["Metrics"]}
+    by_metric = {m["Name"]: (line, d) for line in lines for d in line["_aws"]["CloudWatchMetrics"] for m in d["Metrics"]}
     assert {"Latency", "Requests", "Errors", "Recommendations", "ColdUsers"} <= set(by_metric)
     for name, (line, directive) in by_metric.items():
         assert directive["Namespace"] == "rtrec/utest"
@@ -235,8 +259,9 @@ def test_the_api_logs_are_json_with_the_request_id_and_the_model_version(lambda_
         def log_impression(self, result, caller=None):
             raise DependencyError("the stream is down")
 
-    app = create_app(behind_the_gateway(recommender, model_version=lambda: "1", ingest=StreamDown()),
-                     telemetry=observability.telemetry)
+    app = create_app(
+        behind_the_gateway(recommender, model_version=lambda: "1", ingest=StreamDown()), telemetry=observability.telemetry
+    )
     handler = observability.wrap(Mangum(app, lifespan="off"))
     event = lambda_event("api_recommend_user_1.json")
     event["path"] = event["requestContext"]["path"] = "/recommend/u1"
@@ -251,12 +276,15 @@ def test_the_api_logs_are_json_with_the_request_id_and_the_model_version(lambda_
         logging.getLogger(API_SERVICE).removeHandler(capture)
     logs = [json.loads(line) for line in buffer.getvalue().splitlines()]
     impression = next(x for x in logs if x["message"] == "impression")
-    assert body["model_version"] == "1" and body["strategy"] == "two_tower"
-    assert impression["request_id"] == body["request_id"] and impression["model_version"] == "1"
+    assert body["model_version"] == "1"
+    assert body["strategy"] == "two_tower"
+    assert impression["request_id"] == body["request_id"]
+    assert impression["model_version"] == "1"
     assert impression["function_request_id"] == LambdaContext.aws_request_id
     # a line logged without them (by the background task, after the response) carries both from the request's context
     warning = next(x for x in logs if x["message"] == "impression not logged to the stream")
-    assert warning["request_id"] == body["request_id"] and warning["model_version"] == "1"
+    assert warning["request_id"] == body["request_id"]
+    assert warning["model_version"] == "1"
 
 
 def test_emf_metrics_with_extra_dimensions_are_one_line_per_dimension_set(capsys):
@@ -269,7 +297,8 @@ def test_emf_metrics_with_extra_dimensions_are_one_line_per_dimension_set(capsys
     assert emf_lines(capsys.readouterr().out) == []  # buffered until the invocation ends
     sink.flush()
     lines = {line["Feature"]: line for line in emf_lines(capsys.readouterr().out)}
-    assert lines["user_age"]["DriftScore"] == [0.25, 0.75] and lines["genre_mix"]["DriftScore"] == [0.5]
+    assert lines["user_age"]["DriftScore"] == [0.25, 0.75]
+    assert lines["genre_mix"]["DriftScore"] == [0.5]
     assert lines["user_age"]["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [[SERVICE, "Feature"]]
     assert all(line[SERVICE] == API_SERVICE for line in lines.values())
     sink.flush()
@@ -294,6 +323,7 @@ def test_the_api_and_a_consumer_apart_expose_each_family_once():
     names = [family.name for family in text_string_to_metric_families(text)]
     assert len(names) == len(set(names))
     values = samples(text)
-    assert values["rtrec_consumer_records_total{}"] == 7 and values["rtrec_requests_total{}"] == 2
+    assert values["rtrec_consumer_records_total{}"] == 7
+    assert values["rtrec_requests_total{}"] == 2
     assert values["rtrec_consumer_behind_latest_seconds{}"] == 1.5
     assert values["rtrec_serving_model_info{version=3}"] == 1

@@ -17,7 +17,8 @@ def test_queues_and_messages_come_back_from_the_saved_state(tmp_path):
         sqs.send_message(QueueUrl=url, MessageBody="one")
         sqs.send_message(QueueUrl=url, MessageBody="two")
         SqsState(tmp_path).save()
-    assert (tmp_path / "sqs.pickle").is_file() and not list(tmp_path.glob("*.tmp"))
+    assert (tmp_path / "sqs.pickle").is_file()
+    assert not list(tmp_path.glob("*.tmp"))
     with mock_aws():  # a fresh moto: nothing until the state is loaded
         sqs = boto3.client("sqs", region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
         assert not sqs.list_queues().get("QueueUrls")
@@ -32,7 +33,8 @@ def test_a_damaged_state_file_is_moved_aside_and_the_server_starts_empty(tmp_pat
     (tmp_path / "sqs.pickle").write_bytes(b"not a pickle")
     with mock_aws():
         assert SqsState(tmp_path).load() == 0
-    assert not (tmp_path / "sqs.pickle").exists() and list(tmp_path.glob("sqs.pickle.broken-*"))
+    assert not (tmp_path / "sqs.pickle").exists()
+    assert list(tmp_path.glob("sqs.pickle.broken-*"))
 
 
 def test_only_sqs_requests_are_recognised_and_reads_need_no_save():
@@ -40,7 +42,10 @@ def test_only_sqs_requests_are_recognised_and_reads_need_no_save():
     assert _sqs_action(json_request, b"") == "SendMessage"
     query = {"HTTP_AUTHORIZATION": "AWS4-HMAC-SHA256 Credential=test/20261204/us-east-1/sqs/aws4_request, ..."}
     assert _sqs_action(query, b"Action=DeleteMessage&QueueUrl=x") == "DeleteMessage"
-    dynamodb = {"HTTP_X_AMZ_TARGET": "DynamoDB_20120810.GetItem",
-                "HTTP_AUTHORIZATION": "AWS4-HMAC-SHA256 Credential=test/20261204/us-east-1/dynamodb/aws4_request"}
+    dynamodb = {
+        "HTTP_X_AMZ_TARGET": "DynamoDB_20120810.GetItem",
+        "HTTP_AUTHORIZATION": "AWS4-HMAC-SHA256 Credential=test/20261204/us-east-1/dynamodb/aws4_request",
+    }
     assert _sqs_action(dynamodb, b"{}") is None
-    assert "ListQueues" in READ_ONLY_SQS_ACTIONS and "ReceiveMessage" not in READ_ONLY_SQS_ACTIONS
+    assert "ListQueues" in READ_ONLY_SQS_ACTIONS
+    assert "ReceiveMessage" not in READ_ONLY_SQS_ACTIONS

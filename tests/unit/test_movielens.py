@@ -27,7 +27,8 @@ def test_indices_are_dense_and_original_ids_kept(ml100k):
     users, items, inter = ml100k.users, ml100k.items, ml100k.interactions
     assert users["user_index"].tolist() == list(range(943))
     assert items["item_index"].tolist() == list(range(1682))
-    assert inter["user_index"].between(0, 942).all() and inter["item_index"].between(0, 1681).all()
+    assert inter["user_index"].between(0, 942).all()
+    assert inter["item_index"].between(0, 1681).all()
     # ML-100K's own ids are kept both as the client id and as the original id.
     toy_story = items[items["original_id"] == "1"].iloc[0]
     assert (toy_story["item_id"], toy_story["title"], toy_story["year"]) == ("1", "Toy Story", 1995)
@@ -37,7 +38,11 @@ def test_indices_are_dense_and_original_ids_kept(ml100k):
 def test_user_features_are_parsed(ml100k):
     first = ml100k.users.iloc[0]
     assert (first["user_id"], first["age"], first["gender"], first["occupation"], first["zip_prefix"]) == (
-        "1", 24, "M", "technician", "85",
+        "1",
+        24,
+        "M",
+        "technician",
+        "85",
     )
     assert set(ml100k.users["gender"]) == {"M", "F"}
 
@@ -72,7 +77,8 @@ def test_empty_cache_without_download_says_what_to_do(tmp_path):
 
 def test_unreachable_registry_says_so_and_leaves_no_partial_file(tmp_path, monkeypatch):
     def offline(command, **_kwargs):
-        assert command[1:4] == ["-m", "pip", "download"] and "--no-deps" in command
+        assert command[1:4] == ["-m", "pip", "download"]
+        assert "--no-deps" in command
         return subprocess.CompletedProcess(command, 1, "", "ERROR: Could not find a version (network is unreachable)")
 
     monkeypatch.setattr(subprocess, "run", offline)
@@ -94,22 +100,29 @@ def test_stream_events_join_the_data_set_once_and_only_for_known_users_and_items
     first = ml100k.interactions.iloc[0]
     user = ml100k.users.loc[ml100k.users["user_index"] == first["user_index"], "user_id"].item()
     item = ml100k.items.loc[ml100k.items["item_index"] == first["item_index"], "item_id"].item()
-    unseen = ml100k.items.loc[~ml100k.items["item_index"].isin(
-        ml100k.interactions.loc[ml100k.interactions["user_index"] == first["user_index"], "item_index"]), "item_id"]
+    unseen = ml100k.items.loc[
+        ~ml100k.items["item_index"].isin(
+            ml100k.interactions.loc[ml100k.interactions["user_index"] == first["user_index"], "item_index"]
+        ),
+        "item_id",
+    ]
     new_item = str(unseen.iloc[0])
-    events = pd.DataFrame([
-        {"user_id": user, "item_id": item, "type": "click", "value": None, "timestamp": 2_000_000_000},  # known pair
-        {"user_id": user, "item_id": new_item, "type": "click", "value": None, "timestamp": 2_000_000_001},
-        {"user_id": user, "item_id": new_item, "type": "purchase", "value": None, "timestamp": 2_000_000_002},
-        {"user_id": user, "item_id": "no-such-item", "type": "click", "value": None, "timestamp": 2_000_000_003},
-        {"user_id": user, "item_id": new_item, "type": "view", "value": None, "timestamp": 2_000_000_004},
-        {"user_id": user, "item_id": new_item, "type": "rating", "value": 1.0, "timestamp": 2_000_000_005},
-    ])
+    events = pd.DataFrame(
+        [
+            {"user_id": user, "item_id": item, "type": "click", "value": None, "timestamp": 2_000_000_000},  # known pair
+            {"user_id": user, "item_id": new_item, "type": "click", "value": None, "timestamp": 2_000_000_001},
+            {"user_id": user, "item_id": new_item, "type": "purchase", "value": None, "timestamp": 2_000_000_002},
+            {"user_id": user, "item_id": "no-such-item", "type": "click", "value": None, "timestamp": 2_000_000_003},
+            {"user_id": user, "item_id": new_item, "type": "view", "value": None, "timestamp": 2_000_000_004},
+            {"user_id": user, "item_id": new_item, "type": "rating", "value": 1.0, "timestamp": 2_000_000_005},
+        ]
+    )
     grown, counts = ml100k.with_events(events)
     assert counts == {"events": 6, "not_positive": 2, "unknown": 1, "duplicate": 2, "added": 1}
     assert len(grown.interactions) == len(ml100k.interactions) + 1
     last = grown.interactions.iloc[-1]
-    assert last["timestamp"] == 2_000_000_001 and last["rating"] == 5.0
+    assert last["timestamp"] == 2_000_000_001
+    assert last["rating"] == 5.0
     assert ml100k.with_events(pd.DataFrame())[0] is ml100k
 
 
@@ -119,9 +132,11 @@ def test_the_offline_stores_events_keep_unix_seconds_and_string_ids():
     from rtrec.domain.events import UserEvent, message_to_dict
     from training.train import read_stream_events
 
-    raw = "".join(_json.dumps(message_to_dict(UserEvent(f"e{n}", "007", "0042", "click", 1_046_454_590.0 + n))) + "\n"
-                  for n in range(3)).encode()
+    raw = "".join(
+        _json.dumps(message_to_dict(UserEvent(f"e{n}", "007", "0042", "click", 1_046_454_590.0 + n))) + "\n" for n in range(3)
+    ).encode()
     frame = read_stream_events(raw)
     assert frame["timestamp"].tolist() == [1_046_454_590, 1_046_454_591, 1_046_454_592]
-    assert frame["user_id"].tolist() == ["007"] * 3 and frame["item_id"].tolist() == ["0042"] * 3
+    assert frame["user_id"].tolist() == ["007"] * 3
+    assert frame["item_id"].tolist() == ["0042"] * 3
     assert read_stream_events(b"  \n").empty

@@ -13,9 +13,12 @@ from rtrec.errors import DataUnavailableError
 
 
 def test_the_prior_file_is_read_per_campaign_and_parameter():
-    priors = parse_prior_yaml("# zozotown prior\nall:\n  alpha:\n    - 47.0\n    - 8.0\n  beta:\n    - 12000.0\n"
-                              "    - 1100.0\nmen:\n  alpha:\n    - 1.0\n  beta:\n    - 2.0\n")
-    assert priors["all"]["alpha"].tolist() == [47.0, 8.0] and priors["all"]["beta"].tolist() == [12000.0, 1100.0]
+    priors = parse_prior_yaml(
+        "# zozotown prior\nall:\n  alpha:\n    - 47.0\n    - 8.0\n  beta:\n    - 12000.0\n"
+        "    - 1100.0\nmen:\n  alpha:\n    - 1.0\n  beta:\n    - 2.0\n"
+    )
+    assert priors["all"]["alpha"].tolist() == [47.0, 8.0]
+    assert priors["all"]["beta"].tolist() == [12000.0, 1100.0]
     assert priors["men"]["beta"].tolist() == [2.0]
 
 
@@ -38,8 +41,11 @@ def _cached() -> bool:
 @pytest.mark.skipif(not _cached(), reason="the obp wheel is not cached: `rtrec data fetch -d obd`")
 def test_the_random_logs_of_campaign_all_match_the_published_sample():
     logs = load_open_bandit("random", "all", allow_download=False)
-    assert logs.n_rounds == 10_000 and logs.n_actions == 80 and logs.len_list == 3
+    assert logs.n_rounds == 10_000
+    assert logs.n_actions == 80
+    assert logs.len_list == 3
     assert np.allclose(logs.pscore, 1 / 80)  # uniform random over 80 items
-    assert set(np.unique(logs.position).tolist()) == {0, 1, 2} and set(np.unique(logs.reward).tolist()) <= {0, 1}
+    assert set(np.unique(logs.position).tolist()) == {0, 1, 2}
+    assert set(np.unique(logs.reward).tolist()) <= {0, 1}
     prior = load_bts_prior("all", allow_download=False)
     assert prior.alpha.shape == prior.beta.shape == (80,)

@@ -21,8 +21,7 @@ F = len(RANKER_FEATURES)
 
 def slate(request: str, items=("a", "b", "c"), user: str = "u1", at: float = NOW) -> Impression:
     features = tuple(tuple(float(i == j) for j in range(F)) for i in range(len(items)))
-    return Impression(request, user, "1", "two_tower", tuple(items), (0.5,) * len(items), (1.0,) * len(items), at,
-                      features)
+    return Impression(request, user, "1", "two_tower", tuple(items), (0.5,) * len(items), (1.0,) * len(items), at, features)
 
 
 def click(n: int, item: str, request: str | None, user: str = "u1", at: float = NOW + 5, type_: str = "click"):
@@ -34,9 +33,11 @@ def click(n: int, item: str, request: str | None, user: str = "u1", at: float = 
 
 def test_a_click_naming_the_slate_resolves_it_with_the_chosen_item():
     profile, resolved = joined(UserProfile("u1"), slate("r1"), 1800)
-    assert resolved == () and profile.pending_impression.request_id == "r1"
+    assert resolved == ()
+    assert profile.pending_impression.request_id == "r1"
     profile, resolved = joined(profile, click(1, "b", "r1"), 1800)
-    assert [r.rewards for r in resolved] == [(0, 1, 0)] and profile.pending_impression is None
+    assert [r.rewards for r in resolved] == [(0, 1, 0)]
+    assert profile.pending_impression is None
     assert resolved[0].slate == slate("r1")
     assert profile.history == ("b",)
 
@@ -50,24 +51,28 @@ def test_the_next_slate_resolves_the_last_one_unchosen():
 
 def test_a_reward_that_arrives_before_its_slate_is_joined_when_the_slate_comes():
     profile, resolved = joined(UserProfile("u1"), click(1, "c", "r1"), 1800)
-    assert resolved == () and profile.early_rewards == (EarlyReward("r1", "c"),)
+    assert resolved == ()
+    assert profile.early_rewards == (EarlyReward("r1", "c"),)
     profile, resolved = joined(profile, slate("r1"), 1800)
     assert [r.rewards for r in resolved] == [(0, 0, 1)]
-    assert profile.pending_impression is None and profile.early_rewards == ()
+    assert profile.pending_impression is None
+    assert profile.early_rewards == ()
 
 
 def test_a_click_naming_no_slate_counts_within_the_window_only():
     profile, _ = joined(UserProfile("u1"), slate("r1"), 1800)
     _, late = joined(profile, click(1, "a", None, at=NOW + 1801), 1800)
     _, in_time = joined(profile, click(1, "a", None, at=NOW + 1799), 1800)
-    assert late == () and [r.rewards for r in in_time] == [(1, 0, 0)]
+    assert late == ()
+    assert [r.rewards for r in in_time] == [(1, 0, 0)]
 
 
 def test_a_weak_or_unrelated_event_leaves_the_slate_waiting():
     profile, _ = joined(UserProfile("u1"), slate("r1"), 1800)
     for n, event in enumerate([click(1, "a", "r1", type_="view"), click(2, "zz", "r1")]):
         profile, resolved = joined(profile, event, 1800)
-        assert resolved == () and profile.pending_impression.request_id == "r1", n
+        assert resolved == (), n
+        assert profile.pending_impression.request_id == "r1", n
 
 
 def test_the_consumer_resolves_a_slate_once_even_when_its_batch_comes_again():
@@ -75,9 +80,10 @@ def test_the_consumer_resolves_a_slate_once_even_when_its_batch_comes_again():
     consumer = StreamConsumer(features, InMemoryCounterfactualLog())
     batch = [(1, slate("r1")), (2, click(1, "a", "r1"))]
     plan = consumer.apply_batch("s0", batch)
-    assert [a.resolved for _, a in plan.applied][0] == ()
+    assert next(a.resolved for _, a in plan.applied) == ()
     applied = plan.applied[1][1]
-    assert [r.rewards for r in applied.resolved] == [(1, 0, 0)] and applied.positive == ("a", NOW + 5)
+    assert [r.rewards for r in applied.resolved] == [(1, 0, 0)]
+    assert applied.positive == ("a", NOW + 5)
     again = consumer.apply_batch("s0", batch)
     assert all(a.resolved == () for _, a in again.applied)  # the profile remembers both records
 
@@ -102,11 +108,13 @@ def test_the_learner_learns_each_record_once_and_logs_the_joined_slates():
     assert (learned.records, learned.slates, learned.examples, learned.total_examples) == (2, 2, 6, 6)
     assert [s.slate.request_id for s in log.joined["b1"]] == ["r1", "r2"]
     assert LabeledImpression.from_dict(log.joined["b1"][0].to_dict()) == log.joined["b1"][0]
-    again = learner.learn_batch("shard-0", "b2", batch + [(12, applied_with(labeled("r3", 1)))])
+    again = learner.learn_batch("shard-0", "b2", [*batch, (12, applied_with(labeled("r3", 1)))])
     assert (again.records, again.examples, again.total_examples) == (1, 3, 9)  # 10 and 11 were learned before
     state = states.load("shard-0")
-    assert state.learned_through == 12 and state.impressions == {"a": 3, "b": 3, "c": 3}
-    assert state.clicks == {"a": 1, "b": 1} and state.trend == {"a": 1.0}
+    assert state.learned_through == 12
+    assert state.impressions == {"a": 3, "b": 3, "c": 3}
+    assert state.clicks == {"a": 1, "b": 1}
+    assert state.trend == {"a": 1.0}
 
 
 def test_shard_state_survives_its_json_round_trip():
@@ -114,7 +122,8 @@ def test_shard_state_survives_its_json_round_trip():
     state.learn([labeled("r1", 1)])
     state.observe_positive("b", NOW)
     again = RankerShardState.from_dict(orjson.loads(orjson.dumps(state.to_dict(), option=orjson.OPT_SERIALIZE_NUMPY)))
-    assert np.allclose(again.learner.weights, state.learner.weights) and again.learner.examples == 3
+    assert np.allclose(again.learner.weights, state.learner.weights)
+    assert again.learner.examples == 3
     assert (again.impressions, again.clicks, again.trend) == (state.impressions, state.clicks, state.trend)
     assert again.trend_counts() == state.trend_counts() == {"b": 1.0}
 
@@ -128,7 +137,8 @@ def test_the_trend_halves_per_half_life():
     assert state.trend_counts()["a"] == pytest.approx(1.0)
     assert state.trend_counts(at=NOW + 3 * 86_400) == pytest.approx({"a": 0.25, "b": 0.25})
     state.observe_positive("c", NOW + 600 * 86_400)  # 600 half-lives on: re-anchored, no overflow
-    assert state.trend_counts() == pytest.approx({"c": 1.0}) and state.trend_anchor == NOW + 600 * 86_400
+    assert state.trend_counts() == pytest.approx({"c": 1.0})
+    assert state.trend_anchor == NOW + 600 * 86_400
 
 
 def test_the_learner_finds_the_feature_that_predicts_clicks():
@@ -140,8 +150,9 @@ def test_the_learner_finds_the_feature_that_predicts_clicks():
         features[:, 0] = 1.0
         clicked = int(np.argmax(features[:, 6])) if rng.random() < 0.5 else None
         rewards = tuple(int(i == clicked) for i in range(5))
-        shown = Impression(f"r{n}", "u", "1", "two_tower", tuple("abcde"), (1.0,) * 5, (1.0,) * 5, NOW,
-                           tuple(map(tuple, features)))
+        shown = Impression(
+            f"r{n}", "u", "1", "two_tower", tuple("abcde"), (1.0,) * 5, (1.0,) * 5, NOW, tuple(map(tuple, features))
+        )
         state.learn([LabeledImpression(shown, rewards, NOW)])
     weights = state.learner.weights
     assert int(np.argmax(weights[1:])) + 1 == RANKER_FEATURES.index("trend")
@@ -158,11 +169,13 @@ def test_a_feature_positive_for_every_shown_item_is_not_learned_as_a_negative_bi
         features[:, 0] = 1.0
         features[:, relevance] = rng.uniform(0.4, 0.8) + rng.normal(0, 0.05, 10)
         chosen = int(np.argmax(features[:, relevance])) if rng.random() < 0.1 else None
-        shown = Impression(f"r{n}", "u", "1", "two_tower", tuple("abcdefghij"), (1.0,) * 10, (1.0,) * 10, NOW,
-                           tuple(map(tuple, features)))
+        shown = Impression(
+            f"r{n}", "u", "1", "two_tower", tuple("abcdefghij"), (1.0,) * 10, (1.0,) * 10, NOW, tuple(map(tuple, features))
+        )
         state.learn([LabeledImpression(shown, tuple(int(i == chosen) for i in range(10)), NOW)])
     weights = state.learner.weights
-    assert weights[relevance] > 0.3 and weights[0] < -2.0  # the bias carries the base rate (1%)
+    assert weights[relevance] > 0.3
+    assert weights[0] < -2.0
 
 
 def test_merging_shards_averages_weights_by_examples_and_sums_counts():
@@ -173,14 +186,19 @@ def test_merging_shards_averages_weights_by_examples_and_sums_counts():
     two.observe_positive("a", NOW + 7 * 86_400)
     merged = OnlineRanker.merge([one, two])
     expected = (one.learner.weights * 9 + two.learner.weights * 3) / 12
-    assert np.allclose(merged.weights, expected) and merged.examples == 12 and merged.shards == 2
-    assert merged.posteriors.impressions == {"a": 4, "b": 4, "c": 4} and merged.posteriors.clicks == {"a": 3}
+    assert np.allclose(merged.weights, expected)
+    assert merged.examples == 12
+    assert merged.shards == 2
+    assert merged.posteriors.impressions == {"a": 4, "b": 4, "c": 4}
+    assert merged.posteriors.clicks == {"a": 3}
     assert merged.trend == pytest.approx({"a": 1.5})  # one's count decayed by one half-life to two's reference
     ctr_lift, trend = merged.item_signals(["a", "b", "zz"])
-    assert ctr_lift[0] > 0 > ctr_lift[1] and ctr_lift[2] == pytest.approx(0.0)
+    assert ctr_lift[0] > 0 > ctr_lift[1]
+    assert ctr_lift[2] == pytest.approx(0.0)
     assert trend.tolist() == [1.0, 0.0, 0.0]
-    known, known_lift, known_trend = merged.stream_signals()
-    assert known == ["a", "b", "c"] and np.allclose(known_lift, merged.item_signals(["a", "b", "c"])[0])
+    known, known_lift, _known_trend = merged.stream_signals()
+    assert known == ["a", "b", "c"]
+    assert np.allclose(known_lift, merged.item_signals(["a", "b", "c"])[0])
     assert OnlineRanker.merge([]) is None
 
 
@@ -201,14 +219,16 @@ def test_the_blend_is_the_first_features_weighted():
     relevance = np.linspace(0, 1, 10)
     config = RankingConfig()
     features = ranking_features(rows, relevance, catalog, config, NOW)
-    assert features.shape == (10, F) and np.all(features[:, 0] == 1) and np.allclose(features[:, 1], relevance)
+    assert features.shape == (10, F)
+    assert np.all(features[:, 0] == 1)
+    assert np.allclose(features[:, 1], relevance)
     assert np.allclose(features @ blend_weights(config), blend(rows, relevance, catalog, config, NOW))
 
 
 def ranker_with(weights: dict[str, float], examples: int, trend: dict[str, float] | None = None) -> OnlineRanker:
     state = RankerShardState("s")
     for name, value in weights.items():  # z such that the FTRL weight is `value` (l1 0.01, n 0)
-        w = (state.learner.beta / state.learner.alpha + state.learner.l2)
+        w = state.learner.beta / state.learner.alpha + state.learner.l2
         state.learner.z[RANKER_FEATURES.index(name)] = -(value * w + np.sign(value) * state.learner.l1)
     state.learner.examples = examples
     state.trend = trend or {}
@@ -221,16 +241,21 @@ def test_serving_logs_features_and_uses_the_ranker_once_it_has_learned_enough():
     world.features.put_users([UserProfile("u1", history=("1", "2"), interaction_count=2)])
     config = RankingConfig(policy="greedy", freshness_weight=0.0, online_weight=1.0, online_min_examples=100)
     without = world.recommender(config).recommend("u1", 5)
-    assert not without.online_ranker and len(without.features) == 5 and all(len(f) == F for f in without.features)
-    assert [f[1] for f in without.features] == pytest.approx([i.score - f[2] * config.popularity_weight
-                                                              for i, f in zip(without.items, without.features)])
+    assert not without.online_ranker
+    assert len(without.features) == 5
+    assert all(len(f) == F for f in without.features)
+    assert [f[1] for f in without.features] == pytest.approx(
+        [i.score - f[2] * config.popularity_weight for i, f in zip(without.items, without.features)]
+    )
     last = without.items[-1].item_id  # the ranker is told that this one is trending
     trending = ranker_with({"trend": 50.0}, examples=100, trend={last: 10.0})
     served = world.recommender(config, ranker=lambda: trending).recommend("u1", 5)
-    assert served.online_ranker and served.items[0].item_id == last
+    assert served.online_ranker
+    assert served.items[0].item_id == last
     assert served.features[0][RANKER_FEATURES.index("trend")] == 1.0
     switched_off = world.recommender(config, ranker=lambda: trending).recommend("u1", 5, online_ranker=False)
-    assert not switched_off.online_ranker and switched_off.items == without.items
+    assert not switched_off.online_ranker
+    assert switched_off.items == without.items
     untrained = ranker_with({"trend": 50.0}, examples=99, trend={last: 10.0})
     assert not world.recommender(config, ranker=lambda: untrained).recommend("u1", 5).online_ranker
 
@@ -275,13 +300,16 @@ def test_the_source_reloads_in_the_background_and_serves_the_last_ranker_meanwhi
     pending: list = []
     source = OnlineRankerSource(states, poll_seconds=2.0, clock=lambda: now[0], reload_with=pending.append)
     loaded = source()  # the first call loads before it answers
-    assert loaded.examples == 3 and not pending
+    assert loaded.examples == 3
+    assert not pending
     second = states.load("s")
     second.learn([labeled("r2", 1)])
     states.save(second)
     now[0] = 2.0
-    assert source() is loaded and len(pending) == 1  # stale: a reload is started, the request is not kept waiting
-    assert source() is loaded and len(pending) == 1  # one reload at a time
+    assert source() is loaded
+    assert len(pending) == 1
+    assert source() is loaded
+    assert len(pending) == 1
     pending.pop()()
     assert source().examples == 6
     now[0] = 4.0

@@ -38,8 +38,14 @@ class Simulated:
     actions: np.ndarray
 
 
-def simulate(n: int, rng: np.random.Generator, *, target: np.ndarray = TARGET, model: np.ndarray | None = None,
-             deterministic_rewards: bool = False) -> Simulated:
+def simulate(
+    n: int,
+    rng: np.random.Generator,
+    *,
+    target: np.ndarray = TARGET,
+    model: np.ndarray | None = None,
+    deterministic_rewards: bool = False,
+) -> Simulated:
     """n rows logged by LOGGING; `model` (contexts x actions) is the reward model handed to DM/DR (None: none)."""
     contexts = rng.integers(0, len(LOGGING), size=n)
     cdf = np.cumsum(LOGGING[contexts], axis=1)
@@ -59,8 +65,9 @@ def repeated(estimator, n_datasets: int, n: int, seed: int, **kwargs) -> np.ndar
     return np.array([estimator(simulate(n, rng, **kwargs).data) for _ in range(n_datasets)])
 
 
-BIASED_MODEL = np.clip(MEAN_REWARD + np.array([[0.2, -0.1, 0.15, -0.2], [0.1, 0.1, -0.2, 0.3], [-0.2, 0.1, -0.3, 0.1]]),
-                       0.0, 1.0)
+BIASED_MODEL = np.clip(
+    MEAN_REWARD + np.array([[0.2, -0.1, 0.15, -0.2], [0.1, 0.1, -0.2, 0.3], [-0.2, 0.1, -0.3, 0.1]]), 0.0, 1.0
+)
 
 
 def test_ips_is_unbiased_over_many_draws():
@@ -119,8 +126,9 @@ def test_weights_are_capped_only_when_asked():
 
 
 def test_switch_dr_falls_back_to_the_model_for_large_weights():
-    data = LoggedBandit(rewards=[1.0, 0.0], propensities=[0.01, 0.5], target_probs=[0.5, 0.5],
-                        q_logged=[0.2, 0.4], q_target=[0.3, 0.3])
+    data = LoggedBandit(
+        rewards=[1.0, 0.0], propensities=[0.01, 0.5], target_probs=[0.5, 0.5], q_logged=[0.2, 0.4], q_target=[0.3, 0.3]
+    )
     assert switch_dr(data, threshold=5.0) == pytest.approx(0.3 + (0.0 + 1.0 * (0.0 - 0.4)) / 2)
     assert switch_dr(data, threshold=100.0) == pytest.approx(dr(data))
 
@@ -258,8 +266,10 @@ def _slate_probability(scores: np.ndarray, slate: tuple[int, ...]) -> float:
 
 
 def _true_value(scores: np.ndarray) -> float:
-    return sum(_slate_probability(scores, s) * float(CASCADE_ATTRACTION[list(s)] @ CASCADE_EXAMINATION)
-               for s in permutations(range(6), 3))
+    return sum(
+        _slate_probability(scores, s) * float(CASCADE_ATTRACTION[list(s)] @ CASCADE_EXAMINATION)
+        for s in permutations(range(6), 3)
+    )
 
 
 def _log_cascade(n: int, seed: int, q_model: np.ndarray, noiseless: bool = False) -> LoggedCascade:
@@ -275,8 +285,9 @@ def _log_cascade(n: int, seed: int, q_model: np.ndarray, noiseless: bool = False
             item = int(rng.choice(6, p=logging))
             click = CASCADE_ATTRACTION[item] * CASCADE_EXAMINATION[slot]
             reward = click if noiseless else float(rng.random() < click)
-            for column, value in zip(columns, (reward, logging[item], target[item], q_model[item, slot],
-                                               float(target @ q_model[:, slot]))):
+            for column, value in zip(
+                columns, (reward, logging[item], target[item], q_model[item, slot], float(target @ q_model[:, slot]))
+            ):
                 column.append(value)
             taken.append(item)
         rows.append(tuple(columns))
@@ -292,7 +303,8 @@ def test_cascade_ips_and_dr_recover_the_target_policys_value_under_a_position_ba
     assert data.logged_value() == pytest.approx(_true_value(LOGGING_SCORES), abs=0.01)
     for estimator in (cascade_ips, cascade_dr, cascade_snips):
         _, low, high = bootstrap_ci(estimator, data, n_boot=200, alpha=0.01, rng=0)
-        assert low <= truth <= high and high - low < 0.08
+        assert low <= truth <= high
+        assert high - low < 0.08
     assert abs(_true_value(LOGGING_SCORES) - truth) > 0.1  # the policies do differ
 
 
@@ -313,8 +325,9 @@ def test_on_policy_cascade_weights_are_one_and_dr_is_the_logged_value_plus_a_zer
 
 
 def test_cascade_weights_multiply_down_the_slate_and_ragged_slates_are_padded():
-    data = LoggedCascade.from_ragged([([0, 0, 1], [0.5, 0.5, 0.5], [1.0, 0.25, 1.0], [0] * 3, [0] * 3),
-                                      ([1], [0.2], [0.4], [0.0], [0.0])])
+    data = LoggedCascade.from_ragged(
+        [([0, 0, 1], [0.5, 0.5, 0.5], [1.0, 0.25, 1.0], [0] * 3, [0] * 3), ([1], [0.2], [0.4], [0.0], [0.0])]
+    )
     assert data.weights().tolist() == [[2.0, 1.0, 2.0], [2.0, 2.0, 2.0]]
     assert data.rewards.tolist() == [[0, 0, 1], [1, 0, 0]]
     assert data.weights(clip=1.5).max() == 1.5

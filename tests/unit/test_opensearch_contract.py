@@ -93,7 +93,8 @@ def test_mapping_is_a_faiss_hnsw_innerproduct_knn_vector_with_the_faiss_index_pa
     assert properties["item_id"] == {"type": "keyword"}
     assert properties["genres"] == {"type": "keyword"}
     vector = properties["vector"]
-    assert vector["type"] == "knn_vector" and vector["dimension"] == 64
+    assert vector["type"] == "knn_vector"
+    assert vector["dimension"] == 64
     method = vector["method"]
     assert (method["name"], method["engine"], method["space_type"]) == ("hnsw", "faiss", "innerproduct")
     assert HnswParams(**method["parameters"]) == params
@@ -128,7 +129,8 @@ def test_knn_query_excludes_ids_and_restricts_genres_in_an_efficient_filter():
 
 def test_knn_query_without_exclusions_or_genres_has_no_filter():
     knn = knn_query([1.0, 0.0], 3)["query"]["knn"]["vector"]
-    assert "filter" not in knn and knn["k"] == 3
+    assert "filter" not in knn
+    assert knn["k"] == 3
     only_exclude = knn_query([1.0, 0.0], 3, exclude_ids=["x"])["query"]["knn"]["vector"]["filter"]
     assert only_exclude == {"bool": {"must_not": [{"terms": {"item_id": ["x"]}}]}}
 
@@ -138,8 +140,12 @@ def test_bulk_actions_use_the_item_id_as_document_id():
     actions = bulk_actions(["m1", "m2"], vectors, {"m2": {"genres": ["Drama"]}}, index_name="items")
     assert actions == [
         {"_op_type": "index", "_index": "items", "_id": "m1", "_source": {"item_id": "m1", "vector": [1.0, 0.0]}},
-        {"_op_type": "index", "_index": "items", "_id": "m2",
-         "_source": {"item_id": "m2", "vector": [0.0, 1.0], "genres": ["Drama"]}},
+        {
+            "_op_type": "index",
+            "_index": "items",
+            "_id": "m2",
+            "_source": {"item_id": "m2", "vector": [0.0, 1.0], "genres": ["Drama"]},
+        },
     ]
     with pytest.raises(InvalidInputError, match="must not set"):
         bulk_actions(["m1"], vectors[:1], {"m1": {"vector": [0, 0]}}, index_name="items")
@@ -200,7 +206,7 @@ def test_upsert_sends_bulk_index_actions_then_refreshes():
 def test_upsert_validates_before_calling_the_cluster():
     client = FakeClient()
     index = OpenSearchVectorIndex("items", client, dimension=2)
-    with pytest.raises(InvalidInputError, match="dimension|shape"):
+    with pytest.raises(InvalidInputError, match=r"dimension|shape"):
         index.upsert(["m1"], np.ones((1, 3)))
     assert client.calls == []
 
@@ -214,8 +220,9 @@ def test_search_sends_the_knn_query_and_maps_hits_to_raw_inner_products():
 
     assert [item_id for item_id, _ in results] == ["m7", "m3", "m9"]
     assert [score for _, score in results] == pytest.approx([0.9, 0.25, -1.0])
-    (name, call), = client.calls
-    assert name == "search" and call["index"] == "items"
+    ((name, call),) = client.calls
+    assert name == "search"
+    assert call["index"] == "items"
     assert call["body"] == knn_query([0.0, 1.0], 3, {"m1"}, ["Drama"])
 
 

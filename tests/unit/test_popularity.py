@@ -27,6 +27,5 @@ def test_bad_input_is_rejected():
 
 
 def test_top_popular_ranks_by_score_breaks_ties_by_order_and_drops_unseen():
-    popular = top_popular(np.array([1.0, 3.0, 0.0, 3.0]), ["a", "b", "c", "d"], limit=10, generated_at=0,
-                          half_life_days=1)
+    popular = top_popular(np.array([1.0, 3.0, 0.0, 3.0]), ["a", "b", "c", "d"], limit=10, generated_at=0, half_life_days=1)
     assert [i.item_id for i in popular.items] == ["b", "d", "a"]

@@ -24,8 +24,12 @@ class PublishedFiles:
 
     def publish(self, version: str, item_ids: list[str], genre_mask: list[int], genres: list[str]) -> None:
         body = io.BytesIO()
-        np.savez(body, item_ids=np.array(item_ids), genre_mask=np.array(genre_mask, dtype=np.int64),
-                 popularity=np.linspace(1.0, 0.0, len(item_ids)))
+        np.savez(
+            body,
+            item_ids=np.array(item_ids),
+            genre_mask=np.array(genre_mask, dtype=np.int64),
+            popularity=np.linspace(1.0, 0.0, len(item_ids)),
+        )
         self.files[(version, ITEM_CATALOG)] = body.getvalue()
         self.files[(version, ENCODER)] = json.dumps({"genres": genres}).encode()
         self.production = version
@@ -33,8 +37,9 @@ class PublishedFiles:
     def read_pointer(self, role: str = "production") -> ProductionPointer | None:
         if self.production is None:
             return None
-        return ProductionPointer("rtrec-two-tower", self.production, "run", f"models/versions/{self.production}/",
-                                 0, {}, "test")
+        return ProductionPointer(
+            "rtrec-two-tower", self.production, "run", f"models/versions/{self.production}/", 0, {}, "test"
+        )
 
     def read_file(self, version: str, name: str) -> bytes | None:
         self.reads += 1
@@ -50,13 +55,19 @@ def test_the_snapshot_is_the_production_versions_catalog_read_once_per_version()
     files.publish("1", ["10", "20", "30"], [0b01, 0b10, 0b11], ["Comedy", "Drama"])
     snapshot = ProductionSnapshot(files)
     first = snapshot()
-    assert first is not None and first.version == "1"
-    assert first.item_ids.tolist() == ["10", "20", "30"] and first.genres == ("Comedy", "Drama")
-    assert first.genre_mask.tolist() == [1, 2, 3] and first.popularity[0] == 1.0
-    assert snapshot() is first and files.reads == 2  # the catalog and the encoder, once
+    assert first is not None
+    assert first.version == "1"
+    assert first.item_ids.tolist() == ["10", "20", "30"]
+    assert first.genres == ("Comedy", "Drama")
+    assert first.genre_mask.tolist() == [1, 2, 3]
+    assert first.popularity[0] == 1.0
+    assert snapshot() is first
+    assert files.reads == 2
     files.publish("2", ["10", "40"], [0b10, 0b01], ["Drama", "Comedy"])
     second = snapshot()
-    assert second is not None and second.version == "2" and second.genres == ("Drama", "Comedy")
+    assert second is not None
+    assert second.version == "2"
+    assert second.genres == ("Drama", "Comedy")
     assert files.reads == 4
 
 

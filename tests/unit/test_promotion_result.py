@@ -14,8 +14,13 @@ from rtrec.settings import LocalSettings
 from rtrec_local.cli import stack
 from rtrec_local.cli.models import PromotionResult
 
-PROMOTED = PromotionResult(version="3", promoted=True, reason="offline: no regression; off-policy: DR +4%",
-                           figures={"recall@10": 0.1234}, s3_prefix="models/3/")
+PROMOTED = PromotionResult(
+    version="3",
+    promoted=True,
+    reason="offline: no regression; off-policy: DR +4%",
+    figures={"recall@10": 0.1234},
+    s3_prefix="models/3/",
+)
 REJECTED = PromotionResult(version="4", promoted=False, reason="offline: recall@10 regressed", withdrawn=True)
 
 
@@ -37,8 +42,9 @@ class ShadowStore:
 
     def read_pointer(self, role: str = "production") -> ProductionPointer | None:
         assert role == SHADOW_POINTER
-        return ProductionPointer(model_name="m", version="4", run_id="r", s3_prefix="models/4/", promoted_at=0,
-                                 metrics={}, gate_reason="")
+        return ProductionPointer(
+            model_name="m", version="4", run_id="r", s3_prefix="models/4/", promoted_at=0, metrics={}, gate_reason=""
+        )
 
 
 def run_promote(writes: PromotionResult | None, stderr: str = "") -> Any:
@@ -50,9 +56,12 @@ def run_promote(writes: PromotionResult | None, stderr: str = "") -> Any:
         assert "--withdraw-on-reject" in command
         if writes is not None:
             Path(command[command.index("--result-file") + 1]).write_text(writes.to_json())
-        return subprocess.CompletedProcess(command, 0 if writes and writes.promoted else 1,
-                                           stdout="[rtrec 00:00:00] version 9 is now `production`: printed text\n",
-                                           stderr=stderr)
+        return subprocess.CompletedProcess(
+            command,
+            0 if writes and writes.promoted else 1,
+            stdout="[rtrec 00:00:00] version 9 is now `production`: printed text\n",
+            stderr=stderr,
+        )
 
     return run
 
@@ -64,7 +73,8 @@ def test_the_scheduler_reads_the_gates_result(monkeypatch, capsys, tmp_path, res
     monkeypatch.setattr(rtrec.adapters.aws.model_store, "S3ModelStore", ShadowStore)
     monkeypatch.setattr(stack.subprocess, "run", run_promote(result))
     read = stack.promotion_step("http://localhost:1", LocalSettings(state_dir=tmp_path))
-    assert read == result and read.promoted is result.promoted
+    assert read == result
+    assert read.promoted is result.promoted
     assert capsys.readouterr().out.rstrip().endswith(f"promotion gate, shadow candidate 4: {result.verdict}")
 
 

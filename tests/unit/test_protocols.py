@@ -9,8 +9,10 @@ from training.data import k_core, make_split, split_sizes
 from training.evaluate import evaluate_full_ranking, popularity_scorer
 
 
-@pytest.mark.parametrize(("total", "expected"), [(10, [8, 1, 1]), (19, [17, 1, 1]), (20, [16, 2, 2]), (3, [1, 1, 1]),
-                                                 (2, [1, 0, 1]), (101, [81, 10, 10])])
+@pytest.mark.parametrize(
+    ("total", "expected"),
+    [(10, [8, 1, 1]), (19, [17, 1, 1]), (20, [16, 2, 2]), (3, [1, 1, 1]), (2, [1, 0, 1]), (101, [81, 10, 10])],
+)
 def test_split_sizes_follow_recbole_rounding(total, expected):
     assert split_sizes(total) == expected
     assert sum(split_sizes(total)) == total
@@ -62,8 +64,9 @@ def test_metrics_on_a_hand_computed_case():
     scores = np.array([[9.0, 8.0, 7.0, 1.0], [1.0, 9.0, 8.0, 7.0]])
     target = pd.DataFrame({"user_index": [0, 1, 1], "item_index": [2, 1, 3]})
     seen = pd.DataFrame({"user_index": [0], "item_index": [0]})
-    metrics = evaluate_full_ranking(lambda users: scores[users], target, [seen], n_items=4, ks=(1, 3),
-                                    candidate_items=np.arange(4))
+    metrics = evaluate_full_ranking(
+        lambda users: scores[users], target, [seen], n_items=4, ks=(1, 3), candidate_items=np.arange(4)
+    )
     ndcg_user0 = (1 / np.log2(3)) / 1.0
     ndcg_user1 = (1 + 1 / np.log2(4)) / (1 + 1 / np.log2(3))
     assert metrics["recall@1"] == pytest.approx((0 + 0.5) / 2)
@@ -75,7 +78,8 @@ def test_metrics_on_a_hand_computed_case():
 
 def test_popularity_beats_nothing_and_masks_seen(ml100k):
     split = make_split(ml100k, "recbole")
-    metrics = evaluate_full_ranking(popularity_scorer(split.train, ml100k.n_items), split.test,
-                                    [split.train, split.valid], ml100k.n_items)
+    metrics = evaluate_full_ranking(
+        popularity_scorer(split.train, ml100k.n_items), split.test, [split.train, split.valid], ml100k.n_items
+    )
     assert 0.05 < metrics["recall@10"] < 0.5
     assert metrics["coverage@10"] < 0.2  # the same list for everyone, minus what each has seen

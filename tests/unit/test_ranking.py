@@ -40,8 +40,9 @@ def item(i: int, genre: str = "Action", **kwargs) -> ItemFeatures:
     return ItemFeatures(str(i), f"t{i}", genres=(genre,), **{**defaults, **kwargs})
 
 
-@pytest.mark.parametrize(("k", "share", "slots"), [(10, 0.2, {2, 7}), (10, 0.0, set()), (4, 0.25, {2}), (3, 0.2, set()),
-                                                   (5, 1.0, {0, 1, 2, 3, 4})])
+@pytest.mark.parametrize(
+    ("k", "share", "slots"), [(10, 0.2, {2, 7}), (10, 0.0, set()), (4, 0.25, {2}), (3, 0.2, set()), (5, 1.0, {0, 1, 2, 3, 4})]
+)
 def test_promoted_slots_are_spread_evenly(k, share, slots):
     assert promoted_slots(k, share) == slots
 
@@ -53,8 +54,12 @@ def test_eligible_drops_seen_excluded_and_filtered_items():
     assert eligible(rows, catalog, Filters(), seen).tolist() == [False, True, True, True]
     only_comedy = Filters(include_genres=("Comedy",), exclude_items=frozenset({"4"}))
     assert eligible(rows, catalog, only_comedy, seen).tolist() == [False, True, False, False]
-    assert eligible(rows, catalog, Filters(exclude_genres=("Comedy", "Drama")), seen[:0]).tolist() == [True, False,
-                                                                                                        False, False]
+    assert eligible(rows, catalog, Filters(exclude_genres=("Comedy", "Drama")), seen[:0]).tolist() == [
+        True,
+        False,
+        False,
+        False,
+    ]
 
 
 def test_a_genre_no_item_has_includes_nothing_and_excludes_nothing():
@@ -67,8 +72,9 @@ def test_a_genre_no_item_has_includes_nothing_and_excludes_nothing():
 def test_new_item_boost_decays_with_impressions_and_age():
     items = [item(1), item(2, created_at=int(NOW)), item(3, created_at=int(NOW - 28 * DAY))]
     catalog = make_catalog(items, trained=1)
-    config = RankingConfig(popularity_weight=0, freshness_weight=0, new_item_boost=0.3, new_item_half_life_days=14,
-                           new_item_impressions_scale=100)
+    config = RankingConfig(
+        popularity_weight=0, freshness_weight=0, new_item_boost=0.3, new_item_half_life_days=14, new_item_impressions_scale=100
+    )
     rows = np.arange(3)
     scores = blend(rows, np.zeros(3), catalog, config, NOW)
     assert scores[0] == 0  # trained on: no boost
@@ -91,8 +97,9 @@ def test_popularity_and_freshness_raise_scores():
 def test_greedy_slate_is_ordered_and_deterministic():
     catalog = make_catalog([item(i, GENRES[i % 3]) for i in range(6)])
     scores = np.array([0.1, 0.9, 0.5, 0.7, 0.3, 0.8])
-    slate = select_slate(np.arange(6), scores, catalog, 4, RankingConfig(policy="greedy", max_genre_share=1.0),
-                         np.random.default_rng(0))
+    slate = select_slate(
+        np.arange(6), scores, catalog, 4, RankingConfig(policy="greedy", max_genre_share=1.0), np.random.default_rng(0)
+    )
     assert [s.row for s in slate] == [1, 5, 3, 2]
     assert all(s.propensity == 1.0 for s in slate)
 
@@ -112,7 +119,8 @@ def test_promoted_slots_take_promoted_items():
     scores = np.linspace(1.0, 0.1, 10)  # promoted items score lowest
     config = RankingConfig(policy="greedy", promoted_share=0.2, max_genre_share=1.0)
     slate = select_slate(np.arange(10), scores, catalog, 10, config, np.random.default_rng(0))
-    assert [s.row for s in slate][2] == 8 and [s.row for s in slate][7] == 9
+    assert [s.row for s in slate][2] == 8
+    assert [s.row for s in slate][7] == 9
 
 
 def slate_probability(rows_scores, k, config, catalog) -> dict[tuple[int, ...], float]:
@@ -129,10 +137,13 @@ def slate_probability(rows_scores, k, config, catalog) -> dict[tuple[int, ...], 
     return {key: (seen[key], counts[key] / 20_000) for key in seen}
 
 
-@pytest.mark.parametrize("config", [
-    RankingConfig(policy="plackett_luce", temperature=0.2, max_genre_share=0.5),
-    RankingConfig(policy="epsilon_greedy", epsilon=0.3, max_genre_share=0.5),
-])
+@pytest.mark.parametrize(
+    "config",
+    [
+        RankingConfig(policy="plackett_luce", temperature=0.2, max_genre_share=0.5),
+        RankingConfig(policy="epsilon_greedy", epsilon=0.3, max_genre_share=0.5),
+    ],
+)
 def test_logged_propensities_match_the_sampling_frequencies(config):
     catalog = make_catalog([item(i, GENRES[i % 3]) for i in range(4)])
     scores = np.array([0.5, 0.4, 0.3, 0.1])
@@ -150,22 +161,36 @@ def test_plackett_luce_prefers_higher_scores_and_temperature_controls_how_much()
     scores = np.array([0.6, 0.5, 0.4])
     sharp = select_slate(np.arange(3), scores, catalog, 1, RankingConfig(temperature=0.01), np.random.default_rng(0))
     flat = select_slate(np.arange(3), scores, catalog, 1, RankingConfig(temperature=10.0), np.random.default_rng(0))
-    assert sharp[0].row == 0 and sharp[0].propensity > 0.99
+    assert sharp[0].row == 0
+    assert sharp[0].propensity > 0.99
     assert flat[0].propensity == pytest.approx(1 / 3, abs=0.01)
 
 
-@pytest.mark.parametrize("bad", [{"policy": "softmax"}, {"temperature": 0}, {"epsilon": 1.5}, {"promoted_share": -0.1},
-                                 {"max_genre_share": 0}, {"new_item_boost": -1}, {"new_item_half_life_days": 0}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"policy": "softmax"},
+        {"temperature": 0},
+        {"epsilon": 1.5},
+        {"promoted_share": -0.1},
+        {"max_genre_share": 0},
+        {"new_item_boost": -1},
+        {"new_item_half_life_days": 0},
+    ],
+)
 def test_config_rejects_bad_values(bad):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=next(iter(bad))):
         RankingConfig(**bad)
 
 
-@pytest.mark.parametrize("config", [
-    RankingConfig(policy="plackett_luce", temperature=0.3, promoted_share=0.25, max_genre_share=0.5),
-    RankingConfig(policy="epsilon_greedy", epsilon=0.3, promoted_share=0.25, max_genre_share=0.5),
-    RankingConfig(policy="greedy", promoted_share=0.25, max_genre_share=0.5),
-])
+@pytest.mark.parametrize(
+    "config",
+    [
+        RankingConfig(policy="plackett_luce", temperature=0.3, promoted_share=0.25, max_genre_share=0.5),
+        RankingConfig(policy="epsilon_greedy", epsilon=0.3, promoted_share=0.25, max_genre_share=0.5),
+        RankingConfig(policy="greedy", promoted_share=0.25, max_genre_share=0.5),
+    ],
+)
 def test_slate_probabilities_give_back_what_the_serving_policy_logged(config):
     """The propensities select_slate logs, recomputed for its slates (promoted slots and the genre cap included)."""
     items = [item(i, GENRES[i % 3], promoted=i % 5 == 0) for i in range(1, 16)]
@@ -188,7 +213,8 @@ def test_slate_probabilities_under_another_policy_are_a_distribution_per_slot():
     slate = [s.position for s in select_slate(rows, scores, catalog, 4, served, np.random.default_rng(0))]
     assert slate == [0, 1, 2, 3]
     first = [slate_probabilities(rows, scores, catalog, 4, target, [p])[0] for p in range(8)]
-    assert sum(first) == pytest.approx(1.0) and first == sorted(first, reverse=True)
+    assert sum(first) == pytest.approx(1.0)
+    assert first == sorted(first, reverse=True)
     assert slate_probabilities(rows, scores, catalog, 4, served, [1, 0])[0] == 0.0  # greedy never starts with 1
 
 
@@ -202,7 +228,8 @@ def test_slate_policy_terms_give_each_slots_expected_value_and_skip_items_outsid
     config = RankingConfig(policy="plackett_luce", temperature=0.5, max_genre_share=1.0)
     first = np.exp(scores / 0.5) / np.exp(scores / 0.5).sum()
     probabilities, expected = slate_policy_terms(rows, scores, catalog, 3, config, [2, -1, 0], values)
-    assert probabilities[0] == pytest.approx(first[2]) and probabilities[1] == 0.0
+    assert probabilities[0] == pytest.approx(first[2])
+    assert probabilities[1] == 0.0
     assert expected[0] == pytest.approx(first @ values)
     after_two = np.delete(np.arange(6), 2)  # the slot after the unknown item: only item 2 was taken
     second = np.exp(scores[after_two] / 0.5) / np.exp(scores[after_two] / 0.5).sum()

@@ -41,22 +41,29 @@ def test_one_job_per_cool_down_and_none_beside_a_running_one():
     lock, jobs = MemoryLock(), FakeJobs()
     trigger = RetrainTrigger(lock, jobs, cooldown_seconds=600, hyperparameters={"epochs": "3"}, clock=lambda: clock[0])
     first = trigger.maybe_start("drift/reports/a.json", ["genre: js 0.3 > 0.1"])
-    assert first.started and first.job_name.startswith("rtrec-retrain-")
+    assert first.started
+    assert first.job_name.startswith("rtrec-retrain-")
     name, hps, tags = jobs.started[0]
-    assert hps == {"epochs": "3"} and tags["trigger"] == "drift" and tags["drift_report"] == "drift/reports/a.json"
-    assert "genre" in tags["drift_reasons"] and lock.held[RETRAIN_LOCK][0] == name
+    assert hps == {"epochs": "3"}
+    assert tags["trigger"] == "drift"
+    assert tags["drift_report"] == "drift/reports/a.json"
+    assert "genre" in tags["drift_reasons"]
+    assert lock.held[RETRAIN_LOCK][0] == name
 
     clock[0] += 60
     second = trigger.maybe_start("drift/reports/b.json", ["x"])
-    assert not second.started and "still running" in second.reason
+    assert not second.started
+    assert "still running" in second.reason
     jobs.running.clear()  # the job finished, but the cool-down still holds
     third = trigger.maybe_start("drift/reports/c.json", ["x"])
-    assert not third.started and "cool-down" in third.reason
+    assert not third.started
+    assert "cool-down" in third.reason
     clock[0] += 600
     fourth = trigger.maybe_start("drift/reports/d.json", ["x"])
-    assert fourth.started and len(jobs.started) == 2
+    assert fourth.started
+    assert len(jobs.started) == 2
 
 
 def test_a_cool_down_must_be_positive():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="cooldown_seconds must be positive"):
         RetrainTrigger(MemoryLock(), FakeJobs(), cooldown_seconds=0)

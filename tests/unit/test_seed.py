@@ -40,7 +40,8 @@ def test_history_holds_the_most_recent_items_oldest_first(seeded):
 def test_popular_snapshot_matches_item_popularity(seeded):
     _, features, popularity, report = seeded
     popular = popularity.popular
-    assert popular is not None and report.popular_items == len(popular.items) == POPULAR_SNAPSHOT_SIZE
+    assert popular is not None
+    assert report.popular_items == len(popular.items) == POPULAR_SNAPSHOT_SIZE
     scores = [i.score for i in popular.items]
     assert scores == sorted(scores, reverse=True)
     best = features.items[popular.items[0].item_id]
@@ -57,7 +58,8 @@ def test_a_second_seed_keeps_what_the_stream_wrote_and_writes_nothing(data_cache
     learned = replace(features.users[user_id], history=("1", "2"), interaction_count=2)
     features.users[user_id] = learned
     again = seed_catalog(dataset, features, popularity)
-    assert again.already_seeded and again.users_written == again.items_written == 0
+    assert again.already_seeded
+    assert again.users_written == again.items_written == 0
     assert features.users[user_id] == learned
 
 
@@ -81,7 +83,8 @@ def test_an_interrupted_seed_writes_only_what_is_missing(data_cache_dir):
     features.users[user_id] = new_user
     report = seed_catalog(dataset, features, popularity)
     assert not report.already_seeded
-    assert report.users_kept == 1 and report.users_written == dataset.n_users - 1
+    assert report.users_kept == 1
+    assert report.users_written == dataset.n_users - 1
     assert features.users[user_id] == new_user
     assert len(features.users) == dataset.n_users
 
@@ -93,5 +96,6 @@ def test_overwrite_replaces_on_purpose(data_cache_dir):
     user_id = dataset.users.iloc[0]["user_id"]
     features.users[user_id] = UserProfile(user_id)
     report = seed_catalog(dataset, features, popularity, overwrite=True)
-    assert report.users_written == dataset.n_users and not report.already_seeded
+    assert report.users_written == dataset.n_users
+    assert not report.already_seeded
     assert features.users[user_id].history

@@ -57,16 +57,33 @@ def test_settings_are_immutable():
 def test_the_ranking_layer_defaults_to_serving_ranking_and_takes_each_setting(monkeypatch):
     from rtrec.domain.ranking import SERVING_RANKING
 
-    for name in ("exploration_policy", "temperature", "epsilon", "popularity_weight", "freshness_weight",
-                 "new_item_boost", "promoted_share", "max_genre_share", "online_ranker_weight",
-                 "online_ranker_min_examples"):
+    for name in (
+        "exploration_policy",
+        "temperature",
+        "epsilon",
+        "popularity_weight",
+        "freshness_weight",
+        "new_item_boost",
+        "promoted_share",
+        "max_genre_share",
+        "online_ranker_weight",
+        "online_ranker_min_examples",
+    ):
         monkeypatch.delenv(f"RTREC_{name.upper()}", raising=False)
-    assert ApiSettings().ranking() == SERVING_RANKING and SERVING_RANKING.promoted_share == 0.2
+    assert ApiSettings().ranking() == SERVING_RANKING
+    assert SERVING_RANKING.promoted_share == 0.2
     monkeypatch.setenv("RTREC_EXPLORATION_POLICY", "greedy")
     monkeypatch.setenv("RTREC_ONLINE_RANKER_WEIGHT", "0.3")
     monkeypatch.setenv("RTREC_ONLINE_RANKER_MIN_EXAMPLES", "7")
-    ranking = ApiSettings(promoted_share=0.0, max_genre_share=0.5, temperature=0.1, epsilon=0.2,
-                          popularity_weight=0.4, freshness_weight=0.5, new_item_boost=0.6).ranking()
+    ranking = ApiSettings(
+        promoted_share=0.0,
+        max_genre_share=0.5,
+        temperature=0.1,
+        epsilon=0.2,
+        popularity_weight=0.4,
+        freshness_weight=0.5,
+        new_item_boost=0.6,
+    ).ranking()
     assert (ranking.policy, ranking.online_weight, ranking.online_min_examples) == ("greedy", 0.3, 7)
     assert (ranking.promoted_share, ranking.max_genre_share, ranking.temperature, ranking.epsilon) == (0.0, 0.5, 0.1, 0.2)
     assert (ranking.popularity_weight, ranking.freshness_weight, ranking.new_item_boost) == (0.4, 0.5, 0.6)

@@ -38,41 +38,59 @@ def test_records_round_trip():
         assert decode_record(encode_record(message)) == message
 
 
-@pytest.mark.parametrize(("raw", "reason"), [
-    (b"not json", "not JSON"),
-    (b"[1, 2]", "not a JSON object"),
-    (b'{"kind": "other"}', "kind must be"),
-    (b'{"kind": "event", "type": "like"}', "type must be one of"),
-    (b'{"kind": "event", "type": "click", "event_id": "e", "user_id": "", "item_id": "i", "timestamp": 1}', "user_id"),
-    (b'{"kind": "event", "type": "click", "event_id": "e", "user_id": "u", "item_id": "i", "timestamp": "x"}',
-     "timestamp"),
-    (b'{"kind": "impression", "request_id": "r", "user_id": "u", "strategy": "s", "items": ["a"], '
-     b'"propensities": [0], "scores": [1], "timestamp": 1}', "propensities"),
-])
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"not json", "not JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (b'{"kind": "other"}', "kind must be"),
+        (b'{"kind": "event", "type": "like"}', "type must be one of"),
+        (b'{"kind": "event", "type": "click", "event_id": "e", "user_id": "", "item_id": "i", "timestamp": 1}', "user_id"),
+        (b'{"kind": "event", "type": "click", "event_id": "e", "user_id": "u", "item_id": "i", "timestamp": "x"}', "timestamp"),
+        (
+            b'{"kind": "impression", "request_id": "r", "user_id": "u", "strategy": "s", "items": ["a"], '
+            b'"propensities": [0], "scores": [1], "timestamp": 1}',
+            "propensities",
+        ),
+    ],
+)
 def test_malformed_records_are_rejected_with_the_reason(raw, reason):
     with pytest.raises(InvalidInputError, match=reason):
         decode_record(raw)
 
 
 def test_an_impressions_features_round_trip_as_floats_and_the_caller_with_them():
-    impression = Impression("r1", "u1", "3", "two_tower", ("1", "2"), (0.5, 1.0), (0.9, 0.8), NOW,
-                            features=((1.0, 0.25, 3.0), (1.0, -0.5, 0.0)), caller="events")
+    impression = Impression(
+        "r1",
+        "u1",
+        "3",
+        "two_tower",
+        ("1", "2"),
+        (0.5, 1.0),
+        (0.9, 0.8),
+        NOW,
+        features=((1.0, 0.25, 3.0), (1.0, -0.5, 0.0)),
+        caller="events",
+    )
     assert decode_record(encode_record(impression)) == impression
     body = json.loads(encode_record(impression))
     body["features"] = [[1, 2, 3], [4, 5, 6]]  # JSON integers are numbers too
     assert decode_record(json.dumps(body).encode()).features == ((1.0, 2.0, 3.0), (4.0, 5.0, 6.0))
 
 
-@pytest.mark.parametrize("features", [
-    [[1.0, 2.0]],  # one row for two items
-    [[1.0, 2.0], [1.0]],  # rows of different lengths
-    [[1.0, True], [1.0, 2.0]],  # a boolean is not a number here
-    [[1.0, "2"], [1.0, 2.0]],  # nor a string that looks like one
-    [[1.0, None], [1.0, 2.0]],
-    [[1.0, [2.0]], [1.0, 2.0]],
-    [1.0, 2.0],
-    {"a": 1},
-])
+@pytest.mark.parametrize(
+    "features",
+    [
+        [[1.0, 2.0]],  # one row for two items
+        [[1.0, 2.0], [1.0]],  # rows of different lengths
+        [[1.0, True], [1.0, 2.0]],  # a boolean is not a number here
+        [[1.0, "2"], [1.0, 2.0]],  # nor a string that looks like one
+        [[1.0, None], [1.0, 2.0]],
+        [[1.0, [2.0]], [1.0, 2.0]],
+        [1.0, 2.0],
+        {"a": 1},
+    ],
+)
 def test_an_impression_with_features_that_are_not_rows_of_finite_numbers_is_poison(features):
     body = json.loads(encode_record(Impression("r1", "u1", "3", "two_tower", ("1", "2"), (0.5, 1.0), (0.9, 0.8), NOW)))
     body["features"] = features
@@ -83,9 +101,12 @@ def test_an_impression_with_features_that_are_not_rows_of_finite_numbers_is_pois
 def test_positive_events_move_the_item_to_the_end_of_the_history():
     profile = UserProfile("u1", history=("1", "7", "2"), interaction_count=3, last_seen=int(NOW))
     after = updated_profile(profile, event(5))
-    assert after.history == ("1", "2", "7") and after.interaction_count == 4 and after.last_seen == int(NOW) + 5
+    assert after.history == ("1", "2", "7")
+    assert after.interaction_count == 4
+    assert after.last_seen == int(NOW) + 5
     viewed = updated_profile(profile, event(6, "view", item="9"))
-    assert viewed.history == profile.history and viewed.interaction_count == 3
+    assert viewed.history == profile.history
+    assert viewed.interaction_count == 3
     low = updated_profile(profile, event(7, "rating", item="9", value=2.0))
     assert "9" not in low.history
 
@@ -93,7 +114,9 @@ def test_positive_events_move_the_item_to_the_end_of_the_history():
 def test_history_keeps_the_most_recent_items():
     profile = UserProfile("u1", history=tuple(str(i) for i in range(PROFILE_HISTORY_LIMIT)))
     after = updated_profile(profile, event(item="new"))
-    assert len(after.history) == PROFILE_HISTORY_LIMIT and after.history[-1] == "new" and after.history[0] == "1"
+    assert len(after.history) == PROFILE_HISTORY_LIMIT
+    assert after.history[-1] == "new"
+    assert after.history[0] == "1"
 
 
 # -- the consumer: profiles and the shard state's item statistics, exactly once ------------------------------
@@ -166,8 +189,14 @@ class World:
         self.features = FaultyFeatures(self.faults)
         self.log = FaultyLog(self.faults)
         self.states = FaultyStates(self.faults)
-        self.consumer = StreamConsumer(self.features, self.log, half_life_days=90, dedup_retention_seconds=retention,
-                                       dedup_limit=limit, learner=OnlineLearner(self.states, self.log))
+        self.consumer = StreamConsumer(
+            self.features,
+            self.log,
+            half_life_days=90,
+            dedup_retention_seconds=retention,
+            dedup_limit=limit,
+            learner=OnlineLearner(self.states, self.log),
+        )
 
     def apply(self, shard: str, records) -> BatchPlan:
         return self.consumer.apply_batch(shard, records)
@@ -180,11 +209,9 @@ def rec(seq: int, message, arrived: float | None = None) -> StreamRecord:
     return StreamRecord(seq, message, NOW + seq % 10**6 if arrived is None else arrived)
 
 
-def shown(request_id: str, items: tuple[str, ...], user: str = "u1", at: float = NOW, featured: bool = False
-          ) -> Impression:
+def shown(request_id: str, items: tuple[str, ...], user: str = "u1", at: float = NOW, featured: bool = False) -> Impression:
     features = tuple((1.0, 0.5 - 0.1 * n, 0, 0, 0, 0, 0) for n in range(len(items))) if featured else ()
-    return Impression(request_id, user, "1", "two_tower", items, (1.0,) * len(items), (1.0,) * len(items), at,
-                      features)
+    return Impression(request_id, user, "1", "two_tower", items, (1.0,) * len(items), (1.0,) * len(items), at, features)
 
 
 def test_consumer_updates_profile_and_the_shard_states_item_stats():
@@ -206,18 +233,21 @@ def test_a_batch_delivered_again_whole_or_in_part_changes_nothing():
     world.apply("s0", batch)
     before = (dict(world.features.users), ItemStatsReader(world.states).many())
     plan = world.apply("s0", batch)  # whole
-    assert plan.profiles == {} and {a.kind for _, a in plan.applied} == {"redelivered"}
+    assert plan.profiles == {}
+    assert {a.kind for _, a in plan.applied} == {"redelivered"}
     world.apply("s0", batch[3:6])  # a part of it
     world.apply("s0", batch[:2])
     assert (dict(world.features.users), ItemStatsReader(world.states).many()) == before
-    assert world.features.users["u0"].interaction_count == 4 and world.stats("0").impressions == 1
+    assert world.features.users["u0"].interaction_count == 4
+    assert world.stats("0").impressions == 1
 
 
 def test_sequence_numbers_compare_as_integers_not_strings():
     world = World()
     world.apply("s0", [rec(9 * 10**54, event(1, item="a"))])  # 55 digits, then 56: "1..." < "9..." as strings
     world.apply("s0", [rec(10**55, event(2, item="b"))])
-    assert world.features.users["u1"].history == ("a", "b") and world.stats("b").clicks == 1
+    assert world.features.users["u1"].history == ("a", "b")
+    assert world.stats("b").clicks == 1
     assert world.features.users["u1"].applied_on("s0") == 10**55
 
 
@@ -229,12 +259,15 @@ def test_a_client_retry_after_more_than_1000_messages_is_a_no_op():
         slate = shown(f"r{n}", tuple(str(i) for i in range(n % 50, n % 50 + 10)))
         between.append(rec(n, slate) if n % 2 else rec(n, event(n, item=f"x{n}")))
     for start in range(0, len(between), 100):
-        world.apply("s0", between[start:start + 100])
+        world.apply("s0", between[start : start + 100])
     retried = world.apply("s0", [rec(5000, event(1, item="7"))])  # the client sent e1 again: a new record
-    assert [a.kind for _, a in retried.applied] == ["duplicate"] and retried.profiles == {}
+    assert [a.kind for _, a in retried.applied] == ["duplicate"]
+    assert retried.profiles == {}
     profile = world.features.users["u1"]
-    assert profile.interaction_count == 1 + 650 and profile.history.count("7") == 1
-    assert world.stats("7").clicks == 1 and world.stats("7").interactions == 1
+    assert profile.interaction_count == 1 + 650
+    assert profile.history.count("7") == 1
+    assert world.stats("7").clicks == 1
+    assert world.stats("7").interactions == 1
 
 
 def test_impressions_do_not_use_the_users_dedup_budget_and_a_resent_slate_is_a_no_op():
@@ -244,7 +277,8 @@ def test_impressions_do_not_use_the_users_dedup_budget_and_a_resent_slate_is_a_n
     assert len(world.features.users["u1"].seen_events) == 16  # one entry: e1's
     again = world.apply("s0", [rec(1200, event(1, item="7")), rec(1201, shown("r1099", ("1", "2")))])
     assert [a.kind for _, a in again.applied] == ["duplicate", "duplicate"]
-    assert world.stats("7").clicks == 1 and world.stats("1").impressions == 1098
+    assert world.stats("7").clicks == 1
+    assert world.stats("1").impressions == 1098
     # the bound, documented: beyond `limit` client events the oldest are forgotten (and counted as evicted)
     plan = world.apply("s0", [rec(1300 + n, event(100 + n, item=f"y{n}")) for n in range(8)])
     assert plan.evicted == 1
@@ -258,7 +292,8 @@ def test_the_dedup_set_expires_by_the_records_arrival_time():
     assert within.applied[0][1].kind == "duplicate"
     world.apply("s0", [rec(3, event(3, item="8"), arrived=NOW + 7201)])  # expires e1 (deterministically)
     after = world.apply("s0", [rec(4, event(1, item="7"), arrived=NOW + 7202)])
-    assert after.applied[0][1].kind == "event" and world.stats("7").clicks == 2
+    assert after.applied[0][1].kind == "event"
+    assert world.stats("7").clicks == 2
     assert len(world.features.users["u1"].seen_events) == 32  # e3 and e1 (again); the first e1 is gone
 
 
@@ -266,15 +301,27 @@ def test_a_profile_of_the_old_format_still_loads_and_keeps_its_marks():
     from rtrec.adapters.aws.dynamo import user_from_record
 
     world = World()
-    old = user_from_record({"user_id": "u1", "history": '["7"]', "interaction_count": 1,
-                            "recent_event_ids": '["e1@5", "impression:r1@6"]'})
+    old = user_from_record(
+        {"user_id": "u1", "history": '["7"]', "interaction_count": 1, "recent_event_ids": '["e1@5", "impression:r1@6"]'}
+    )
     world.features.put_users([old])
-    plan = world.apply("s0", [rec(5, event(1, item="7")), rec(6, shown("r1", ("7",))), rec(9, event(1, item="7")),
-                              rec(10, shown("r1", ("7",))), rec(11, event(2, item="8"))])
+    plan = world.apply(
+        "s0",
+        [
+            rec(5, event(1, item="7")),
+            rec(6, shown("r1", ("7",))),
+            rec(9, event(1, item="7")),
+            rec(10, shown("r1", ("7",))),
+            rec(11, event(2, item="8")),
+        ],
+    )
     assert [a.kind for _, a in plan.applied] == ["redelivered", "duplicate", "duplicate", "duplicate", "event"]
     profile = world.features.users["u1"]
-    assert profile.interaction_count == 2 and profile.history == ("7", "8") and profile.applied_on("s0") == 11
-    assert world.stats("8").clicks == 1 and world.stats("7").impressions == 0
+    assert profile.interaction_count == 2
+    assert profile.history == ("7", "8")
+    assert profile.applied_on("s0") == 11
+    assert world.stats("8").clicks == 1
+    assert world.stats("7").impressions == 0
 
 
 def test_store_calls_per_batch_do_not_grow_with_slate_size():
@@ -284,11 +331,19 @@ def test_store_calls_per_batch_do_not_grow_with_slate_size():
         reads = []
         get_users = world.features.get_users
         world.features.get_users = lambda ids, _g=get_users, _reads=reads: _reads.append(1) or _g(ids)  # type: ignore[method-assign]
-        records = [rec(n, shown(f"r{n}", tuple(f"i{(n + k) % 3700}" for k in range(slate_size)), user=f"u{n % 40}"))
-                   for n in range(1, 91)] + [rec(100 + n, event(n, item=f"i{n}", user=f"u{n}")) for n in range(10)]
+        records = [
+            rec(n, shown(f"r{n}", tuple(f"i{(n + k) % 3700}" for k in range(slate_size)), user=f"u{n % 40}"))
+            for n in range(1, 91)
+        ] + [rec(100 + n, event(n, item=f"i{n}", user=f"u{n}")) for n in range(10)]
         world.apply("s0", records)
-        calls[slate_size] = (len(reads), world.states.gets, world.states.puts, len(world.log.batches),
-                             len(world.log.joined), world.faults.writes)
+        calls[slate_size] = (
+            len(reads),
+            world.states.gets,
+            world.states.puts,
+            len(world.log.batches),
+            len(world.log.joined),
+            world.faults.writes,
+        )
     assert calls[10] == calls[50] == (1, 1, 1, 1, 1, 3 + 40)  # 40 profiles: 2 BatchWriteItems of 25 in DynamoDB
 
 
@@ -299,12 +354,20 @@ def _learned(state) -> tuple:
 @pytest.mark.parametrize("partial", [False, True])
 def test_a_failure_between_any_two_writes_then_redelivery_counts_each_record_once(partial):
     def batches():
-        first = [rec(1, event(1, item="a")), rec(2, shown("r1", ("a", "b"), featured=True)),
-                 rec(3, event(3, item="b", user="u2", request_id="r1"))]
-        second = [rec(10, shown("r2", ("a", "c"), featured=True)), rec(11, event(11, item="c", request_id="r2")),
-                  rec(12, event(1, item="a")), rec(13, shown("r3", ("b", "c"), user="u2", featured=True)),
-                  rec(14, event(14, item="b", user="u3")), rec(15, event(15, "view", item="c", user="u4")),
-                  rec(16, shown("r4", ("a", "b"), user="u2", featured=True))]
+        first = [
+            rec(1, event(1, item="a")),
+            rec(2, shown("r1", ("a", "b"), featured=True)),
+            rec(3, event(3, item="b", user="u2", request_id="r1")),
+        ]
+        second = [
+            rec(10, shown("r2", ("a", "c"), featured=True)),
+            rec(11, event(11, item="c", request_id="r2")),
+            rec(12, event(1, item="a")),
+            rec(13, shown("r3", ("b", "c"), user="u2", featured=True)),
+            rec(14, event(14, item="b", user="u3")),
+            rec(15, event(15, "view", item="c", user="u4")),
+            rec(16, shown("r4", ("a", "b"), user="u2", featured=True)),
+        ]
         return first, second
 
     first, second = batches()
@@ -312,8 +375,11 @@ def test_a_failure_between_any_two_writes_then_redelivery_counts_each_record_onc
     clean.apply("s0", first)
     clean.apply("s0", second)
     writes = clean.faults.writes - 5  # the second batch's writes (the first made 5)
-    expected = ({u: (p.interaction_count, p.history) for u, p in clean.features.users.items()},
-                ItemStatsReader(clean.states).many(), _learned(clean.states.load("s0")))
+    expected = (
+        {u: (p.interaction_count, p.history) for u, p in clean.features.users.items()},
+        ItemStatsReader(clean.states).many(),
+        _learned(clean.states.load("s0")),
+    )
     assert writes >= 6
     for at in range(writes):
         world = World()
@@ -327,11 +393,17 @@ def test_a_failure_between_any_two_writes_then_redelivery_counts_each_record_onc
         else:
             world.apply("s0", second)
         world.apply("s0", second)  # and once more after it worked
-        got = ({u: (p.interaction_count, p.history) for u, p in world.features.users.items()},
-               ItemStatsReader(world.states).many(), _learned(world.states.load("s0")))
+        got = (
+            {u: (p.interaction_count, p.history) for u, p in world.features.users.items()},
+            ItemStatsReader(world.states).many(),
+            _learned(world.states.load("s0")),
+        )
         assert got == expected, at
-    assert expected[1]["a"].clicks == 1 and expected[1]["a"].impressions == 3 and expected[0]["u1"][0] == 2
-    assert expected[2][0] == 6 and expected[2][2] == {"c": 1}  # r1 replaced by r2, r2 rewarded, r3 replaced by r4
+    assert expected[1]["a"].clicks == 1
+    assert expected[1]["a"].impressions == 3
+    assert expected[0]["u1"][0] == 2
+    assert expected[2][0] == 6
+    assert expected[2][2] == {"c": 1}
 
 
 def test_random_crashes_and_redeliveries_count_each_event_once_across_a_shard_split():
@@ -370,7 +442,7 @@ def test_random_crashes_and_redeliveries_count_each_event_once_across_a_shard_sp
             open_ = [s for s in shards if position[s] < len(shards[s]) and not (s == "A1" and position["A"] < len(shards["A"]))]
             shard = rng.choice(open_)
             start = position[shard]
-            batch = shards[shard][start:start + rng.randint(1, 25)]
+            batch = shards[shard][start : start + rng.randint(1, 25)]
             if rng.random() < 0.4:
                 world.faults.at = world.faults.writes + rng.randint(0, len(batch) + 3)
             try:
@@ -381,21 +453,23 @@ def test_random_crashes_and_redeliveries_count_each_event_once_across_a_shard_sp
             position[shard] += len(batch)
             if rng.random() < 0.2:  # an older range delivered again (a lost checkpoint)
                 lo = rng.randint(0, position[shard] - 1)
-                world.apply(shard, shards[shard][lo:lo + rng.randint(1, 30)])
+                world.apply(shard, shards[shard][lo : lo + rng.randint(1, 30)])
         unique_events = {m.event_id: m for m in messages if isinstance(m, UserEvent)}.values()
         unique_slates = {m.request_id: m for m in messages if isinstance(m, Impression)}.values()
         for user in users:
             profile = world.features.users.get(user)
             assert (profile.interaction_count if profile else 0) == sum(
-                e.is_positive for e in unique_events if e.user_id == user), (seed, user)
+                e.is_positive for e in unique_events if e.user_id == user
+            ), (seed, user)
         merged = ItemStatsReader(world.states).many()
         for item in items:
             got = merged.get(item, ItemStatsDelta())
             assert got.clicks == sum(e.item_id == item and e.type == "click" for e in unique_events), (seed, item)
             assert got.interactions == sum(e.item_id == item and e.is_positive for e in unique_events), (seed, item)
             assert got.impressions == sum(item in s.items for s in unique_slates), (seed, item)
-            assert got.popularity_mass == pytest.approx(sum(
-                decay_mass(e.timestamp, 90) for e in unique_events if e.item_id == item and e.is_positive))
+            assert got.popularity_mass == pytest.approx(
+                sum(decay_mass(e.timestamp, 90) for e in unique_events if e.item_id == item and e.is_positive)
+            )
         assert {s.shard_id for s in world.states.load_all()} == {"A", "B", "A1"}  # the child has its own state
 
 
@@ -404,7 +478,8 @@ def test_a_message_that_cannot_be_applied_is_reported_and_the_rest_goes_on():
     broken = shown("r1", ("7",))
     object.__setattr__(broken, "items", None)  # a bug's stand-in: applying it raises
     plan = world.apply("s0", [rec(1, broken), rec(2, event(2, item="8"))])
-    assert [seq for seq, _ in plan.failed] == [1] and "TypeError" in plan.failed[0][1]
+    assert [seq for seq, _ in plan.failed] == [1]
+    assert "TypeError" in plan.failed[0][1]
     assert world.features.users["u1"].history == ("8",)
 
 
@@ -419,12 +494,25 @@ class Context:
 
 
 def kinesis_event(records: list[bytes], first: int = 1, shard: str = "shardId-000000000000") -> dict:
-    return {"Records": [{
-        "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": "u1", "sequenceNumber": str(BIG + first + n),
-                    "data": base64.b64encode(data).decode(), "approximateArrivalTimestamp": NOW + n},
-        "eventSource": "aws:kinesis", "eventID": f"{shard}:{BIG + first + n}", "eventName": "aws:kinesis:record",
-        "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/utest-events", "awsRegion": "us-east-1",
-    } for n, data in enumerate(records)]}
+    return {
+        "Records": [
+            {
+                "kinesis": {
+                    "kinesisSchemaVersion": "1.0",
+                    "partitionKey": "u1",
+                    "sequenceNumber": str(BIG + first + n),
+                    "data": base64.b64encode(data).decode(),
+                    "approximateArrivalTimestamp": NOW + n,
+                },
+                "eventSource": "aws:kinesis",
+                "eventID": f"{shard}:{BIG + first + n}",
+                "eventName": "aws:kinesis:record",
+                "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/utest-events",
+                "awsRegion": "us-east-1",
+            }
+            for n, data in enumerate(records)
+        ]
+    }
 
 
 class SmallDlq(InMemoryDeadLetterQueue):
@@ -437,8 +525,7 @@ class SmallDlq(InMemoryDeadLetterQueue):
 
 
 def handler_for(world: World, dlq=None) -> ConsumerHandler:
-    return ConsumerHandler(world.consumer, dlq if dlq is not None else InMemoryDeadLetterQueue(),
-                           world.consumer.learner)
+    return ConsumerHandler(world.consumer, dlq if dlq is not None else InMemoryDeadLetterQueue(), world.consumer.learner)
 
 
 def poisoned_batch() -> tuple[list[bytes], dict[int, str]]:
@@ -446,8 +533,16 @@ def poisoned_batch() -> tuple[list[bytes], dict[int, str]]:
     huge_user = encode_record(event(2, item="x")).replace(b'"u1"', b'"' + b"U" * 300_000 + b'"')
     garbage = b"{" + b"G" * 900_000
     padded = json.dumps({"kind": "other", "pad": "P" * (1024 * 1024 - 40)}).encode()
-    records = [encode_record(event(1, item="a")), huge_user, encode_record(event(3, item="b")), garbage,
-               encode_record(shown("r1", ("a", "b"))), padded, encode_record(event(4, item="c")), b"[1, 2]"]
+    records = [
+        encode_record(event(1, item="a")),
+        huge_user,
+        encode_record(event(3, item="b")),
+        garbage,
+        encode_record(shown("r1", ("a", "b"))),
+        padded,
+        encode_record(event(4, item="c")),
+        b"[1, 2]",
+    ]
     return records, {1: "UUUUUUUUUU", 3: "GGGGGGGGGG", 5: "PPPPPPPPPP", 7: "[1, 2]"}
 
 
@@ -457,11 +552,14 @@ def test_oversized_and_malformed_records_are_dead_lettered_shortly_and_the_good_
     records, poison = poisoned_batch()
     event_ = kinesis_event(records)
     assert handler_for(world, dlq)(event_, Context()) == {"batchItemFailures": []}
-    assert world.features.users["u1"].history == ("a", "b", "c") and world.stats("a").impressions == 1
+    assert world.features.users["u1"].history == ("a", "b", "c")
+    assert world.stats("a").impressions == 1
     assert [m["record"]["kinesis"]["sequenceNumber"] for m in dlq.messages] == [
-        event_["Records"][i]["kinesis"]["sequenceNumber"] for i in poison]
+        event_["Records"][i]["kinesis"]["sequenceNumber"] for i in poison
+    ]
     for message, payload in zip(dlq.messages, poison.values()):
-        assert len(message["reason"]) <= 300 and payload not in message["reason"], message["reason"][:80]
+        assert len(message["reason"]) <= 300, message["reason"][:80]
+        assert payload not in message["reason"], message["reason"][:80]
     assert dlq.messages[0]["record"] == event_["Records"][1]  # the raw Kinesis record, whole
 
 
@@ -471,16 +569,18 @@ def test_a_poison_record_the_dlq_cannot_take_is_reported_and_the_records_before_
     event_ = kinesis_event(records)
     handler = handler_for(world, SmallDlq())
     # the 300 KB record is too large for this DLQ: the batch ends there, the click before it is committed
-    assert handler(event_, Context()) == {"batchItemFailures": [
-        {"itemIdentifier": event_["Records"][1]["kinesis"]["sequenceNumber"]}]}
+    assert handler(event_, Context()) == {
+        "batchItemFailures": [{"itemIdentifier": event_["Records"][1]["kinesis"]["sequenceNumber"]}]
+    }
     assert world.features.users["u1"].history == ("a",)
     # the mapping delivers from it again, then (bisected, alone, retries spent) dead-letters it and goes on
     assert handler({"Records": event_["Records"][1:]}, Context())["batchItemFailures"]
     rest = {"Records": event_["Records"][2:]}
-    while (failures := handler(rest, Context())["batchItemFailures"]):
+    while failures := handler(rest, Context())["batchItemFailures"]:
         failed = failures[0]["itemIdentifier"]
         rest = {"Records": [r for r in rest["Records"] if int(r["kinesis"]["sequenceNumber"]) > int(failed)]}
-    assert world.features.users["u1"].history == ("a", "b", "c") and world.stats("b").impressions == 1
+    assert world.features.users["u1"].history == ("a", "b", "c")
+    assert world.stats("b").impressions == 1
 
 
 def test_a_store_throttle_mid_batch_raises_and_nothing_is_dead_lettered():
@@ -510,19 +610,32 @@ def test_a_dlq_that_is_down_is_a_systemic_failure():
     assert world.features.users == {}  # nothing is written before the poison is dead-lettered
     dlq = InMemoryDeadLetterQueue()
     assert handler_for(world, dlq)(event_, Context()) == {"batchItemFailures": []}
-    assert world.features.users["u1"].history == ("a", "b") and len(dlq.messages) == 1
+    assert world.features.users["u1"].history == ("a", "b")
+    assert len(dlq.messages) == 1
 
 
-@pytest.mark.parametrize(("reason", "kept", "gone"), [
-    ("malformed record: user_id must be a string of 1 to 128 characters, got '" + "x" * 50_000 + "'",
-     "user_id must be a string", "xxxxx"),
-    ("could not be applied: 1 validation error for UserEvent\nuser_id\n  String should have at most 128 characters "
-     "[type=string_too_long, input_value='" + "y" * 5000 + "', input_type=str]", "string_too_long", "yyyyy"),
-    ("z" * 10_000, "zzz", None),
-])
+@pytest.mark.parametrize(
+    ("reason", "kept", "gone"),
+    [
+        (
+            "malformed record: user_id must be a string of 1 to 128 characters, got '" + "x" * 50_000 + "'",
+            "user_id must be a string",
+            "xxxxx",
+        ),
+        (
+            "could not be applied: 1 validation error for UserEvent\nuser_id\n  String should have at most 128 characters "
+            "[type=string_too_long, input_value='" + "y" * 5000 + "', input_type=str]",
+            "string_too_long",
+            "yyyyy",
+        ),
+        ("z" * 10_000, "zzz", None),
+    ],
+)
 def test_dead_letter_reasons_are_short_and_never_repeat_the_payload(reason, kept, gone):
     short = dead_letter_reason(reason)
-    assert len(short) <= 300 and kept in short and "\n" not in short
+    assert len(short) <= 300
+    assert kept in short
+    assert "\n" not in short
     assert gone is None or gone not in short
 
 
@@ -545,13 +658,15 @@ def test_a_repeated_event_id_is_accepted_and_applied_once():
     assert service.ingest([event(1), event(1)]) == 2  # put as sent: the consumer's dedup applies the first once
     world = World()
     world.apply("s0", [rec(n + 1, message) for n, message in enumerate(stream.messages)])
-    assert world.features.users["u1"].interaction_count == 1 and world.stats("7").clicks == 1
+    assert world.features.users["u1"].interaction_count == 1
+    assert world.stats("7").clicks == 1
 
 
 def test_an_event_from_a_clock_far_ahead_is_taken_as_happening_now():
     stream = InMemoryEventStream()
-    IngestService(stream, clock=lambda: NOW).ingest([UserEvent("late", "u", "i", "click", NOW + 3 * 86_400),
-                                                      UserEvent("soon", "u", "i", "click", NOW + 3_600)])
+    IngestService(stream, clock=lambda: NOW).ingest(
+        [UserEvent("late", "u", "i", "click", NOW + 3 * 86_400), UserEvent("soon", "u", "i", "click", NOW + 3_600)]
+    )
     assert [m.timestamp for m in stream.messages] == [NOW, NOW + 3_600]
 
 
@@ -559,32 +674,49 @@ def test_an_event_from_a_clock_far_ahead_is_taken_as_happening_now():
 def api():
     world = make_world()
     stream = InMemoryEventStream()
-    services = Services(recommender=world.recommender(), catalog=world.catalog_service,
-                        ingest=IngestService(stream, clock=lambda: NOW))
+    services = Services(
+        recommender=world.recommender(), catalog=world.catalog_service, ingest=IngestService(stream, clock=lambda: NOW)
+    )
     return TestClient(create_app(services)), stream
 
 
 def test_post_events_puts_them_on_the_stream(api):
     client, stream = api
-    body = {"events": [{"event_id": "a", "user_id": "u1", "item_id": "7", "type": "click", "timestamp": NOW},
-                       {"event_id": "b", "user_id": "u1", "item_id": "7", "type": "rating", "value": 4,
-                        "timestamp": NOW, "request_id": "r1"}]}
+    body = {
+        "events": [
+            {"event_id": "a", "user_id": "u1", "item_id": "7", "type": "click", "timestamp": NOW},
+            {
+                "event_id": "b",
+                "user_id": "u1",
+                "item_id": "7",
+                "type": "rating",
+                "value": 4,
+                "timestamp": NOW,
+                "request_id": "r1",
+            },
+        ]
+    }
     response = client.post("/events", json=body)
-    assert response.status_code == 202 and response.json() == {"accepted": 2}
+    assert response.status_code == 202
+    assert response.json() == {"accepted": 2}
     assert [m.event_id for m in stream.messages] == ["a", "b"]
 
 
-@pytest.mark.parametrize(("body", "where"), [
-    ({"events": []}, "events"),
-    ({"events": [{"event_id": "a", "user_id": "u", "item_id": "i", "type": "like", "timestamp": 1}]}, "type"),
-    ({"events": [{"event_id": "a", "user_id": "u", "item_id": "i", "type": "rating", "timestamp": 1}]}, "value"),
-    ({"events": [{"event_id": "a", "user_id": "u", "item_id": "i", "type": "click"}]}, "timestamp"),
-    ({"events": [{"event_id": "a", "user_id": "u", "item_id": "i", "type": "click", "timestamp": 1, "x": 1}]}, "x"),
-])
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        ({"events": []}, "events"),
+        ({"events": [{"event_id": "a", "user_id": "u", "item_id": "i", "type": "like", "timestamp": 1}]}, "type"),
+        ({"events": [{"event_id": "a", "user_id": "u", "item_id": "i", "type": "rating", "timestamp": 1}]}, "value"),
+        ({"events": [{"event_id": "a", "user_id": "u", "item_id": "i", "type": "click"}]}, "timestamp"),
+        ({"events": [{"event_id": "a", "user_id": "u", "item_id": "i", "type": "click", "timestamp": 1, "x": 1}]}, "x"),
+    ],
+)
 def test_bad_events_are_422_with_the_field(api, body, where):
     client, stream = api
     response = client.post("/events", json=body)
-    assert response.status_code == 422 and where in json.dumps(response.json()["detail"])
+    assert response.status_code == 422
+    assert where in json.dumps(response.json()["detail"])
     assert stream.messages == []
 
 
@@ -592,6 +724,7 @@ def test_each_recommendation_logs_its_impression(api):
     client, stream = api
     body = client.get("/recommend/u1", params={"k": 4}).json()
     impression = stream.messages[-1]
-    assert isinstance(impression, Impression) and impression.request_id == body["request_id"]
+    assert isinstance(impression, Impression)
+    assert impression.request_id == body["request_id"]
     assert list(impression.items) == [r["item_id"] for r in body["recommendations"]]
     assert list(impression.propensities) == [r["propensity"] for r in body["recommendations"]]

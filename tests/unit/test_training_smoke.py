@@ -21,8 +21,18 @@ pytestmark = pytest.mark.slow
 
 
 def tiny_config(tmp: Path, **overrides) -> TrainConfig:
-    values = dict(dataset="ml-100k", output_dir=tmp, protocols=("recbole",), epochs=2, patience=1, dim=8, hidden=16,
-                  batch_size=512, user_hash_buckets=512, baselines=True)
+    values = dict(
+        dataset="ml-100k",
+        output_dir=tmp,
+        protocols=("recbole",),
+        epochs=2,
+        patience=1,
+        dim=8,
+        hidden=16,
+        batch_size=512,
+        user_hash_buckets=512,
+        baselines=True,
+    )
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -37,7 +47,8 @@ def test_the_model_folder_is_complete(smoke):
     assert artifacts.missing_files(smoke.model_dir) == []
     embeddings = np.load(smoke.model_dir / artifacts.ITEM_EMBEDDINGS)
     item_ids = json.loads((smoke.model_dir / artifacts.ITEM_IDS).read_text())
-    assert embeddings.shape == (1682, 8) and len(item_ids) == 1682
+    assert embeddings.shape == (1682, 8)
+    assert len(item_ids) == 1682
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
     assert json.loads((smoke.model_dir / artifacts.DATA_SNAPSHOT).read_text())["interactions"] == 100_000
 
@@ -55,7 +66,7 @@ def test_it_learns_something_beyond_popularity(smoke):
 def test_onnx_towers_match_torch_within_1e_5(smoke):
     assert smoke.metrics["onnx.max_abs_diff"] < 1e-5
     encoder = FeatureEncoder.from_json((smoke.model_dir / artifacts.ENCODER).read_text())
-    users, items = sample_inputs(encoder, batch=5)
+    users, _items = sample_inputs(encoder, batch=5)
     user_session = ort.InferenceSession(str(smoke.model_dir / artifacts.USER_TOWER))
     item_session = ort.InferenceSession(str(smoke.model_dir / artifacts.ITEM_TOWER))
     assert [i.name for i in user_session.get_inputs()] == list(USER_INPUTS)
@@ -71,8 +82,7 @@ def test_exported_item_embeddings_equal_the_item_tower(smoke):
     # Item 0 (Toy Story) is in the training split, so it was embedded with its id.
     from rtrec.domain.models import ItemFeatures
 
-    toy = ItemFeatures("1", "Toy Story", year=1995, genres=("Animation", "Children's", "Comedy"),
-                       interaction_count=0)
+    toy = ItemFeatures("1", "Toy Story", year=1995, genres=("Animation", "Children's", "Comedy"), interaction_count=0)
     inputs = encoder.encode_items([toy])
     # The popularity bucket comes from the training split's counts, which the folder does not
     # carry: one of the buckets must reproduce the exported vector exactly.
@@ -85,8 +95,10 @@ def test_exported_item_embeddings_equal_the_item_tower(smoke):
 
 def test_training_is_deterministic(tmp_path, data_cache_dir):
     runs = [
-        train(tiny_config(tmp_path / str(n), data_cache_dir=data_cache_dir, epochs=1, baselines=False),
-              progress=lambda _line: None)
+        train(
+            tiny_config(tmp_path / str(n), data_cache_dir=data_cache_dir, epochs=1, baselines=False),
+            progress=lambda _line: None,
+        )
         for n in range(2)
     ]
     np.testing.assert_array_equal(*(np.load(r.model_dir / artifacts.ITEM_EMBEDDINGS) for r in runs))

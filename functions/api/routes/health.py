@@ -33,13 +33,18 @@ def consumer_health(status: ConsumerStatus | None) -> ConsumerHealth:
         return ConsumerHealth(source="unavailable", detail="the consumer's status could not be read")
     lag = stats.get("lag_seconds")
     # The state and since when; the last error (an SDK's text) is in the consumer's log and `rtrec` output.
-    stalled = {shard: f"{s.get('state') or 'stalled'} since "
-                      f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(float(s['stalled_since'])))}"
-               for shard, s in (stats.get("shards") or {}).items() if s.get("stalled_since") is not None}
+    stalled = {
+        shard: f"{s.get('state') or 'stalled'} since "
+        f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(float(s['stalled_since'])))}"
+        for shard, s in (stats.get("shards") or {}).items()
+        if s.get("stalled_since") is not None
+    }
     state: Literal["ok", "lagging", "stalled"] = (
-        "stalled" if stalled else ("lagging" if lag is not None and lag > CONSUMER_LAG_OK_S else "ok"))
-    return ConsumerHealth(source="local", status=state, lag_seconds=lag, stalled_shards=stalled,
-                          detail="read from the local event source mapping")
+        "stalled" if stalled else ("lagging" if lag is not None and lag > CONSUMER_LAG_OK_S else "ok")
+    )
+    return ConsumerHealth(
+        source="local", status=state, lag_seconds=lag, stalled_shards=stalled, detail="read from the local event source mapping"
+    )
 
 
 def _unhealthy(what: str, exc: RtrecError) -> str:

@@ -38,34 +38,43 @@ def recommend(
     request: Request,  # for the telemetry: read, not solved as one more dependency
     user_id: Annotated[str, Path(min_length=1, max_length=128, description="the client's user id")],
     k: Annotated[int, Query(ge=1, le=MAX_K, description="how many items")] = 10,
-    include_genres: Annotated[list[str] | None, Query(description="keep items with any of these genres "
-                                                                   "(repeat or comma-separate)")] = None,
+    include_genres: Annotated[
+        list[str] | None, Query(description="keep items with any of these genres (repeat or comma-separate)")
+    ] = None,
     exclude_genres: Annotated[list[str] | None, Query(description="drop items with any of these genres")] = None,
     exclude_items: Annotated[list[str] | None, Query(description="item ids never to return")] = None,
-    online_ranker: Annotated[bool, Query(description="add the online ranker's score (false: rank without it, "
-                                                     "for A/B comparison; it goes on learning)")] = True,
+    online_ranker: Annotated[
+        bool,
+        Query(description="add the online ranker's score (false: rank without it, for A/B comparison; it goes on learning)"),
+    ] = True,
 ) -> Response:
     filters = Filters(_names(include_genres), _names(exclude_genres), frozenset(_names(exclude_items)))
     result = services.recommender.recommend(user_id, k, filters, online_ranker=online_ranker)
     if caller.may(Role.EVENTS):  # a read-only key's slates are not logged (README, Security)
         background.add_task(_log_impression, services, result, caller.name)
-    app_telemetry(request).recommendation(result.strategy, result.cold_start, result.model_version,
-                                          result.online_ranker)
+    app_telemetry(request).recommendation(result.strategy, result.cold_start, result.model_version, result.online_ranker)
     if services.impression_log_lines:
-        logger.info("impression", extra={
-            "request_id": result.request_id, "user_id": result.user_id, "model_version": result.model_version,
-            "caller": caller.name, "logged": caller.may(Role.EVENTS),
-            "strategy": result.strategy, "items": [i.item_id for i in result.items],
-            "propensities": [round(i.propensity, 6) for i in result.items],
-        })
-    return validated_json(RecommendationResponse(
-        request_id=result.request_id,
-        user_id=result.user_id,
-        model_version=result.model_version,
-        cold_start=result.cold_start,
-        strategy=result.strategy,
-        online_ranker=result.online_ranker,
-        recommendations=[
-            RecommendedItem(item_id=i.item_id, score=i.score, propensity=i.propensity) for i in result.items
-        ],
-    ))
+        logger.info(
+            "impression",
+            extra={
+                "request_id": result.request_id,
+                "user_id": result.user_id,
+                "model_version": result.model_version,
+                "caller": caller.name,
+                "logged": caller.may(Role.EVENTS),
+                "strategy": result.strategy,
+                "items": [i.item_id for i in result.items],
+                "propensities": [round(i.propensity, 6) for i in result.items],
+            },
+        )
+    return validated_json(
+        RecommendationResponse(
+            request_id=result.request_id,
+            user_id=result.user_id,
+            model_version=result.model_version,
+            cold_start=result.cold_start,
+            strategy=result.strategy,
+            online_ranker=result.online_ranker,
+            recommendations=[RecommendedItem(item_id=i.item_id, score=i.score, propensity=i.propensity) for i in result.items],
+        )
+    )

@@ -65,9 +65,7 @@ class VectorIndex(Protocol):
     def upsert(self, item_ids: Sequence[str], vectors: np.ndarray) -> None:
         """Add or replace the vectors of `item_ids` (a new item enters the index at once)."""
 
-    def search(
-        self, query: np.ndarray, k: int, exclude: set[str] | None = None
-    ) -> list[tuple[str, float]]:
+    def search(self, query: np.ndarray, k: int, exclude: set[str] | None = None) -> list[tuple[str, float]]:
         """The `k` best (item_id, score) for one query vector, best first, skipping `exclude`."""
 
 

@@ -88,7 +88,8 @@ COUNTERFACTUAL_BUCKET = BucketSpec(
 )
 OFFLINE_STORE_BUCKET = BucketSpec("offline-store", persistent=True, purpose="the raw event log for retraining")
 DEAD_LETTER_BUCKET = BucketSpec(
-    "dead-letters", persistent=True,
+    "dead-letters",
+    persistent=True,
     purpose="dead letters too large for SQS, whole (the raw record included); the DLQ message holds their key",
 )
 BUCKETS: tuple[BucketSpec, ...] = (MODELS_BUCKET, COUNTERFACTUAL_BUCKET, OFFLINE_STORE_BUCKET, DEAD_LETTER_BUCKET)

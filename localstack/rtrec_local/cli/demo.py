@@ -39,8 +39,9 @@ def _interrupt(*_: Any) -> None:
 
 @app.command("drift")
 def demo_drift(
-    state_dir: Annotated[Path, typer.Option(help="the demo's own state (registry, buckets), apart from make run's")]
-    = Path(".rtrec-demo"),
+    state_dir: Annotated[Path, typer.Option(help="the demo's own state (registry, buckets), apart from make run's")] = Path(
+        ".rtrec-demo"
+    ),
     cloud_port: Annotated[int, typer.Option(help="the demo's embedded cloud")] = 4577,
     api_port: Annotated[int, typer.Option(help="the demo's API")] = 8077,
     genre: Annotated[str, typer.Option(help="the genre users turn to when the drift starts")] = "Horror",
@@ -82,13 +83,24 @@ def demo_drift(
             drift_store = S3DriftStore(aws.names.bucket(MODELS_BUCKET), endpoint_url=cloud.endpoint_url)
             drift_store.clear()  # the windows and detectors start from this run's traffic
             retrain = {"epochs": str(epochs), "protocols": "recbole", "baselines": "false", "threads": "1"}
-            demo_settings = ApiSettings(endpoint_url=cloud.endpoint_url, model_poll_seconds=2.0,
-                                        catalog_sync_seconds=2.0,
-                                        require_api_keys=not is_loopback(local.api_host))  # the demo's load sends no key
+            demo_settings = ApiSettings(
+                endpoint_url=cloud.endpoint_url,
+                model_poll_seconds=2.0,
+                catalog_sync_seconds=2.0,
+                require_api_keys=not is_loopback(local.api_host),
+            )  # the demo's load sends no key
             server, _ = start_api_thread(demo_settings, local.api_host, local.api_port)
             api_url = f"http://{local.api_host}:{local.api_port}"
-            scheduler = start_scheduler(cloud.endpoint_url, local, check_seconds, check_seconds, retrain, 3600.0,
-                                        window_events=window_events, min_slates=min_slates)
+            scheduler = start_scheduler(
+                cloud.endpoint_url,
+                local,
+                check_seconds,
+                check_seconds,
+                retrain,
+                3600.0,
+                window_events=window_events,
+                min_slates=min_slates,
+            )
             data = load_movielens(local.dataset, local.data_cache_dir)
             late, cut = late_events(data, 0.9, None)
             # Spread over the whole late period, so the stationary traffic comes from many users, as live traffic does
@@ -97,14 +109,22 @@ def demo_drift(
             stationary = late[:: max(1, len(late) // stationary_events)][:stationary_events]
             users = sorted({e.user_id for e in stationary})
             shifted = genre_events(data, users, genre, drift_events, int(stationary[-1].timestamp) + 60)
-            DynamoFeatureStore(aws.names.table(USER_FEATURES), aws.names.table(ITEM_FEATURES),
-                               endpoint_url=cloud.endpoint_url).put_users(
-                p for p in user_profiles(data, until=cut) if p.user_id in set(users))
+            DynamoFeatureStore(
+                aws.names.table(USER_FEATURES), aws.names.table(ITEM_FEATURES), endpoint_url=cloud.endpoint_url
+            ).put_users(p for p in user_profiles(data, until=cut) if p.user_id in set(users))
             for sig in (signal.SIGINT, signal.SIGTERM):  # a background job ignores SIGINT unless told otherwise
                 signal.signal(sig, _interrupt)
             reports = S3JsonReports(aws.names.bucket(MODELS_BUCKET), endpoint_url=cloud.endpoint_url)
-            timeline, phases = run_demo(api_url, stationary, shifted, rate=rate, reports=lambda: reports.read_all()[0],
-                                        say=say, after_events=after_events, max_seconds=max_minutes * 60)
+            timeline, phases = run_demo(
+                api_url,
+                stationary,
+                shifted,
+                rate=rate,
+                reports=lambda: reports.read_all()[0],
+                say=say,
+                after_events=after_events,
+                max_seconds=max_minutes * 60,
+            )
     except KeyboardInterrupt:
         raise fail("interrupted", code=130) from None
     finally:
@@ -127,5 +147,4 @@ def demo_drift(
     if start and detected:
         say(f"detection delay: {detected[1] - start[1]:,} events, {detected[0] - start[0]:.0f} s")
     if start and serving:
-        say(f"drift start to the retrained model serving: {serving[0] - start[0]:.0f} s "
-            f"({serving[1] - start[1]:,} events)")
+        say(f"drift start to the retrained model serving: {serving[0] - start[0]:.0f} s ({serving[1] - start[1]:,} events)")

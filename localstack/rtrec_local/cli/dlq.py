@@ -15,16 +15,14 @@ from rtrec_local.cli.utils import EndpointOption, aws_settings, exit_on_error, f
 if TYPE_CHECKING:
     from rtrec.adapters.aws.sqs import SqsDeadLetterQueue
 
-app = typer.Typer(help="The events dead-letter queue: inspect it, send its records back to the stream.",
-                  no_args_is_help=True)
+app = typer.Typer(help="The events dead-letter queue: inspect it, send its records back to the stream.", no_args_is_help=True)
 
 
 def _dlq(endpoint_url: str | None) -> tuple[AwsSettings, SqsDeadLetterQueue]:
     from rtrec.adapters.aws.sqs import SqsDeadLetterQueue
 
     settings = aws_settings(endpoint_url)
-    return settings, SqsDeadLetterQueue.for_names(settings.names, endpoint_url=settings.endpoint_url,
-                                                  region=settings.region)
+    return settings, SqsDeadLetterQueue.for_names(settings.names, endpoint_url=settings.endpoint_url, region=settings.region)
 
 
 def dead_letter_line(body: dict[str, Any]) -> str:
@@ -33,9 +31,11 @@ def dead_letter_line(body: dict[str, Any]) -> str:
 
     batch = body.get("KinesisBatchInfo")
     if isinstance(batch, dict):  # AWS's on-failure destination: batch metadata only, the records stay in the stream
-        return (f"{batch.get('shardId', '?')}:{batch.get('startSequenceNumber', '?')}..{batch.get('endSequenceNumber', '?')}"
-                f": {body.get('requestContext', {}).get('condition', 'failed batch')} (metadata only; "
-                f"{batch.get('batchSize', '?')} record(s) to read from the stream)")
+        return (
+            f"{batch.get('shardId', '?')}:{batch.get('startSequenceNumber', '?')}..{batch.get('endSequenceNumber', '?')}"
+            f": {body.get('requestContext', {}).get('condition', 'failed batch')} (metadata only; "
+            f"{batch.get('batchSize', '?')} record(s) to read from the stream)"
+        )
     ident = body.get("event_id") or body.get("record", {}).get("eventID") or body.get("sequence_number") or "?"
     line = f"{ident}: {body.get('reason')} (attempts: {body.get('attempts', 1)}, from {body.get('source', '?')})"
     if is_reference(body):
@@ -44,8 +44,9 @@ def dead_letter_line(body: dict[str, Any]) -> str:
 
 
 @app.command("show")
-def dlq_show(endpoint_url: EndpointOption = "http://localhost:4566",
-             limit: Annotated[int, typer.Option(min=1, max=10)] = 10) -> None:
+def dlq_show(
+    endpoint_url: EndpointOption = "http://localhost:4566", limit: Annotated[int, typer.Option(min=1, max=10)] = 10
+) -> None:
     """Print dead-lettered records with the reason, and the S3 key and size of those kept by reference
     (they stay in the queue)."""
     with exit_on_error():
@@ -57,8 +58,10 @@ def dlq_show(endpoint_url: EndpointOption = "http://localhost:4566",
 
 
 @app.command("redrive")
-def dlq_redrive(endpoint_url: EndpointOption = "http://localhost:4566",
-                limit: Annotated[int, typer.Option(min=1, help="at most this many records")] = 1000) -> None:
+def dlq_redrive(
+    endpoint_url: EndpointOption = "http://localhost:4566",
+    limit: Annotated[int, typer.Option(min=1, help="at most this many records")] = 1000,
+) -> None:
     """Put dead-lettered records back on the events stream (after fixing what failed them); each message
     is deleted only once its record is on the stream again, and a by-reference letter's S3 object only after
     its message, so nothing is lost if this stops midway."""
@@ -72,12 +75,15 @@ def dlq_redrive(endpoint_url: EndpointOption = "http://localhost:4566",
 
     try:
         settings, dlq = _dlq(endpoint_url)
-        stream = KinesisEventStream(settings.names.stream(EVENTS_STREAM), endpoint_url=settings.endpoint_url,
-                                    region=settings.region)
+        stream = KinesisEventStream(
+            settings.names.stream(EVENTS_STREAM), endpoint_url=settings.endpoint_url, region=settings.region
+        )
         report = redrive_dead_letters(dlq, stream, limit, on_skip=said_skip)
     except RedriveStopped as exc:
         raise fail(str(exc)) from None
     except RtrecError as exc:  # the queue or the stream could not be reached: nothing was sent yet
         raise fail(str(RedriveStopped(exc, RedriveReport()))) from None
-    say(f"{report.moved} record(s) sent back to {settings.names.stream(EVENTS_STREAM)}"
-        + (f"; {len(report.skipped)} message(s) left in the queue" if report.skipped else ""))
+    say(
+        f"{report.moved} record(s) sent back to {settings.names.stream(EVENTS_STREAM)}"
+        + (f"; {len(report.skipped)} message(s) left in the queue" if report.skipped else "")
+    )

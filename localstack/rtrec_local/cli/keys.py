@@ -21,22 +21,30 @@ def with_local_keys(settings: ApiSettings, local: LocalSettings, *, require: boo
     key is always required; the read and events keys when the API listens beyond loopback or `require`."""
     state = LocalState(local.state_dir.resolve())
     generated = state.api_keys()
-    update: dict[str, Any] = {f"{role}_api_key": SecretStr(key) for role, key in generated.items()
-                              if getattr(settings, f"{role}_api_key") is None}
+    update: dict[str, Any] = {
+        f"{role}_api_key": SecretStr(key) for role, key in generated.items() if getattr(settings, f"{role}_api_key") is None
+    }
     required = require or not is_loopback(local.api_host)
     update["require_api_keys"] = required
     if settings.api_key_rate_limit is None:
         update["api_key_rate_limit"] = LOCAL_KEY_RATE_LIMIT
     keyed = settings.model_copy(update=update)
     say(f"API keys (X-Api-Key header; kept in {state.api_keys_file}, unless set in RTREC_<ROLE>_API_KEY):")
-    for role, what in (("admin", "the catalog: POST /items, PATCH and DELETE /items/{id}"),
-                       ("events", "POST /events; its slates are logged as impressions"),
-                       ("read", "recommendations and similar items, not logged")):
+    for role, what in (
+        ("admin", "the catalog: POST /items, PATCH and DELETE /items/{id}"),
+        ("events", "POST /events; its slates are logged as impressions"),
+        ("read", "recommendations and similar items, not logged"),
+    ):
         key = getattr(keyed, f"{role}_api_key")
-        say(f"  {role:<6} {key.get_secret_value() if f'{role}_api_key' in update else f'(RTREC_{role.upper()}_API_KEY)'}"
-            f"  {what}")
-    say("read and event routes need a key" if required else
-        "read and event routes answer without a key on loopback (--require-api-keys to require one)")
+        say(
+            f"  {role:<6} {key.get_secret_value() if f'{role}_api_key' in update else f'(RTREC_{role.upper()}_API_KEY)'}"
+            f"  {what}"
+        )
+    say(
+        "read and event routes need a key"
+        if required
+        else "read and event routes answer without a key on loopback (--require-api-keys to require one)"
+    )
     return keyed
 
 

@@ -34,8 +34,10 @@ from rtrec_local.cli.utils import (
 from rtrec_local.jobs import LocalJobRunner, new_job_name
 from rtrec_local.state import LocalState
 
-OpeSlotsOption = Annotated[int | None, typer.Option(
-    help="evaluate the first N slots of each slate (default: as deep as the effective sample size stays >= 50)")]
+OpeSlotsOption = Annotated[
+    int | None,
+    typer.Option(help="evaluate the first N slots of each slate (default: as deep as the effective sample size stays >= 50)"),
+]
 OpeClipOption = Annotated[float | None, typer.Option(help="cap on the cumulative importance weights (default: none)")]
 
 
@@ -71,8 +73,10 @@ def train_command(
 
     typer.echo(quality_table(result["metrics"], dataset))
     if "version" in result:
-        say(f"registered {result['model_name']} version {result['version']} as `staging`; "
-            f"next: rtrec promote  (MLflow UI: .venv/bin/mlflow ui --backend-store-uri {state.mlflow_tracking_uri})")
+        say(
+            f"registered {result['model_name']} version {result['version']} as `staging`; "
+            f"next: rtrec promote  (MLflow UI: .venv/bin/mlflow ui --backend-store-uri {state.mlflow_tracking_uri})"
+        )
     else:
         say(f"model written to {result['model_dir']} (not registered)")
 
@@ -95,8 +99,7 @@ class PromotionResult:
     def verdict(self) -> str:
         """The decision in one line."""
         if self.promoted:
-            return (f"version {self.version} is now `production`{' (OVERRIDDEN)' if self.overridden else ''}: "
-                    f"{self.reason}")
+            return f"version {self.version} is now `production`{' (OVERRIDDEN)' if self.overridden else ''}: {self.reason}"
         return f"version {self.version} rejected: {self.reason}"
 
     def to_json(self) -> str:
@@ -114,9 +117,17 @@ def build_index(model_dir: Path) -> None:
     build_item_index(model_dir)
 
 
-def gate_candidate(settings: AwsSettings, state_dir: Path | None, *, version: str | None, override: str | None,
-                   tolerance: float, ope: OpeConfig, withdraw_on_reject: bool,
-                   progress: Callable[[str], None] = say) -> PromotionResult:
+def gate_candidate(
+    settings: AwsSettings,
+    state_dir: Path | None,
+    *,
+    version: str | None,
+    override: str | None,
+    tolerance: float,
+    ope: OpeConfig,
+    withdraw_on_reject: bool,
+    progress: Callable[[str], None] = say,
+) -> PromotionResult:
     """Gate a registered version (default: `staging`) against production: offline metrics, then the off-policy
     estimate; on approval it becomes `production` (item index built, published, pointer written). With
     `withdraw_on_reject`, a shadow candidate turned down for good is withdrawn."""
@@ -125,15 +136,28 @@ def gate_candidate(settings: AwsSettings, state_dir: Path | None, *, version: st
     config = registry_config(state_dir)
     progress(f"models bucket at {settings.endpoint_url or 'AWS'}; registry {config.tracking_uri}")
     store, log = model_store_and_log(settings)
-    outcome = promote(config, store, default_gate(tolerance), version=version, override_reason=override,
-                      index_builder=build_index, policy_gate=OffPolicyGate(log, ope))
+    outcome = promote(
+        config,
+        store,
+        default_gate(tolerance),
+        version=version,
+        override_reason=override,
+        index_builder=build_index,
+        policy_gate=OffPolicyGate(log, ope),
+    )
     decision = outcome.decision
-    withdrawn = (not outcome.promoted and withdraw_on_reject
-                 and withdraw_rejected_shadow(store, outcome.version, decision.reason))
-    return PromotionResult(version=outcome.version, promoted=outcome.promoted, reason=decision.reason,
-                           overridden=decision.overridden, figures=dict(decision.figures),
-                           s3_prefix=outcome.pointer.s3_prefix if outcome.pointer is not None else None,
-                           withdrawn=withdrawn)
+    withdrawn = (
+        not outcome.promoted and withdraw_on_reject and withdraw_rejected_shadow(store, outcome.version, decision.reason)
+    )
+    return PromotionResult(
+        version=outcome.version,
+        promoted=outcome.promoted,
+        reason=decision.reason,
+        overridden=decision.overridden,
+        figures=dict(decision.figures),
+        s3_prefix=outcome.pointer.s3_prefix if outcome.pointer is not None else None,
+        withdrawn=withdrawn,
+    )
 
 
 def promote_command(
@@ -142,24 +166,37 @@ def promote_command(
     override: Annotated[str | None, typer.Option(help="promote even if the gate rejects; the reason is logged")] = None,
     tolerance: Annotated[float, typer.Option(help="allowed relative regression of each gated metric")] = 0.02,
     min_slates: Annotated[int, typer.Option(help="shadow-scored slates the off-policy check waits for")] = 200,
-    ope_tolerance: Annotated[float, typer.Option(
-        help="relative shortfall against production the off-policy estimate may show at its upper bound")] = 0.0,
+    ope_tolerance: Annotated[
+        float, typer.Option(help="relative shortfall against production the off-policy estimate may show at its upper bound")
+    ] = 0.0,
     slots: OpeSlotsOption = None,
     clip: OpeClipOption = None,
-    withdraw_on_reject: Annotated[bool, typer.Option(
-        help="when the gate turns the shadow candidate down for good (not merely waiting for traffic), remove the "
-             "shadow pointer so serving stops scoring it")] = False,
+    withdraw_on_reject: Annotated[
+        bool,
+        typer.Option(
+            help="when the gate turns the shadow candidate down for good (not merely waiting for traffic), remove the "
+            "shadow pointer so serving stops scoring it"
+        ),
+    ] = False,
     state_dir: StateDirOption = None,
-    result_file: Annotated[Path | None, typer.Option(
-        hidden=True, help="also write the decision there as JSON (PromotionResult; the local scheduler reads it)")] = None,
+    result_file: Annotated[
+        Path | None,
+        typer.Option(hidden=True, help="also write the decision there as JSON (PromotionResult; the local scheduler reads it)"),
+    ] = None,
 ) -> None:
     """Gate a registered model version against production (offline metrics, then the off-policy estimate of its
     policy on the traffic production served while it was the shadow candidate); on approval make it `production`,
     build its item index, publish it to the models bucket and write the pointer serving follows."""
     with exit_on_error(ValueError):
-        result = gate_candidate(aws_settings(endpoint_url), state_dir, version=version, override=override,
-                                tolerance=tolerance, withdraw_on_reject=withdraw_on_reject,
-                                ope=OpeConfig(slots=slots, clip=clip, min_slates=min_slates, tolerance=ope_tolerance))
+        result = gate_candidate(
+            aws_settings(endpoint_url),
+            state_dir,
+            version=version,
+            override=override,
+            tolerance=tolerance,
+            withdraw_on_reject=withdraw_on_reject,
+            ope=OpeConfig(slots=slots, clip=clip, min_slates=min_slates, tolerance=ope_tolerance),
+        )
     if result_file is not None:
         result_file.write_text(result.to_json())
     for name, value in sorted(result.figures.items()):
@@ -187,16 +224,18 @@ def shadow_command(
         config = registry_config(state_dir)
         store, _ = model_store_and_log(settings)
         pointer = publish_shadow(config, store, version=version, index_builder=build_index)
-    say(f"version {pointer.version} is the shadow candidate (published under {pointer.s3_prefix}); serving picks "
-        "it up within its model poll interval")
+    say(
+        f"version {pointer.version} is the shadow candidate (published under {pointer.s3_prefix}); serving picks "
+        "it up within its model poll interval"
+    )
 
 
 def ope_command(
     endpoint_url: EndpointOption = None,
-    version: Annotated[str | None, typer.Option(
-        help="the candidate version (default: the current shadow candidate)")] = None,
-    against: Annotated[str | None, typer.Option(
-        help="only slates this version served (default: the version that served most of them)")] = None,
+    version: Annotated[str | None, typer.Option(help="the candidate version (default: the current shadow candidate)")] = None,
+    against: Annotated[
+        str | None, typer.Option(help="only slates this version served (default: the version that served most of them)")
+    ] = None,
     slots: OpeSlotsOption = None,
     clip: OpeClipOption = None,
     bootstrap: Annotated[int, typer.Option(help="bootstrap resamples for the intervals")] = 500,
@@ -210,19 +249,29 @@ def ope_command(
         if version is None:
             shadow = store.read_pointer(SHADOW_POINTER)
             if shadow is None:
-                raise fail("no shadow candidate is published; name a version with --version "
-                           "(one that was the shadow candidate while traffic flowed)")
+                raise fail(
+                    "no shadow candidate is published; name a version with --version "
+                    "(one that was the shadow candidate while traffic flowed)"
+                )
             version = shadow.version
         config = OpeConfig(slots=slots, clip=clip, n_boot=bootstrap, alpha=alpha)
         report = OffPolicyGate(log, config).report(version, against)
     level = f"{1 - alpha:.0%}"
-    say(f"version {report.candidate_version} on {report.slates} slates served by version {report.logging_version} "
-        f"({report.rewarded} rewarded, {report.slots} slots)")
+    say(
+        f"version {report.candidate_version} on {report.slates} slates served by version {report.logging_version} "
+        f"({report.rewarded} rewarded, {report.slots} slots)"
+    )
     typer.echo(f"  {'estimator':<34} {'value':>8}   {level} interval")
-    rows = [("production (on-policy)", report.logged), ("candidate: cascade IPS", report.ips),
-            ("candidate: cascade SNIPS", report.snips), ("candidate: cascade DR", report.dr),
-            ("candidate - production (DR)", report.difference)]
+    rows = [
+        ("production (on-policy)", report.logged),
+        ("candidate: cascade IPS", report.ips),
+        ("candidate: cascade SNIPS", report.snips),
+        ("candidate: cascade DR", report.dr),
+        ("candidate - production (DR)", report.difference),
+    ]
     for name, (value, low, high) in rows:
         typer.echo(f"  {name:<34} {value:>8.4f}   [{low:.4f}, {high:.4f}]")
-    typer.echo(f"  effective sample size: {report.ess_first_slot:.0f} (first slot), {report.ess_last_slot:.0f} "
-               f"(last slot), of {report.slates}")
+    typer.echo(
+        f"  effective sample size: {report.ess_first_slot:.0f} (first slot), {report.ess_last_slot:.0f} "
+        f"(last slot), of {report.slates}"
+    )

@@ -51,25 +51,41 @@ def run(
     api_port: Annotated[int | None, typer.Option(help="API port, default 8000")] = None,
     state_dir: StateDirOption = None,
     dataset: DatasetOption = "ml-1m",
-    bootstrap: Annotated[bool, typer.Option(
-        "--bootstrap/--no-bootstrap", help="when no model is in production yet, train and promote a first one "
-                                           "in the background (popular items are served meanwhile)")] = True,
+    bootstrap: Annotated[
+        bool,
+        typer.Option(
+            "--bootstrap/--no-bootstrap",
+            help="when no model is in production yet, train and promote a first one "
+            "in the background (popular items are served meanwhile)",
+        ),
+    ] = True,
     bootstrap_epochs: Annotated[int, typer.Option(min=1, help="epochs of the bootstrap model")] = 4,
-    model_poll_seconds: Annotated[float, typer.Option(min=0.1, help="how often the API checks for a newly "
-                                                                     "promoted model")] = 5.0,
+    model_poll_seconds: Annotated[
+        float, typer.Option(min=0.1, help="how often the API checks for a newly promoted model")
+    ] = 5.0,
     drift_check_seconds: Annotated[float, typer.Option(min=0, help="how often the drift check runs (0: never)")] = 300.0,
-    promote_check_seconds: Annotated[float, typer.Option(
-        min=0, help="how often the promotion gate judges a shadow candidate (0: never)")] = 60.0,
+    promote_check_seconds: Annotated[
+        float, typer.Option(min=0, help="how often the promotion gate judges a shadow candidate (0: never)")
+    ] = 60.0,
     retrain_epochs: Annotated[int, typer.Option(min=1, help="epochs of a retraining job the drift check starts")] = 4,
-    retrain_cooldown_seconds: Annotated[float, typer.Option(
-        min=1, help="after a retraining trigger, no other starts for this long")] = 6 * 3600.0,
-    drain_seconds: Annotated[float, typer.Option(
-        min=0, help="on Ctrl-C, let the stream consumer catch up for at most this long (a second Ctrl-C skips it; "
-                    "what is left is consumed at the next start)")] = 30.0,
-    impression_log_lines: Annotated[bool, typer.Option(
-        "--impression-log-lines/--no-impression-log-lines",
-        help="print each slate as an `impression` JSON line (the counterfactual log in S3 keeps them either way)",
-    )] = False,
+    retrain_cooldown_seconds: Annotated[
+        float, typer.Option(min=1, help="after a retraining trigger, no other starts for this long")
+    ] = 6 * 3600.0,
+    drain_seconds: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="on Ctrl-C, let the stream consumer catch up for at most this long (a second Ctrl-C skips it; "
+            "what is left is consumed at the next start)",
+        ),
+    ] = 30.0,
+    impression_log_lines: Annotated[
+        bool,
+        typer.Option(
+            "--impression-log-lines/--no-impression-log-lines",
+            help="print each slate as an `impression` JSON line (the counterfactual log in S3 keeps them either way)",
+        ),
+    ] = False,
     require_api_keys: RequireKeysOption = False,
 ) -> None:
     """The whole system on this machine: embedded cloud, data seeded, a model in production, API served.
@@ -87,29 +103,42 @@ def run(
             aws = AwsSettings(endpoint_url=cloud.endpoint_url)
             seed_cloud(aws, local)
             # In a process of its own, as Lambda runs it: beside the API's request threads it got a tenth of its speed.
-            consumer = ConsumerProcess(cloud.endpoint_url, local.state_dir.resolve() / "consumer-status.json", say=say,
-                                       drain_seconds=drain_seconds, routes=cloud.client_routes).start()
+            consumer = ConsumerProcess(
+                cloud.endpoint_url,
+                local.state_dir.resolve() / "consumer-status.json",
+                say=say,
+                drain_seconds=drain_seconds,
+                routes=cloud.client_routes,
+            ).start()
             include = getattr(telemetry.sink, "include", None)  # PrometheusMetrics' (the monitoring extra)
             if include is not None:
                 include(consumer.metrics_text)
             retrain = {"epochs": str(retrain_epochs), "protocols": "recbole", "baselines": "false", "threads": "1"}
-            scheduler = start_scheduler(cloud.endpoint_url, local, drift_check_seconds, promote_check_seconds, retrain,
-                                        retrain_cooldown_seconds)
+            scheduler = start_scheduler(
+                cloud.endpoint_url, local, drift_check_seconds, promote_check_seconds, retrain, retrain_cooldown_seconds
+            )
             version = production_version(aws)
             if version is not None:
                 say(f"production model: version {version}")
             elif bootstrap:
-                say(f"no model in production yet: training a first one on {dataset} in the background "
-                    f"({bootstrap_epochs} epochs); popular items are served until it is promoted")
+                say(
+                    f"no model in production yet: training a first one on {dataset} in the background "
+                    f"({bootstrap_epochs} epochs); popular items are served until it is promoted"
+                )
                 bootstrap_model(cloud.endpoint_url, local, bootstrap_epochs)
             else:
                 say("no model in production yet: serving popular items (make train && make promote to add one)")
             api_settings = with_local_keys(
-                ApiSettings(endpoint_url=cloud.endpoint_url, model_poll_seconds=model_poll_seconds,
-                            catalog_sync_seconds=model_poll_seconds, impression_log_lines=impression_log_lines), local,
-                require=require_api_keys)
-            interrupts = serve_until_interrupted(api_settings, local.api_host, local.api_port,
-                                                 consumer_status=consumer.stats)
+                ApiSettings(
+                    endpoint_url=cloud.endpoint_url,
+                    model_poll_seconds=model_poll_seconds,
+                    catalog_sync_seconds=model_poll_seconds,
+                    impression_log_lines=impression_log_lines,
+                ),
+                local,
+                require=require_api_keys,
+            )
+            interrupts = serve_until_interrupted(api_settings, local.api_host, local.api_port, consumer_status=consumer.stats)
             if scheduler is not None:
                 scheduler.stop()
                 scheduler = None

@@ -22,8 +22,10 @@ def seed_cloud(settings: AwsSettings, local: LocalSettings, *, overwrite: bool =
     from rtrec.adapters.aws.s3 import S3PopularityStore
 
     def seeded_before(seconds: float) -> None:
-        say(f"{local.dataset} was seeded before: users and items kept as the stream and POST /items left them "
-            f"({seconds:.1f}s; `rtrec cloud reset` starts from nothing)")
+        say(
+            f"{local.dataset} was seeded before: users and items kept as the stream and POST /items left them "
+            f"({seconds:.1f}s; `rtrec cloud reset` starts from nothing)"
+        )
 
     names = settings.names
     popularity = S3PopularityStore(names.bucket(MODELS_BUCKET), endpoint_url=settings.endpoint_url, region=settings.region)
@@ -36,7 +38,9 @@ def seed_cloud(settings: AwsSettings, local: LocalSettings, *, overwrite: bool =
     dataset = load_movielens(local.dataset, local.data_cache_dir)
     say(dataset.summary())
     features = DynamoFeatureStore(
-        names.table(USER_FEATURES), names.table(ITEM_FEATURES), endpoint_url=settings.endpoint_url,
+        names.table(USER_FEATURES),
+        names.table(ITEM_FEATURES),
+        endpoint_url=settings.endpoint_url,
         region=settings.region,
     )
     report = seed_catalog(dataset, features, popularity, overwrite=overwrite, progress=say)
@@ -46,8 +50,11 @@ def seed_cloud(settings: AwsSettings, local: LocalSettings, *, overwrite: bool =
     metrics = CloudWatchMetrics(names.metrics_namespace, endpoint_url=settings.endpoint_url, region=settings.region)
     metrics.put("CatalogItems", report.items_written, dimensions={"Dataset": dataset.name})
     metrics.put("SeededUsers", report.users_written, dimensions={"Dataset": dataset.name})
-    kept = f" ({report.users_kept:,} users and {report.items_kept:,} items already there, kept)" if (
-        report.users_kept or report.items_kept) else ""
+    kept = (
+        f" ({report.users_kept:,} users and {report.items_kept:,} items already there, kept)"
+        if (report.users_kept or report.items_kept)
+        else ""
+    )
     say(
         f"seeded {report.users_written:,} users and {report.items_written:,} items into DynamoDB{kept}, "
         f"{report.popular_items} popular items into S3, in {report.seconds:.1f}s"
@@ -57,8 +64,12 @@ def seed_cloud(settings: AwsSettings, local: LocalSettings, *, overwrite: bool =
 def seed(
     endpoint_url: EndpointOption = None,
     dataset: DatasetOption = "ml-1m",
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace users and items already in the store "
-                                                                "(by default seeding only adds what is missing)")] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite", help="replace users and items already in the store (by default seeding only adds what is missing)"
+        ),
+    ] = False,
 ) -> None:
     """Write the data set's users and items the feature store lacks to DynamoDB and publish the popular-items
     snapshot; what the stream or POST /items wrote is kept unless --overwrite."""

@@ -40,8 +40,15 @@ def start_cloud(local: LocalSettings) -> EmbeddedCloud:
     from rtrec_local.cloud import EmbeddedCloud
 
     state = LocalState(local.state_dir.resolve()).ensure()
-    cloud = EmbeddedCloud(host=local.cloud_host, port=local.cloud_port, names=AwsSettings().names, state=state,
-                          backend=local.cloud_backend, emulators_dir=local.emulators_dir, node=local.node)
+    cloud = EmbeddedCloud(
+        host=local.cloud_host,
+        port=local.cloud_port,
+        names=AwsSettings().names,
+        state=state,
+        backend=local.cloud_backend,
+        emulators_dir=local.emulators_dir,
+        node=local.node,
+    )
     report = cloud.start()
     route_services(cloud.endpoint_url, cloud.client_routes)  # this process's clients skip the router
     engines = "dynalite, kinesalite, s3rver and moto, on disk" if cloud.backend == "durable" else "moto, in memory"
@@ -82,8 +89,9 @@ def local_telemetry(*, consumer_apart: bool = False) -> Telemetry:
     return _TELEMETRY[0]
 
 
-def start_api_thread(settings: ApiSettings, host: str, port: int,
-                     **app_options: Any) -> tuple[uvicorn.Server, threading.Thread]:
+def start_api_thread(
+    settings: ApiSettings, host: str, port: int, **app_options: Any
+) -> tuple[uvicorn.Server, threading.Thread]:
     """The API under uvicorn on a daemon thread, started. uvicorn re-raises the signal it caught after shutting
     down, which would skip the caller's cleanup: in a thread it installs no signal handlers, the caller owns them."""
     import uvicorn
@@ -172,9 +180,15 @@ def local_training_jobs(endpoint_url: str, local: LocalSettings) -> LocalTrainin
 
     state = LocalState(local.state_dir.resolve()).ensure()
     names = AwsSettings(endpoint_url=endpoint_url).names
-    env = {**os.environ, "AWS_ENDPOINT_URL": endpoint_url, "MLFLOW_TRACKING_URI": state.mlflow_tracking_uri,
-           "RTREC_EVENTS_BUCKET": names.bucket(COUNTERFACTUAL_BUCKET), "RTREC_MODELS_BUCKET": names.bucket(MODELS_BUCKET),
-           "RTREC_PUBLISH_SHADOW": "1", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    env = {
+        **os.environ,
+        "AWS_ENDPOINT_URL": endpoint_url,
+        "MLFLOW_TRACKING_URI": state.mlflow_tracking_uri,
+        "RTREC_EVENTS_BUCKET": names.bucket(COUNTERFACTUAL_BUCKET),
+        "RTREC_MODELS_BUCKET": names.bucket(MODELS_BUCKET),
+        "RTREC_PUBLISH_SHADOW": "1",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    }
     return LocalTrainingJobs(LocalJobRunner(state.root / "jobs"), {"train": local.data_cache_dir}, env)
 
 
@@ -193,9 +207,21 @@ def promotion_step(endpoint_url: str, local: LocalSettings, min_slates: int = 20
         return None
     with tempfile.TemporaryDirectory(prefix="rtrec-promotion-") as folder:
         result_file = Path(folder) / "result.json"
-        command = [*RTREC, "promote", "--version", shadow.version, "--endpoint-url", endpoint_url, "--state-dir",
-                   str(local.state_dir), "--withdraw-on-reject", "--min-slates", str(min_slates),
-                   "--result-file", str(result_file)]
+        command = [
+            *RTREC,
+            "promote",
+            "--version",
+            shadow.version,
+            "--endpoint-url",
+            endpoint_url,
+            "--state-dir",
+            str(local.state_dir),
+            "--withdraw-on-reject",
+            "--min-slates",
+            str(min_slates),
+            "--result-file",
+            str(result_file),
+        ]
         done = subprocess.run(command, capture_output=True, text=True)
         result = PromotionResult.from_json(result_file.read_text()) if result_file.exists() else None
     verdict = result.verdict if result is not None else (done.stderr.strip() or "no verdict")[-300:]
@@ -214,9 +240,16 @@ def drift_run_log(local: LocalSettings) -> MlflowDriftRuns | None:
     return MlflowDriftRuns(state.mlflow_tracking_uri, artifact_location=state.mlflow_artifacts_dir.resolve().as_uri())
 
 
-def start_scheduler(endpoint_url: str, local: LocalSettings, drift_seconds: float, promote_seconds: float,
-                    retrain_hyperparameters: dict[str, str], cooldown_seconds: float,
-                    window_events: int = 2000, min_slates: int = 200) -> LocalScheduler | None:
+def start_scheduler(
+    endpoint_url: str,
+    local: LocalSettings,
+    drift_seconds: float,
+    promote_seconds: float,
+    retrain_hyperparameters: dict[str, str],
+    cooldown_seconds: float,
+    window_events: int = 2000,
+    min_slates: int = 200,
+) -> LocalScheduler | None:
     """EventBridge's schedules, locally: the drift check (which may start a retraining job) and the promotion
     gate's retries for the shadow candidate (None: both are off)."""
     from functions.drift_check.app import build_handler
@@ -224,12 +257,17 @@ def start_scheduler(endpoint_url: str, local: LocalSettings, drift_seconds: floa
 
     tasks = []
     if drift_seconds > 0:
-        settings = DriftSettings(endpoint_url=endpoint_url, retrain_hyperparameters=retrain_hyperparameters,
-                                 retrain_cooldown_seconds=cooldown_seconds, drift_window_events=window_events)
+        settings = DriftSettings(
+            endpoint_url=endpoint_url,
+            retrain_hyperparameters=retrain_hyperparameters,
+            retrain_cooldown_seconds=cooldown_seconds,
+            drift_window_events=window_events,
+        )
         # The local API's /metrics shows the drift scores (Prometheus, the same registry as the API and consumer).
         metrics = local_telemetry().sink
-        handler = build_handler(settings, jobs=local_training_jobs(endpoint_url, local), metrics=metrics,
-                                run_log=drift_run_log(local))
+        handler = build_handler(
+            settings, jobs=local_training_jobs(endpoint_url, local), metrics=metrics, run_log=drift_run_log(local)
+        )
 
         def drift_check() -> None:
             summary = handler(scheduled_event("rtrec-drift-check"), None)
@@ -240,12 +278,13 @@ def start_scheduler(endpoint_url: str, local: LocalSettings, drift_seconds: floa
 
         tasks.append(ScheduledTask("drift-check", drift_seconds, drift_check))
     if promote_seconds > 0:
-        tasks.append(ScheduledTask("promotion-gate", promote_seconds,
-                                   lambda: promotion_step(endpoint_url, local, min_slates)))
+        tasks.append(ScheduledTask("promotion-gate", promote_seconds, lambda: promotion_step(endpoint_url, local, min_slates)))
     if not tasks:
         return None
     scheduler = LocalScheduler(tasks, on_error=say)
     scheduler.start()
-    say(f"local scheduler: drift check every {drift_seconds:g} s, promotion gate for a shadow candidate every "
-        f"{promote_seconds:g} s (0 = off)")
+    say(
+        f"local scheduler: drift check every {drift_seconds:g} s, promotion gate for a shadow candidate every "
+        f"{promote_seconds:g} s (0 = off)"
+    )
     return scheduler

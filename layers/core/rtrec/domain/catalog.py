@@ -198,8 +198,9 @@ class ItemCatalog:
                 # Publish the id only once its row is written: a reader that finds it sees the whole row.
                 self._row_of[item.item_id] = row
             servable = {i.item_id: i.servable for i in items}  # the last write of an id wins, as in the columns
-            self.inactive_ids = frozenset({i for i in self.inactive_ids if servable.get(i) is not True}
-                                          | {i for i, ok in servable.items() if not ok})
+            self.inactive_ids = frozenset(
+                {i for i in self.inactive_ids if servable.get(i) is not True} | {i for i, ok in servable.items() if not ok}
+            )
             return rows
 
     def mark_trained(self) -> None:

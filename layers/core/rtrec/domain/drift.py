@@ -158,7 +158,7 @@ def ks_sf(d: float, n: int) -> float:
     if -(math.pi**2) / (8 * z2) < -700.0:  # z below ~0.042: the CDF is 0
         return 1.0
     pi2, pi4, pi6 = math.pi**2, math.pi**4, math.pi**6
-    terms = int(math.ceil(16 * z / math.pi)) + 1
+    terms = math.ceil(16 * z / math.pi) + 1
     m = 2.0 * np.arange(1, terms + 1) - 1.0
     m2 = m * m
     odd = np.exp(-m2 * pi2 / (8 * z2))
@@ -167,12 +167,28 @@ def ks_sf(d: float, n: int) -> float:
     root = math.sqrt(math.pi / 2)
     k0 = math.sqrt(2 * math.pi) / z * float(np.sum(odd))
     k1 = root / (3 * z**4) * float(np.sum((pi2 * m2 / 4 - z2) * odd))
-    k2_ = root / (36 * z**7) * float(np.sum(
-        (6 * z**6 + 2 * z**4 + pi2 * (2 * z**4 - 5 * z2) * m2 / 4 + pi4 * (1 - 2 * z2) * m2**2 / 16) * odd))
+    k2_ = (
+        root
+        / (36 * z**7)
+        * float(np.sum((6 * z**6 + 2 * z**4 + pi2 * (2 * z**4 - 5 * z2) * m2 / 4 + pi4 * (1 - 2 * z2) * m2**2 / 16) * odd))
+    )
     k2_ -= root * pi2 / (18 * z**3) * float(np.sum(k2 * whole))
-    k3 = root / (3240 * z**10) * float(np.sum(
-        (pi6 * (5 - 30 * z2) * m2**3 / 64 + pi4 * (212 * z**4 - 60 * z2) * m2**2 / 16
-         + pi2 * (135 * z**4 - 96 * z**6) * m2 / 4 - 30 * z**6 - 90 * z**8) * odd))
+    k3 = (
+        root
+        / (3240 * z**10)
+        * float(
+            np.sum(
+                (
+                    pi6 * (5 - 30 * z2) * m2**3 / 64
+                    + pi4 * (212 * z**4 - 60 * z2) * m2**2 / 16
+                    + pi2 * (135 * z**4 - 96 * z**6) * m2 / 4
+                    - 30 * z**6
+                    - 90 * z**8
+                )
+                * odd
+            )
+        )
+    )
     k3 += root * pi2 / (108 * z**6) * float(np.sum((3 * z2 - pi2 * k2) * k2 * whole))
     cdf: float = k0 + k1 / math.sqrt(n) + k2_ / n + k3 / n**1.5
     return min(max(1.0 - cdf, 0.0), 1.0)
@@ -197,7 +213,7 @@ def ks_two_sample(reference: object, live: object) -> KsTest:
     values = np.concatenate([ref, now])
     gap = np.searchsorted(ref, values, side="right") / ref.size - np.searchsorted(now, values, side="right") / now.size
     statistic = float(np.max(np.abs(gap)))
-    effective_n = max(int(round(ref.size * now.size / (ref.size + now.size))), 1)
+    effective_n = max(round(ref.size * now.size / (ref.size + now.size)), 1)
     return KsTest(statistic, ks_sf(statistic, effective_n), effective_n)
 
 
@@ -218,8 +234,9 @@ def _counts(name: str, values: object) -> np.ndarray:
     return array
 
 
-def align_counts(reference: Mapping[Any, float] | object, live: Mapping[Any, float] | object
-                 ) -> tuple[list[Any], np.ndarray, np.ndarray]:
+def align_counts(
+    reference: Mapping[Any, float] | object, live: Mapping[Any, float] | object
+) -> tuple[list[Any], np.ndarray, np.ndarray]:
     """(categories, reference counts, live counts) over the same categories. Two mappings are aligned on the union of
     their keys (a category missing on one side counts 0 there; the categories in the reference's order, then the
     live-only ones); two arrays must already be aligned and have the same length."""
@@ -239,8 +256,7 @@ def align_counts(reference: Mapping[Any, float] | object, live: Mapping[Any, flo
 
 def category_counts(labels: Iterable[Any]) -> dict[Any, int]:
     """Counts of each label (strings or ids) in a sample of raw labels, ready for `align_counts`."""
-    values, counts = np.unique(np.asarray(list(labels) if not isinstance(labels, np.ndarray) else labels),
-                               return_counts=True)
+    values, counts = np.unique(np.asarray(list(labels) if not isinstance(labels, np.ndarray) else labels), return_counts=True)
     return {value.item() if hasattr(value, "item") else value: int(count) for value, count in zip(values, counts)}
 
 
@@ -393,8 +409,9 @@ def _embeddings(prefix: str, reference: object, live: object) -> tuple[np.ndarra
     return ref, now
 
 
-def _embedding_drift(ref: np.ndarray, now: np.ndarray, max_samples: int, n_permutations: int,
-                     seed: int | np.random.Generator | None) -> EmbeddingDrift:
+def _embedding_drift(
+    ref: np.ndarray, now: np.ndarray, max_samples: int, n_permutations: int, seed: int | np.random.Generator | None
+) -> EmbeddingDrift:
     max_samples = _positive_int("max_samples", max_samples, 2)
     n_permutations = _positive_int("n_permutations", n_permutations, 0)
     rng = np.random.default_rng(seed)
@@ -499,8 +516,14 @@ class PageHinkley(_SequentialDetector):
 
     kind = "page_hinkley"
 
-    def __init__(self, delta: float = 0.01, threshold: float = 40.0, min_instances: int = 30, alpha: float = 1.0,
-                 direction: Direction = "both") -> None:
+    def __init__(
+        self,
+        delta: float = 0.01,
+        threshold: float = 40.0,
+        min_instances: int = 30,
+        alpha: float = 1.0,
+        direction: Direction = "both",
+    ) -> None:
         self.delta = _finite_float("delta", delta)
         self.threshold = _finite_float("threshold", threshold)
         if self.delta < 0:
@@ -558,16 +581,41 @@ class PageHinkley(_SequentialDetector):
 
     def to_dict(self) -> dict[str, Any]:
         """Parameters and state, JSON-able; `from_dict` continues exactly where this left off."""
-        return {"kind": self.kind, "delta": self.delta, "threshold": self.threshold,
-                "min_instances": self.min_instances, "alpha": self.alpha, "direction": self.direction,
-                "n_seen": self.n_seen, "n_detections": self.n_detections, "last_detection": self.last_detection,
-                "n": self.n, "mean": self.mean, "sum_up": self.sum_up, "min_up": self.min_up,
-                "sum_down": self.sum_down, "max_down": self.max_down}
+        return {
+            "kind": self.kind,
+            "delta": self.delta,
+            "threshold": self.threshold,
+            "min_instances": self.min_instances,
+            "alpha": self.alpha,
+            "direction": self.direction,
+            "n_seen": self.n_seen,
+            "n_detections": self.n_detections,
+            "last_detection": self.last_detection,
+            "n": self.n,
+            "mean": self.mean,
+            "sum_up": self.sum_up,
+            "min_up": self.min_up,
+            "sum_down": self.sum_down,
+            "max_down": self.max_down,
+        }
 
     @classmethod
     def from_dict(cls, state: Mapping[str, Any]) -> PageHinkley:
-        keys = ("delta", "threshold", "min_instances", "alpha", "direction", "n_seen", "n_detections", "n", "mean",
-                "sum_up", "min_up", "sum_down", "max_down")
+        keys = (
+            "delta",
+            "threshold",
+            "min_instances",
+            "alpha",
+            "direction",
+            "n_seen",
+            "n_detections",
+            "n",
+            "mean",
+            "sum_up",
+            "min_up",
+            "sum_down",
+            "max_down",
+        )
         _check_state(state, cls.kind, keys)
         detector = cls(state["delta"], state["threshold"], state["min_instances"], state["alpha"], state["direction"])
         detector.n_seen = int(state["n_seen"])
@@ -598,8 +646,15 @@ class Adwin(_SequentialDetector):
 
     kind = "adwin"
 
-    def __init__(self, delta: float = 0.002, clock: int = 32, max_buckets: int = 5, min_window: int = 5,
-                 grace_period: int = 10, direction: Direction = "both") -> None:
+    def __init__(
+        self,
+        delta: float = 0.002,
+        clock: int = 32,
+        max_buckets: int = 5,
+        min_window: int = 5,
+        grace_period: int = 10,
+        direction: Direction = "both",
+    ) -> None:
         self.delta = _finite_float("delta", delta)
         if not 0.0 < self.delta < 1.0:
             raise ValueError(f"delta must lie in (0, 1), got {delta!r}")
@@ -677,7 +732,8 @@ class Adwin(_SequentialDetector):
         self.total -= bucket_sum
         if self.width:
             self.variance_sum -= bucket_m2 + size * self.width * (bucket_sum / size - self.total / self.width) ** 2 / (
-                size + self.width)
+                size + self.width
+            )
             self.variance_sum = max(self.variance_sum, 0.0)
         else:
             self.total = self.variance_sum = 0.0
@@ -692,8 +748,11 @@ class Adwin(_SequentialDetector):
             if split is None:
                 break
             newer_minus_older = split
-            if (self.direction == "both" or (self.direction == "down" and newer_minus_older < 0)
-                    or (self.direction == "up" and newer_minus_older > 0)):
+            if (
+                self.direction == "both"
+                or (self.direction == "down" and newer_minus_older < 0)
+                or (self.direction == "up" and newer_minus_older > 0)
+            ):
                 signalled = True
             self._drop_oldest()
         return signalled
@@ -729,20 +788,45 @@ class Adwin(_SequentialDetector):
 
     def to_dict(self) -> dict[str, Any]:
         """Parameters and state (buckets per level, oldest first), JSON-able; `from_dict` continues exactly."""
-        return {"kind": self.kind, "delta": self.delta, "clock": self.clock, "max_buckets": self.max_buckets,
-                "min_window": self.min_window, "grace_period": self.grace_period, "direction": self.direction,
-                "n_seen": self.n_seen, "n_detections": self.n_detections, "last_detection": self.last_detection,
-                "width": self.width, "total": self.total, "variance_sum": self.variance_sum,
-                "bucket_sums": [list(level) for level in self._sums],
-                "bucket_m2s": [list(level) for level in self._m2s]}
+        return {
+            "kind": self.kind,
+            "delta": self.delta,
+            "clock": self.clock,
+            "max_buckets": self.max_buckets,
+            "min_window": self.min_window,
+            "grace_period": self.grace_period,
+            "direction": self.direction,
+            "n_seen": self.n_seen,
+            "n_detections": self.n_detections,
+            "last_detection": self.last_detection,
+            "width": self.width,
+            "total": self.total,
+            "variance_sum": self.variance_sum,
+            "bucket_sums": [list(level) for level in self._sums],
+            "bucket_m2s": [list(level) for level in self._m2s],
+        }
 
     @classmethod
     def from_dict(cls, state: Mapping[str, Any]) -> Adwin:
-        keys = ("delta", "clock", "max_buckets", "min_window", "grace_period", "direction", "n_seen", "n_detections",
-                "width", "total", "variance_sum", "bucket_sums", "bucket_m2s")
+        keys = (
+            "delta",
+            "clock",
+            "max_buckets",
+            "min_window",
+            "grace_period",
+            "direction",
+            "n_seen",
+            "n_detections",
+            "width",
+            "total",
+            "variance_sum",
+            "bucket_sums",
+            "bucket_m2s",
+        )
         _check_state(state, cls.kind, keys)
-        detector = cls(state["delta"], state["clock"], state["max_buckets"], state["min_window"],
-                       state["grace_period"], state["direction"])
+        detector = cls(
+            state["delta"], state["clock"], state["max_buckets"], state["min_window"], state["grace_period"], state["direction"]
+        )
         sums = [[float(v) for v in level] for level in state["bucket_sums"]]
         m2s = [[float(v) for v in level] for level in state["bucket_m2s"]]
         if not sums or [len(level) for level in sums] != [len(level) for level in m2s]:
@@ -817,8 +901,7 @@ class DriftThresholds:
         self.adwin()
 
     def page_hinkley(self) -> PageHinkley:
-        return PageHinkley(self.ph_delta, self.ph_threshold, self.ph_min_instances, self.ph_alpha,
-                           self.reward_direction)
+        return PageHinkley(self.ph_delta, self.ph_threshold, self.ph_min_instances, self.ph_alpha, self.reward_direction)
 
     def adwin(self) -> Adwin:
         return Adwin(self.adwin_delta, self.adwin_clock, direction=self.reward_direction)
@@ -843,9 +926,17 @@ class FeatureDrift:
     note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "drifted": self.drifted, "reasons": list(self.reasons),
-                "statistics": dict(self.statistics), "thresholds": dict(self.thresholds),
-                "n_reference": self.n_reference, "n_live": self.n_live, "note": self.note}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "drifted": self.drifted,
+            "reasons": list(self.reasons),
+            "statistics": dict(self.statistics),
+            "thresholds": dict(self.thresholds),
+            "n_reference": self.n_reference,
+            "n_live": self.n_live,
+            "note": self.note,
+        }
 
 
 @dataclass(frozen=True)
@@ -861,8 +952,7 @@ class DriftReport:
     @property
     def reasons(self) -> list[str]:
         """One line per reason, 'feature: why'."""
-        return [f"{feature.name}: {reason}" for feature in self.features if feature.drifted
-                for reason in feature.reasons]
+        return [f"{feature.name}: {reason}" for feature in self.features if feature.drifted for reason in feature.reasons]
 
     def __getitem__(self, name: str) -> FeatureDrift:
         for feature in self.features:
@@ -878,8 +968,7 @@ class DriftReport:
         return DriftReport(self.features + tuple(extra))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"drifted": self.drifted, "reasons": self.reasons,
-                "features": [feature.to_dict() for feature in self.features]}
+        return {"drifted": self.drifted, "reasons": self.reasons, "features": [feature.to_dict() for feature in self.features]}
 
 
 def _numeric(name: str, reference: object, live: object, limits: DriftThresholds) -> FeatureDrift:
@@ -893,10 +982,16 @@ def _numeric(name: str, reference: object, live: object, limits: DriftThresholds
     if index > limits.psi:
         reasons.append(f"PSI {index:.3f} > {limits.psi}")
     if ks.pvalue < limits.ks_pvalue and ks.statistic > limits.ks_statistic:
-        reasons.append(f"KS statistic {ks.statistic:.3f} > {limits.ks_statistic} with p-value {ks.pvalue:.2g}"
-                       f" < {limits.ks_pvalue}")
-    statistics = {"psi": index, "ks_statistic": ks.statistic, "ks_pvalue": ks.pvalue,
-                  "reference_mean": float(ref.mean()), "live_mean": float(now.mean())}
+        reasons.append(
+            f"KS statistic {ks.statistic:.3f} > {limits.ks_statistic} with p-value {ks.pvalue:.2g} < {limits.ks_pvalue}"
+        )
+    statistics = {
+        "psi": index,
+        "ks_statistic": ks.statistic,
+        "ks_pvalue": ks.pvalue,
+        "reference_mean": float(ref.mean()),
+        "live_mean": float(now.mean()),
+    }
     return FeatureDrift(name, "numeric", statistics, thresholds, bool(reasons), tuple(reasons), ref.size, now.size)
 
 
@@ -910,17 +1005,24 @@ def _categorical(name: str, reference: object, live: object, limits: DriftThresh
     except ValueError as exc:
         raise ValueError(f"{name}: {exc}") from exc
     thresholds = {"chi2_pvalue": limits.chi2_pvalue, "js_distance": limits.js_distance}
-    n_ref, n_now = int(round(ref.sum())), int(round(now.sum()))
+    n_ref, n_now = round(ref.sum()), round(now.sum())
     if min(n_ref, n_now) < limits.min_samples:
         return _skipped(name, "categorical", thresholds, n_ref, n_now, limits)
     divergence = js_divergence(ref, now)
     chi2 = chi_square_test(ref, now)
     reasons = []
     if chi2.pvalue < limits.chi2_pvalue and math.sqrt(divergence) > limits.js_distance:
-        reasons.append(f"JS distance {math.sqrt(divergence):.3f} > {limits.js_distance} with chi-square p-value"
-                       f" {chi2.pvalue:.2g} < {limits.chi2_pvalue}")
-    statistics = {"js_divergence": divergence, "js_distance": math.sqrt(divergence), "chi2_statistic": chi2.statistic,
-                  "chi2_dof": float(chi2.dof), "chi2_pvalue": chi2.pvalue}
+        reasons.append(
+            f"JS distance {math.sqrt(divergence):.3f} > {limits.js_distance} with chi-square p-value"
+            f" {chi2.pvalue:.2g} < {limits.chi2_pvalue}"
+        )
+    statistics = {
+        "js_divergence": divergence,
+        "js_distance": math.sqrt(divergence),
+        "chi2_statistic": chi2.statistic,
+        "chi2_dof": float(chi2.dof),
+        "chi2_pvalue": chi2.pvalue,
+    }
     return FeatureDrift(name, "categorical", statistics, thresholds, bool(reasons), tuple(reasons), n_ref, n_now)
 
 
@@ -933,15 +1035,22 @@ def _embedding(name: str, reference: object, live: object, limits: DriftThreshol
     result = _embedding_drift(ref, now, limits.embedding_max_samples, limits.mmd_permutations, seed)
     reasons = []
     if result.mmd_pvalue < limits.mmd_pvalue:
-        reasons.append(f"MMD^2 {result.mmd2:.4f} with permutation p-value {result.mmd_pvalue:.2g} < {limits.mmd_pvalue}"
-                       f" (mean cosine distance {result.mean_cosine_distance:.3f})")
-    statistics = {"mmd2": result.mmd2, "mmd_pvalue": result.mmd_pvalue, "bandwidth": result.bandwidth,
-                  "mean_cosine_distance": result.mean_cosine_distance}
+        reasons.append(
+            f"MMD^2 {result.mmd2:.4f} with permutation p-value {result.mmd_pvalue:.2g} < {limits.mmd_pvalue}"
+            f" (mean cosine distance {result.mean_cosine_distance:.3f})"
+        )
+    statistics = {
+        "mmd2": result.mmd2,
+        "mmd_pvalue": result.mmd_pvalue,
+        "bandwidth": result.bandwidth,
+        "mean_cosine_distance": result.mean_cosine_distance,
+    }
     return FeatureDrift(name, "embedding", statistics, thresholds, bool(reasons), tuple(reasons), n_ref, n_now)
 
 
-def _skipped(name: str, kind: str, thresholds: dict[str, float], n_ref: int, n_now: int,
-             limits: DriftThresholds) -> FeatureDrift:
+def _skipped(
+    name: str, kind: str, thresholds: dict[str, float], n_ref: int, n_now: int, limits: DriftThresholds
+) -> FeatureDrift:
     note = f"not judged: {min(n_ref, n_now)} rows on one side, fewer than min_samples {limits.min_samples}"
     return FeatureDrift(name, kind, {}, thresholds, False, (), n_ref, n_now, note)
 
@@ -976,8 +1085,9 @@ def feature_drift(
     kinds = dict(kinds or {})
     if set(reference) != set(live):
         only_ref, only_live = sorted(set(reference) - set(live)), sorted(set(live) - set(reference))
-        raise ValueError(f"reference and live must name the same features: only in reference {only_ref},"
-                         f" only in live {only_live}")
+        raise ValueError(
+            f"reference and live must name the same features: only in reference {only_ref}, only in live {only_live}"
+        )
     unknown = sorted(set(kinds) - set(reference))
     if unknown:
         raise ValueError(f"kinds names features that are not in the samples: {unknown}")
@@ -1004,8 +1114,12 @@ def reward_drift(name: str, detector: PageHinkley | Adwin, rewards: Iterable[flo
     reasons = tuple(f"{type(detector).__name__} signalled a change at point {n_before + i + 1}" for i in changes)
     if changes:
         reasons += (f"reward estimate {before:.4g} before this batch, {detector.estimate:.4g} now",)
-    statistics = {"estimate_before": before, "estimate": detector.estimate, "changes": float(len(changes)),
-                  "n_detections": float(detector.n_detections)}
+    statistics = {
+        "estimate_before": before,
+        "estimate": detector.estimate,
+        "changes": float(len(changes)),
+        "n_detections": float(detector.n_detections),
+    }
     params = {"delta": detector.delta}
     if isinstance(detector, PageHinkley):
         params["threshold"] = detector.threshold

@@ -110,8 +110,12 @@ class FeatureEncoder:
     def encode_items(self, items: Sequence[ItemFeatures], *, with_id: bool = True) -> dict[str, np.ndarray]:
         """Batch of item-tower inputs. An item unknown to the model (or `with_id=False`) gets id 0."""
         n = len(items)
-        out = {"item": np.zeros(n, dtype=np.int64), "genres": np.zeros((n, self.max_genres), dtype=np.int64),
-               "year": np.zeros(n, dtype=np.int64), "popularity": np.zeros(n, dtype=np.int64)}
+        out = {
+            "item": np.zeros(n, dtype=np.int64),
+            "genres": np.zeros((n, self.max_genres), dtype=np.int64),
+            "year": np.zeros(n, dtype=np.int64),
+            "popularity": np.zeros(n, dtype=np.int64),
+        }
         for row, item in enumerate(items):
             known = self._item_row.get(item.item_id)
             out["item"][row] = known + 1 if (with_id and known is not None) else 0

@@ -132,8 +132,7 @@ def _feature_rows(features: Any, count: int) -> tuple[tuple[float, ...], ...]:
         raise InvalidInputError("impression features must be a list with one row per item")
     if not features:
         return ()
-    if not all(type(row) is list for row in features) or not set(map(type, chain.from_iterable(features))) <= \
-            _NUMBER_TYPES:
+    if not all(type(row) is list for row in features) or not set(map(type, chain.from_iterable(features))) <= _NUMBER_TYPES:
         raise InvalidInputError("impression feature rows must be lists of finite numbers")
     try:
         matrix = np.array(features, dtype=np.float64)
@@ -180,8 +179,12 @@ def decode_message(body: Any) -> StreamMessage:
         )
     if kind == "impression":
         items, propensities, scores = body.get("items"), body.get("propensities"), body.get("scores")
-        if not (isinstance(items, list) and isinstance(propensities, list) and isinstance(scores, list)
-                and len(items) == len(propensities) == len(scores)):
+        if not (
+            isinstance(items, list)
+            and isinstance(propensities, list)
+            and isinstance(scores, list)
+            and len(items) == len(propensities) == len(scores)
+        ):
             raise InvalidInputError("impression needs items, propensities and scores lists of one length")
         if not all(isinstance(p, (int, float)) and 0 < p <= 1 for p in propensities):
             raise InvalidInputError("propensities must be in (0, 1]")

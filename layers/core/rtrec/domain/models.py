@@ -104,10 +104,10 @@ class SeenEvents:
     the oldest are dropped early and a client retry of one of those is applied again (`evicted` counts them).
     Packed as 16 bytes an entry, oldest first, so a full set is 64 KiB of the profile's item."""
 
-    def __init__(self, packed: bytes = b"", *, retention_seconds: float = 86_400.0,
-                 limit: int = SEEN_EVENTS_LIMIT) -> None:
+    def __init__(self, packed: bytes = b"", *, retention_seconds: float = 86_400.0, limit: int = SEEN_EVENTS_LIMIT) -> None:
         self.entries: dict[int, tuple[int, int]] = {
-            event: (record, arrived) for event, record, arrived in _ENTRY.iter_unpack(packed)}
+            event: (record, arrived) for event, record, arrived in _ENTRY.iter_unpack(packed)
+        }
         self.retention = int(retention_seconds)
         self.limit = limit
         self.evicted = 0
@@ -224,5 +224,9 @@ class ItemStatsDelta:
     popularity_mass: float = 0.0  # see rtrec.domain.popularity.decay_mass
 
     def __add__(self, other: ItemStatsDelta) -> ItemStatsDelta:
-        return ItemStatsDelta(self.impressions + other.impressions, self.clicks + other.clicks,
-                              self.interactions + other.interactions, self.popularity_mass + other.popularity_mass)
+        return ItemStatsDelta(
+            self.impressions + other.impressions,
+            self.clicks + other.clicks,
+            self.interactions + other.interactions,
+            self.popularity_mass + other.popularity_mass,
+        )

@@ -79,8 +79,9 @@ class FtrlProximal:
         sqrt, exp, log, copysign = math.sqrt, math.exp, math.log, math.copysign
         loss = 0.0
         for row, label in zip(x.tolist(), y.tolist()):
-            weights = [0.0 if abs(zi) <= l1 else -(zi - copysign(l1, zi)) / ((beta + ri) / alpha + l2)
-                       for zi, ri in zip(z, root_n)]
+            weights = [
+                0.0 if abs(zi) <= l1 else -(zi - copysign(l1, zi)) / ((beta + ri) / alpha + l2) for zi, ri in zip(z, root_n)
+            ]
             logit = sum(map(operator.mul, weights, row))
             logit = -35.0 if logit < -35.0 else 35.0 if logit > 35.0 else logit
             p = 1.0 / (1.0 + exp(-logit))
@@ -97,8 +98,16 @@ class FtrlProximal:
         return loss / len(y)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"n_features": self.n_features, "alpha": self.alpha, "beta": self.beta, "l1": self.l1, "l2": self.l2,
-                "z": self.z.tolist(), "n": self.n.tolist(), "examples": self.examples}
+        return {
+            "n_features": self.n_features,
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "l1": self.l1,
+            "l2": self.l2,
+            "z": self.z.tolist(),
+            "n": self.n.tolist(),
+            "examples": self.examples,
+        }
 
     @classmethod
     def from_dict(cls, body: dict[str, Any]) -> FtrlProximal:
@@ -222,9 +231,9 @@ class RankerShardState:
             self.trend_anchor = timestamp
         exponent = (timestamp - self.trend_anchor) / self._half_life_seconds
         if exponent > 500:  # re-anchor before the masses overflow (every ~500 half-lives)
-            self.trend = {i: m * 2.0 ** -exponent for i, m in self.trend.items() if m * 2.0 ** -exponent >= 1e-6}
+            self.trend = {i: m * 2.0**-exponent for i, m in self.trend.items() if m * 2.0**-exponent >= 1e-6}
             self.trend_anchor, exponent = timestamp, 0.0
-        self.trend[item_id] = self.trend.get(item_id, 0.0) + 2.0 ** exponent
+        self.trend[item_id] = self.trend.get(item_id, 0.0) + 2.0**exponent
         self.trend_reference = timestamp if self.trend_reference is None else max(self.trend_reference, timestamp)
 
     @property
@@ -255,12 +264,19 @@ class RankerShardState:
         return examples
 
     def to_dict(self) -> dict[str, Any]:
-        return {"shard_id": self.shard_id, "learner": self.learner.to_dict(),
-                "learned_through": str(self.learned_through), "impressions": self.impressions,
-                "clicks": self.clicks, "trend": self.trend, "trend_anchor": self.trend_anchor,
-                "trend_reference": self.trend_reference,
-                "trend_half_life_days": self.trend_half_life_days, "features": list(RANKER_FEATURES),
-                "item_stats": self.item_stats}
+        return {
+            "shard_id": self.shard_id,
+            "learner": self.learner.to_dict(),
+            "learned_through": str(self.learned_through),
+            "impressions": self.impressions,
+            "clicks": self.clicks,
+            "trend": self.trend,
+            "trend_anchor": self.trend_anchor,
+            "trend_reference": self.trend_reference,
+            "trend_half_life_days": self.trend_half_life_days,
+            "features": list(RANKER_FEATURES),
+            "item_stats": self.item_stats,
+        }
 
     @classmethod
     def from_dict(cls, body: dict[str, Any]) -> RankerShardState:
@@ -270,14 +286,18 @@ class RankerShardState:
         # The per-item maps are taken as parsed (JSON keys are strings, and to_dict wrote ints and floats): a
         # conversion per entry cost more than parsing the whole state (5 of 8 ms for 3,700 items), once per batch
         # in the consumer and per reload in serving.
-        return cls(shard_id=str(body["shard_id"]), learner=FtrlProximal.from_dict(body["learner"]),
-                   learned_through=int(body["learned_through"]),
-                   impressions=dict(body.get("impressions", {})), clicks=dict(body.get("clicks", {})),
-                   trend=dict(body.get("trend", {})),
-                   trend_anchor=body.get("trend_anchor", body.get("trend_reference")),
-                   trend_reference=body.get("trend_reference"),
-                   trend_half_life_days=float(body.get("trend_half_life_days", 7.0)),
-                   item_stats=_stat_rows(body.get("item_stats", {})))
+        return cls(
+            shard_id=str(body["shard_id"]),
+            learner=FtrlProximal.from_dict(body["learner"]),
+            learned_through=int(body["learned_through"]),
+            impressions=dict(body.get("impressions", {})),
+            clicks=dict(body.get("clicks", {})),
+            trend=dict(body.get("trend", {})),
+            trend_anchor=body.get("trend_anchor", body.get("trend_reference")),
+            trend_reference=body.get("trend_reference"),
+            trend_half_life_days=float(body.get("trend_half_life_days", 7.0)),
+            item_stats=_stat_rows(body.get("item_stats", {})),
+        )
 
 
 def _stat_rows(rows: dict[str, Any]) -> dict[str, list[float]]:
@@ -289,13 +309,12 @@ def _stat_rows(rows: dict[str, Any]) -> dict[str, list[float]]:
     return rows
 
 
-def merged_item_stats(states: Iterable[RankerShardState], item_ids: Iterable[str] | None = None
-                      ) -> dict[str, ItemStatsDelta]:
+def merged_item_stats(states: Iterable[RankerShardState], item_ids: Iterable[str] | None = None) -> dict[str, ItemStatsDelta]:
     """Each item's statistics summed over every shard's state (all items, or those of `item_ids`)."""
     wanted = None if item_ids is None else set(item_ids)
     merged: dict[str, ItemStatsDelta] = {}
     for state in states:
-        for item in (state.item_stats if wanted is None else wanted & state.item_stats.keys()):
+        for item in state.item_stats if wanted is None else wanted & state.item_stats.keys():
             merged[item] = merged.get(item, ItemStatsDelta()) + state.stats_of(item)
     return merged
 
@@ -317,8 +336,9 @@ class OnlineRanker:
             return None
         examples = [s.learner.examples for s in states]
         total = sum(examples)
-        weights = (sum(s.learner.weights * n for s, n in zip(states, examples)) / total if total
-                   else np.zeros(len(RANKER_FEATURES)))
+        weights = (
+            sum(s.learner.weights * n for s, n in zip(states, examples)) / total if total else np.zeros(len(RANKER_FEATURES))
+        )
         impressions: dict[str, int] = {}
         clicks: dict[str, int] = {}
         trend: dict[str, float] = {}
@@ -334,8 +354,9 @@ class OnlineRanker:
                     trend[item] = trend.get(item, 0.0) + c
         shown, clicked = sum(impressions.values()), sum(clicks.values())
         ctr = (clicked + 1.0) / (shown + 100.0)  # the global click-through rate, shrunk towards 1%
-        posteriors = BetaPosteriors(prior_a=CTR_PRIOR_STRENGTH * ctr, prior_b=CTR_PRIOR_STRENGTH * (1.0 - ctr),
-                                    impressions=impressions, clicks=clicks)
+        posteriors = BetaPosteriors(
+            prior_a=CTR_PRIOR_STRENGTH * ctr, prior_b=CTR_PRIOR_STRENGTH * (1.0 - ctr), impressions=impressions, clicks=clicks
+        )
         return cls(np.asarray(weights, dtype=np.float64), total, posteriors, trend, len(states))
 
     @property

@@ -194,8 +194,9 @@ class LoggedSlates:
     target_probs: np.ndarray
 
     def __post_init__(self) -> None:
-        _set_checked(self, {name: _as_array(name, getattr(self, name), 2)
-                            for name in ("rewards", "propensities", "target_probs")})
+        _set_checked(
+            self, {name: _as_array(name, getattr(self, name), 2) for name in ("rewards", "propensities", "target_probs")}
+        )
 
     def __len__(self) -> int:
         return int(self.rewards.shape[0])
@@ -229,10 +230,12 @@ def independent_ips(slates: LoggedSlates, clip: float | None = None) -> float:
 def self_normalized_independent_ips(slates: LoggedSlates, clip: float | None = None) -> float:
     """Independent IPS with each slot's estimate normalised by that slot's sum of weights."""
     weights = slates.weights(clip)
-    return float(sum(
-        _self_normalised(weights[:, k] * slates.rewards[:, k], weights[:, k], f"self-normalised IPS at slot {k}")
-        for k in range(slates.slate_size)
-    ))
+    return float(
+        sum(
+            _self_normalised(weights[:, k] * slates.rewards[:, k], weights[:, k], f"self-normalised IPS at slot {k}")
+            for k in range(slates.slate_size)
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -253,13 +256,20 @@ class LoggedCascade:
     q_target: np.ndarray
 
     def __post_init__(self) -> None:
-        _set_checked(self, {name: _as_array(name, getattr(self, name), 2)
-                            for name in ("rewards", "propensities", "target_probs", "q_logged", "q_target")})
+        _set_checked(
+            self,
+            {
+                name: _as_array(name, getattr(self, name), 2)
+                for name in ("rewards", "propensities", "target_probs", "q_logged", "q_target")
+            },
+        )
 
     @classmethod
-    def from_ragged(cls, rows: Sequence[tuple[Sequence[float], Sequence[float], Sequence[float], Sequence[float],
-                                              Sequence[float]]],
-                    slots: int | None = None) -> LoggedCascade:
+    def from_ragged(
+        cls,
+        rows: Sequence[tuple[Sequence[float], Sequence[float], Sequence[float], Sequence[float], Sequence[float]]],
+        slots: int | None = None,
+    ) -> LoggedCascade:
         """From per-slate lists (rewards, propensities, target_probs, q_logged, q_target), keeping the first `slots`
         slots of each (all when None)."""
         if not rows:
@@ -267,8 +277,13 @@ class LoggedCascade:
         if slots is not None and slots < 1:
             raise ValueError(f"slots must be at least 1, got {slots}")
         width = max(len(r[0]) for r in rows) if slots is None else slots
-        arrays = [np.zeros((len(rows), width)), np.ones((len(rows), width)), np.ones((len(rows), width)),
-                  np.zeros((len(rows), width)), np.zeros((len(rows), width))]
+        arrays = [
+            np.zeros((len(rows), width)),
+            np.ones((len(rows), width)),
+            np.ones((len(rows), width)),
+            np.zeros((len(rows), width)),
+            np.zeros((len(rows), width)),
+        ]
         for i, row in enumerate(rows):
             if len({len(column) for column in row}) != 1:
                 raise ValueError(f"slate {i}: its per-slot lists differ in length")
@@ -282,15 +297,21 @@ class LoggedCascade:
 
     def take(self, rows: np.ndarray) -> LoggedCascade:
         """The slates at `rows` (with repeats, for the bootstrap)."""
-        return LoggedCascade(self.rewards[rows], self.propensities[rows], self.target_probs[rows],
-                             self.q_logged[rows], self.q_target[rows])
+        return LoggedCascade(
+            self.rewards[rows], self.propensities[rows], self.target_probs[rows], self.q_logged[rows], self.q_target[rows]
+        )
 
     def first(self, slots: int) -> LoggedCascade:
         """The same slates cut to their first `slots` positions (the estimators' value is then theirs alone)."""
         if slots < 1:
             raise ValueError(f"slots must be at least 1, got {slots}")
-        return LoggedCascade(self.rewards[:, :slots], self.propensities[:, :slots], self.target_probs[:, :slots],
-                             self.q_logged[:, :slots], self.q_target[:, :slots])
+        return LoggedCascade(
+            self.rewards[:, :slots],
+            self.propensities[:, :slots],
+            self.target_probs[:, :slots],
+            self.q_logged[:, :slots],
+            self.q_target[:, :slots],
+        )
 
     def weights(self, clip: float | None = None) -> np.ndarray:
         """Cumulative importance weights, shape (n, slots): slot k's is the product of the ratios of slots 1..k,
@@ -315,10 +336,12 @@ def cascade_ips(data: LoggedCascade, clip: float | None = None) -> float:
 def cascade_snips(data: LoggedCascade, clip: float | None = None) -> float:
     """Cascade IPS with each slot's sum normalised by that slot's sum of weights instead of n."""
     weights = data.weights(clip)
-    return float(sum(
-        _self_normalised(weights[:, k] * data.rewards[:, k], weights[:, k], f"cascade SNIPS at slot {k}")
-        for k in range(weights.shape[1])
-    ))
+    return float(
+        sum(
+            _self_normalised(weights[:, k] * data.rewards[:, k], weights[:, k], f"cascade SNIPS at slot {k}")
+            for k in range(weights.shape[1])
+        )
+    )
 
 
 def cascade_dr_by_slate(data: LoggedCascade, clip: float | None = None) -> np.ndarray:
@@ -336,7 +359,7 @@ def cascade_dr(data: LoggedCascade, clip: float | None = None) -> float:
 
 def effective_sample_size(weights: np.ndarray) -> float:
     """(sum w)^2 / sum w^2: how many on-policy samples the weighted ones are worth (n when every weight is 1)."""
-    total = float(np.sum(weights ** 2))
+    total = float(np.sum(weights**2))
     return float(np.sum(weights)) ** 2 / total if total > 0 else 0.0
 
 

@@ -162,4 +162,3 @@ class ProductionPointer:
             metrics={str(k): float(v) for k, v in dict(body["metrics"]).items()},
             gate_reason=str(body.get("gate_reason", "")),
         )
-

@@ -106,7 +106,7 @@ class RankedItem:
 
 def promoted_slots(k: int, share: float) -> frozenset[int]:
     """floor(k * share) slot positions, spread evenly (k=10, share 0.2 -> slots 2 and 7)."""
-    count = int(math.floor(k * share + 1e-9))
+    count = math.floor(k * share + 1e-9)
     return frozenset(int((i + 0.5) * k / count) for i in range(count)) if count else frozenset()
 
 

@@ -33,15 +33,40 @@ _HEIGHT = 8
 
 def _grafana_target(query: Query, panel: Panel, ref: str) -> dict[str, Any]:
     datasource = {"type": "cloudwatch", "uid": "${datasource}"}
-    common = {"datasource": datasource, "refId": ref, "id": query.id, "region": "$region", "queryMode": "Metrics",
-              "metricQueryType": 0, "label": query.label, "hide": query.hidden, "period": str(panel.period_s)}
+    common = {
+        "datasource": datasource,
+        "refId": ref,
+        "id": query.id,
+        "region": "$region",
+        "queryMode": "Metrics",
+        "metricQueryType": 0,
+        "label": query.label,
+        "hide": query.hidden,
+        "period": str(panel.period_s),
+    }
     if query.expression:
-        return {**common, "metricEditorMode": 1, "expression": query.expression, "namespace": "", "metricName": "",
-                "dimensions": {}, "statistic": "", "matchExact": True}
+        return {
+            **common,
+            "metricEditorMode": 1,
+            "expression": query.expression,
+            "namespace": "",
+            "metricName": "",
+            "dimensions": {},
+            "statistic": "",
+            "matchExact": True,
+        }
     spec = metric(query.metric)
     dims = dimensions_of(spec, query.dimensions)
-    return {**common, "metricEditorMode": 0, "expression": "", "namespace": "$namespace", "metricName": spec.name,
-            "dimensions": dims, "statistic": query.stat, "matchExact": not query.is_search}
+    return {
+        **common,
+        "metricEditorMode": 0,
+        "expression": "",
+        "namespace": "$namespace",
+        "metricName": spec.name,
+        "dimensions": dims,
+        "statistic": query.stat,
+        "matchExact": not query.is_search,
+    }
 
 
 def _grafana_panel(panel: Panel, number: int) -> dict[str, Any]:
@@ -53,11 +78,17 @@ def _grafana_panel(panel: Panel, number: int) -> dict[str, Any]:
         "description": panel.description or "; ".join(dict.fromkeys(descriptions)),
         "datasource": {"type": "cloudwatch", "uid": "${datasource}"},
         "gridPos": {"h": _HEIGHT, "w": _WIDTH, "x": (number % 2) * _WIDTH, "y": (number // 2) * _HEIGHT},
-        "fieldConfig": {"defaults": {"unit": panel.unit, "custom": {"drawStyle": "line", "lineWidth": 1,
-                                                                    "fillOpacity": 10, "spanNulls": True}},
-                        "overrides": []},
-        "options": {"legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
-                    "tooltip": {"mode": "multi", "sort": "none"}},
+        "fieldConfig": {
+            "defaults": {
+                "unit": panel.unit,
+                "custom": {"drawStyle": "line", "lineWidth": 1, "fillOpacity": 10, "spanNulls": True},
+            },
+            "overrides": [],
+        },
+        "options": {
+            "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
+            "tooltip": {"mode": "multi", "sort": "none"},
+        },
         "targets": [_grafana_target(q, panel, chr(ord("A") + n)) for n, q in enumerate(panel.queries)],
     }
 
@@ -75,14 +106,34 @@ def grafana_dashboard() -> dict[str, Any]:
         "editable": True,
         "refresh": "1m",
         "time": {"from": "now-6h", "to": "now"},
-        "templating": {"list": [
-            {"name": "datasource", "label": "CloudWatch", "type": "datasource", "query": "cloudwatch",
-             "current": {"text": "CloudWatch", "value": DATASOURCE_UID}, "hide": 0},
-            {"name": "namespace", "label": "Namespace", "type": "textbox", "query": namespace(),
-             "current": {"text": namespace(), "value": namespace()}, "hide": 0},
-            {"name": "region", "label": "Region", "type": "custom", "query": "default,us-east-1,eu-west-1",
-             "current": {"text": "default", "value": "default"}, "hide": 0},
-        ]},
+        "templating": {
+            "list": [
+                {
+                    "name": "datasource",
+                    "label": "CloudWatch",
+                    "type": "datasource",
+                    "query": "cloudwatch",
+                    "current": {"text": "CloudWatch", "value": DATASOURCE_UID},
+                    "hide": 0,
+                },
+                {
+                    "name": "namespace",
+                    "label": "Namespace",
+                    "type": "textbox",
+                    "query": namespace(),
+                    "current": {"text": namespace(), "value": namespace()},
+                    "hide": 0,
+                },
+                {
+                    "name": "region",
+                    "label": "Region",
+                    "type": "custom",
+                    "query": "default,us-east-1,eu-west-1",
+                    "current": {"text": "default", "value": "default"},
+                    "hide": 0,
+                },
+            ]
+        },
         "panels": [_grafana_panel(panel, n) for n, panel in enumerate(PANELS)],
     }
 
@@ -159,11 +210,23 @@ def cloudwatch_dashboard_body(namespace_: str = namespace(), region: str = "us-e
     panels as the Grafana dashboard."""
     widgets = []
     for n, panel in enumerate(PANELS):
-        widgets.append({
-            "type": "metric", "x": (n % 2) * 12, "y": (n // 2) * 6, "width": 12, "height": 6,  # a 24-column grid
-            "properties": {"title": panel.title, "region": region, "view": "timeSeries", "stacked": False,
-                           "period": panel.period_s, "metrics": _cloudwatch_metrics(panel, namespace_)},
-        })
+        widgets.append(
+            {
+                "type": "metric",
+                "x": (n % 2) * 12,
+                "y": (n // 2) * 6,
+                "width": 12,
+                "height": 6,  # a 24-column grid
+                "properties": {
+                    "title": panel.title,
+                    "region": region,
+                    "view": "timeSeries",
+                    "stacked": False,
+                    "period": panel.period_s,
+                    "metrics": _cloudwatch_metrics(panel, namespace_),
+                },
+            }
+        )
     return {"widgets": widgets}
 
 

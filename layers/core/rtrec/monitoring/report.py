@@ -77,35 +77,47 @@ def parse_metrics(text: str) -> tuple[dict[str, list[tuple[float, float]]], dict
     return {route: sorted(buckets) for route, buckets in histograms.items()}, samples
 
 
-def collect(log: LogReader | None, drift_reports: Callable[[], tuple[list[dict[str, Any]], list[str]]] | None, *,
-            api_url: str | None, probe: int = 0, timeout_s: float = 10.0, seed: int = 0,
-            http: Any = None, api_key: str | None = None) -> ReportInputs:
+def collect(
+    log: LogReader | None,
+    drift_reports: Callable[[], tuple[list[dict[str, Any]], list[str]]] | None,
+    *,
+    api_url: str | None,
+    probe: int = 0,
+    timeout_s: float = 10.0,
+    seed: int = 0,
+    http: Any = None,
+    api_key: str | None = None,
+) -> ReportInputs:
     """Gather the report's data. A source that cannot be read becomes a note on the page, not a failure, so a
     report can always be made of what there is. `http`: an httpx.Client to reach the API with (default: a new one,
     sending `api_key` as X-Api-Key)."""
     inputs = ReportInputs()
     if log is not None:
-        inputs.impressions = sorted((m for m in log.read("impressions") if isinstance(m, Impression)),
-                                    key=lambda m: m.timestamp)
+        inputs.impressions = sorted(
+            (m for m in log.read("impressions") if isinstance(m, Impression)), key=lambda m: m.timestamp
+        )
         inputs.events = [m for m in log.read("events") if isinstance(m, UserEvent)]
         inputs.joined = log.read_joined()
-        inputs.sources["log"] = (f"{len(inputs.impressions):,} impressions, {len(inputs.events):,} events, "
-                                 f"{len(inputs.joined):,} joined slates")
+        inputs.sources["log"] = (
+            f"{len(inputs.impressions):,} impressions, {len(inputs.events):,} events, {len(inputs.joined):,} joined slates"
+        )
     if drift_reports is not None:
         reports, skipped = drift_reports()
         inputs.drift_reports = sorted(reports, key=lambda r: float(r.get("generated_at") or 0))
         inputs.sources["drift"] = f"{len(reports)} drift reports"
         if skipped:
-            inputs.notes.append(f"{len(skipped)} drift report(s) were not JSON objects and were skipped: "
-                                f"{', '.join(skipped[:3])}")
+            inputs.notes.append(
+                f"{len(skipped)} drift report(s) were not JSON objects and were skipped: {', '.join(skipped[:3])}"
+            )
     if api_url:
         import httpx
 
         if http is not None:
             _collect_api(inputs, http, api_url, probe, seed)
         else:
-            with httpx.Client(base_url=api_url, timeout=timeout_s,
-                              headers={"X-Api-Key": api_key} if api_key else None) as client:
+            with httpx.Client(
+                base_url=api_url, timeout=timeout_s, headers={"X-Api-Key": api_key} if api_key else None
+            ) as client:
                 _collect_api(inputs, client, api_url, probe, seed)
     return inputs
 
@@ -137,8 +149,10 @@ def _collect_api(inputs: ReportInputs, client: Any, api_url: str, probe: int, se
         inputs.server_latency, inputs.counters = parse_metrics(response.text)
         inputs.sources["metrics"] = f"{api_url}/metrics"
     else:
-        inputs.notes.append(f"{api_url}/metrics answered {response.status_code} (an API started before /metrics "
-                            "existed?): no server-side latency")
+        inputs.notes.append(
+            f"{api_url}/metrics answered {response.status_code} (an API started before /metrics "
+            "existed?): no server-side latency"
+        )
 
 
 # -- series (pure) -----------------------------------------------------------------------------------------------
@@ -186,8 +200,11 @@ def rate_series(points: Iterable[tuple[float, bool]], width: float) -> RateSerie
         cell[0] += int(hit)
         cell[1] += 1
     starts = sorted(bins)
-    return RateSeries(np.array(starts, dtype=float), np.array([bins[s][0] for s in starts], dtype=float),
-                      np.array([bins[s][1] for s in starts], dtype=float))
+    return RateSeries(
+        np.array(starts, dtype=float),
+        np.array([bins[s][0] for s in starts], dtype=float),
+        np.array([bins[s][1] for s in starts], dtype=float),
+    )
 
 
 def with_gaps(starts: np.ndarray, values: np.ndarray, width: float) -> tuple[np.ndarray, np.ndarray]:
@@ -263,7 +280,8 @@ def drift_rows(reports: Sequence[dict[str, Any]]) -> dict[str, list[tuple[float,
             value, threshold = feature.get("value"), feature.get("threshold")
             if isinstance(value, int | float) and isinstance(threshold, int | float) and math.isfinite(value):
                 rows.setdefault(str(feature.get("name")), []).append(
-                    (at, float(value), float(threshold), bool(feature.get("drifted"))))
+                    (at, float(value), float(threshold), bool(feature.get("drifted")))
+                )
     return rows
 
 
@@ -289,8 +307,12 @@ def render(inputs: ReportInputs, out_dir: Path) -> Path:
     images.mkdir(exist_ok=True)
     for old in images.glob("*.png"):
         old.unlink()
-    figures = [_latency_figure(inputs, images), _rates_figure(inputs, images), _versions_figure(inputs, images),
-               _drift_figure(inputs, images)]
+    figures = [
+        _latency_figure(inputs, images),
+        _rates_figure(inputs, images),
+        _versions_figure(inputs, images),
+        _drift_figure(inputs, images),
+    ]
     page = out_dir / "index.html"
     page.write_text(_html(inputs, figures))
     return page
@@ -323,10 +345,13 @@ def _dates(seconds: Iterable[float]) -> list[Any]:
 def _latency_figure(inputs: ReportInputs, images: Path) -> Figure:
     import matplotlib.pyplot as plt
 
-    figure = Figure("latency", "Request latency",
-                    "Server-side: the API's latency histogram per route since it started (GET /metrics; bars are "
-                    "the histogram's buckets, quantiles interpolated as Prometheus does). Client-side: timed "
-                    "GET /recommend calls made by the report itself (--probe N), HTTP included.")
+    figure = Figure(
+        "latency",
+        "Request latency",
+        "Server-side: the API's latency histogram per route since it started (GET /metrics; bars are "
+        "the histogram's buckets, quantiles interpolated as Prometheus does). Client-side: timed "
+        "GET /recommend calls made by the report itself (--probe N), HTTP included.",
+    )
     routes = {r: b for r, b in inputs.server_latency.items() if b and b[-1][1] > 0}
     panels = len(routes) + (1 if inputs.probe_ms else 0)
     if panels == 0:
@@ -341,8 +366,11 @@ def _latency_figure(inputs: ReportInputs, images: Path) -> Figure:
         ax.bar(range(len(counts)), counts, color="#4c72b0")
         ax.set_xticks(range(len(counts)), labels, rotation=45, fontsize=8)
         quantiles = {q: histogram_quantile(q, buckets) * 1000 for q in (0.5, 0.9, 0.99)}
-        ax.set_title(f"server-side {route}: {int(cumulative[-1]):,} requests; p50 {quantiles[0.5]:.1f} ms, "
-                     f"p90 {quantiles[0.9]:.1f} ms, p99 {quantiles[0.99]:.1f} ms", fontsize=10)
+        ax.set_title(
+            f"server-side {route}: {int(cumulative[-1]):,} requests; p50 {quantiles[0.5]:.1f} ms, "
+            f"p90 {quantiles[0.9]:.1f} ms, p99 {quantiles[0.99]:.1f} ms",
+            fontsize=10,
+        )
         ax.set_xlabel("latency bucket (ms)")
         ax.set_ylabel("requests")
     if inputs.probe_ms:
@@ -364,11 +392,14 @@ def _latency_figure(inputs: ReportInputs, images: Path) -> Figure:
 def _rates_figure(inputs: ReportInputs, images: Path) -> Figure:
     import matplotlib.pyplot as plt
 
-    figure = Figure("rates", "CTR and online hit rate over time",
-                    "CTR: share of the stream's resolved slates that a positive event chose one item of (joined log). "
-                    "Online hit rate: share of events naming a slate whose item was in that slate (the events and "
-                    "impressions logs; `rtrec replay` measures its HR@10 so). Bins by the time the slate was served; "
-                    "bars: slates per bin.")
+    figure = Figure(
+        "rates",
+        "CTR and online hit rate over time",
+        "CTR: share of the stream's resolved slates that a positive event chose one item of (joined log). "
+        "Online hit rate: share of events naming a slate whose item was in that slate (the events and "
+        "impressions logs; `rtrec replay` measures its HR@10 so). Bins by the time the slate was served; "
+        "bars: slates per bin.",
+    )
     ctr, hits = ctr_points(inputs.joined), hit_points(inputs.impressions, inputs.events)
     if not ctr and not hits:
         figure.empty = "no resolved slates and no events naming a slate in the counterfactual log yet"
@@ -379,10 +410,15 @@ def _rates_figure(inputs: ReportInputs, images: Path) -> Figure:
         if points:
             series = rate_series(points, width)
             starts, rates = with_gaps(series.starts, series.rate, width)
-            top.plot(_dates(starts + width / 2), rates, marker="o", markersize=3, color=color,
-                     label=f"{label}: {series.overall:.3f} overall")
-            bottom.bar(_dates(series.starts + width / 2), series.trials, width=width / 86400 * 0.8, alpha=0.5,
-                       color=color)
+            top.plot(
+                _dates(starts + width / 2),
+                rates,
+                marker="o",
+                markersize=3,
+                color=color,
+                label=f"{label}: {series.overall:.3f} overall",
+            )
+            bottom.bar(_dates(series.starts + width / 2), series.trials, width=width / 86400 * 0.8, alpha=0.5, color=color)
     top.set_ylabel("rate")
     top.set_ylim(bottom=0)
     top.legend(fontsize=8)
@@ -397,25 +433,39 @@ def _rates_figure(inputs: ReportInputs, images: Path) -> Figure:
 def _versions_figure(inputs: ReportInputs, images: Path) -> Figure:
     import matplotlib.pyplot as plt
 
-    figure = Figure("versions", "Model versions and strategy mix along time",
-                    "Every served slate (impressions log): the production model version that served it (and the "
-                    "shadow candidate scored beside it), and the slates per strategy per bin.")
+    figure = Figure(
+        "versions",
+        "Model versions and strategy mix along time",
+        "Every served slate (impressions log): the production model version that served it (and the "
+        "shadow candidate scored beside it), and the slates per strategy per bin.",
+    )
     served = inputs.impressions
     if not served:
         figure.empty = "no impressions in the counterfactual log yet"
         return figure
     width = bin_width([i.timestamp for i in served])
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
-    labels = sorted({version_label(i.model_version) for i in served} | {f"shadow v{i.shadow_version}" for i in served
-                                                                         if i.shadow_version},
-                    key=lambda s: (s.startswith("shadow"), len(s), s))
+    labels = sorted(
+        {version_label(i.model_version) for i in served} | {f"shadow v{i.shadow_version}" for i in served if i.shadow_version},
+        key=lambda s: (s.startswith("shadow"), len(s), s),
+    )
     level = {label: n for n, label in enumerate(labels)}
-    top.scatter(_dates(i.timestamp for i in served), [level[version_label(i.model_version)] for i in served], s=6,
-                color="#4c72b0", label="serving")
+    top.scatter(
+        _dates(i.timestamp for i in served),
+        [level[version_label(i.model_version)] for i in served],
+        s=6,
+        color="#4c72b0",
+        label="serving",
+    )
     shadowed = [i for i in served if i.shadow_version]
     if shadowed:
-        top.scatter(_dates(i.timestamp for i in shadowed), [level[f"shadow v{i.shadow_version}"] for i in shadowed],
-                    s=6, color="#dd8452", label="shadow candidate")
+        top.scatter(
+            _dates(i.timestamp for i in shadowed),
+            [level[f"shadow v{i.shadow_version}"] for i in shadowed],
+            s=6,
+            color="#dd8452",
+            label="shadow candidate",
+        )
         top.legend(fontsize=8)
     top.set_yticks(range(len(labels)), labels)
     versions = sorted(Counter(version_label(i.model_version) for i in served))
@@ -436,9 +486,12 @@ def _versions_figure(inputs: ReportInputs, images: Path) -> Figure:
 def _drift_figure(inputs: ReportInputs, images: Path) -> Figure:
     import matplotlib.pyplot as plt
 
-    figure = Figure("drift", "Drift scores",
-                    "Each feature's drift statistic divided by its threshold, per drift check (drift/reports/*.json "
-                    "in the models bucket): at or above 1 the feature drifted (red).")
+    figure = Figure(
+        "drift",
+        "Drift scores",
+        "Each feature's drift statistic divided by its threshold, per drift check (drift/reports/*.json "
+        "in the models bucket): at or above 1 the feature drifted (red).",
+    )
     rows = drift_rows(inputs.drift_reports)
     if not rows:
         figure.empty = "no drift reports yet"
@@ -452,8 +505,11 @@ def _drift_figure(inputs: ReportInputs, images: Path) -> Figure:
             ax.scatter(_dates(t for t, _ in drifted), [r for _, r in drifted], color="red", zorder=3, s=25)
     ax.axhline(1.0, color="red", linestyle="--", linewidth=1)
     ax.set_ylabel("statistic / threshold")
-    ax.set_title(f"{len(inputs.drift_reports)} drift reports, {len(rows)} features; "
-                 f"{sum(bool(r.get('drifted')) for r in inputs.drift_reports)} found drift", fontsize=10)
+    ax.set_title(
+        f"{len(inputs.drift_reports)} drift reports, {len(rows)} features; "
+        f"{sum(bool(r.get('drifted')) for r in inputs.drift_reports)} found drift",
+        fontsize=10,
+    )
     ax.legend(fontsize=7, ncol=2)
     _time_axis(ax)
     fig.tight_layout()
@@ -473,37 +529,56 @@ def summary(inputs: ReportInputs) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
     if inputs.impressions:
         first, last = inputs.impressions[0].timestamp, inputs.impressions[-1].timestamp
-        rows.append(("slates served (impressions log)", f"{len(inputs.impressions):,}, "
-                     f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(first))} to "
-                     f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(last))} UTC"))
+        rows.append(
+            (
+                "slates served (impressions log)",
+                f"{len(inputs.impressions):,}, "
+                f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(first))} to "
+                f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(last))} UTC",
+            )
+        )
         versions = Counter(version_label(i.model_version) for i in inputs.impressions)
         rows.append(("model versions served", ", ".join(f"{v}: {n:,}" for v, n in sorted(versions.items()))))
         cold = sum(i.strategy in ("popular_fallback", "cold_user_features") for i in inputs.impressions)
         rows.append(("cold-start strategies", f"{cold / len(inputs.impressions):.1%} of slates"))
     if inputs.joined:
-        rows.append(("stream CTR", f"{share(ctr_points(inputs.joined)):.4f} over {len(inputs.joined):,} resolved "
-                                   "slates"))
+        rows.append(("stream CTR", f"{share(ctr_points(inputs.joined)):.4f} over {len(inputs.joined):,} resolved slates"))
     hits = hit_points(inputs.impressions, inputs.events)
     if hits:
         rows.append(("online hit rate", f"{share(hits):.4f} over {len(hits):,} events naming a slate"))
     for route, buckets in sorted(inputs.server_latency.items()):
         if buckets and buckets[-1][1] > 0:
             p = [histogram_quantile(q, buckets) * 1000 for q in (0.5, 0.9, 0.99)]
-            rows.append((f"server latency {route}", f"p50 {p[0]:.1f} ms, p90 {p[1]:.1f} ms, p99 {p[2]:.1f} ms "
-                                                     f"({int(buckets[-1][1]):,} requests)"))
+            rows.append(
+                (
+                    f"server latency {route}",
+                    f"p50 {p[0]:.1f} ms, p90 {p[1]:.1f} ms, p99 {p[2]:.1f} ms ({int(buckets[-1][1]):,} requests)",
+                )
+            )
     if inputs.probe_ms:
         q = np.percentile(inputs.probe_ms, [50, 90, 99])
-        rows.append(("client latency GET /recommend", f"p50 {q[0]:.1f} ms, p90 {q[1]:.1f} ms, p99 {q[2]:.1f} ms "
-                                                      f"({len(inputs.probe_ms)} calls)"))
-    for label, name in (("consumer records", "rtrec_consumer_records_total"),
-                        ("dead-lettered records", "rtrec_consumer_dead_lettered_total"),
-                        ("online ranker examples", "rtrec_online_ranker_examples_total")):
+        rows.append(
+            (
+                "client latency GET /recommend",
+                f"p50 {q[0]:.1f} ms, p90 {q[1]:.1f} ms, p99 {q[2]:.1f} ms ({len(inputs.probe_ms)} calls)",
+            )
+        )
+    for label, name in (
+        ("consumer records", "rtrec_consumer_records_total"),
+        ("dead-lettered records", "rtrec_consumer_dead_lettered_total"),
+        ("online ranker examples", "rtrec_online_ranker_examples_total"),
+    ):
         if inputs.counters.get(name):  # zero also when the consumer runs in another process than the API
             rows.append((f"{label} (since the API started)", f"{inputs.counters[name]:,.0f}"))
     if inputs.drift_reports:
         latest = inputs.drift_reports[-1]
-        rows.append(("latest drift check", f"{'DRIFTED' if latest.get('drifted') else 'no drift'} at "
-                     f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(float(latest.get('generated_at') or 0)))} UTC"))
+        rows.append(
+            (
+                "latest drift check",
+                f"{'DRIFTED' if latest.get('drifted') else 'no drift'} at "
+                f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(float(latest.get('generated_at') or 0)))} UTC",
+            )
+        )
     return rows
 
 
@@ -516,15 +591,21 @@ figure{margin:2em 0}img{max-width:100%;border:1px solid #eee}figcaption{color:#5
 def _latest_drift_table(report: dict[str, Any]) -> str:
     e = html.escape
     at = time.strftime("%Y-%m-%d %H:%M", time.gmtime(float(report.get("generated_at") or 0)))
-    rows = [f"<h3>Latest drift check ({e(at)} UTC{', ' + e(str(report['_key'])) if report.get('_key') else ''})</h3>",
-            "<table><tr><th>feature</th><th>kind</th><th>statistic</th><th>value</th><th>threshold</th>"
-            "<th>drifted</th></tr>"]
+    rows = [
+        f"<h3>Latest drift check ({e(at)} UTC{', ' + e(str(report['_key'])) if report.get('_key') else ''})</h3>",
+        "<table><tr><th>feature</th><th>kind</th><th>statistic</th><th>value</th><th>threshold</th><th>drifted</th></tr>",
+    ]
     reward = report.get("reward")
     for f in [*(report.get("features") or ()), *([{**reward, "name": "reward"}] if isinstance(reward, dict) else [])]:
         value, threshold = f.get("value"), f.get("threshold")
-        cells = [str(f.get("name", "")), str(f.get("kind", "")), str(f.get("statistic", "")),
-                 f"{value:.4g}" if isinstance(value, int | float) else "",
-                 f"{threshold:.4g}" if isinstance(threshold, int | float) else "", "yes" if f.get("drifted") else "no"]
+        cells = [
+            str(f.get("name", "")),
+            str(f.get("kind", "")),
+            str(f.get("statistic", "")),
+            f"{value:.4g}" if isinstance(value, int | float) else "",
+            f"{threshold:.4g}" if isinstance(threshold, int | float) else "",
+            "yes" if f.get("drifted") else "no",
+        ]
         rows.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in cells) + "</tr>")
     rows.append("</table>")
     return "\n".join(rows)
@@ -533,21 +614,26 @@ def _latest_drift_table(report: dict[str, Any]) -> str:
 def _html(inputs: ReportInputs, figures: Sequence[Figure]) -> str:
     e = html.escape
     generated = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(inputs.generated_at))
-    parts = ["<!doctype html>", "<html lang=\"en\"><head><meta charset=\"utf-8\"><title>rtrec report</title>",
-             f"<style>{_CSS}</style></head><body>", "<h1>rtrec report</h1>",
-             f"<p>Generated {e(generated)} UTC.</p>", "<h2>Summary</h2><table>"]
+    parts = [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8"><title>rtrec report</title>',
+        f"<style>{_CSS}</style></head><body>",
+        "<h1>rtrec report</h1>",
+        f"<p>Generated {e(generated)} UTC.</p>",
+        "<h2>Summary</h2><table>",
+    ]
     rows = summary(inputs) or [("data", "nothing logged yet")]
     parts += [f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in rows]
     parts.append("</table>")
     if inputs.sources:
         parts.append("<p>Sources: " + "; ".join(f"{e(k)}: {e(v)}" for k, v in sorted(inputs.sources.items())) + "</p>")
-    parts += [f"<p class=\"note\">{e(note)}</p>" for note in inputs.notes]
+    parts += [f'<p class="note">{e(note)}</p>' for note in inputs.notes]
     for figure in figures:
-        parts.append(f"<figure id=\"{figure.key}\"><h2>{e(figure.title)}</h2>")
+        parts.append(f'<figure id="{figure.key}"><h2>{e(figure.title)}</h2>')
         if figure.image:
-            parts.append(f"<img src=\"{e(figure.image)}\" alt=\"{e(figure.title)}\">")
+            parts.append(f'<img src="{e(figure.image)}" alt="{e(figure.title)}">')
         else:
-            parts.append(f"<div class=\"empty\">{e(figure.empty)}</div>")
+            parts.append(f'<div class="empty">{e(figure.empty)}</div>')
         parts.append(f"<figcaption>{e(figure.caption)}</figcaption></figure>")
     if inputs.drift_reports:
         parts.append(_latest_drift_table(inputs.drift_reports[-1]))

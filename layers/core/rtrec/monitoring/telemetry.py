@@ -62,8 +62,17 @@ class Telemetry:
 
     # -- the stream consumer -----------------------------------------------------------------------------------
 
-    def consumer_batch(self, *, records: int, failed: bool, dead_lettered: int = 0, iterator_age_ms: float | None = None,
-                       slates: int = 0, rewards: int = 0, examples: int = 0) -> None:
+    def consumer_batch(
+        self,
+        *,
+        records: int,
+        failed: bool,
+        dead_lettered: int = 0,
+        iterator_age_ms: float | None = None,
+        slates: int = 0,
+        rewards: int = 0,
+        examples: int = 0,
+    ) -> None:
         """One Kinesis batch handled (or reported for re-delivery: `failed`)."""
         sink = self.sink
         if sink is None:

@@ -22,8 +22,9 @@ FALLBACK_PARTITION_KEY = "redrive"  # for a record that lost its own
 class DeadLetters(Protocol):
     """The dead-letter queue as the redrive reads it (SqsDeadLetterQueue)."""
 
-    def receive_with_handles(self, max_messages: int = 10, wait_seconds: int = 0,
-                             visibility_timeout: int | None = None) -> list[tuple[dict[str, Any], str]]:
+    def receive_with_handles(
+        self, max_messages: int = 10, wait_seconds: int = 0, visibility_timeout: int | None = None
+    ) -> list[tuple[dict[str, Any], str]]:
         """Visible letters as sent (references not resolved), each with its receipt handle."""
         ...
 
@@ -68,8 +69,9 @@ class RedriveStopped(RtrecError):
         self.report = report
 
 
-def redrive_dead_letters(letters: DeadLetters, stream: RawRecords, limit: int,
-                         on_skip: Callable[[SkippedLetter], None] | None = None) -> RedriveReport:
+def redrive_dead_letters(
+    letters: DeadLetters, stream: RawRecords, limit: int, on_skip: Callable[[SkippedLetter], None] | None = None
+) -> RedriveReport:
     """Send at most `limit` letters' records back to the stream, oldest visible first; letters that cannot be sent
     are left in the queue and reported (to `on_skip` too, as they are met). Raises RedriveStopped on a failure of
     the queue or the stream."""
@@ -82,8 +84,9 @@ def redrive_dead_letters(letters: DeadLetters, stream: RawRecords, limit: int,
 
     try:
         while report.moved + len(report.skipped) < limit:
-            batch = letters.receive_with_handles(min(RECEIVE_BATCH, limit - report.moved - len(report.skipped)),
-                                                 visibility_timeout=RECEIVE_VISIBILITY_S)
+            batch = letters.receive_with_handles(
+                min(RECEIVE_BATCH, limit - report.moved - len(report.skipped)), visibility_timeout=RECEIVE_VISIBILITY_S
+            )
             if not batch:
                 break
             for body, handle in batch:

@@ -59,8 +59,7 @@ class TrainingSnapshot:
     popularity: np.ndarray
     # Derived in __post_init__: item id -> row, and one reference draw per (sample, seed) (the snapshot never changes).
     _row: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
-    _references: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict, init=False, repr=False,
-                                                              compare=False)
+    _references: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_row", {str(i): r for r, i in enumerate(self.item_ids.tolist())})
@@ -117,12 +116,14 @@ class ProductionSnapshot:
             return self._cached
         raw, encoder = (self._files.read_file(pointer.version, name) for name in (ITEM_CATALOG, ENCODER))
         if raw is None or encoder is None:
-            raise RtrecError(f"model version {pointer.version} lacks {ITEM_CATALOG} or {ENCODER}: no training "
-                             "snapshot to compare with")
+            raise RtrecError(
+                f"model version {pointer.version} lacks {ITEM_CATALOG} or {ENCODER}: no training snapshot to compare with"
+            )
         genres = tuple(json.loads(encoder).get("genres", ()))
         with np.load(io.BytesIO(raw), allow_pickle=False) as columns:
-            snapshot = TrainingSnapshot(pointer.version, columns["item_ids"], genres, columns["genre_mask"],
-                                        columns["popularity"])
+            snapshot = TrainingSnapshot(
+                pointer.version, columns["item_ids"], genres, columns["genre_mask"], columns["popularity"]
+            )
         self._cached = snapshot
         return snapshot
 
@@ -219,17 +220,16 @@ class DriftMonitor:
         events, state.events_cursor = self._sources.events_since(state.events_cursor)
         slates, state.slates_cursor = self._sources.slates_since(state.slates_cursor)
         positives = sorted((e for e in events if e.is_positive), key=lambda e: e.timestamp)
-        state.recent_items = (state.recent_items + [e.item_id for e in positives])[-self.window_events:]
+        state.recent_items = (state.recent_items + [e.item_id for e in positives])[-self.window_events :]
 
         version = snapshot.version if snapshot is not None else None
         if version != state.version:  # a new model serves: its own score reference, fresh reward detectors
             state.version, state.score_reference, state.recent_scores, state.detectors = version, [], [], {}
         served = [s for s in sorted(slates, key=lambda s: s.slate.timestamp) if s.slate.model_version == version]
-        scores = [s.slate.features[0][RELEVANCE] for s in served
-                  if s.slate.strategy == "two_tower" and s.slate.features]
+        scores = [s.slate.features[0][RELEVANCE] for s in served if s.slate.strategy == "two_tower" and s.slate.features]
         room = self.window_events - len(state.score_reference)
-        state.score_reference += scores[:max(room, 0)]
-        state.recent_scores = (state.recent_scores + scores[max(room, 0):])[-self.window_events:]
+        state.score_reference += scores[: max(room, 0)]
+        state.recent_scores = (state.recent_scores + scores[max(room, 0) :])[-self.window_events :]
 
         report = DriftReport()
         if snapshot is not None:
@@ -241,18 +241,35 @@ class DriftMonitor:
                 live["genre"], live["item_popularity"] = {}, np.empty(0)
             empty = [name for name in reference if _size(reference[name]) == 0 or _size(live[name]) == 0]
             judged = [name for name in reference if name not in empty]
-            report = feature_drift({n: reference[n] for n in judged}, {n: live[n] for n in judged}, self.thresholds,
-                                   kinds={"genre": "categorical"} if "genre" in judged else None)
-            report = report.merged(*(FeatureDrift(name, "numeric" if name != "genre" else "categorical", {}, {}, False,
-                                                  n_reference=_size(reference[name]), n_live=_size(live[name]),
-                                                  note="not judged: nothing logged on one side yet")
-                                     for name in empty))
+            report = feature_drift(
+                {n: reference[n] for n in judged},
+                {n: live[n] for n in judged},
+                self.thresholds,
+                kinds={"genre": "categorical"} if "genre" in judged else None,
+            )
+            report = report.merged(
+                *(
+                    FeatureDrift(
+                        name,
+                        "numeric" if name != "genre" else "categorical",
+                        {},
+                        {},
+                        False,
+                        n_reference=_size(reference[name]),
+                        n_live=_size(live[name]),
+                        note="not judged: nothing logged on one side yet",
+                    )
+                    for name in empty
+                )
+            )
             rewards = [float(sum(s.rewards) > 0) for s in served]
             # each detector's state as saved, or a fresh one with the thresholds' settings
-            detectors: dict[str, tuple[Callable[[Mapping[str, Any]], PageHinkley | Adwin],
-                                       Callable[[], PageHinkley | Adwin]]] = {
+            detectors: dict[
+                str, tuple[Callable[[Mapping[str, Any]], PageHinkley | Adwin], Callable[[], PageHinkley | Adwin]]
+            ] = {
                 "reward_page_hinkley": (PageHinkley.from_dict, self.thresholds.page_hinkley),
-                "reward_adwin": (Adwin.from_dict, self.thresholds.adwin)}
+                "reward_adwin": (Adwin.from_dict, self.thresholds.adwin),
+            }
             results = []
             for name, (restored, fresh) in detectors.items():
                 saved = state.detectors.get(name)
@@ -261,11 +278,16 @@ class DriftMonitor:
                 state.detectors[name] = detector.to_dict()
             report = report.merged(*results)
         state.runs += 1
-        body = {"generated_at": now, "model_version": version, "run": state.runs, "drifted": report.drifted,
-                "reasons": report.reasons, "features": [_flat(f.to_dict()) for f in report.features],
-                "window": {"events": len(state.recent_items), "new_events": len(events),
-                           "new_slates": len(served)},
-                "note": None if snapshot is not None else "no production model: nothing to compare with"}
+        body = {
+            "generated_at": now,
+            "model_version": version,
+            "run": state.runs,
+            "drifted": report.drifted,
+            "reasons": report.reasons,
+            "features": [_flat(f.to_dict()) for f in report.features],
+            "window": {"events": len(state.recent_items), "new_events": len(events), "new_slates": len(served)},
+            "note": None if snapshot is not None else "no production model: nothing to compare with",
+        }
         outcome_trigger = None
         key = self._store.write_report(body)
         if report.drifted and self._trigger is not None:
@@ -298,6 +320,5 @@ def _flat(feature: dict[str, Any]) -> dict[str, Any]:
     stats, limits = feature["statistics"], feature["thresholds"]
     for name, limit in (("psi", "psi"), ("js_distance", "js_distance"), ("estimate", None)):
         if name in stats:
-            return {**feature, "statistic": name, "value": stats[name],
-                    "threshold": limits.get(limit) if limit else None}
+            return {**feature, "statistic": name, "value": stats[name], "threshold": limits.get(limit) if limit else None}
     return {**feature, "statistic": None, "value": None, "threshold": None}

@@ -58,8 +58,11 @@ class OnlineLearner:
 
     def new_state(self, shard_id: str) -> RankerShardState:
         c = self.config
-        return RankerShardState(shard_id, FtrlProximal(len(RANKER_FEATURES), alpha=c.alpha, beta=c.beta, l1=c.l1,
-                                                       l2=c.l2), trend_half_life_days=c.trend_half_life_days)
+        return RankerShardState(
+            shard_id,
+            FtrlProximal(len(RANKER_FEATURES), alpha=c.alpha, beta=c.beta, l1=c.l1, l2=c.l2),
+            trend_half_life_days=c.trend_half_life_days,
+        )
 
     def learn_batch(self, shard_id: str, batch_id: str, applied: Sequence[tuple[int, Applied]]) -> Learned:
         """Learn from `applied` (sequence number, what applying the record did), in sequence order."""
@@ -100,9 +103,14 @@ class OnlineRankerSource:
     ones start a reload in the background (`reload_with`, a thread by default) and serve the last ranker
     meanwhile, so no request waits for the shard states (200 KB each at ML-1M) to be read and merged."""
 
-    def __init__(self, states: RankerStateStore, *, poll_seconds: float = 5.0,
-                 clock: Callable[[], float] = time.monotonic,
-                 reload_with: Callable[[Callable[[], None]], None] | None = None) -> None:
+    def __init__(
+        self,
+        states: RankerStateStore,
+        *,
+        poll_seconds: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        reload_with: Callable[[Callable[[], None]], None] | None = None,
+    ) -> None:
         self._states = states
         self._poll_seconds = poll_seconds
         self._clock = clock
@@ -157,5 +165,10 @@ def _in_thread(work: Callable[[], None]) -> None:
 def _same(a: OnlineRanker | None, b: OnlineRanker | None) -> bool:
     if a is None or b is None:
         return a is b
-    return (a.examples == b.examples and a.shards == b.shards and bool(np.array_equal(a.weights, b.weights))
-            and a.posteriors.impressions == b.posteriors.impressions and a.trend == b.trend)
+    return (
+        a.examples == b.examples
+        and a.shards == b.shards
+        and bool(np.array_equal(a.weights, b.weights))
+        and a.posteriors.impressions == b.posteriors.impressions
+        and a.trend == b.trend
+    )

@@ -77,19 +77,25 @@ class OpeReport:
 
     def figures(self) -> dict[str, float]:
         """Flat figures for the MLflow version tags and the CLI."""
-        out: dict[str, float] = {"ope.slates": float(self.slates), "ope.rewarded": float(self.rewarded),
-                                 "ope.slots": float(self.slots), "ope.ess_first_slot": self.ess_first_slot,
-                                 "ope.ess_last_slot": self.ess_last_slot}
+        out: dict[str, float] = {
+            "ope.slates": float(self.slates),
+            "ope.rewarded": float(self.rewarded),
+            "ope.slots": float(self.slots),
+            "ope.ess_first_slot": self.ess_first_slot,
+            "ope.ess_last_slot": self.ess_last_slot,
+        }
         for name in ("logged", "ips", "snips", "dr", "difference"):
             estimate, low, high = getattr(self, name)
             out.update({f"ope.{name}": estimate, f"ope.{name}.low": low, f"ope.{name}.high": high})
         return out
 
 
-def _shadow_slates(slates: Sequence[LabeledImpression], candidate: str,
-                   logging_version: str | None) -> list[LabeledImpression]:
-    return [s for s in slates if s.slate.shadow_version == candidate
-            and (logging_version is None or s.slate.model_version == logging_version)]
+def _shadow_slates(slates: Sequence[LabeledImpression], candidate: str, logging_version: str | None) -> list[LabeledImpression]:
+    return [
+        s
+        for s in slates
+        if s.slate.shadow_version == candidate and (logging_version is None or s.slate.model_version == logging_version)
+    ]
 
 
 def cascade_data(slates: Sequence[LabeledImpression], slots: int | None = None) -> LoggedCascade:
@@ -100,8 +106,15 @@ def cascade_data(slates: Sequence[LabeledImpression], slots: int | None = None) 
         slate = labeled.slate
         n = len(slate.items)
         q_hat = list(slate.q_hat) if slate.q_hat else [0.0] * n
-        rows.append((list(labeled.rewards), list(slate.propensities), list(slate.shadow_propensities),
-                     q_hat, list(slate.shadow_expected_q)))
+        rows.append(
+            (
+                list(labeled.rewards),
+                list(slate.propensities),
+                list(slate.shadow_propensities),
+                q_hat,
+                list(slate.shadow_expected_q),
+            )
+        )
     return LoggedCascade.from_ragged(rows, slots)
 
 
@@ -113,8 +126,9 @@ def informative_slots(data: LoggedCascade, min_ess: float, clip: float | None = 
     return max(deep) if deep else 1
 
 
-def evaluate(slates: Sequence[LabeledImpression], candidate_version: str, config: OpeConfig,
-             logging_version: str | None = None) -> OpeReport:
+def evaluate(
+    slates: Sequence[LabeledImpression], candidate_version: str, config: OpeConfig, logging_version: str | None = None
+) -> OpeReport:
     """Estimate `candidate_version`'s value on the slates that were shadow-scored for it (served by
     `logging_version`, or by whichever version served most of them when None)."""
     chosen = _shadow_slates(slates, candidate_version, logging_version)
@@ -160,9 +174,11 @@ def policy_decision(report: OpeReport, config: OpeConfig) -> GateDecision:
     estimate, low, high = report.difference
     logged = report.logged[0]
     level = f"{1 - report.alpha:.0%}"
-    summary = (f"candidate DR {report.dr[0]:.4f} [{report.dr[1]:.4f}, {report.dr[2]:.4f}] vs production "
-               f"{logged:.4f} on {report.slates} slates ({report.rewarded} rewarded); difference {estimate:+.4f}, "
-               f"{level} interval [{low:+.4f}, {high:+.4f}]")
+    summary = (
+        f"candidate DR {report.dr[0]:.4f} [{report.dr[1]:.4f}, {report.dr[2]:.4f}] vs production "
+        f"{logged:.4f} on {report.slates} slates ({report.rewarded} rewarded); difference {estimate:+.4f}, "
+        f"{level} interval [{low:+.4f}, {high:+.4f}]"
+    )
     figures = report.figures()
     if high < -config.tolerance * abs(logged):
         return GateDecision(False, f"off-policy: significantly worse than production: {summary}", figures)
@@ -184,8 +200,11 @@ class OffPolicyGate:
         slates = self._log.read_joined()
         served = sum(1 for s in slates if s.slate.model_version == production_version)
         if served == 0:
-            return GateDecision(True, f"off-policy: production version {production_version} has no logged traffic "
-                                      "to compare against; check skipped", {"ope.slates": 0.0})
+            return GateDecision(
+                True,
+                f"off-policy: production version {production_version} has no logged traffic to compare against; check skipped",
+                {"ope.slates": 0.0},
+            )
         count = len(_shadow_slates(slates, candidate_version, production_version))
         if count < self.config.min_slates:
             return GateDecision(
@@ -196,4 +215,3 @@ class OffPolicyGate:
                 {"ope.slates": float(count)},
             )
         return policy_decision(evaluate(slates, candidate_version, self.config, production_version), self.config)
-

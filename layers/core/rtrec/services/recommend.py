@@ -146,8 +146,7 @@ class Recommender:
 
     # -- recommend ----------------------------------------------------------------------------------
 
-    def recommend(self, user_id: str, k: int, filters: Filters | None = None, *,
-                  online_ranker: bool = True) -> Recommendation:
+    def recommend(self, user_id: str, k: int, filters: Filters | None = None, *, online_ranker: bool = True) -> Recommendation:
         """Fetch the user's features (one read) and serve them; `online_ranker=False` ranks without the
         online ranker's score (its features are still logged, so it goes on learning)."""
         filters = filters or Filters()
@@ -155,7 +154,12 @@ class Recommender:
         return self._serve(user_id, self._features.get_user(user_id), k, filters, online_ranker)
 
     def recommend_for(
-        self, user_id: str, profile: UserProfile | None, k: int, filters: Filters | None = None, *,
+        self,
+        user_id: str,
+        profile: UserProfile | None,
+        k: int,
+        filters: Filters | None = None,
+        *,
         online_ranker: bool = True,
     ) -> Recommendation:
         """The compute path for an already fetched profile (None: the user is unknown)."""
@@ -166,8 +170,9 @@ class Recommender:
     def online_ranker(self) -> OnlineRanker | None:
         return self._ranker()
 
-    def _serve(self, user_id: str, profile: UserProfile | None, k: int, filters: Filters,
-               use_online_ranker: bool = True) -> Recommendation:
+    def _serve(
+        self, user_id: str, profile: UserProfile | None, k: int, filters: Filters, use_online_ranker: bool = True
+    ) -> Recommendation:
         model = self._models()
         has_history = profile is not None and (bool(profile.history) or profile.interaction_count > 0)
         if model is None:
@@ -193,8 +198,16 @@ class Recommender:
             shadow=shadow,
         )
 
-    def _policy(self, model: ServingModel, profile: UserProfile | None, has_history: bool, k: int,
-                filters: Filters, ranker: OnlineRanker | None, use_online_ranker: bool) -> _Candidates:
+    def _policy(
+        self,
+        model: ServingModel,
+        profile: UserProfile | None,
+        has_history: bool,
+        k: int,
+        filters: Filters,
+        ranker: OnlineRanker | None,
+        use_online_ranker: bool,
+    ) -> _Candidates:
         """What the ranking policy of `model` chooses the slate from: its candidates, their features and scores."""
         if has_history and profile is not None:  # a history implies a profile
             strategy, vector = STRATEGY_TWO_TOWER, model.towers.user_vectors([profile])[0]
@@ -213,15 +226,31 @@ class Recommender:
         signals = self._item_signals(ranker, catalog) if ranker is not None else None
         features = ranking_features(rows, relevance, catalog, self.ranking, self._wall_clock(), signals)
         scores = features @ blend_weights(self.ranking)
-        online = ranker if (use_online_ranker and ranker is not None and self.ranking.online_weight > 0
-                            and ranker.examples >= self.ranking.online_min_examples) else None
+        online = (
+            ranker
+            if (
+                use_online_ranker
+                and ranker is not None
+                and self.ranking.online_weight > 0
+                and ranker.examples >= self.ranking.online_min_examples
+            )
+            else None
+        )
         if online is not None:
             scores += self.ranking.online_weight * (features @ online.weights)
         return _Candidates(strategy, rows, features, scores, online is not None)
 
-    def _shadow_scores(self, model: ServingModel, shown: np.ndarray, profile: UserProfile | None,
-                       has_history: bool, k: int, filters: Filters, ranker: OnlineRanker | None,
-                       use_online_ranker: bool) -> ShadowScores | None:
+    def _shadow_scores(
+        self,
+        model: ServingModel,
+        shown: np.ndarray,
+        profile: UserProfile | None,
+        has_history: bool,
+        k: int,
+        filters: Filters,
+        ranker: OnlineRanker | None,
+        use_online_ranker: bool,
+    ) -> ShadowScores | None:
         """The shadow model's policy terms for the slate the serving model chose (None without a shadow model).
 
         The shadow policy is the same ranking layer over the shadow model's own candidates, for the same
@@ -238,8 +267,9 @@ class Recommender:
             shadow_row = shadow.catalog.row(model.catalog.item_id(row))
             chosen.append(position_of.get(shadow_row, -1) if shadow_row is not None else -1)
         values = ranker.click_probabilities(policy.features) if ranker is not None else None
-        probabilities, expected_q = slate_policy_terms(policy.rows, policy.scores, shadow.catalog, k, self.ranking,
-                                                       chosen, values)
+        probabilities, expected_q = slate_policy_terms(
+            policy.rows, policy.scores, shadow.catalog, k, self.ranking, chosen, values
+        )
         taken = [policy.rows[p] for p in chosen if p >= 0]
         shadow.catalog.record_impressions(np.asarray(taken, dtype=np.int64))
         return ShadowScores(shadow.version, tuple(probabilities.tolist()), tuple(expected_q.tolist()))
@@ -257,8 +287,11 @@ class Recommender:
         rows = np.fromiter((row for row in found if row is not None), dtype=np.int64)
         ctr_lift[rows], trend[rows] = known_lift[in_catalog], known_trend[in_catalog]
         shown = ranker.posteriors.impressions
-        counts = np.fromiter((shown.get(item_id, 0) for item_id, row in zip(known, found) if row is not None),
-                             dtype=catalog.columns.impressions.dtype, count=len(rows))
+        counts = np.fromiter(
+            (shown.get(item_id, 0) for item_id, row in zip(known, found) if row is not None),
+            dtype=catalog.columns.impressions.dtype,
+            count=len(rows),
+        )
         catalog.columns.impressions[rows] = np.maximum(catalog.columns.impressions[rows], counts)
         if len(self._signals) >= 4:  # catalogs of models no longer served
             self._signals.clear()

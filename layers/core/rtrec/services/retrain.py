@@ -55,10 +55,10 @@ class RetrainTrigger:
             return TriggerOutcome(False, None, f"retraining job {running[0]} is still running")
         now = self._clock()
         name = self.job_name(now)
-        if not self._lock.acquire(RETRAIN_LOCK, owner=name, now=now, ttl_seconds=self.cooldown_seconds,
-                                  note=report_key):
-            return TriggerOutcome(False, None, f"in the retraining cool-down ({self.cooldown_seconds:.0f} s after "
-                                               "the last trigger)")
+        if not self._lock.acquire(RETRAIN_LOCK, owner=name, now=now, ttl_seconds=self.cooldown_seconds, note=report_key):
+            return TriggerOutcome(
+                False, None, f"in the retraining cool-down ({self.cooldown_seconds:.0f} s after the last trigger)"
+            )
         tags = {"trigger": "drift", "drift_report": report_key, "drift_reasons": "; ".join(reasons)[:5000]}
         self._jobs.start(name, self.hyperparameters, tags)
         return TriggerOutcome(True, name, f"started {name}: {'; '.join(reasons)}")

@@ -102,19 +102,26 @@ def seed_catalog(
         source=source,
     )
     popularity_store.save(popular)
-    return SeedReport(users_written, items_written, len(popular.items), time.perf_counter() - started,
-                      users_kept=users_kept, items_kept=items_kept)
+    return SeedReport(
+        users_written,
+        items_written,
+        len(popular.items),
+        time.perf_counter() - started,
+        users_kept=users_kept,
+        items_kept=items_kept,
+    )
 
 
 _LOOKUP_CHUNK = 1_000
 
 
-def _missing(records: list[T], lookup: Callable[[list[str]], Mapping[str, object]], key: Callable[[T], str],
-             overwrite: bool) -> tuple[list[T], int]:
+def _missing(
+    records: list[T], lookup: Callable[[list[str]], Mapping[str, object]], key: Callable[[T], str], overwrite: bool
+) -> tuple[list[T], int]:
     """The records whose id the store does not hold yet (all of them with `overwrite`), and how many it holds."""
     if overwrite:
         return records, 0
     present: set[str] = set()
     for start in range(0, len(records), _LOOKUP_CHUNK):
-        present.update(lookup([key(r) for r in records[start:start + _LOOKUP_CHUNK]]))
+        present.update(lookup([key(r) for r in records[start : start + _LOOKUP_CHUNK]]))
     return [r for r in records if key(r) not in present], len(present)

@@ -41,8 +41,7 @@ class IngestService:
     go to `impressions` when given (a producer that batches them off the request path), else straight on the
     stream, one PutRecords per slate."""
 
-    def __init__(self, stream: EventStream, *, clock: Callable[[], float],
-                 impressions: ImpressionQueue | None = None) -> None:
+    def __init__(self, stream: EventStream, *, clock: Callable[[], float], impressions: ImpressionQueue | None = None) -> None:
         self._stream = stream
         self._clock = clock
         self._impressions = impressions
@@ -65,10 +64,16 @@ class IngestService:
         if not result.items:
             return True
         impression = Impression(
-            request_id=result.request_id, user_id=result.user_id, model_version=result.model_version,
-            strategy=result.strategy, items=tuple(i.item_id for i in result.items),
-            propensities=tuple(i.propensity for i in result.items), scores=tuple(i.score for i in result.items),
-            timestamp=self._clock(), features=result.features, q_hat=result.q_hat,
+            request_id=result.request_id,
+            user_id=result.user_id,
+            model_version=result.model_version,
+            strategy=result.strategy,
+            items=tuple(i.item_id for i in result.items),
+            propensities=tuple(i.propensity for i in result.items),
+            scores=tuple(i.score for i in result.items),
+            timestamp=self._clock(),
+            features=result.features,
+            q_hat=result.q_hat,
             shadow_version=result.shadow.version if result.shadow else None,
             shadow_propensities=result.shadow.propensities if result.shadow else (),
             shadow_expected_q=result.shadow.expected_q if result.shadow else (),
@@ -171,9 +176,17 @@ class StreamConsumer:
     - the shard state counts a record only when its sequence number is above the state's `learned_through`,
       and it is saved before the profiles, so it is always at least as far as any profile of its shard."""
 
-    def __init__(self, features: FeatureStore, log: CounterfactualLog, *, half_life_days: float = 90.0,
-                 reward_window_seconds: float = 1800.0, dedup_retention_seconds: float = 86_400.0,
-                 dedup_limit: int = SEEN_EVENTS_LIMIT, learner: ShardLearner | None = None) -> None:
+    def __init__(
+        self,
+        features: FeatureStore,
+        log: CounterfactualLog,
+        *,
+        half_life_days: float = 90.0,
+        reward_window_seconds: float = 1800.0,
+        dedup_retention_seconds: float = 86_400.0,
+        dedup_limit: int = SEEN_EVENTS_LIMIT,
+        learner: ShardLearner | None = None,
+    ) -> None:
         self._features = features
         self._log = log
         self._half_life_days = half_life_days
@@ -199,8 +212,10 @@ class StreamConsumer:
             return BatchOutcome(BatchPlan(shard_id, [], {}, []), None, 0)
         read = self._features.get_users({r.message.user_id for r in records if r.message is not None})
         plan = self._plan(shard_id, records, dict(read))
-        poison = sorted([(r.seq, f"malformed record: {r.error}") for r in records if r.message is None]
-                        + [(seq, f"could not be applied: {reason}") for seq, reason in plan.failed])
+        poison = sorted(
+            [(r.seq, f"malformed record: {r.error}") for r in records if r.message is None]
+            + [(seq, f"could not be applied: {reason}") for seq, reason in plan.failed]
+        )
         dead_lettered, retry_from = 0, None
         for seq, reason in poison:
             try:
@@ -219,8 +234,7 @@ class StreamConsumer:
             self.log_batch(f"{shard_id}-{records[0].seq}-{records[-1].seq}", messages)
         learned = None
         if self.learner is not None and plan.applied:
-            learned = self.learner.learn_batch(shard_id, f"{shard_id}-{records[0].seq}-{records[-1].seq}",
-                                               plan.applied)
+            learned = self.learner.learn_batch(shard_id, f"{shard_id}-{records[0].seq}-{records[-1].seq}", plan.applied)
         self.commit(plan)
         return BatchOutcome(plan, learned, dead_lettered, retry_from)
 
@@ -253,13 +267,13 @@ class StreamConsumer:
                 plan.failed.append((record.seq, f"{type(exc).__name__}: {exc}"))
         for user_id, w in work.items():  # the working state back into the profiles to write
             if w.changed:
-                plan.profiles[user_id] = replace(profiles[user_id], seen_events=w.seen.pack(),
-                                                 applied_through=w.watermarks())
+                plan.profiles[user_id] = replace(profiles[user_id], seen_events=w.seen.pack(), applied_through=w.watermarks())
             plan.evicted += w.seen.evicted
         return plan
 
-    def _plan_one(self, plan: BatchPlan, profiles: dict[str, UserProfile], work: dict[str, _Working],
-                  shard_id: str, record: StreamRecord) -> None:
+    def _plan_one(
+        self, plan: BatchPlan, profiles: dict[str, UserProfile], work: dict[str, _Working], shard_id: str, record: StreamRecord
+    ) -> None:
         """Work out the record's effects first and record them last, so one that raises leaves nothing behind."""
         seq, message = record.seq, record.message
         assert message is not None
@@ -313,9 +327,16 @@ class StreamConsumer:
             return tuple((item, _SHOWN) for item in dict.fromkeys(message.items)), None
         if not message.is_positive:  # a view or a low rating: only the profile's counters
             return (), None
-        return ((message.item_id, ItemStatsDelta(
-            clicks=int(message.type == "click"), interactions=1,
-            popularity_mass=decay_mass(message.timestamp, self._half_life_days))),), (message.item_id, message.timestamp)
+        return (
+            (
+                message.item_id,
+                ItemStatsDelta(
+                    clicks=int(message.type == "click"),
+                    interactions=1,
+                    popularity_mass=decay_mass(message.timestamp, self._half_life_days),
+                ),
+            ),
+        ), (message.item_id, message.timestamp)
 
 
 _SHOWN = ItemStatsDelta(impressions=1)
@@ -369,9 +390,13 @@ def joined(
         profile = replace(profile, pending_impression=pending, early_rewards=early)
     else:
         if message.is_positive:
-            if pending is not None and message.item_id in pending.items and (
-                message.request_id == pending.request_id
-                or (message.request_id is None and 0 <= message.timestamp - pending.timestamp <= window_seconds)
+            if (
+                pending is not None
+                and message.item_id in pending.items
+                and (
+                    message.request_id == pending.request_id
+                    or (message.request_id is None and 0 <= message.timestamp - pending.timestamp <= window_seconds)
+                )
             ):
                 resolved.append(_labeled(pending, message.item_id, message.timestamp))
                 profile = replace(profile, pending_impression=None)
@@ -389,7 +414,8 @@ def updated_profile(profile: UserProfile, event: UserEvent) -> UserProfile:
     if event.is_positive:
         if event.item_id in history:  # a membership test in C; the rebuild only when the item moves
             history = tuple(i for i in history if i != event.item_id)
-        history = history[-(PROFILE_HISTORY_LIMIT - 1):] + (event.item_id,)
+        history = (*history[-(PROFILE_HISTORY_LIMIT - 1) :], event.item_id)
     last_seen = int(event.timestamp) if profile.last_seen is None else max(profile.last_seen, int(event.timestamp))
-    return replace(profile, history=history, interaction_count=profile.interaction_count + int(event.is_positive),
-                   last_seen=last_seen)
+    return replace(
+        profile, history=history, interaction_count=profile.interaction_count + int(event.is_positive), last_seen=last_seen
+    )

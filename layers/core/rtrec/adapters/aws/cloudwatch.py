@@ -10,8 +10,9 @@ from rtrec.adapters.aws.errors import translate_aws_errors
 
 
 class CloudWatchMetrics:
-    def __init__(self, namespace: str, client: Any = None, *, endpoint_url: str | None = None,
-                 region: str = "us-east-1") -> None:
+    def __init__(
+        self, namespace: str, client: Any = None, *, endpoint_url: str | None = None, region: str = "us-east-1"
+    ) -> None:
         self.namespace = namespace
         self._client = client if client is not None else aws_client("cloudwatch", endpoint_url, region)
 

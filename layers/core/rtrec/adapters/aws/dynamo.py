@@ -88,8 +88,9 @@ def user_to_record(user: UserProfile) -> dict[str, Any]:
         "history": _id_list(user.history),
         "interaction_count": user.interaction_count,
         "last_seen": user.last_seen,
-        "applied_through": (orjson.dumps({shard: str(seq) for shard, seq in user.applied_through}).decode()
-                            if user.applied_through else None),
+        "applied_through": (
+            orjson.dumps({shard: str(seq) for shard, seq in user.applied_through}).decode() if user.applied_through else None
+        ),
         "seen_events": user.seen_events or None,
         "recent_slates": _id_list([f"{s.request_id} {s.fingerprint:08x}" for s in user.recent_slates]),
         # A JSON string: a map of float lists would cost a Decimal per feature both ways.
@@ -109,7 +110,8 @@ def user_from_record(record: dict[str, Any]) -> UserProfile:
         interaction_count=int(record.get("interaction_count", 0)),
         last_seen=int(record["last_seen"]) if "last_seen" in record else None,
         applied_through=tuple((str(k), int(v)) for k, v in orjson.loads(record["applied_through"]).items())
-        if record.get("applied_through") else (),
+        if record.get("applied_through")
+        else (),
         seen_events=_seen(record),
         recent_slates=_recent_slates(record.get("recent_slates")) or _legacy_slates(record),
         pending_impression=_impression(record.get("pending_impression")),
@@ -119,14 +121,19 @@ def user_from_record(record: dict[str, Any]) -> UserProfile:
 
 def _recent_slates(stored: Any) -> tuple[RecentSlate, ...]:
     """The stored "request_id fingerprint" entries (the request id may hold spaces, the hex fingerprint not)."""
-    return tuple([RecentSlate(request_id, int(fingerprint, 16))
-                  for request_id, _, fingerprint in [entry.rpartition(" ") for entry in _ids(stored)]])
+    return tuple(
+        [
+            RecentSlate(request_id, int(fingerprint, 16))
+            for request_id, _, fingerprint in [entry.rpartition(" ") for entry in _ids(stored)]
+        ]
+    )
 
 
 def _early_rewards(stored: Any) -> tuple[EarlyReward, ...]:
     """The stored "request_id item_id" entries (the item id may hold spaces, the request id not)."""
-    return tuple([EarlyReward(request_id, item_id)
-                  for request_id, _, item_id in [entry.partition(" ") for entry in _ids(stored)]])
+    return tuple(
+        [EarlyReward(request_id, item_id) for request_id, _, item_id in [entry.partition(" ") for entry in _ids(stored)]]
+    )
 
 
 def _seen(record: dict[str, Any]) -> bytes:
@@ -143,7 +150,7 @@ def _legacy_slates(record: dict[str, Any]) -> tuple[RecentSlate, ...]:
     slates = []
     for mark in _ids(record.get("recent_event_ids")):
         if mark.startswith("impression:"):
-            request_id, _, seq = mark[len("impression:"):].rpartition("@")
+            request_id, _, seq = mark[len("impression:") :].rpartition("@")
             if request_id and seq.isdigit():
                 slates.append(RecentSlate(request_id, record_fingerprint(int(seq))))
     return tuple(slates[-RECENT_SLATES:])
@@ -204,8 +211,16 @@ def item_from_record(record: dict[str, Any]) -> ItemFeatures:
 class DynamoFeatureStore:
     """FeatureStore over DynamoDB: one get_item per user lookup, batched writes with retry of unprocessed items."""
 
-    def __init__(self, user_table: str, item_table: str, client: Any = None, *, endpoint_url: str | None = None,
-                 region: str = "us-east-1", consistent_profile_reads: bool = False) -> None:
+    def __init__(
+        self,
+        user_table: str,
+        item_table: str,
+        client: Any = None,
+        *,
+        endpoint_url: str | None = None,
+        region: str = "us-east-1",
+        consistent_profile_reads: bool = False,
+    ) -> None:
         """`consistent_profile_reads`: read profiles strongly consistent (twice the read units). The stream
         consumer needs it: it reads, changes and writes back the profiles batch after batch, and an eventually
         consistent read could miss the previous batch's write (its watermarks and dedup set included)."""
@@ -216,8 +231,7 @@ class DynamoFeatureStore:
 
     def get_user(self, user_id: str) -> UserProfile | None:
         with translate_aws_errors(f"reading user {user_id!r} from {self.user_table}"):
-            response = self._client.get_item(TableName=self.user_table, Key={"user_id": {"S": user_id}},
-                                             **self._profile_read)
+            response = self._client.get_item(TableName=self.user_table, Key={"user_id": {"S": user_id}}, **self._profile_read)
         item = response.get("Item")
         return user_from_record(_from_attribute_map(item)) if item else None
 
@@ -226,8 +240,10 @@ class DynamoFeatureStore:
 
     def get_users(self, user_ids: Iterable[str]) -> dict[str, UserProfile]:
         """BatchGetItem, 100 keys a call, unprocessed keys retried."""
-        return {str(r["user_id"]): user_from_record(r)
-                for r in self._batch_get(self.user_table, "user_id", user_ids, **self._profile_read)}
+        return {
+            str(r["user_id"]): user_from_record(r)
+            for r in self._batch_get(self.user_table, "user_id", user_ids, **self._profile_read)
+        }
 
     def get_items(self, item_ids: Sequence[str]) -> dict[str, ItemFeatures]:
         return {str(r["item_id"]): item_from_record(r) for r in self._batch_get(self.item_table, "item_id", item_ids)}

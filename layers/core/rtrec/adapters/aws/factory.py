@@ -56,8 +56,14 @@ class AwsAdapters:
     `clients` replaces the client of a service (`{"dynamodb": client}`), as a test does to inject failures;
     the others are built on first use, once per service."""
 
-    def __init__(self, names: ResourceNames, *, endpoint_url: str | None = None, region: str = "us-east-1",
-                 clients: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        names: ResourceNames,
+        *,
+        endpoint_url: str | None = None,
+        region: str = "us-east-1",
+        clients: Mapping[str, Any] | None = None,
+    ) -> None:
         self.names = names
         self.endpoint_url = endpoint_url
         self.region = region
@@ -80,8 +86,12 @@ class AwsAdapters:
 
     def feature_store(self, *, consistent_profile_reads: bool = False) -> DynamoFeatureStore:
         """User and item features; `consistent_profile_reads` for a read-modify-write of profiles (the consumer)."""
-        return DynamoFeatureStore(self.names.table(USER_FEATURES), self.names.table(ITEM_FEATURES),
-                                  client=self.client("dynamodb"), consistent_profile_reads=consistent_profile_reads)
+        return DynamoFeatureStore(
+            self.names.table(USER_FEATURES),
+            self.names.table(ITEM_FEATURES),
+            client=self.client("dynamodb"),
+            consistent_profile_reads=consistent_profile_reads,
+        )
 
     def lock(self) -> DynamoLock:
         """The locks table (the retraining cool-down)."""
@@ -121,16 +131,20 @@ class AwsAdapters:
     def event_stream(self) -> KinesisEventStream:
         return KinesisEventStream(self.names.stream(EVENTS_STREAM), client=self.client("kinesis"))
 
-    def impression_producer(self, stream: KinesisEventStream | None = None,
-                            **options: Any) -> KinesisImpressionProducer:
+    def impression_producer(self, stream: KinesisEventStream | None = None, **options: Any) -> KinesisImpressionProducer:
         """Impressions batched onto `stream` (default: a new handle on the events stream); `options` are
         KinesisImpressionProducer's (buffer bounds, linger, overflow, background sender, telemetry)."""
         return KinesisImpressionProducer(stream if stream is not None else self.event_stream(), **options)
 
     def dead_letter_queue(self) -> SqsDeadLetterQueue:
         """The events DLQ, with its bucket for the letters SQS cannot hold."""
-        return SqsDeadLetterQueue.for_names(self.names, endpoint_url=self.endpoint_url, region=self.region,
-                                            client=self.client("sqs"), s3_client=self.client("s3"))
+        return SqsDeadLetterQueue.for_names(
+            self.names,
+            endpoint_url=self.endpoint_url,
+            region=self.region,
+            client=self.client("sqs"),
+            s3_client=self.client("s3"),
+        )
 
     # -- CloudWatch, SageMaker -------------------------------------------------------------------------------------
 
@@ -138,12 +152,21 @@ class AwsAdapters:
         """CloudWatch metrics under `namespace` (default: the deployment's)."""
         return CloudWatchMetrics(namespace or self.names.metrics_namespace, client=self.client("cloudwatch"))
 
-    def training_jobs(self, *, role_arn: str, image_uri: str, instance_type: str = "ml.m5.xlarge",
-                      environment: Mapping[str, str] | None = None) -> SageMakerTrainingJobs:
+    def training_jobs(
+        self,
+        *,
+        role_arn: str,
+        image_uri: str,
+        instance_type: str = "ml.m5.xlarge",
+        environment: Mapping[str, str] | None = None,
+    ) -> SageMakerTrainingJobs:
         """SageMaker training jobs reading the offline store and writing under the models bucket's `jobs/`."""
         config = SageMakerJobConfig(
-            role_arn=role_arn, image_uri=image_uri,
+            role_arn=role_arn,
+            image_uri=image_uri,
             train_s3_uri=f"s3://{self.names.bucket(OFFLINE_STORE_BUCKET)}/train/",
-            output_s3_uri=f"s3://{self.names.bucket(MODELS_BUCKET)}/jobs/", instance_type=instance_type,
-            environment=dict(environment or {}))
+            output_s3_uri=f"s3://{self.names.bucket(MODELS_BUCKET)}/jobs/",
+            instance_type=instance_type,
+            environment=dict(environment or {}),
+        )
         return SageMakerTrainingJobs(config, client=self.client("sagemaker"))

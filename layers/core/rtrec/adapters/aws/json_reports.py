@@ -14,8 +14,15 @@ __all__ = ["DRIFT_REPORTS_PREFIX", "S3JsonReports"]
 
 
 class S3JsonReports:
-    def __init__(self, bucket: str, prefix: str = DRIFT_REPORTS_PREFIX, client: Any = None, *,
-                 endpoint_url: str | None = None, region: str = "us-east-1") -> None:
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = DRIFT_REPORTS_PREFIX,
+        client: Any = None,
+        *,
+        endpoint_url: str | None = None,
+        region: str = "us-east-1",
+    ) -> None:
         self.bucket = bucket
         self.prefix = prefix
         self._client = client if client is not None else aws_client("s3", endpoint_url, region)
@@ -23,8 +30,9 @@ class S3JsonReports:
     def read_all(self, limit: int | None = None) -> tuple[list[dict[str, Any]], list[str]]:
         """The reports (key order: oldest first for timestamped keys), at most the newest `limit`, and the keys
         that were not JSON objects (skipped, so one bad report does not hide the others)."""
-        keys = sorted(obj["Key"] for obj in list_objects(self._client, self.bucket, self.prefix)
-                      if obj["Key"].endswith(".json"))
+        keys = sorted(
+            obj["Key"] for obj in list_objects(self._client, self.bucket, self.prefix) if obj["Key"].endswith(".json")
+        )
         if limit is not None:
             keys = keys[-limit:] if limit > 0 else []
 

@@ -20,8 +20,16 @@ class KinesisEventStream:
     """EventStream over Kinesis PutRecords. A call can succeed for some records and fail for others
     (throttling per shard): only the failed ones are sent again, with backoff, up to `max_rounds`."""
 
-    def __init__(self, stream_name: str, client: Any = None, *, endpoint_url: str | None = None,
-                 region: str = "us-east-1", max_rounds: int = 6, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        stream_name: str,
+        client: Any = None,
+        *,
+        endpoint_url: str | None = None,
+        region: str = "us-east-1",
+        max_rounds: int = 6,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.stream_name = stream_name
         self._client = client if client is not None else aws_client("kinesis", endpoint_url, region)
         self._max_rounds = max_rounds

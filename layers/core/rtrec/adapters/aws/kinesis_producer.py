@@ -61,10 +61,21 @@ class _Record:
 class KinesisImpressionProducer:
     """The ImpressionQueue port over a KinesisEventStream's single PutRecords calls."""
 
-    def __init__(self, stream: KinesisEventStream, *, max_records: int = 10_000, max_bytes: int = 16 * 1024 * 1024,
-                 linger_s: float = 0.05, batch_records: int = PUT_RECORDS_LIMIT, overflow: Overflow = "drop_oldest",
-                 background: bool = True, telemetry: Telemetry = NO_TELEMETRY, backoff_s: float = 0.05,
-                 max_backoff_s: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        stream: KinesisEventStream,
+        *,
+        max_records: int = 10_000,
+        max_bytes: int = 16 * 1024 * 1024,
+        linger_s: float = 0.05,
+        batch_records: int = PUT_RECORDS_LIMIT,
+        overflow: Overflow = "drop_oldest",
+        background: bool = True,
+        telemetry: Telemetry = NO_TELEMETRY,
+        backoff_s: float = 0.05,
+        max_backoff_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if not 1 <= batch_records <= PUT_RECORDS_LIMIT:
             raise ValueError(f"batch_records must be 1 to {PUT_RECORDS_LIMIT}, got {batch_records}")
         if max_records < 1 or max_bytes < 1 or linger_s < 0:
@@ -103,9 +114,11 @@ class KinesisImpressionProducer:
             return False
         record = _Record(entry, entry_bytes(entry), self._clock())
         with self._cond:
-            if self._closed or record.size > self._max_bytes:
-                dropped, accepted = 1, False
-            elif self._overflow == "drop_newest" and self._over_bounds(1, record.size):
+            if (
+                self._closed
+                or record.size > self._max_bytes
+                or (self._overflow == "drop_newest" and self._over_bounds(1, record.size))
+            ):
                 dropped, accepted = 1, False
             else:
                 dropped = 0
@@ -177,8 +190,16 @@ class KinesisImpressionProducer:
 
     def stats(self) -> ProducerStats:
         with self._cond:
-            return ProducerStats(len(self._queue), self._bytes, self._in_flight, self._sent, self._dropped,
-                                 self._resent, self._put_calls, self._failed_calls)
+            return ProducerStats(
+                len(self._queue),
+                self._bytes,
+                self._in_flight,
+                self._sent,
+                self._dropped,
+                self._resent,
+                self._put_calls,
+                self._failed_calls,
+            )
 
     # -- the sender --------------------------------------------------------------------------------------------
 
@@ -193,8 +214,11 @@ class KinesisImpressionProducer:
                     if not self._queue:
                         self._cond.wait()
                         continue
-                    due = self._retry_at if self._call_is_full() else max(
-                        self._queue[0].enqueued_at + self._linger, self._retry_at)
+                    due = (
+                        self._retry_at
+                        if self._call_is_full()
+                        else max(self._queue[0].enqueued_at + self._linger, self._retry_at)
+                    )
                     if now >= due:
                         break
                     self._cond.wait(due - now)

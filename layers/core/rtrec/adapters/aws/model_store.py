@@ -27,9 +27,7 @@ _CHUNK = 1024 * 1024
 def _check_version(version: str) -> str:
     version = str(version)
     if not _VERSION.match(version):
-        raise InvalidInputError(
-            f"model version {version!r} is not a safe path segment ([A-Za-z0-9._-], no leading dot)"
-        )
+        raise InvalidInputError(f"model version {version!r} is not a safe path segment ([A-Za-z0-9._-], no leading dot)")
     return version
 
 
@@ -37,8 +35,15 @@ class S3ModelStore:
     """ModelStore over S3. The pointer is one small object replaced by a single PUT, so a reader
     sees either the old or the new pointer (S3 is strongly consistent for reads after writes)."""
 
-    def __init__(self, bucket: str, client: Any = None, *, endpoint_url: str | None = None,
-                 region: str = "us-east-1", prefix: str = "models") -> None:
+    def __init__(
+        self,
+        bucket: str,
+        client: Any = None,
+        *,
+        endpoint_url: str | None = None,
+        region: str = "us-east-1",
+        prefix: str = "models",
+    ) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self._client = client if client is not None else aws_client("s3", endpoint_url, region)
@@ -80,12 +85,17 @@ class S3ModelStore:
         body = json.dumps(pointer.to_dict(), indent=2, sort_keys=True).encode()
         with translate_aws_errors(f"writing s3://{self.bucket}/{key}"):
             self._client.put_object(
-                Bucket=self.bucket, Key=key, Body=body, ContentType="application/json", CacheControl="no-cache",
+                Bucket=self.bucket,
+                Key=key,
+                Body=body,
+                ContentType="application/json",
+                CacheControl="no-cache",
             )
 
     def read_pointer(self, role: str = PRODUCTION_POINTER) -> ProductionPointer | None:
-        return read_json_as(self._client, self.bucket, self.pointer_key_for(role), ProductionPointer.from_dict,
-                            f"{role} pointer")
+        return read_json_as(
+            self._client, self.bucket, self.pointer_key_for(role), ProductionPointer.from_dict, f"{role} pointer"
+        )
 
     def delete_pointer(self, role: str) -> None:
         key = self.pointer_key_for(role)
@@ -106,7 +116,7 @@ class S3ModelStore:
         target_dir = Path(target_dir)
         root = target_dir.resolve()
         for key in keys:
-            target = target_dir / key[len(prefix):]
+            target = target_dir / key[len(prefix) :]
             if not target.resolve().is_relative_to(root):
                 raise DependencyError(f"s3://{self.bucket}/{key} would be written outside {target_dir}")
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -41,8 +41,9 @@ class EmfMetrics:
         key = tuple(dimensions.items())
         buffer = self._buffers.get(key)
         if buffer is None:
-            buffer = self._buffers[key] = EphemeralMetrics(namespace=self.namespace, service=self.service,
-                                                           default_dimensions={"service": self.service, **dimensions})
+            buffer = self._buffers[key] = EphemeralMetrics(
+                namespace=self.namespace, service=self.service, default_dimensions={"service": self.service, **dimensions}
+            )
         buffer.add_metric(name=name, unit=unit, value=value)
 
     def flush(self) -> None:

@@ -41,8 +41,15 @@ def _table_definition(name: str, spec: TableSpec) -> dict[str, Any]:
 
 
 class Provisioner:
-    def __init__(self, names: ResourceNames, *, endpoint_url: str | None = None, region: str = "us-east-1",
-                 clients: dict[str, Any] | None = None, log: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        names: ResourceNames,
+        *,
+        endpoint_url: str | None = None,
+        region: str = "us-east-1",
+        clients: dict[str, Any] | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
         self.names = names
         self._log = log or logging.getLogger(__name__).warning
         self.region = region
@@ -62,8 +69,7 @@ class Provisioner:
         return report
 
     def _tables(self, report: ProvisionReport) -> None:
-        existing = {n for page in self._dynamodb.get_paginator("list_tables").paginate()
-                    for n in page.get("TableNames", [])}
+        existing = {n for page in self._dynamodb.get_paginator("list_tables").paginate() for n in page.get("TableNames", [])}
         for spec in TABLES:
             name = self.names.table(spec)
             if name in existing:
@@ -86,8 +92,10 @@ class Provisioner:
             code = exc.response.get("Error", {}).get("Code", "")
             if code not in ("UnknownOperationException", "NotImplemented", "InvalidAction"):
                 raise
-            self._log(f"dynamodb:{table}: this endpoint has no UpdateTimeToLive ({code}); items expire by "
-                      f"'{attribute}' only where readers check it")
+            self._log(
+                f"dynamodb:{table}: this endpoint has no UpdateTimeToLive ({code}); items expire by "
+                f"'{attribute}' only where readers check it"
+            )
 
     def _streams(self, report: ProvisionReport) -> None:
         for spec in STREAMS:
@@ -130,14 +138,15 @@ class Provisioner:
             report.created.append(f"s3:{name}")
 
     def _queues(self, report: ProvisionReport) -> None:
-        existing = {url.rsplit("/", 1)[-1] for page in self._sqs.get_paginator("list_queues").paginate()
-                    for url in page.get("QueueUrls", [])}
+        existing = {
+            url.rsplit("/", 1)[-1]
+            for page in self._sqs.get_paginator("list_queues").paginate()
+            for url in page.get("QueueUrls", [])
+        }
         for spec in QUEUES:
             name = self.names.queue(spec)
             if name in existing:
                 report.existing.append(f"sqs:{name}")
                 continue
-            self._sqs.create_queue(
-                QueueName=name, Attributes={"MessageRetentionPeriod": str(spec.message_retention_seconds)}
-            )
+            self._sqs.create_queue(QueueName=name, Attributes={"MessageRetentionPeriod": str(spec.message_retention_seconds)})
             report.created.append(f"sqs:{name}")

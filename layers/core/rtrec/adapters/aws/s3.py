@@ -47,8 +47,9 @@ def read_object(client: Any, bucket: str, key: str) -> bytes | None:
             raise
 
 
-def read_json_as(client: Any, bucket: str, key: str, parse: Callable[[Any], T], what: str, *,
-                 loads: Callable[[bytes], Any] = json.loads) -> T | None:
+def read_json_as(
+    client: Any, bucket: str, key: str, parse: Callable[[Any], T], what: str, *, loads: Callable[[bytes], Any] = json.loads
+) -> T | None:
     """The object's JSON through `parse`, or None when there is no such key; a body that is not JSON, or that
     `parse` refuses (ValueError, KeyError, TypeError), is a DependencyError naming it as `what`."""
     raw = read_object(client, bucket, key)
@@ -72,8 +73,15 @@ def _popular_items(body: Any) -> PopularItems:
 class S3PopularityStore:
     """PopularityStore as one JSON object in the models bucket."""
 
-    def __init__(self, bucket: str, key: str = POPULARITY_KEY, client: Any = None, *,
-                 endpoint_url: str | None = None, region: str = "us-east-1") -> None:
+    def __init__(
+        self,
+        bucket: str,
+        key: str = POPULARITY_KEY,
+        client: Any = None,
+        *,
+        endpoint_url: str | None = None,
+        region: str = "us-east-1",
+    ) -> None:
         self.bucket = bucket
         self.key = key
         self._client = client if client is not None else aws_client("s3", endpoint_url, region)
@@ -101,8 +109,15 @@ class S3CatalogAdditions:
     """CatalogAdditions as one JSON object per item in the models bucket (a persistent bucket, so added
     items survive a restart of the embedded cloud); the object's ETag is the item's version tag."""
 
-    def __init__(self, bucket: str, prefix: str = CATALOG_ADDITIONS_PREFIX, client: Any = None, *,
-                 endpoint_url: str | None = None, region: str = "us-east-1") -> None:
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = CATALOG_ADDITIONS_PREFIX,
+        client: Any = None,
+        *,
+        endpoint_url: str | None = None,
+        region: str = "us-east-1",
+    ) -> None:
         self.bucket = bucket
         self.prefix = prefix
         self._client = client if client is not None else aws_client("s3", endpoint_url, region)
@@ -119,7 +134,7 @@ class S3CatalogAdditions:
         out: list[tuple[ItemFeatures, str]] = []
         for obj in list_objects(self._client, self.bucket, self.prefix):
             key, tag = obj["Key"], str(obj["ETag"]).strip('"')
-            item_id = key[len(self.prefix):].removesuffix(".json")
+            item_id = key[len(self.prefix) :].removesuffix(".json")
             if not key.endswith(".json") or known.get(item_id) == tag:
                 continue
             with translate_aws_errors(f"reading s3://{self.bucket}/{key}"):
@@ -138,8 +153,7 @@ class S3CounterfactualLog:
     batch has the same id and overwrites its object; readers de-duplicate by event_id (request_id for
     joined slates) across objects."""
 
-    def __init__(self, bucket: str, client: Any = None, *, endpoint_url: str | None = None,
-                 region: str = "us-east-1") -> None:
+    def __init__(self, bucket: str, client: Any = None, *, endpoint_url: str | None = None, region: str = "us-east-1") -> None:
         self.bucket = bucket
         self._client = client if client is not None else aws_client("s3", endpoint_url, region)
 
@@ -151,8 +165,9 @@ class S3CounterfactualLog:
             groups.setdefault(f"{kind}/dt={day}/{batch_id}.jsonl", []).append(encode_record(message).decode())
         for key, lines in groups.items():
             with translate_aws_errors(f"writing s3://{self.bucket}/{key}"):
-                self._client.put_object(Bucket=self.bucket, Key=key, Body=("\n".join(lines) + "\n").encode(),
-                                        ContentType="application/x-ndjson")
+                self._client.put_object(
+                    Bucket=self.bucket, Key=key, Body=("\n".join(lines) + "\n").encode(), ContentType="application/x-ndjson"
+                )
 
     def write_joined(self, batch_id: str, slates: Sequence[LabeledImpression]) -> None:
         groups: dict[str, list[str]] = {}
@@ -161,8 +176,9 @@ class S3CounterfactualLog:
             groups.setdefault(f"joined/dt={day}/{batch_id}.jsonl", []).append(orjson.dumps(labeled.to_dict()).decode())
         for key, lines in groups.items():
             with translate_aws_errors(f"writing s3://{self.bucket}/{key}"):
-                self._client.put_object(Bucket=self.bucket, Key=key, Body=("\n".join(lines) + "\n").encode(),
-                                        ContentType="application/x-ndjson")
+                self._client.put_object(
+                    Bucket=self.bucket, Key=key, Body=("\n".join(lines) + "\n").encode(), ContentType="application/x-ndjson"
+                )
 
     def read_joined(self) -> list[LabeledImpression]:
         """Every logged slate with its rewards, de-duplicated by request_id, oldest first."""
@@ -201,8 +217,15 @@ class S3RankerStateStore:
     per `load_all`, whose listing carries the ETags). `load` hands its caller the state to change and save (it is
     not kept meanwhile: a batch that fails between the two reads it again); `load_all`'s states are shared, to read."""
 
-    def __init__(self, bucket: str, prefix: str = RANKER_STATE_PREFIX, client: Any = None, *,
-                 endpoint_url: str | None = None, region: str = "us-east-1") -> None:
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = RANKER_STATE_PREFIX,
+        client: Any = None,
+        *,
+        endpoint_url: str | None = None,
+        region: str = "us-east-1",
+    ) -> None:
         self.bucket = bucket
         self.prefix = prefix
         self._client = client if client is not None else aws_client("s3", endpoint_url, region)
@@ -211,8 +234,9 @@ class S3RankerStateStore:
         self._listed: dict[str, tuple[str, RankerShardState]] = {}  # key -> (ETag, the state load_all shares)
 
     def _read(self, key: str) -> RankerShardState | None:
-        return read_json_as(self._client, self.bucket, key, RankerShardState.from_dict, "online-ranker state",
-                            loads=orjson.loads)
+        return read_json_as(
+            self._client, self.bucket, key, RankerShardState.from_dict, "online-ranker state", loads=orjson.loads
+        )
 
     def _etag(self, key: str) -> str | None:
         with translate_aws_errors(f"reading s3://{self.bucket}/{key}"):
@@ -235,9 +259,12 @@ class S3RankerStateStore:
         key = f"{self.prefix}{state.shard_id}.json"
         with translate_aws_errors(f"writing s3://{self.bucket}/{key}"):
             # orjson: the state is read and written once per consumer batch (200 KB at ML-1M: 9 ms with json)
-            response = self._client.put_object(Bucket=self.bucket, Key=key,
-                                               Body=orjson.dumps(state.to_dict(), option=orjson.OPT_SERIALIZE_NUMPY),
-                                               ContentType="application/json")
+            response = self._client.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=orjson.dumps(state.to_dict(), option=orjson.OPT_SERIALIZE_NUMPY),
+                ContentType="application/json",
+            )
         etag = response.get("ETag")
         with self._lock:
             if etag:
@@ -297,8 +324,7 @@ class S3DriftSources:
     the same second as the last one read is neither missed nor read twice. Partitions are by event time, which a
     replay sets in the past, so arrival time is what says "new"."""
 
-    def __init__(self, bucket: str, client: Any = None, *, endpoint_url: str | None = None,
-                 region: str = "us-east-1") -> None:
+    def __init__(self, bucket: str, client: Any = None, *, endpoint_url: str | None = None, region: str = "us-east-1") -> None:
         self.bucket = bucket
         self._client = client if client is not None else aws_client("s3", endpoint_url, region)
 
@@ -331,8 +357,12 @@ class S3DriftSources:
 
     def slates_since(self, cursor: Any) -> tuple[list[LabeledImpression], dict[str, Any]]:
         bodies, cursor = self._since("joined/", cursor)
-        slates = [LabeledImpression.from_dict(json.loads(line)) for body in bodies
-                  for line in body.decode().splitlines() if line.strip()]
+        slates = [
+            LabeledImpression.from_dict(json.loads(line))
+            for body in bodies
+            for line in body.decode().splitlines()
+            if line.strip()
+        ]
         return slates, cursor
 
 
@@ -343,8 +373,7 @@ DRIFT_REPORTS_PREFIX = "drift/reports/"
 class S3DriftStore:
     """The drift check's state and reports in the models bucket: `drift/state.json`, `drift/reports/<UTC>.json`."""
 
-    def __init__(self, bucket: str, client: Any = None, *, endpoint_url: str | None = None,
-                 region: str = "us-east-1") -> None:
+    def __init__(self, bucket: str, client: Any = None, *, endpoint_url: str | None = None, region: str = "us-east-1") -> None:
         self.bucket = bucket
         self._client = client if client is not None else aws_client("s3", endpoint_url, region)
 
@@ -353,15 +382,17 @@ class S3DriftStore:
 
     def save_state(self, state: dict[str, Any]) -> None:
         with translate_aws_errors(f"writing s3://{self.bucket}/{DRIFT_STATE_KEY}"):
-            self._client.put_object(Bucket=self.bucket, Key=DRIFT_STATE_KEY, Body=json.dumps(state).encode(),
-                                    ContentType="application/json")
+            self._client.put_object(
+                Bucket=self.bucket, Key=DRIFT_STATE_KEY, Body=json.dumps(state).encode(), ContentType="application/json"
+            )
 
     def write_report(self, report: dict[str, Any], key: str | None = None) -> str:
         stamp = time.strftime("%Y-%m-%dT%H-%M-%S", time.gmtime(float(report.get("generated_at", time.time()))))
         key = key or f"{DRIFT_REPORTS_PREFIX}{stamp}-{int(report.get('run', 0)):06d}.json"
         with translate_aws_errors(f"writing s3://{self.bucket}/{key}"):
-            self._client.put_object(Bucket=self.bucket, Key=key, Body=json.dumps(report, indent=1).encode(),
-                                    ContentType="application/json")
+            self._client.put_object(
+                Bucket=self.bucket, Key=key, Body=json.dumps(report, indent=1).encode(), ContentType="application/json"
+            )
         return key
 
     def report(self, key: str) -> bytes | None:

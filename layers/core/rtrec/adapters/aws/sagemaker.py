@@ -28,8 +28,9 @@ class SageMakerJobConfig:
 
 
 class SageMakerTrainingJobs:
-    def __init__(self, config: SageMakerJobConfig, client: Any = None, *, endpoint_url: str | None = None,
-                 region: str = "us-east-1") -> None:
+    def __init__(
+        self, config: SageMakerJobConfig, client: Any = None, *, endpoint_url: str | None = None, region: str = "us-east-1"
+    ) -> None:
         self.config = config
         self._client = client if client is not None else aws_client("sagemaker", endpoint_url, region)
 
@@ -40,8 +41,18 @@ class SageMakerTrainingJobs:
             "HyperParameters": {k: str(v) for k, v in hyperparameters.items()},
             "AlgorithmSpecification": {"TrainingImage": c.image_uri, "TrainingInputMode": "File"},
             "RoleArn": c.role_arn,
-            "InputDataConfig": [{"ChannelName": "train", "DataSource": {"S3DataSource": {
-                "S3DataType": "S3Prefix", "S3Uri": c.train_s3_uri, "S3DataDistributionType": "FullyReplicated"}}}],
+            "InputDataConfig": [
+                {
+                    "ChannelName": "train",
+                    "DataSource": {
+                        "S3DataSource": {
+                            "S3DataType": "S3Prefix",
+                            "S3Uri": c.train_s3_uri,
+                            "S3DataDistributionType": "FullyReplicated",
+                        }
+                    },
+                }
+            ],
             "OutputDataConfig": {"S3OutputPath": c.output_s3_uri},
             "ResourceConfig": {"InstanceType": c.instance_type, "InstanceCount": 1, "VolumeSizeInGB": 30},
             "StoppingCondition": {"MaxRuntimeInSeconds": c.max_runtime_seconds},
@@ -56,6 +67,9 @@ class SageMakerTrainingJobs:
         with translate_aws_errors("listing training jobs"):
             paginator = self._client.get_paginator("list_training_jobs")
             for page in paginator.paginate(NameContains=prefix, StatusEquals="InProgress"):
-                names += [j["TrainingJobName"] for j in page.get("TrainingJobSummaries", [])
-                          if j["TrainingJobName"].startswith(prefix)]
+                names += [
+                    j["TrainingJobName"]
+                    for j in page.get("TrainingJobSummaries", [])
+                    if j["TrainingJobName"].startswith(prefix)
+                ]
         return names

@@ -35,9 +35,17 @@ def is_reference(body: dict[str, Any]) -> bool:
 class SqsDeadLetterQueue:
     """The DeadLetterQueue port over SQS, with S3 for the letters SQS cannot hold."""
 
-    def __init__(self, queue_name: str | None = None, client: Any = None, *, queue_url: str | None = None,
-                 bucket: str | None = None, s3_client: Any = None, endpoint_url: str | None = None,
-                 region: str = "us-east-1") -> None:
+    def __init__(
+        self,
+        queue_name: str | None = None,
+        client: Any = None,
+        *,
+        queue_url: str | None = None,
+        bucket: str | None = None,
+        s3_client: Any = None,
+        endpoint_url: str | None = None,
+        region: str = "us-east-1",
+    ) -> None:
         if queue_name is None and queue_url is None:
             raise ValueError("a queue name or URL is needed")
         self.queue_name = queue_name or str(queue_url).rstrip("/").rsplit("/", 1)[-1]
@@ -48,11 +56,24 @@ class SqsDeadLetterQueue:
         self._url: str | None = queue_url
 
     @classmethod
-    def for_names(cls, names: ResourceNames, *, endpoint_url: str | None = None, region: str = "us-east-1",
-                  client: Any = None, s3_client: Any = None) -> SqsDeadLetterQueue:
+    def for_names(
+        cls,
+        names: ResourceNames,
+        *,
+        endpoint_url: str | None = None,
+        region: str = "us-east-1",
+        client: Any = None,
+        s3_client: Any = None,
+    ) -> SqsDeadLetterQueue:
         """The events DLQ of a deployment, with its dead-letter bucket."""
-        return cls(names.queue(EVENTS_DLQ), client, bucket=names.bucket(DEAD_LETTER_BUCKET), s3_client=s3_client,
-                   endpoint_url=endpoint_url, region=region)
+        return cls(
+            names.queue(EVENTS_DLQ),
+            client,
+            bucket=names.bucket(DEAD_LETTER_BUCKET),
+            s3_client=s3_client,
+            endpoint_url=endpoint_url,
+            region=region,
+        )
 
     @property
     def url(self) -> str:
@@ -84,17 +105,24 @@ class SqsDeadLetterQueue:
     def _store(self, letter: dict[str, Any], text: str, size: int) -> dict[str, Any]:
         """Write the whole letter to S3; the reference message that replaces it."""
         if self.bucket is None:
-            raise DependencyError(f"a dead letter of {size:,} bytes is over the SQS limit and queue {self.queue_name} "
-                                  "has no dead-letter bucket (SqsDeadLetterQueue.for_names sets one)")
+            raise DependencyError(
+                f"a dead letter of {size:,} bytes is over the SQS limit and queue {self.queue_name} "
+                "has no dead-letter bucket (SqsDeadLetterQueue.for_names sets one)"
+            )
         source = _ID_UNSAFE.sub("-", str(letter.get("source") or "unknown"))
         ident = letter.get("event_id") or letter.get("sequence_number") or "record"
-        key = (f"{source}/{dt.datetime.now(dt.UTC):%Y-%m-%d}/"
-               f"{_ID_UNSAFE.sub('-', str(ident))[:200]}-{uuid.uuid4().hex[:12]}.json")  # unique: one object per message
+        key = (
+            f"{source}/{dt.datetime.now(dt.UTC):%Y-%m-%d}/"
+            f"{_ID_UNSAFE.sub('-', str(ident))[:200]}-{uuid.uuid4().hex[:12]}.json"
+        )  # unique: one object per message
         with translate_aws_errors(f"writing dead letter s3://{self.bucket}/{key}"):
             self.s3.put_object(Bucket=self.bucket, Key=key, Body=text.encode("utf-8"), ContentType="application/json")
-        meta = {k: v for k, v in letter.items()
-                if k != "record" and (v is None or isinstance(v, (bool, int, float))
-                                      or (isinstance(v, str) and len(v) <= _MAX_META_CHARS))}
+        meta = {
+            k: v
+            for k, v in letter.items()
+            if k != "record"
+            and (v is None or isinstance(v, (bool, int, float)) or (isinstance(v, str) and len(v) <= _MAX_META_CHARS))
+        }
         return {**meta, "by_reference": True, "size": size, "s3_bucket": self.bucket, "s3_key": key}
 
     # -- reading -------------------------------------------------------------------------------------------------
@@ -103,13 +131,15 @@ class SqsDeadLetterQueue:
         """Messages currently visible (for tests and inspection), references resolved; they are not deleted."""
         return [self.resolve(body) for body, _ in self.receive_with_handles(max_messages, wait_seconds)]
 
-    def receive_with_handles(self, max_messages: int = 10, wait_seconds: int = 0,
-                             visibility_timeout: int | None = None) -> list[tuple[dict[str, Any], str]]:
+    def receive_with_handles(
+        self, max_messages: int = 10, wait_seconds: int = 0, visibility_timeout: int | None = None
+    ) -> list[tuple[dict[str, Any], str]]:
         """Visible messages as sent (references not resolved) with their receipt handles (to delete once handled)."""
         extra = {"VisibilityTimeout": visibility_timeout} if visibility_timeout is not None else {}
         with translate_aws_errors(f"receiving from SQS queue {self.queue_name}"):
-            response = self._client.receive_message(QueueUrl=self.url, MaxNumberOfMessages=max_messages,
-                                                    WaitTimeSeconds=wait_seconds, **extra)
+            response = self._client.receive_message(
+                QueueUrl=self.url, MaxNumberOfMessages=max_messages, WaitTimeSeconds=wait_seconds, **extra
+            )
         return [(json.loads(m["Body"]), m["ReceiptHandle"]) for m in response.get("Messages", [])]
 
     def resolve(self, body: dict[str, Any]) -> dict[str, Any]:

@@ -24,8 +24,13 @@ _UNSAFE = re.compile(r"[^\w./\- ]")
 
 
 class MlflowDriftRuns:
-    def __init__(self, tracking_uri: str, artifact_location: str | None = None, experiment: str = EXPERIMENT,
-                 client: MlflowClient | None = None) -> None:
+    def __init__(
+        self,
+        tracking_uri: str,
+        artifact_location: str | None = None,
+        experiment: str = EXPERIMENT,
+        client: MlflowClient | None = None,
+    ) -> None:
         self.experiment = experiment
         self.artifact_location = artifact_location
         self._client = client or MlflowClient(tracking_uri=tracking_uri)
@@ -34,18 +39,25 @@ class MlflowDriftRuns:
     def _experiment(self) -> str:
         if self._experiment_id is None:
             found = self._client.get_experiment_by_name(self.experiment)
-            self._experiment_id = (found.experiment_id if found is not None else
-                                   self._client.create_experiment(self.experiment,
-                                                                  artifact_location=self.artifact_location))
+            self._experiment_id = (
+                found.experiment_id
+                if found is not None
+                else self._client.create_experiment(self.experiment, artifact_location=self.artifact_location)
+            )
         return self._experiment_id
 
     def log(self, report: dict[str, Any], key: str) -> str:
         """Log `report` (as the drift check wrote it under `key`); returns the run id."""
         try:
-            run = self._client.create_run(self._experiment(), run_name=Path(key).stem, tags={
-                "drift_report": key, "model_version": str(report.get("model_version")),
-                "drifted": str(bool(report.get("drifted"))).lower(),
-            })
+            run = self._client.create_run(
+                self._experiment(),
+                run_name=Path(key).stem,
+                tags={
+                    "drift_report": key,
+                    "model_version": str(report.get("model_version")),
+                    "drifted": str(bool(report.get("drifted"))).lower(),
+                },
+            )
             now = int(float(report.get("generated_at", time.time())) * 1000)
             metrics = [Metric("drifted", float(bool(report.get("drifted"))), now, 0)]
             for feature in report.get("features", []):

@@ -105,8 +105,14 @@ def load_item_catalog(folder: Path, genres: Sequence[str], features: FeatureStor
             if columns["item_ids"].tolist() != item_ids:
                 raise DependencyError(f"{folder}: {ITEM_CATALOG} lists other items than {ITEM_IDS}")
             return ItemCatalog.bulk(
-                genres, item_ids, columns["titles"].tolist(), vectors, columns["genre_mask"],
-                columns["popularity"], columns["created_at"], columns["promoted"],
+                genres,
+                item_ids,
+                columns["titles"].tolist(),
+                vectors,
+                columns["genre_mask"],
+                columns["popularity"],
+                columns["created_at"],
+                columns["promoted"],
             )
     if features is None:
         raise NotFoundError(f"{folder} has no {ITEM_CATALOG} and no feature store was given to read items from")

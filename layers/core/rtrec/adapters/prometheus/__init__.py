@@ -30,15 +30,19 @@ from prometheus_client import process_collector as _process
 from rtrec.monitoring.catalog import METRICS, MetricSpec, metric
 
 # Request latency buckets (seconds): fine where the API answers (1-50 ms), coarse above.
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0,
-                   2.5, 5.0)
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 class PrometheusMetrics:
     """The Metrics port over a prometheus-client registry."""
 
-    def __init__(self, registry: CollectorRegistry | None = None, *, process_metrics: bool = True,
-                 only: Callable[[MetricSpec], bool] | None = None) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        process_metrics: bool = True,
+        only: Callable[[MetricSpec], bool] | None = None,
+    ) -> None:
         """`only`: the catalog metrics this registry keeps (all by default). `rtrec run` splits them: the stream
         consumer's process keeps its own, the API's process the rest and appends the consumer's text (`include`),
         so /metrics shows each family once."""
@@ -51,9 +55,16 @@ class PrometheusMetrics:
         for spec in METRICS:
             if spec.prometheus and (only is None or only(spec)):
                 self._collectors[spec.name] = self._collector(spec)
-        self._model_info = (Gauge("rtrec_serving_model_info", "the production model version serving (value 1)",
-                                  ["version"], registry=self.registry)
-                            if "ServingModelVersion" in self._collectors else None)
+        self._model_info = (
+            Gauge(
+                "rtrec_serving_model_info",
+                "the production model version serving (value 1)",
+                ["version"],
+                registry=self.registry,
+            )
+            if "ServingModelVersion" in self._collectors
+            else None
+        )
         self._model_version: str | None = None
         self._included: list[Callable[[], bytes]] = []
 

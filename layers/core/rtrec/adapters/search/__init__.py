@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from rtrec.adapters.search.faiss_index import FaissVectorIndex
     from rtrec.adapters.search.opensearch_index import OpenSearchVectorIndex
 
-__all__ = ["HnswParams", "FaissVectorIndex", "OpenSearchVectorIndex"]
+__all__ = ["FaissVectorIndex", "HnswParams", "OpenSearchVectorIndex"]
 
 
 @dataclass(frozen=True)
@@ -73,12 +73,14 @@ def unit_rows(vectors: Any, dimension: int, *, what: str = "vectors") -> np.ndar
         norms = np.sqrt(np.einsum("ij,ij->i", wide, wide))
         bad = np.flatnonzero(~np.isfinite(norms))  # a NaN or inf anywhere in a row makes its norm non-finite
         if len(bad):
-            raise InvalidInputError(f"{what} contain NaN or infinite values (or values too large for float32), "
-                                    f"first at row {start + bad[0]}")
+            raise InvalidInputError(
+                f"{what} contain NaN or infinite values (or values too large for float32), first at row {start + bad[0]}"
+            )
         zero = np.flatnonzero(norms == 0)
         if len(zero):
-            raise InvalidInputError(f"{what} contain a zero vector, which has no direction to compare, "
-                                    f"first at row {start + zero[0]}")
+            raise InvalidInputError(
+                f"{what} contain a zero vector, which has no direction to compare, first at row {start + zero[0]}"
+            )
         out[start : start + len(wide)] = wide / norms[:, None]
     return out
 

@@ -118,8 +118,14 @@ def _new_faiss_index(kind: Kind, dimension: int, params: HnswParams) -> Any:
 class FaissVectorIndex:
     """VectorIndex over FAISS: exact below `exact_below` items, HNSW from there on; see the module docstring."""
 
-    def __init__(self, dimension: int, *, params: HnswParams | None = None, exact_below: int = 20_000,
-                 progress: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        dimension: int,
+        *,
+        params: HnswParams | None = None,
+        exact_below: int = 20_000,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
         if isinstance(dimension, bool) or not isinstance(dimension, int) or dimension < 1:
             raise ValueError(f"dimension must be a positive integer, got {dimension!r}")
         if isinstance(exact_below, bool) or not isinstance(exact_below, int) or exact_below < 0:
@@ -259,8 +265,7 @@ class FaissVectorIndex:
             if meta.get("format") != _FORMAT or meta.get("version") != _FORMAT_VERSION:
                 raise ValueError(f"unknown format {meta.get('format')!r} version {meta.get('version')!r}")
             params = HnswParams(**meta["params"])
-            instance = cls(int(meta["dimension"]), params=params, exact_below=int(meta["exact_below"]),
-                           progress=progress)
+            instance = cls(int(meta["dimension"]), params=params, exact_below=int(meta["exact_below"]), progress=progress)
             kind: Kind = meta["kind"]
             rows: list[str | None] = list(meta["rows"])
             index = faiss.read_index(str(index_file))
@@ -331,8 +336,10 @@ class FaissVectorIndex:
             done = min(total, begin + _PROGRESS_CHUNK)
             elapsed = max(time.perf_counter() - start, 1e-9)
             rate = done / elapsed
-            self._progress(f"faiss {self._kind_name(index)}: added {done:,}/{total:,} vectors, "
-                           f"{rate:,.0f}/s, ETA {(total - done) / rate:,.0f} s")
+            self._progress(
+                f"faiss {self._kind_name(index)}: added {done:,}/{total:,} vectors, "
+                f"{rate:,.0f}/s, ETA {(total - done) / rate:,.0f} s"
+            )
 
     @staticmethod
     def _kind_name(index: Any) -> str:

@@ -70,8 +70,12 @@ def index_body(dimension: int, params: HnswParams) -> dict[str, Any]:
     }
 
 
-def knn_query(vector: Sequence[float] | np.ndarray, k: int, exclude_ids: Iterable[str] | None = None,
-              genre_filter: Iterable[str] | None = None) -> dict[str, Any]:
+def knn_query(
+    vector: Sequence[float] | np.ndarray,
+    k: int,
+    exclude_ids: Iterable[str] | None = None,
+    genre_filter: Iterable[str] | None = None,
+) -> dict[str, Any]:
     """A `knn` search body for the k best items, with an efficient filter (applied during the HNSW search,
     so k results come back whenever k items pass it) that drops `exclude_ids` and keeps items having any
     of `genre_filter`."""
@@ -89,9 +93,13 @@ def knn_query(vector: Sequence[float] | np.ndarray, k: int, exclude_ids: Iterabl
     return {"size": k, "_source": False, "query": {"knn": {VECTOR_FIELD: knn}}}
 
 
-def bulk_actions(item_ids: Sequence[str], vectors: np.ndarray,
-                 extra_fields: Mapping[str, Mapping[str, Any]] | None = None, *,
-                 index_name: str) -> list[dict[str, Any]]:
+def bulk_actions(
+    item_ids: Sequence[str],
+    vectors: np.ndarray,
+    extra_fields: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    index_name: str,
+) -> list[dict[str, Any]]:
     """Actions for `opensearchpy.helpers.bulk`: one `index` action per item with `_id` = item id, so an
     upsert of a known item replaces its document. `extra_fields` maps an item id to more source fields
     (e.g. {"genres": [...]}) for filtering."""
@@ -132,8 +140,17 @@ def _translate_opensearch_errors(what: str) -> Iterator[None]:
 class OpenSearchVectorIndex:
     """VectorIndex over an OpenSearch k-NN index; documents carry `item_id`, `genres` and `vector`."""
 
-    def __init__(self, index_name: str, client: Any = None, *, url: str | None = None, dimension: int,
-                 params: HnswParams | None = None, refresh: bool = True, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        index_name: str,
+        client: Any = None,
+        *,
+        url: str | None = None,
+        dimension: int,
+        params: HnswParams | None = None,
+        refresh: bool = True,
+        timeout_s: float = 10.0,
+    ) -> None:
         if isinstance(dimension, bool) or not isinstance(dimension, int) or dimension < 1:
             raise ValueError(f"dimension must be a positive integer, got {dimension!r}")
         if client is None and url is None:
@@ -169,8 +186,9 @@ class OpenSearchVectorIndex:
         with _translate_opensearch_errors(f"counting documents in {self.index_name}"):
             return int(self._client.count(index=self.index_name)["count"])
 
-    def upsert(self, item_ids: Sequence[str], vectors: np.ndarray,
-               extra_fields: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+    def upsert(
+        self, item_ids: Sequence[str], vectors: np.ndarray, extra_fields: Mapping[str, Mapping[str, Any]] | None = None
+    ) -> None:
         """Index (add or replace) the vectors, normalised; with `refresh` they are searchable on return."""
         matrix = unit_rows(vectors, self._dimension)
         ids, matrix = last_wins(check_item_ids(item_ids, len(matrix)), matrix)
@@ -182,8 +200,9 @@ class OpenSearchVectorIndex:
             if self._refresh:
                 self._client.indices.refresh(index=self.index_name)
 
-    def search(self, query: np.ndarray, k: int, exclude: set[str] | None = None, *,
-               genres: Iterable[str] | None = None) -> list[tuple[str, float]]:
+    def search(
+        self, query: np.ndarray, k: int, exclude: set[str] | None = None, *, genres: Iterable[str] | None = None
+    ) -> list[tuple[str, float]]:
         """The k items with the highest inner product with `query` (raw inner product scores), best first."""
         vector = unit_query(query, self._dimension)
         k = check_k(k, limit=MAX_K)
