@@ -12,3 +12,4 @@ PARAMS = "params.json"  # the hyperparameters the run used
 DATA_SNAPSHOT = "data_snapshot.json"  # {"dataset", "sha256", "interactions", ...}
 ITEM_INDEX = "item_index"  # folder built at promotion (FaissVectorIndex.save: index.faiss + index.json)
 ITEM_CATALOG = "item_catalog.npz"  # ItemCatalog columns (titles, genre masks, popularity, created_at), row = item index
+ITEM_TO_ITEM = "item_to_item.npz"  # ItemToItem: top-k neighbour weights per item (CSR) and the item ids, optional
