@@ -249,10 +249,9 @@ class EmbeddedCloud:
             self.state.restore_buckets(self.client("s3"), self.names)
             # The stream is new (moto keeps nothing), and its sequence numbers start again at 1: the online
             # ranker keeps what it learned but must not skip the new stream's records as already learned.
-            from rtrec.adapters.aws.s3 import S3RankerStateStore
-            from rtrec.resources import MODELS_BUCKET
+            from rtrec.adapters.aws.factory import AwsAdapters
 
-            S3RankerStateStore(self.names.bucket(MODELS_BUCKET), client=self.client("s3")).restart_positions()
+            AwsAdapters(self.names, endpoint_url=self.endpoint_url, region=self.region).ranker_state_store().restart_positions()
         return report
 
     def _stop_moto_thread(self, *, save_state: bool) -> None:

@@ -41,7 +41,7 @@ STALE_AFTER_S = 10.0  # a status older than this: the child is hung or gone
 def start_stream_consumer(endpoint_url: str, telemetry: Any, say: Callable[[str], None]) -> Any:
     """The stream_consumer handler driven by the local event source mapping (Lambda's, in AWS), started."""
     from functions.stream_consumer.app import build_handler
-    from rtrec.adapters.aws.sqs import SqsDeadLetterQueue
+    from rtrec.adapters.aws.factory import AwsAdapters
     from rtrec.resources import EVENTS_DLQ, EVENTS_STREAM, STREAM_CHECKPOINTS
     from rtrec.settings import ConsumerSettings
     from rtrec_local.event_source import KinesisEventSourceMapping
@@ -55,7 +55,7 @@ def start_stream_consumer(endpoint_url: str, telemetry: Any, say: Callable[[str]
         dlq_url=None,
         batch_size=EVENTS_STREAM.consumer_batch_size,
         batching_window_s=BATCHING_WINDOW_S,
-        dead_letter_queue=SqsDeadLetterQueue.for_names(names, endpoint_url=endpoint_url, region=settings.region),
+        dead_letter_queue=AwsAdapters.from_settings(settings).dead_letter_queue(),
         endpoint_url=endpoint_url,
         region=settings.region,
         on_progress=say,

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from rtrec.adapters.aws.factory import AwsAdapters
 from rtrec.domain.promotion import SHADOW_POINTER, ProductionPointer
 from rtrec.settings import LocalSettings
 from rtrec_local.cli import stack
@@ -68,9 +69,7 @@ def run_promote(writes: PromotionResult | None, stderr: str = "") -> Any:
 
 @pytest.mark.parametrize("result", [PROMOTED, REJECTED])
 def test_the_scheduler_reads_the_gates_result(monkeypatch, capsys, tmp_path, result):
-    import rtrec.adapters.aws.model_store
-
-    monkeypatch.setattr(rtrec.adapters.aws.model_store, "S3ModelStore", ShadowStore)
+    monkeypatch.setattr(AwsAdapters, "model_store", lambda _self: ShadowStore())
     monkeypatch.setattr(stack.subprocess, "run", run_promote(result))
     read = stack.promotion_step("http://localhost:1", LocalSettings(state_dir=tmp_path))
     assert read == result
@@ -79,9 +78,7 @@ def test_the_scheduler_reads_the_gates_result(monkeypatch, capsys, tmp_path, res
 
 
 def test_a_gate_that_fails_before_deciding_reports_its_error(monkeypatch, capsys, tmp_path):
-    import rtrec.adapters.aws.model_store
-
-    monkeypatch.setattr(rtrec.adapters.aws.model_store, "S3ModelStore", ShadowStore)
+    monkeypatch.setattr(AwsAdapters, "model_store", lambda _self: ShadowStore())
     monkeypatch.setattr(stack.subprocess, "run", run_promote(None, stderr="error: the registry is locked\n"))
     assert stack.promotion_step("http://localhost:1", LocalSettings(state_dir=tmp_path)) is None
     assert capsys.readouterr().out.rstrip().endswith("shadow candidate 4: error: the registry is locked")

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from rtrec.data.movielens import load_movielens
-from rtrec.resources import ITEM_FEATURES, MODELS_BUCKET, USER_FEATURES
 from rtrec.services.seed import user_profiles
 from rtrec.settings import ApiSettings, AwsSettings
 from rtrec_local.cli.keys import is_loopback
@@ -22,7 +21,7 @@ from rtrec_local.cli.stack import (
     start_scheduler,
     start_stream_consumer,
 )
-from rtrec_local.cli.utils import exit_on_error, fail, local_settings, say
+from rtrec_local.cli.utils import aws_adapters, exit_on_error, fail, local_settings, say
 
 if TYPE_CHECKING:
     import uvicorn
@@ -58,9 +57,6 @@ def demo_drift(
     """The injected-drift scenario end to end, on a stack of its own: a first model, stationary traffic, then users
     turning to one genre; the drift check finds it, retrains on the offline store, the retrained model is scored in
     shadow, the promotion gate (offline metrics + off-policy estimate) lets it serve. Prints the timeline."""
-    from rtrec.adapters.aws.dynamo import DynamoFeatureStore
-    from rtrec.adapters.aws.json_reports import S3JsonReports
-    from rtrec.adapters.aws.s3 import S3DriftStore
     from rtrec_local.drift_demo import genre_events, run_demo
     from rtrec_local.replay import late_events
 
@@ -72,16 +68,16 @@ def demo_drift(
     server: uvicorn.Server | None = None
     try:
         with exit_on_error(ValueError):
-            aws = AwsSettings(endpoint_url=cloud.endpoint_url)
-            seed_cloud(aws, local)
+            settings = AwsSettings(endpoint_url=cloud.endpoint_url)
+            seed_cloud(settings, local)
             consumer = start_stream_consumer(cloud.endpoint_url)
-            if production_version(aws) is None:
+            if production_version(settings) is None:
                 say(f"no model in production yet: training a first one ({epochs} epochs), then promoting it")
                 bootstrap_model(cloud.endpoint_url, local, epochs).join()
-                if production_version(aws) is None:
+                if production_version(settings) is None:
                     raise fail("the first model could not be trained or promoted (see the [bootstrap] lines)", code=1)
-            drift_store = S3DriftStore(aws.names.bucket(MODELS_BUCKET), endpoint_url=cloud.endpoint_url)
-            drift_store.clear()  # the windows and detectors start from this run's traffic
+            aws = aws_adapters(settings)
+            aws.drift_store().clear()  # the windows and detectors start from this run's traffic
             retrain = {"epochs": str(epochs), "protocols": "recbole", "baselines": "false", "threads": "1"}
             demo_settings = ApiSettings(
                 endpoint_url=cloud.endpoint_url,
@@ -109,12 +105,10 @@ def demo_drift(
             stationary = late[:: max(1, len(late) // stationary_events)][:stationary_events]
             users = sorted({e.user_id for e in stationary})
             shifted = genre_events(data, users, genre, drift_events, int(stationary[-1].timestamp) + 60)
-            DynamoFeatureStore(
-                aws.names.table(USER_FEATURES), aws.names.table(ITEM_FEATURES), endpoint_url=cloud.endpoint_url
-            ).put_users(p for p in user_profiles(data, until=cut) if p.user_id in set(users))
+            aws.feature_store().put_users(p for p in user_profiles(data, until=cut) if p.user_id in set(users))
             for sig in (signal.SIGINT, signal.SIGTERM):  # a background job ignores SIGINT unless told otherwise
                 signal.signal(sig, _interrupt)
-            reports = S3JsonReports(aws.names.bucket(MODELS_BUCKET), endpoint_url=cloud.endpoint_url)
+            reports = aws.drift_reports()
             timeline, phases = run_demo(
                 api_url,
                 stationary,

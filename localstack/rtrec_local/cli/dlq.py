@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
 from rtrec.errors import RtrecError
 from rtrec.resources import EVENTS_STREAM
 from rtrec.services.dead_letters import RedriveReport, RedriveStopped, SkippedLetter, redrive_dead_letters
-from rtrec.settings import AwsSettings
-from rtrec_local.cli.utils import EndpointOption, aws_settings, exit_on_error, fail, say
-
-if TYPE_CHECKING:
-    from rtrec.adapters.aws.sqs import SqsDeadLetterQueue
+from rtrec_local.cli.utils import EndpointOption, aws_adapters, aws_settings, exit_on_error, fail, say
 
 app = typer.Typer(help="The events dead-letter queue: inspect it, send its records back to the stream.", no_args_is_help=True)
-
-
-def _dlq(endpoint_url: str | None) -> tuple[AwsSettings, SqsDeadLetterQueue]:
-    from rtrec.adapters.aws.sqs import SqsDeadLetterQueue
-
-    settings = aws_settings(endpoint_url)
-    return settings, SqsDeadLetterQueue.for_names(settings.names, endpoint_url=settings.endpoint_url, region=settings.region)
 
 
 def dead_letter_line(body: dict[str, Any]) -> str:
@@ -50,7 +39,7 @@ def dlq_show(
     """Print dead-lettered records with the reason, and the S3 key and size of those kept by reference
     (they stay in the queue)."""
     with exit_on_error():
-        _, dlq = _dlq(endpoint_url)
+        dlq = aws_adapters(aws_settings(endpoint_url)).dead_letter_queue()
         messages = dlq.receive_with_handles(limit, visibility_timeout=0)
     for body, _ in messages:
         typer.echo(dead_letter_line(body))
@@ -65,7 +54,6 @@ def dlq_redrive(
     """Put dead-lettered records back on the events stream (after fixing what failed them); each message
     is deleted only once its record is on the stream again, and a by-reference letter's S3 object only after
     its message, so nothing is lost if this stops midway."""
-    from rtrec.adapters.aws.kinesis import KinesisEventStream
 
     def said_skip(letter: SkippedLetter) -> None:
         if letter.error is None:
@@ -74,11 +62,9 @@ def dlq_redrive(
             say(f"skipping {dead_letter_line(letter.body)}: {letter.error}")
 
     try:
-        settings, dlq = _dlq(endpoint_url)
-        stream = KinesisEventStream(
-            settings.names.stream(EVENTS_STREAM), endpoint_url=settings.endpoint_url, region=settings.region
-        )
-        report = redrive_dead_letters(dlq, stream, limit, on_skip=said_skip)
+        settings = aws_settings(endpoint_url)
+        aws = aws_adapters(settings)
+        report = redrive_dead_letters(aws.dead_letter_queue(), aws.event_stream(), limit, on_skip=said_skip)
     except RedriveStopped as exc:
         raise fail(str(exc)) from None
     except RtrecError as exc:  # the queue or the stream could not be reached: nothing was sent yet

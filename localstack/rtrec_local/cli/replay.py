@@ -9,13 +9,13 @@ from typing import Annotated, cast
 import typer
 
 from rtrec.data.movielens import load_movielens
-from rtrec.resources import ITEM_FEATURES, MODELS_BUCKET, USER_FEATURES
 from rtrec.services.seed import user_profiles
 from rtrec_local.cli.keys import client_api_key
 from rtrec_local.cli.utils import (
     ApiKeyOption,
     DatasetOption,
     EndpointOption,
+    aws_adapters,
     aws_settings,
     exit_on_error,
     fail,
@@ -45,8 +45,6 @@ def replay_command(
     """Prequential replay through the running API (`make run`): online HR@10 with frozen features, with
     real-time history updates, and with those plus the online ranker. Each run first resets the replayed
     users' profiles to their state at the cut and the online ranker to nothing learned."""
-    from rtrec.adapters.aws.dynamo import DynamoFeatureStore
-    from rtrec.adapters.aws.s3 import S3RankerStateStore
     from rtrec_local.replay import MODES, Mode, late_events, replay
 
     if mode not in (*MODES, "all"):
@@ -57,20 +55,14 @@ def replay_command(
         data = load_movielens(local.dataset, local.data_cache_dir)
         events, cut = late_events(data, from_fraction, limit)
         users = {e.user_id for e in events}
-        features = DynamoFeatureStore(
-            settings.names.table(USER_FEATURES),
-            settings.names.table(ITEM_FEATURES),
-            endpoint_url=settings.endpoint_url,
-            region=settings.region,
-        )
+        aws = aws_adapters(settings)
+        features = aws.feature_store()
         at_cut = [p for p in user_profiles(data, until=cut) if p.user_id in users]
         say(
             f"{len(events):,} events of {len(users):,} users from {time.strftime('%Y-%m-%d', time.gmtime(cut))} "
             f"at {rate:g}/s; profiles reset to that date before each run"
         )
-        ranker_states = S3RankerStateStore(
-            settings.names.bucket(MODELS_BUCKET), endpoint_url=settings.endpoint_url, region=settings.region
-        )
+        ranker_states = aws.ranker_state_store()
         results = []
         for run_mode in MODES if mode == "all" else (mode,):
             features.put_users(at_cut)

@@ -7,9 +7,16 @@ from typing import Annotated
 
 import typer
 
-from rtrec.resources import MODELS_BUCKET
 from rtrec_local.cli.keys import client_api_key
-from rtrec_local.cli.utils import ApiKeyOption, EndpointOption, aws_settings, exit_on_error, model_store_and_log, say
+from rtrec_local.cli.utils import (
+    ApiKeyOption,
+    EndpointOption,
+    aws_adapters,
+    aws_settings,
+    exit_on_error,
+    model_store_and_log,
+    say,
+)
 
 
 def report_command(
@@ -32,15 +39,12 @@ def report_command(
     """A static HTML report a person opens in a browser (index.html + PNGs): the latency histogram, CTR and online
     hit rate over time, model versions and strategy mix along time, drift scores. Reads the counterfactual log and
     the drift reports (S3) and the running API's /metrics."""
-    from rtrec.adapters.aws.json_reports import S3JsonReports
     from rtrec.monitoring.report import collect, render
 
     settings = aws_settings(endpoint_url)
     with exit_on_error():
         _, log = model_store_and_log(settings)
-        reports = S3JsonReports(
-            settings.names.bucket(MODELS_BUCKET), endpoint_url=settings.endpoint_url, region=settings.region
-        )
+        reports = aws_adapters(settings).drift_reports()
         say(
             f"reading the counterfactual log and the drift reports at {settings.endpoint_url or 'AWS'}"
             + (f", {api_url}/metrics" if api_url else "")

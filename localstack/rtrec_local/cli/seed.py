@@ -8,18 +8,22 @@ from typing import Annotated
 import typer
 
 from rtrec.data.movielens import load_movielens, movielens_digest
-from rtrec.resources import ITEM_FEATURES, MODELS_BUCKET, USER_FEATURES
 from rtrec.services.seed import completed_seed, seed_catalog, seed_source
 from rtrec.settings import AwsSettings, LocalSettings
-from rtrec_local.cli.utils import DatasetOption, EndpointOption, aws_settings, exit_on_error, local_settings, say
+from rtrec_local.cli.utils import (
+    DatasetOption,
+    EndpointOption,
+    aws_adapters,
+    aws_settings,
+    exit_on_error,
+    local_settings,
+    say,
+)
 
 
 def seed_cloud(settings: AwsSettings, local: LocalSettings, *, overwrite: bool = False) -> None:
     """Seed `local.dataset` at the settings' endpoint (what `rtrec seed`, `rtrec run` and `rtrec cloud up --seed`
     do); a seed completed before is kept, without parsing the data set."""
-    from rtrec.adapters.aws.cloudwatch import CloudWatchMetrics
-    from rtrec.adapters.aws.dynamo import DynamoFeatureStore
-    from rtrec.adapters.aws.s3 import S3PopularityStore
 
     def seeded_before(seconds: float) -> None:
         say(
@@ -27,8 +31,8 @@ def seed_cloud(settings: AwsSettings, local: LocalSettings, *, overwrite: bool =
             f"({seconds:.1f}s; `rtrec cloud reset` starts from nothing)"
         )
 
-    names = settings.names
-    popularity = S3PopularityStore(names.bucket(MODELS_BUCKET), endpoint_url=settings.endpoint_url, region=settings.region)
+    aws = aws_adapters(settings)
+    popularity = aws.popularity_store()
     started = time.perf_counter()
     source = seed_source(local.dataset, movielens_digest(local.dataset, local.data_cache_dir))
     if not overwrite and completed_seed(popularity, source) is not None:  # without parsing the data set
@@ -37,17 +41,11 @@ def seed_cloud(settings: AwsSettings, local: LocalSettings, *, overwrite: bool =
     say(f"loading {local.dataset} (cache: {local.data_cache_dir})")
     dataset = load_movielens(local.dataset, local.data_cache_dir)
     say(dataset.summary())
-    features = DynamoFeatureStore(
-        names.table(USER_FEATURES),
-        names.table(ITEM_FEATURES),
-        endpoint_url=settings.endpoint_url,
-        region=settings.region,
-    )
-    report = seed_catalog(dataset, features, popularity, overwrite=overwrite, progress=say)
+    report = seed_catalog(dataset, aws.feature_store(), popularity, overwrite=overwrite, progress=say)
     if report.already_seeded:  # another process completed the same seed meanwhile
         seeded_before(report.seconds)
         return
-    metrics = CloudWatchMetrics(names.metrics_namespace, endpoint_url=settings.endpoint_url, region=settings.region)
+    metrics = aws.metrics()
     metrics.put("CatalogItems", report.items_written, dimensions={"Dataset": dataset.name})
     metrics.put("SeededUsers", report.users_written, dimensions={"Dataset": dataset.name})
     kept = (

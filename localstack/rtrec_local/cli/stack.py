@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from rtrec.settings import ApiSettings, AwsSettings, LocalSettings
 from rtrec_local.cli.models import PromotionResult
-from rtrec_local.cli.utils import fail, say
+from rtrec_local.cli.utils import aws_adapters, fail, say
 from rtrec_local.scheduler import LocalScheduler, ScheduledTask, scheduled_event
 from rtrec_local.shutdown import Interrupts
 from rtrec_local.state import LocalState
@@ -134,11 +134,7 @@ def start_stream_consumer(endpoint_url: str) -> KinesisEventSourceMapping:
 
 def production_version(settings: AwsSettings) -> str | None:
     """The version the production pointer names (None: no model promoted yet)."""
-    from rtrec.adapters.aws.model_store import S3ModelStore
-    from rtrec.resources import MODELS_BUCKET
-
-    store = S3ModelStore(settings.names.bucket(MODELS_BUCKET), endpoint_url=settings.endpoint_url, region=settings.region)
-    pointer = store.read_pointer()
+    pointer = aws_adapters(settings).model_store().read_pointer()
     return pointer.version if pointer is not None else None
 
 
@@ -196,13 +192,9 @@ def promotion_step(endpoint_url: str, local: LocalSettings, min_slates: int = 20
     """When a shadow candidate is published, ask the promotion gate about it (`rtrec promote` in a subprocess: this
     serving process never imports torch or mlflow) and read back its decision; a candidate the gate turns down for
     good is withdrawn. None: no candidate, or the gate failed (its error is said)."""
-    from rtrec.adapters.aws.model_store import S3ModelStore
     from rtrec.domain.promotion import SHADOW_POINTER
-    from rtrec.resources import MODELS_BUCKET
 
-    settings = AwsSettings(endpoint_url=endpoint_url)
-    store = S3ModelStore(settings.names.bucket(MODELS_BUCKET), endpoint_url=endpoint_url, region=settings.region)
-    shadow = store.read_pointer(SHADOW_POINTER)
+    shadow = aws_adapters(AwsSettings(endpoint_url=endpoint_url)).model_store().read_pointer(SHADOW_POINTER)
     if shadow is None:
         return None
     with tempfile.TemporaryDirectory(prefix="rtrec-promotion-") as folder:

@@ -21,6 +21,7 @@ from rtrec.settings import AwsSettings, LocalSettings
 from rtrec_local.state import LocalState
 
 if TYPE_CHECKING:
+    from rtrec.adapters.aws.factory import AwsAdapters
     from rtrec.adapters.aws.model_store import S3ModelStore
     from rtrec.adapters.aws.s3 import S3CounterfactualLog
     from training.registry import RegistryConfig
@@ -81,6 +82,14 @@ def aws_settings(endpoint_url: str | None) -> AwsSettings:
     return AwsSettings(**({"endpoint_url": endpoint_url} if endpoint_url else {}))
 
 
+def aws_adapters(settings: AwsSettings) -> AwsAdapters:
+    """The AWS adapters of the deployment `settings` name, at its endpoint and region (the one factory the Lambdas'
+    wirings use too)."""
+    from rtrec.adapters.aws.factory import AwsAdapters
+
+    return AwsAdapters.from_settings(settings)
+
+
 def local_state(state_dir: Path | None = None) -> LocalState:
     """The state folder (`--state-dir`, else RTREC_STATE_DIR or .rtrec), created with its sub-folders."""
     return LocalState(local_settings(state_dir=state_dir).state_dir.resolve()).ensure()
@@ -100,19 +109,12 @@ def key_values(pairs: list[str] | None, what: str) -> dict[str, str]:
 def model_store_and_log(settings: AwsSettings) -> tuple[S3ModelStore, S3CounterfactualLog]:
     """The models bucket and the counterfactual log at the settings' endpoint (waited for up to 3 s, so a cloud that
     is not running says so instead of timing out on the first call)."""
-    from rtrec.adapters.aws.model_store import S3ModelStore
-    from rtrec.adapters.aws.s3 import S3CounterfactualLog
-    from rtrec.resources import COUNTERFACTUAL_BUCKET, MODELS_BUCKET
     from rtrec_local.cloud import wait_for_endpoint
 
     if settings.endpoint_url:
         wait_for_endpoint(settings.endpoint_url, timeout_s=3)
-    return (
-        S3ModelStore(settings.names.bucket(MODELS_BUCKET), endpoint_url=settings.endpoint_url, region=settings.region),
-        S3CounterfactualLog(
-            settings.names.bucket(COUNTERFACTUAL_BUCKET), endpoint_url=settings.endpoint_url, region=settings.region
-        ),
-    )
+    aws = aws_adapters(settings)
+    return aws.model_store(), aws.counterfactual_log()
 
 
 def registry_config(state_dir: Path | None) -> RegistryConfig:
