@@ -15,6 +15,7 @@ from rtrec.domain.model_files import (
     ITEM_EMBEDDINGS,
     ITEM_IDS,
     ITEM_INDEX,
+    ITEM_TO_ITEM,
     ITEM_TOWER,
     METRICS,
     PARAMS,
@@ -30,6 +31,7 @@ __all__ = [
     "ITEM_IDS",
     "ITEM_INDEX",
     "ITEM_TOWER",
+    "ITEM_TO_ITEM",
     "METRICS",
     "PARAMS",
     "PRIMARY_METRICS",
@@ -42,7 +44,7 @@ __all__ = [
     "write_json",
 ]
 
-# Files every trained model folder must hold (the index is added at promotion).
+# Files every trained model folder must hold (the index is added at promotion; ITEM_TO_ITEM only when trained).
 REQUIRED = (USER_TOWER, ITEM_TOWER, ENCODER, ITEM_EMBEDDINGS, ITEM_IDS, ITEM_CATALOG, METRICS, PARAMS, DATA_SNAPSHOT)
 
 # The metric the promotion gate compares by default (higher is better).

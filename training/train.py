@@ -29,6 +29,7 @@ from training.baselines import mf_peer_scorer
 from training.data import Split, make_split
 from training.evaluate import evaluate_full_ranking, popularity_scorer
 from training.export import export_towers
+from training.item_to_item import fit_item_to_item
 from training.model import ItemTower, UserTower, build_towers, sampled_softmax_loss
 
 Progress = Callable[[str], None]
@@ -61,6 +62,8 @@ class TrainConfig:
     logq_correction: bool = True
     mask_own_positives: bool = True
     baselines: bool = True
+    # The item-to-item model (EASE pruned to top-k neighbours, tuned on valid) beside the towers: item_to_item.npz.
+    item_to_item: bool = True
     max_minutes: Annotated[float, Field(gt=0.0)] | None = None  # a budget for each protocol's training loop
     threads: PositiveInt = 2
     onnx_opset: Annotated[int, Field(ge=13, le=21)] = 17
@@ -325,6 +328,7 @@ def train(config: TrainConfig, progress: Progress = print) -> artifacts.TrainRes
     metrics: dict[str, float] = {}
     history: list[dict[str, float]] = []
     exported: ProtocolResult | None = None
+    exported_split: Split | None = None
     for protocol in config.protocols:
         split = make_split(dataset, protocol, seed=config.split_seed)
         if len(stream):
@@ -348,8 +352,9 @@ def train(config: TrainConfig, progress: Progress = print) -> artifacts.TrainRes
                 {f"{protocol}.{k}": v for k, v in baseline_metrics(split, dataset.n_items, config.seed, progress).items()}
             )
         if exported is None:
-            exported = result
+            exported, exported_split = result, split
     assert exported is not None
+    assert exported_split is not None
     model_dir = Path(config.output_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     np.save(model_dir / artifacts.ITEM_EMBEDDINGS, exported.item_vectors.astype(np.float32))
@@ -361,6 +366,13 @@ def train(config: TrainConfig, progress: Progress = print) -> artifacts.TrainRes
     np.savez(model_dir / artifacts.ITEM_CATALOG, **columns)
     parity = export_towers(exported.user_tower, exported.item_tower, encoder, model_dir, opset=config.onnx_opset)
     metrics["onnx.max_abs_diff"] = parity
+    if config.item_to_item:
+        # Fitted on the exported towers' split (stream interactions included), evaluated on its valid and test parts.
+        fit_started = time.monotonic()
+        fit = fit_item_to_item(exported_split, encoder.item_ids, progress)
+        fit.model.save(model_dir / artifacts.ITEM_TO_ITEM)
+        metrics.update({f"{exported_split.protocol}.i2i.{k}": v for k, v in fit.metrics.items()})
+        metrics["i2i.seconds"] = time.monotonic() - fit_started
     seconds = time.monotonic() - started
     metrics["train.seconds"] = seconds
     artifacts.write_json(model_dir, artifacts.METRICS, metrics)

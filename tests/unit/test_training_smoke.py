@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from rtrec.domain.encoder import ITEM_INPUTS, USER_INPUTS, FeatureEncoder
+from rtrec.domain.item_to_item import ItemToItem
 from training import artifacts
 from training.export import sample_inputs
 from training.model import sampled_softmax_loss
@@ -63,6 +64,16 @@ def test_it_learns_something_beyond_popularity(smoke):
     assert losses[-1] < losses[0]
 
 
+def test_the_item_to_item_model_is_saved_and_evaluated(smoke):
+    model = ItemToItem.load(smoke.model_dir / artifacts.ITEM_TO_ITEM)
+    assert model.item_ids == tuple(json.loads((smoke.model_dir / artifacts.ITEM_IDS).read_text()))
+    assert 0 < model.nnz <= model.n_items * smoke.metrics["recbole.i2i.top_k"]
+    metrics = smoke.metrics
+    for name in ("i2i.test.recall@10", "i2i.test.ndcg@10", "i2i.valid.recall@10", "i2i.ease.test.recall@10"):
+        assert 0.0 < metrics[f"recbole.{name}"] <= 1.0
+    assert metrics["recbole.i2i.test.recall@10"] > metrics["recbole.pop.test.recall@10"]
+
+
 def test_onnx_towers_match_torch_within_1e_5(smoke):
     assert smoke.metrics["onnx.max_abs_diff"] < 1e-5
     encoder = FeatureEncoder.from_json((smoke.model_dir / artifacts.ENCODER).read_text())
@@ -96,7 +107,7 @@ def test_exported_item_embeddings_equal_the_item_tower(smoke):
 def test_training_is_deterministic(tmp_path, data_cache_dir):
     runs = [
         train(
-            tiny_config(tmp_path / str(n), data_cache_dir=data_cache_dir, epochs=1, baselines=False),
+            tiny_config(tmp_path / str(n), data_cache_dir=data_cache_dir, epochs=1, baselines=False, item_to_item=False),
             progress=lambda _line: None,
         )
         for n in range(2)
