@@ -7,7 +7,13 @@ from collections.abc import Mapping
 # RecBole's published ml-1m figures (Recall@10, NDCG@10) under the same protocol.
 PUBLISHED_ML1M = {"Pop": (0.0699, 0.1006), "BPR": (0.1725, 0.2407), "LightGCN": (0.1823, 0.2476), "EASE": (0.2139, 0.2865)}
 COLUMNS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20", "hit@10", "coverage@10")
-MODELS = (("two-tower", ""), ("popularity (same split)", "pop."), ("ALS, implicit (same split)", "als."))
+MODELS = (
+    ("two-tower", ""),
+    ("popularity (same split)", "pop."),
+    ("ALS, implicit (same split)", "als."),
+    ("item-to-item: EASE pruned to top-k (same split)", "i2i."),
+    ("EASE, dense (same split)", "i2i.ease."),
+)
 
 
 def quality_table(metrics: Mapping[str, float], dataset: str) -> str:
