@@ -17,9 +17,8 @@ from fastapi import Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from rtrec.monitoring.telemetry import NO_TELEMETRY, Telemetry
-from rtrec.services.recommend import Recommender
 
-from .deps import reject_unknown_query_parameters, require_admin, require_events, require_read
+from .deps import UnwiredError, reject_unknown_query_parameters, require_admin, require_events, require_read
 from .errors import add_error_handlers, error_body
 from .limits import BodyLimitMiddleware
 from .observability import ObservabilityMiddleware, logger
@@ -28,6 +27,7 @@ from .wiring import ConsumerStatus, Services, build_services
 
 __all__ = [
     "Services",
+    "UnwiredError",
     "build_services",
     "create_app",
     "freeze_startup_heap",
@@ -43,14 +43,13 @@ FLUSH_MARGIN_S = 0.5  # of the invocation's remaining time, left for the respons
 
 
 def create_app(
-    services: Services | Recommender, *, telemetry: Telemetry = NO_TELEMETRY, consumer_status: ConsumerStatus | None = None
+    services: Services, *, telemetry: Telemetry = NO_TELEMETRY, consumer_status: ConsumerStatus | None = None
 ) -> FastAPI:
     """The app over `services`; `telemetry` receives each request's and each slate's metrics (EMF in Lambda,
     Prometheus locally, whose registry is then served at GET /metrics); `consumer_status` (the local event source
-    mapping's `stats`, when `rtrec run` runs it in this process) gives /health the consumer's lag."""
-    if isinstance(services, Recommender):  # a recommender alone: no catalog behind the admin routes
-        services = Services(recommender=services)
-    served = services
+    mapping's `stats`, when `rtrec run` runs it in this process) gives /health the consumer's lag.
+
+    A route that needs a part `services` lacks (a test's app) raises UnwiredError when called (deps)."""
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -58,7 +57,7 @@ def create_app(
         buffered impressions before the process goes."""
         freeze_startup_heap()
         yield
-        await run_in_threadpool(served.close)
+        await run_in_threadpool(services.close)
 
     app = FastAPI(
         title="rtrec",
@@ -79,7 +78,7 @@ def create_app(
         error_body=lambda code, detail: orjson.dumps(error_body(code, detail)),
     )
     app.add_middleware(
-        ObservabilityMiddleware, telemetry=telemetry, logger=logger, model_version=lambda: served.model_version()
+        ObservabilityMiddleware, telemetry=telemetry, logger=logger, model_version=lambda: services.model_version()
     )
     if telemetry.exposition is not None:
         app.include_router(health.metrics_router)

@@ -1,8 +1,10 @@
 """The routes' dependencies, each declared once as an `Annotated` alias (`ServicesDep`, `RecommenderDep`,
-`CatalogDep`, and a caller with a role: `ReaderDep`, `EventsCallerDep`, `AdminDep`).
+`CatalogDep`, `IngestDep`, and a caller with a role: `ReaderDep`, `EventsCallerDep`, `AdminDep`).
 
 Each resolves from `request.app.state`, where `create_app` puts what the app was built with, so a test replaces
-one with FastAPI's own seam: `app.dependency_overrides[get_recommender] = lambda: fake`.
+one with FastAPI's own seam: `app.dependency_overrides[get_recommender] = lambda: fake`. A part of `Services` the
+app was built without (a test's app, which wires only what its routes use) is a wiring error, `UnwiredError`, not
+a client's error: it surfaces in the test that calls such a route, and `build_services` wires every part.
 
 The dependencies are coroutines: FastAPI runs a plain function dependency in its thread pool, a hand-off (and a
 fight for the interpreter lock) per dependency per request for what is an attribute read. FastAPI also solves
@@ -18,10 +20,11 @@ from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 
 from rtrec.domain.access import AccessPolicy, Caller, Role
-from rtrec.errors import InvalidInputError, ModelNotReadyError, short_reason
+from rtrec.errors import InvalidInputError, short_reason
 from rtrec.monitoring.telemetry import Telemetry
 from rtrec.services.catalog import CatalogService
 from rtrec.services.recommend import Recommender
+from rtrec.services.stream import IngestService
 
 from .wiring import ConsumerStatus, Services
 
@@ -37,12 +40,25 @@ async def get_recommender(request: Request) -> Recommender:
     return recommender
 
 
+class UnwiredError(RuntimeError):
+    """A route needs a part of `Services` its app was created without: a bug in the wiring, never the client's
+    (nor a model still loading, which is ModelNotReadyError's 503)."""
+
+
 async def get_catalog(request: Request) -> CatalogService:
-    """The catalog service; an app built without one (a recommender alone) answers the admin routes 503."""
+    """The catalog service (the admin routes'); UnwiredError when the app was created without one."""
     catalog: CatalogService | None = request.app.state.services.catalog
     if catalog is None:
-        raise ModelNotReadyError("this deployment has no catalog store configured")
+        raise UnwiredError("the app's Services has no catalog: give it one, or override get_catalog")
     return catalog
+
+
+async def get_ingest(request: Request) -> IngestService:
+    """Ingestion onto the event stream (POST /events'); UnwiredError when the app was created without it."""
+    ingest: IngestService | None = request.app.state.services.ingest
+    if ingest is None:
+        raise UnwiredError("the app's Services has no ingest service: give it one, or override get_ingest")
+    return ingest
 
 
 async def get_telemetry(request: Request) -> Telemetry:
@@ -65,6 +81,7 @@ async def get_consumer_status(request: Request) -> ConsumerStatus | None:
 ServicesDep = Annotated[Services, Depends(get_services)]
 RecommenderDep = Annotated[Recommender, Depends(get_recommender)]
 CatalogDep = Annotated[CatalogService, Depends(get_catalog)]
+IngestDep = Annotated[IngestService, Depends(get_ingest)]
 TelemetryDep = Annotated[Telemetry, Depends(get_telemetry)]
 ConsumerStatusDep = Annotated[ConsumerStatus | None, Depends(get_consumer_status)]
 

@@ -29,12 +29,14 @@ class Services:
     """What the routes call, built once (`build_services` in Lambda and `rtrec run`; tests build their own)."""
 
     recommender: Recommender
-    catalog: CatalogService | None = None  # None: no catalog store (a recommender alone); the admin routes answer 503
+    catalog: CatalogService | None = None  # None only in a test's app: the admin routes then raise UnwiredError
     # Who may call what (rtrec.domain.access). The default knows no key: keyless reads and events, no admin.
     access: AccessPolicy = field(default_factory=lambda: AccessPolicy((), require_keys=False))
     model_error: Callable[[], str | None] = lambda: None  # the last failed model load, for /health
     shadow_version: Callable[[], str | None] = lambda: None  # the shadow candidate's version, for /health
-    ingest: IngestService | None = None  # POST /events and impression logging; None: not configured
+    # POST /events and impression logging; None only in a test's app: POST /events raises UnwiredError, and no
+    # impression is logged.
+    ingest: IngestService | None = None
     model_version: Callable[[], str | None] = lambda: None  # the production version loaded (no poll), for the logs
     impression_flush_s: float = 2.0  # the end of a Lambda invocation waits this long at most for its impressions
     impression_shutdown_s: float = 5.0  # the app's shutdown waits this long at most

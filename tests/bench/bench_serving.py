@@ -800,7 +800,7 @@ BACKENDS = {
 def memory_app() -> Any:
     """uvicorn factory for the in-memory HTTP variant: the API app (create_app) over the ML-1M feature store and
     popularity snapshot in memory, with the same model, ranking and retrieval, so no emulator sits behind a request."""
-    from functions.api.app import create_app
+    from functions.api.app import Services, create_app
     from rtrec.adapters.memory import InMemoryFeatureStore, InMemoryPopularityStore
     from rtrec.adapters.model.onnx_towers import load_serving_model
     from rtrec.data.movielens import load_movielens
@@ -809,7 +809,7 @@ def memory_app() -> Any:
     features, popularity = InMemoryFeatureStore(), InMemoryPopularityStore()
     seed_catalog(load_movielens("ml-1m", Path(os.environ["BENCH_DATA_DIR"])), features, popularity)
     model = load_serving_model(os.environ["BENCH_MODEL_VERSION"], Path(os.environ["BENCH_MODEL_DIR"]), features)
-    return create_app(recommender_for(model, features, popularity))
+    return create_app(Services(recommender_for(model, features, popularity)))
 
 
 # `uvicorn --workers N` (N > 1) binds the listening socket itself with proto 0, and asyncio then leaves

@@ -37,7 +37,7 @@ def make_recommender(popular: bool = True) -> Recommender:
 
 @pytest.fixture
 def client() -> TestClient:
-    return TestClient(create_app(make_recommender()))
+    return TestClient(create_app(Services(make_recommender())))
 
 
 def test_recommend_known_user(client):
@@ -69,7 +69,7 @@ def test_bad_k_is_422_with_a_reason(client, k):
 
 
 def test_no_snapshot_yet_is_503_with_a_message():
-    client = TestClient(create_app(make_recommender(popular=False)))
+    client = TestClient(create_app(Services(make_recommender(popular=False))))
     response = client.get("/recommend/1")
     assert response.status_code == 503
     assert response.json()["error"] == "model_not_ready"
@@ -94,7 +94,7 @@ def test_health_is_503_when_the_feature_store_is_down():
         raise DependencyError("describing rtrec-user-features failed: connection refused")
 
     recommender._features.ping = down  # type: ignore[method-assign]
-    response = TestClient(create_app(recommender)).get("/health")
+    response = TestClient(create_app(Services(recommender))).get("/health")
     assert response.status_code == 503
     assert response.json()["dependencies"]["feature_store"] == "error: dependency_unavailable"
     assert "connection refused" not in response.text
@@ -111,7 +111,7 @@ def test_backend_failure_during_recommend_is_503_not_500():
         )
 
     recommender._features.get_user = broken  # type: ignore[method-assign]
-    response = TestClient(create_app(recommender)).get("/recommend/1")
+    response = TestClient(create_app(Services(recommender))).get("/recommend/1")
     body = response.json()
     assert response.status_code == 503
     assert body["error"] == "dependency_unavailable"
@@ -275,7 +275,7 @@ def test_the_start_up_heap_is_frozen_out_of_the_garbage_collector_when_the_app_s
 
     gc.unfreeze()
     try:
-        with TestClient(create_app(make_recommender())) as client:
+        with TestClient(create_app(Services(make_recommender()))) as client:
             assert gc.get_freeze_count() > 0  # the lifespan's start-up froze what was there
             assert client.get("/recommend/1").status_code == 200
     finally:

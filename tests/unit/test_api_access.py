@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 from mangum import Mangum
 
-from functions.api.app import Services, create_app
+from functions.api.app import Services, UnwiredError, create_app
 from rtrec.adapters.memory import InMemoryEventStream
 from rtrec.domain.access import AccessPolicy, Limits, RateLimiter, gateway_keys
 from rtrec.domain.events import Impression
@@ -256,23 +256,28 @@ def test_the_openapi_document_declares_the_key_and_the_new_codes():
     assert "security" not in spec["paths"]["/health"]["get"]
 
 
-def test_an_app_without_a_catalog_store_answers_the_admin_routes_503_after_the_key_check():
-    client = TestClient(
-        create_app(
-            Services(
-                recommender=make_world().recommender(),
-                catalog=None,  # type: ignore[arg-type]
-                access=keyed_access(require_keys=True),
-            )
-        )
-    )
+def test_an_app_created_without_a_catalog_fails_the_admin_routes_as_a_wiring_error_after_the_key_check():
+    """A wiring gap is the code's error, not a model still loading: no 503 model_not_ready that a client would retry."""
+    app = create_app(Services(recommender=make_world().recommender(), access=keyed_access(require_keys=True)))
+    client = TestClient(app)
     item = {"item_id": "new-1", "title": "New", "genres": ["Drama"]}
     assert client.post("/items", json=item).status_code == 401  # no key: the catalog is not even looked at
-    for response in (
-        client.post("/items", json=item, headers=ADMIN),
-        client.patch("/items/i1", json={"active": False}, headers=ADMIN),
-        client.delete("/items/i1", headers=ADMIN),
-    ):
-        assert response.status_code == 503, response.text
-        assert response.json()["error"] == "model_not_ready", response.text
-        assert "no catalog store" in response.json()["detail"]
+    calls = (
+        lambda: client.post("/items", json=item, headers=ADMIN),
+        lambda: client.patch("/items/i1", json={"active": False}, headers=ADMIN),
+        lambda: client.delete("/items/i1", headers=ADMIN),
+    )
+    for call in calls:
+        with pytest.raises(UnwiredError, match="no catalog"):
+            call()
+    response = TestClient(app, raise_server_exceptions=False).delete("/items/i1", headers=ADMIN)
+    assert response.status_code == 500, response.text
+    assert response.json()["error"] == "internal_error", response.text
+
+
+def test_an_app_created_without_ingestion_fails_post_events_as_a_wiring_error_after_the_key_check():
+    client = TestClient(create_app(Services(recommender=make_world().recommender(), access=keyed_access(require_keys=True))))
+    batch = {"events": [CLICK]}
+    assert client.post("/events", json=batch).status_code == 401  # no key: ingestion is not even looked at
+    with pytest.raises(UnwiredError, match="no ingest service"):
+        client.post("/events", json=batch, headers=EVENTS)

@@ -9,14 +9,14 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from functions.api.app import create_app
+from functions.api.app import Services, create_app
 from rtrec.errors import DependencyError
 from tests.unit.test_api import make_recommender
 from tests.unit.test_kinesis_event_source import SHARD, FakeKinesis, make
 
 
 def health(consumer_status: Any = None) -> tuple[int, dict[str, Any]]:
-    response = TestClient(create_app(make_recommender(), consumer_status=consumer_status)).get("/health")
+    response = TestClient(create_app(Services(make_recommender()), consumer_status=consumer_status)).get("/health")
     return response.status_code, response.json()
 
 

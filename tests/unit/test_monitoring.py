@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from mangum import Mangum
 from prometheus_client.parser import text_string_to_metric_families
 
-from functions.api.app import create_app
+from functions.api.app import Services, create_app
 from functions.api.observability import request_id
 from rtrec.adapters.aws.powertools import EmfMetrics, lambda_observability
 from rtrec.adapters.prometheus import PrometheusMetrics
@@ -195,7 +195,7 @@ def test_an_unexpected_error_is_counted_as_a_5xx_with_its_route():
     sink = PrometheusMetrics(process_metrics=False)
     recommender = make_recommender()
     recommender.recommend = lambda *a, **k: 1 / 0  # a bug
-    client = TestClient(create_app(recommender, telemetry=Telemetry(sink)), raise_server_exceptions=False)
+    client = TestClient(create_app(Services(recommender), telemetry=Telemetry(sink)), raise_server_exceptions=False)
     assert client.get("/recommend/1").status_code == 500
     assert client.get("/no-such-route").status_code == 404
     values = samples(client.get("/metrics").text)
@@ -217,7 +217,7 @@ def test_the_consumer_lag_gauge_reads_its_value_at_scrape_time():
 
 
 def test_without_telemetry_there_is_no_metrics_route():
-    client = TestClient(create_app(make_recommender()))
+    client = TestClient(create_app(Services(make_recommender())))
     assert client.get("/metrics").status_code == 404
     assert client.get("/recommend/1").headers["x-request-id"]
 
