@@ -3,9 +3,15 @@ adapters of one service on one client. Building them calls no AWS API (no endpoi
 
 from __future__ import annotations
 
+import ast
+import inspect
+from pathlib import Path
+
+from rtrec.adapters.aws import factory as factory_module
 from rtrec.adapters.aws.factory import AwsAdapters
 from rtrec.settings import DriftSettings
 
+LOCAL = Path(__file__).resolve().parents[2] / "localstack" / "rtrec_local"
 ENDPOINT = "http://localhost:45998"  # nothing listens: a call would fail, constructing must not call
 
 
@@ -54,3 +60,36 @@ def test_a_given_client_replaces_that_service_only():
     aws = adapters(dynamodb=fake_dynamodb)
     assert aws.feature_store(consistent_profile_reads=True)._client is fake_dynamodb
     assert aws.event_stream()._client.meta.endpoint_url == ENDPOINT
+
+
+def test_the_cli_and_the_local_cloud_build_no_adapter_the_factory_builds():
+    """One wiring: `rtrec_local` asks AwsAdapters for every adapter it builds. The one exception is the local event
+    source mapping's DLQ, which it builds from a queue URL (an event source mapping's own setting), not from names."""
+    factory = ast.parse(inspect.getsource(factory_module))
+    adapters = {
+        alias.asname or alias.name
+        for node in factory.body
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("rtrec.adapters.aws.")
+        for alias in node.names
+        if alias.name[0].isupper() and not alias.name.endswith("Config")
+    }
+    assert {"S3ModelStore", "DynamoFeatureStore", "SqsDeadLetterQueue"} <= adapters
+    allowed = {("event_source.py", "SqsDeadLetterQueue")}
+    built_by_hand = sorted(
+        (str(path.relative_to(LOCAL)), name)
+        for path in LOCAL.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call)
+        for name in [_called_name(node.func)]
+        if name in adapters and (str(path.relative_to(LOCAL)), name) not in allowed
+    )
+    assert built_by_hand == []
+
+
+def _called_name(func: ast.expr) -> str | None:
+    """`X` of a call `X(...)` or `X.for_names(...)`."""
+    if isinstance(func, ast.Name):
+        return func.id
+    if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
+        return func.value.id
+    return None
