@@ -174,6 +174,8 @@ def test_run_bootstraps_a_model_serves_it_and_state_survives_a_restart(tmp_path)
                 "baselines=false",
                 "--hp",
                 "threads=1",
+                "--hp",
+                "item_to_item=false",
             ],
             state_dir,
         )

@@ -153,7 +153,9 @@ def bootstrap_model(endpoint_url: str, local: LocalSettings, epochs: int) -> thr
         return process.wait() == 0
 
     def work() -> None:
-        hps = ["--hp", f"epochs={epochs}", "--hp", "protocols=recbole", "--hp", "baselines=false", "--hp", "threads=1"]
+        # Neither the peers' figures nor the item-to-item model (not served yet) matter to a first model: ~1 min less.
+        settings = [f"epochs={epochs}", "protocols=recbole", "baselines=false", "threads=1", "item_to_item=false"]
+        hps = [arg for setting in settings for arg in ("--hp", setting)]
         trained = step(["train", "--dataset", local.dataset, *hps, "--tag", "trigger=bootstrap"])
         promoted = trained and step(["promote", "--endpoint-url", endpoint_url])
         if promoted:
