@@ -69,7 +69,17 @@ class VectorIndex(Protocol):
         """The `k` best (item_id, score) for one query vector, best first, skipping `exclude`."""
 
 
-class ModelStore(Protocol):
+class ModelPointers(Protocol):
+    """The pointers half of ModelStore: what a service that only reads or withdraws a pointer needs."""
+
+    def read_pointer(self, role: str = "production") -> ProductionPointer | None:
+        """The current pointer of `role`, None when there is none (nothing promoted, no shadow candidate)."""
+
+    def delete_pointer(self, role: str) -> None:
+        """Remove the pointer of `role` (a shadow candidate that was promoted or withdrawn)."""
+
+
+class ModelStore(ModelPointers, Protocol):
     """Where promoted model folders and the production pointer live (the models bucket)."""
 
     def publish(self, version: str, model_dir: Path) -> str:
@@ -78,12 +88,6 @@ class ModelStore(Protocol):
     def write_pointer(self, pointer: ProductionPointer, role: str = "production") -> None:
         """Replace the pointer of `role` ("production" or "shadow") in one write (readers see the old or the
         new one, never a mix)."""
-
-    def read_pointer(self, role: str = "production") -> ProductionPointer | None:
-        """The current pointer of `role`, None when there is none (nothing promoted, no shadow candidate)."""
-
-    def delete_pointer(self, role: str) -> None:
-        """Remove the pointer of `role` (a shadow candidate that was promoted or withdrawn)."""
 
     def download(self, version: str, target_dir: Path) -> Path:
         """Fetch the files of a published `version` into `target_dir`; returns it."""
@@ -130,6 +134,13 @@ class EventStream(Protocol):
         """Write every message (retrying the failed ones) or raise DependencyError."""
 
 
+class RawRecords(Protocol):
+    """The event stream written record by record as it was (KinesisEventStream): the DLQ redrive's side of it."""
+
+    def put_raw(self, records: Sequence[tuple[str, bytes]]) -> int:
+        """Put (partition key, data) records as they are."""
+
+
 class ImpressionQueue(Protocol):
     """Impressions onto the stream off the request path (KinesisImpressionProducer): buffered, batched, flushed."""
 
@@ -172,6 +183,21 @@ class RankerStateStore(Protocol):
 
 class DeadLetterQueue(Protocol):
     def send(self, body: dict[str, Any]) -> None: ...
+
+
+class DeadLetters(Protocol):
+    """The dead-letter queue as the redrive reads it (SqsDeadLetterQueue)."""
+
+    def receive_with_handles(
+        self, max_messages: int = 10, wait_seconds: int = 0, visibility_timeout: int | None = None
+    ) -> list[tuple[dict[str, Any], str]]:
+        """Visible letters as sent (references not resolved), each with its receipt handle."""
+
+    def resolve(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The whole letter: `body`, or the S3 object it refers to."""
+
+    def delete(self, receipt_handle: str, body: dict[str, Any] | None = None) -> None:
+        """Delete a letter, then its S3 object when it went by reference."""
 
 
 class Lock(Protocol):

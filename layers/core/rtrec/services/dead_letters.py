@@ -8,41 +8,16 @@ record either on the stream or still in the queue (at worst on both, when it sto
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from rtrec.errors import RtrecError
+from rtrec.ports import DeadLetters, RawRecords
 
 RECEIVE_BATCH = 10  # SQS's most messages per receive
 RECEIVE_VISIBILITY_S = 60  # a received letter stays hidden this long from other readers while it is sent back
 FALLBACK_PARTITION_KEY = "redrive"  # for a record that lost its own
-
-
-class DeadLetters(Protocol):
-    """The dead-letter queue as the redrive reads it (SqsDeadLetterQueue)."""
-
-    def receive_with_handles(
-        self, max_messages: int = 10, wait_seconds: int = 0, visibility_timeout: int | None = None
-    ) -> list[tuple[dict[str, Any], str]]:
-        """Visible letters as sent (references not resolved), each with its receipt handle."""
-        ...
-
-    def resolve(self, body: dict[str, Any]) -> dict[str, Any]:
-        """The whole letter: `body`, or the S3 object it refers to."""
-        ...
-
-    def delete(self, receipt_handle: str, body: dict[str, Any] | None = None) -> None:
-        """Delete a letter, then its S3 object when it went by reference."""
-        ...
-
-
-class RawRecords(Protocol):
-    """The events stream, written record by record as it was (KinesisEventStream)."""
-
-    def put_raw(self, records: Sequence[tuple[str, bytes]]) -> int:
-        """Put (partition key, data) records as they are."""
-        ...
 
 
 @dataclass(frozen=True)

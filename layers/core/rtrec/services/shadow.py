@@ -3,18 +3,9 @@ it beside production."""
 
 from __future__ import annotations
 
-from typing import Protocol
-
-from rtrec.domain.promotion import SHADOW_POINTER, ProductionPointer
+from rtrec.domain.promotion import SHADOW_POINTER
+from rtrec.ports import ModelPointers
 from rtrec.services.ope import WAITING_FOR_TRAFFIC
-
-
-class Pointers(Protocol):
-    """The pointer half of the ModelStore port (S3ModelStore)."""
-
-    def read_pointer(self, role: str = "production") -> ProductionPointer | None: ...
-
-    def delete_pointer(self, role: str) -> None: ...
 
 
 def rejected_for_good(reason: str) -> bool:
@@ -23,7 +14,7 @@ def rejected_for_good(reason: str) -> bool:
     return not reason.startswith(WAITING_FOR_TRAFFIC)
 
 
-def withdraw_rejected_shadow(store: Pointers, version: str, reason: str) -> bool:
+def withdraw_rejected_shadow(store: ModelPointers, version: str, reason: str) -> bool:
     """After the gate rejected `version` for `reason`: when the rejection is for good and `version` is still the
     shadow candidate, remove the shadow pointer. Returns whether it was withdrawn."""
     if not rejected_for_good(reason):
