@@ -9,13 +9,17 @@ each user's past, test on their latest interactions, as the live system is used)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from rtrec.data.movielens import MovieLens
+
+if TYPE_CHECKING:
+    from scipy import sparse
 
 Protocol = Literal["recbole", "temporal"]
 RATIOS = (0.8, 0.1, 0.1)
@@ -92,3 +96,19 @@ def make_split(dataset: MovieLens, protocol: Protocol = "recbole", seed: int = 2
         n_users=dataset.n_users,
         n_items=dataset.n_items,
     )
+
+
+def interaction_matrix(
+    frames: Sequence[pd.DataFrame], n_users: int, n_items: int, dtype: type[np.floating[Any]] = np.float64
+) -> sparse.csr_matrix:
+    """Binary user x item matrix (scipy CSR) of the interactions in `frames` (repeats count once): the history the
+    item-to-item fit and the matrix-factorisation peer learn from."""
+    from scipy import sparse
+
+    frame = pd.concat(list(frames))
+    ones = np.ones(len(frame), dtype=dtype)
+    matrix = sparse.csr_matrix(
+        (ones, (frame["user_index"].to_numpy(), frame["item_index"].to_numpy())), shape=(n_users, n_items)
+    )
+    matrix.data[:] = 1.0
+    return matrix

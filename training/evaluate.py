@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 Scorer = Callable[[np.ndarray], np.ndarray]  # user indices [B] -> scores [B, n_items]
+
+
+def selection_score(metrics: Mapping[str, float], prefix: str = "") -> float:
+    """Recall@10 + NDCG@10 (under `prefix`, e.g. "valid."): what every choice made on the valid part maximises, the
+    towers' best epoch and the item-to-item model's l2 and k alike."""
+    return metrics[f"{prefix}recall@10"] + metrics[f"{prefix}ndcg@10"]
 
 
 def _lists(frame: pd.DataFrame) -> dict[int, np.ndarray]:

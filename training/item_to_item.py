@@ -13,28 +13,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 from scipy import sparse
 
 from rtrec.domain.item_to_item import ItemToItem
-from training.data import Split
-from training.evaluate import Scorer, evaluate_full_ranking
+from training.data import Split, interaction_matrix
+from training.evaluate import Scorer, evaluate_full_ranking, selection_score
 
 Progress = Callable[[str], None]
 
 L2_GRID = (100.0, 200.0, 500.0, 1000.0)
 TOP_K_GRID = (50, 100, 200, 300)
-
-
-def interaction_matrix(frames: Sequence[pd.DataFrame], n_users: int, n_items: int) -> sparse.csr_matrix:
-    """Binary user x item matrix of the interactions in `frames` (repeats count once)."""
-    frame = pd.concat(list(frames))
-    ones = np.ones(len(frame), dtype=np.float64)
-    matrix = sparse.csr_matrix(
-        (ones, (frame["user_index"].to_numpy(), frame["item_index"].to_numpy())), shape=(n_users, n_items)
-    )
-    matrix.data[:] = 1.0
-    return matrix
 
 
 def gram(matrix: sparse.csr_matrix) -> np.ndarray:
@@ -81,10 +69,6 @@ def model_scorer(model: ItemToItem, history: sparse.csr_matrix) -> Scorer:
     return score
 
 
-def _objective(metrics: dict[str, float]) -> float:
-    return metrics["recall@10"] + metrics["ndcg@10"]
-
-
 @dataclass
 class ItemToItemFit:
     """The chosen model, the dense EASE it was pruned from, and the figures that chose them."""
@@ -119,8 +103,8 @@ def fit_item_to_item(
             f"item-to-item: EASE l2 {l2:g}: valid recall@10 {valid['recall@10']:.4f} ndcg@10 {valid['ndcg@10']:.4f} "
             f"({time.monotonic() - started:.1f}s)"
         )
-        if best is None or _objective(valid) > best[0]:
-            best = (_objective(valid), l2, weights, valid)
+        if best is None or selection_score(valid) > best[0]:
+            best = (selection_score(valid), l2, weights, valid)
     assert best is not None
     _, l2, dense, dense_valid = best
     chosen: tuple[float, int, ItemToItem, dict[str, float]] | None = None
@@ -132,8 +116,8 @@ def fit_item_to_item(
             f"item-to-item: l2 {l2:g} top {top_k}: {model.nnz:,} weights, valid recall@10 {valid['recall@10']:.4f} "
             f"ndcg@10 {valid['ndcg@10']:.4f} ({time.monotonic() - started:.1f}s)"
         )
-        if chosen is None or _objective(valid) > chosen[0]:
-            chosen = (_objective(valid), top_k, model, valid)
+        if chosen is None or selection_score(valid) > chosen[0]:
+            chosen = (selection_score(valid), top_k, model, valid)
     assert chosen is not None
     _, top_k, model, valid = chosen
     metrics = {"l2": l2, "top_k": float(top_k), "nnz": float(model.nnz)}

@@ -27,7 +27,7 @@ from rtrec.domain.models import HISTORY_LENGTH
 from training import artifacts
 from training.baselines import mf_peer_scorer
 from training.data import Split, make_split
-from training.evaluate import evaluate_full_ranking, popularity_scorer
+from training.evaluate import evaluate_full_ranking, popularity_scorer, selection_score
 from training.export import export_towers
 from training.item_to_item import fit_item_to_item
 from training.model import ItemTower, UserTower, build_towers, sampled_softmax_loss
@@ -234,7 +234,7 @@ def train_protocol(
         valid = evaluate_full_ranking(
             _embedding_scorer(user_vectors_np, item_vectors_np), split.valid, [split.train], dataset.n_items
         )
-        score = valid["recall@10"] + valid["ndcg@10"]
+        score = selection_score(valid)
         history.append(
             {
                 "epoch": epoch,
@@ -271,7 +271,7 @@ def train_protocol(
     item_tower.load_state_dict(best_state[1])
     users_np, items_np = embed(user_tower, item_tower, t, t.eval_history)
     test = evaluate_full_ranking(_embedding_scorer(users_np, items_np), split.test, [split.train, split.valid], dataset.n_items)
-    best = max(history, key=lambda h: h["valid.recall@10"] + h["valid.ndcg@10"])
+    best = max(history, key=lambda h: selection_score(h, "valid."))
     metrics = {f"test.{k}": v for k, v in test.items()}
     metrics.update({k: v for k, v in best.items() if k.startswith("valid.")})
     metrics["best_epoch"] = float(best["epoch"])
